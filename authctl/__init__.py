@@ -1,0 +1,1 @@
+"""The authctl command-line interface. Importing it costs nothing; see ``authctl.cli``."""

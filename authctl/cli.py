@@ -1,0 +1,151 @@
+"""The root ``authctl`` command: global options, exit codes and the one error translation.
+
+Subcommands live in ``authctl/cmd_*.py`` and are imported only when they run (or when
+``--help`` lists them). This module and those modules import only click at the top, so
+``authctl --help`` never pays for webob, waitress, argon2, pyotp or rich.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+import typing as t
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+import click
+
+if t.TYPE_CHECKING:
+    from server.config import Config
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes (SPEC §4)."""
+
+    OK = 0
+    CHECK_FAILED = 1
+    USAGE = 2
+    DATA_ERROR = 3
+
+
+class DataError(click.ClickException):
+    """A file cannot be read or is invalid, or the data forbids the request: exit 3."""
+
+    exit_code = ExitCode.DATA_ERROR
+
+
+class CheckFailed(click.ClickException):
+    """A check found problems (lint errors, a failing policy test): exit 1."""
+
+    exit_code = ExitCode.CHECK_FAILED
+
+
+@dataclass
+class State:
+    """What the root command hands its subcommands."""
+
+    config_path: Path
+    _config: Config | None = field(default=None, repr=False)
+
+    def config(self) -> Config:
+        """Load (once) and return the config; a broken file ends the command with exit 3."""
+        if self._config is None:
+            from server.config import load_config
+
+            self._config = load_config(self.config_path)
+        return self._config
+
+
+pass_state = click.make_pass_decorator(State)
+
+#: name -> "module:attribute"; modules are imported on first use.
+COMMANDS: dict[str, str] = {
+    "init": "authctl.cmd_init:init",
+    "user": "authctl.cmd_user:user",
+    "hash-password": "authctl.cmd_hash:hash_password",
+    "rules": "authctl.cmd_rules:rules",
+}
+
+
+class LazyGroup(click.Group):
+    """A group that imports each subcommand's module only when it is needed, and turns the
+    core's errors into messages and exit codes in one place."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, _, attr = target.partition(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+    def invoke(self, ctx: click.Context) -> t.Any:
+        from server.errors import FileProblemError
+        from server.errors import UserError
+
+        try:
+            return super().invoke(ctx)
+        except FileProblemError as exc:
+            raise DataError(str(exc)) from None
+        except UserError as exc:
+            raise DataError(str(exc)) from None
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version
+
+    try:
+        return version("authctl")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "0+unknown"
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"authctl {_version()}")
+        ctx.exit()
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    default="authctl.toml",
+    envvar="AUTHCTL_CONFIG",
+    show_default=True,
+    show_envvar=True,
+    help="The config file. Relative paths inside it resolve against its folder.",
+)
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and exit.",
+)
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path) -> None:
+    """authctl: a forward-auth server with a login portal and single sign-on.
+
+    Reverse proxies (Traefik, nginx, Caddy, HAProxy, Envoy) ask authctl whether each request
+    may pass; authctl answers from the session cookie and the access rules.
+
+    \b
+    Exit codes: 0 ok, 1 a check failed, 2 usage error, 3 config or data error.
+    Shell completion: eval "$(_AUTHCTL_COMPLETE=bash_source authctl)" (or zsh_source,
+    fish_source).
+    """
+    ctx.obj = State(config_path)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="authctl")

@@ -1,0 +1,1071 @@
+"""Load and validate ``authctl.toml`` into frozen, typed objects.
+
+Validation happens once, at load, and is complete: every problem is collected with the file,
+the key path (``access_control.rules[3].networks[0]``), the line where it can be found, what
+is wrong and how to fix it. Unknown keys are errors, so a typo such as ``polcy`` never passes
+silently. Pure core: standard library only (no webob, waitress, click or rich).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+import tomllib
+import typing as t
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from server.durations import parse_duration
+from server.errors import ConfigError
+from server.errors import FileProblemError
+from server.errors import Problem
+from server.names import check_username
+from server.tomlpos import locate
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+POLICIES = ("bypass", "one_factor", "two_factor", "deny")
+SAME_SITE = ("lax", "strict", "none")
+SESSION_STORES = ("memory", "sqlite", "redis")
+TOTP_ALGORITHMS = ("SHA1", "SHA256", "SHA512")
+REGULATION_MODES = ("user", "ip")
+QUERY_OPERATORS = ("present", "absent", "equal", "not equal", "pattern", "not pattern")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+#: HTTP methods a ``methods`` criterion may name (RFC 7231, 5789, 4918), as Authelia accepts.
+HTTP_METHODS = (
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK",
+)  # fmt: skip
+
+#: Bounds of the argon2id parameters used for new hashes (and accepted in the users file).
+ARGON2_MAX_MEMORY_KIB = 1024 * 1024
+ARGON2_MAX_ITERATIONS = 20
+ARGON2_MAX_PARALLELISM = 16
+
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+# --------------------------------------------------------------------------- value objects
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """``[server]``: where to listen and whom to believe."""
+
+    address: str = "127.0.0.1:9091"
+    host: str = "127.0.0.1"
+    port: int = 9091
+    unix_socket: str | None = None
+    trusted_proxies: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    )
+    threads: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordHashConfig:
+    """argon2id parameters for NEW hashes (memory in KiB)."""
+
+    memory_kib: int = 65536
+    iterations: int = 3
+    parallelism: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class UsersConfig:
+    """``[users]``: the users file and how new passwords are hashed."""
+
+    file: Path
+    watch: bool = True
+    password_hash: PasswordHashConfig = field(default_factory=PasswordHashConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """``[storage]``: the SQLite database and the key that encrypts TOTP secrets in it."""
+
+    path: Path
+    encryption_key_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class CookieConfig:
+    """One ``[[session.cookies]]`` entry: a protected root domain and its portal."""
+
+    domain: str
+    portal_url: str
+    default_redirect_url: str | None = None
+
+    def covers(self, host: str) -> bool:
+        """True when ``host`` (lowercase, no port) is the domain or one of its subdomains."""
+        return host == self.domain or host.endswith("." + self.domain)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """``[session]``: the cookie, lifetimes (seconds) and where sessions are stored."""
+
+    cookies: tuple[CookieConfig, ...]
+    name: str = "authctl_session"
+    same_site: str = "lax"
+    expiration: int = 3600
+    inactivity: int = 300
+    remember_me: int = 30 * 86400
+    store: str = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    def cookie_for(self, host: str) -> CookieConfig | None:
+        """The cookie entry whose domain covers ``host``, or None."""
+        for cookie in self.cookies:
+            if cookie.covers(host):
+                return cookie
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TotpConfig:
+    """``[totp]``: parameters of new TOTP secrets and of code checks."""
+
+    issuer: str = "authctl"
+    algorithm: str = "SHA1"
+    digits: int = 6
+    period: int = 30
+    skew: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RegulationConfig:
+    """``[regulation]``: brute-force bans (Authelia's algorithm)."""
+
+    max_retries: int = 3
+    find_time: int = 120
+    ban_time: int = 300
+    modes: tuple[str, ...] = ("user",)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """``[notifier.smtp]``: an SMTP relay."""
+
+    host: str
+    sender: str
+    port: int = 587
+    username: str | None = None
+    password_file: Path | None = None
+    starttls: bool = True
+    tls: bool = False
+    timeout: int = 10
+    startup_check: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NotifierConfig:
+    """``[notifier]``: where one-time codes and reset links are sent."""
+
+    filesystem: Path | None = None
+    smtp: SmtpConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordPolicyConfig:
+    """``[password_policy]``: rules for passwords chosen in the portal."""
+
+    min_length: int = 8
+    max_length: int = 128
+    check_common: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """``[log]``: level and format (``json`` gives one JSON line per decision)."""
+
+    level: str = "info"
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryCondition:
+    """One ``{key, operator, value}`` of a rule's ``query`` criterion."""
+
+    key: str
+    operator: str
+    value: str | None = None
+    pattern: re.Pattern[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRef:
+    """A ``networks`` entry as written, with the networks it stands for."""
+
+    text: str
+    networks: tuple[IPNetwork, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleConfig:
+    """One ``[[access_control.rules]]`` entry, validated, regexes compiled."""
+
+    index: int
+    policy: str
+    domain: tuple[str, ...] = ()
+    domain_regex: tuple[re.Pattern[str], ...] = ()
+    resources: tuple[re.Pattern[str], ...] = ()
+    methods: tuple[str, ...] = ()
+    networks: tuple[NetworkRef, ...] = ()
+    subject: tuple[tuple[str, ...], ...] = ()
+    query: tuple[tuple[QueryCondition, ...], ...] = ()
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessControlConfig:
+    """``[access_control]``: the default policy, named networks and the ordered rules."""
+
+    default_policy: str = "deny"
+    networks: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = ()
+    rules: tuple[RuleConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration."""
+
+    path: Path
+    server: ServerConfig
+    users: UsersConfig
+    storage: StorageConfig
+    session: SessionConfig
+    totp: TotpConfig
+    regulation: RegulationConfig
+    notifier: NotifierConfig
+    password_policy: PasswordPolicyConfig
+    log: LogConfig
+    access_control: AccessControlConfig
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in the config resolve against."""
+        return self.path.parent
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+T = t.TypeVar("T")
+
+
+class _Reader:
+    """Walks the parsed TOML, collecting problems with their key paths and lines."""
+
+    def __init__(self, path: Path, text: str) -> None:
+        self.path = path
+        self.text = text
+        self.problems: list[Problem] = []
+
+    def error(self, key: str, message: str, hint: str = "") -> None:
+        self.problems.append(Problem(self.path, key, message, hint, locate(self.text, key)))
+
+    def table(self, data: object, key: str, known: t.Iterable[str]) -> dict[str, t.Any]:
+        """Return ``data`` as a table, reporting unknown keys (with a did-you-mean)."""
+        if not isinstance(data, dict):
+            self.error(key, f"expected a table, got {_kind(data)}", f"write it as [{key}]")
+            return {}
+        names = list(known)
+        for name in data:
+            if name not in names:
+                close = difflib.get_close_matches(name, names, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(names)}"
+                self.error(_join(key, name), f"unknown key {name!r}", hint)
+        return data
+
+    def value(
+        self,
+        table: dict[str, t.Any],
+        key: str,
+        name: str,
+        kind: type[T] | tuple[type, ...],
+        default: T | _Missing = _MISSING,
+        hint: str = "",
+    ) -> T | None:
+        """Return ``table[name]`` checked against ``kind``; None (and a problem) when wrong."""
+        path = _join(key, name)
+        if name not in table:
+            if isinstance(default, _Missing):
+                self.error(path, "is required", hint)
+                return None
+            return default
+        raw = table[name]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(raw, bool) and bool not in kinds:
+            self.error(path, f"expected {_kinds(kinds)}, got a boolean", hint)
+            return None
+        if not isinstance(raw, kinds):
+            self.error(path, f"expected {_kinds(kinds)}, got {_kind(raw)}", hint)
+            return None
+        return t.cast("T", raw)
+
+    def choice(
+        self, table: dict[str, t.Any], key: str, name: str, choices: t.Sequence[str], default: str
+    ) -> str:
+        raw = self.value(table, key, name, str, default)
+        if raw is None:
+            return default
+        if raw not in choices:
+            self.error(
+                _join(key, name),
+                f"{raw!r} is not one of {', '.join(choices)}",
+                f"use one of {', '.join(repr(c) for c in choices)}",
+            )
+            return default
+        return raw
+
+    def integer(
+        self, table: dict[str, t.Any], key: str, name: str, default: int, low: int, high: int
+    ) -> int:
+        raw = self.value(table, key, name, int, default)
+        if raw is None:
+            return default
+        if not low <= raw <= high:
+            self.error(_join(key, name), f"{raw} is out of range", f"use a number from {low} to {high}")
+            return default
+        return raw
+
+    def duration(
+        self, table: dict[str, t.Any], key: str, name: str, default: int, minimum: int = 0
+    ) -> int:
+        if name not in table:
+            return default
+        try:
+            seconds = parse_duration(table[name])
+        except ValueError as exc:
+            self.error(_join(key, name), str(exc))
+            return default
+        if seconds < minimum:
+            self.error(_join(key, name), f"must be at least {minimum} seconds")
+            return default
+        return seconds
+
+    def boolean(self, table: dict[str, t.Any], key: str, name: str, default: bool) -> bool:
+        raw = self.value(table, key, name, bool, default, hint="write true or false")
+        return default if raw is None else raw
+
+    def string_list(
+        self, table: dict[str, t.Any], key: str, name: str, *, allow_string: bool = True
+    ) -> list[str]:
+        """A list of strings (or one string, where ``allow_string``); problems per element."""
+        path = _join(key, name)
+        if name not in table:
+            return []
+        raw = table[name]
+        if isinstance(raw, str) and allow_string:
+            return [raw]
+        if not isinstance(raw, list):
+            self.error(path, f"expected a list of strings, got {_kind(raw)}", 'write ["…", "…"]')
+            return []
+        out = []
+        for i, item in enumerate(raw):
+            if not isinstance(item, str):
+                self.error(f"{path}[{i}]", f"expected a string, got {_kind(item)}")
+            else:
+                out.append(item)
+        return out
+
+    def file_path(self, base: Path, table: dict[str, t.Any], key: str, name: str, default: str) -> Path:
+        raw = self.value(table, key, name, str, default)
+        text = default if not raw else raw
+        return (base / Path(text).expanduser()).resolve()
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _kind(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number with a fraction",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(value), f"a {type(value).__name__}")
+
+
+_TYPE_NAMES = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    list: "list",
+    dict: "table",
+}
+
+
+def _kinds(kinds: tuple[type, ...]) -> str:
+    return "a " + " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def parse_network(text: str) -> IPNetwork:
+    """Parse an IP address or CIDR into a network; IPv4-mapped IPv6 becomes IPv4.
+
+    Raises:
+        ValueError: not an address or CIDR.
+    """
+    network = ipaddress.ip_network(text.strip(), strict=False)
+    if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped:
+        mapped = network.network_address.ipv4_mapped
+        prefix = max(0, network.prefixlen - 96)
+        return ipaddress.ip_network(f"{mapped}/{prefix}", strict=False)
+    return network
+
+
+def normalise_domain(text: str) -> str:
+    """Lowercase and IDNA-encode a host name; raise ValueError when it is not one.
+
+    Accepts only letters, digits and hyphens in dot-separated labels after encoding, no
+    trailing dot (one more spelling of the same host is one more way round a rule).
+    """
+    host = text.strip()
+    if not host:
+        raise ValueError("the host name is empty")
+    if host.endswith("."):
+        raise ValueError(f"{text!r} ends with a dot; write it without")
+    try:
+        ascii_host = host.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        raise ValueError(f"{text!r} is not a valid host name") from None
+    labels = ascii_host.split(".")
+    if len(ascii_host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError(f"{text!r} is not a valid host name")
+    return ascii_host
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _https_host(url: str) -> str:
+    """The lowercase host of an https URL; ValueError when the URL is not a clean https URL."""
+    if any(ch.isspace() or ord(ch) < 0x20 or ch == "\\" for ch in url):
+        raise ValueError("contains white space, control characters or a backslash")
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        raise ValueError("must be an https:// URL (authctl refuses plain HTTP by design)")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise ValueError("must not contain user information")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    if port == 0:
+        raise ValueError("has an invalid port")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    return normalise_domain(parts.hostname)
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _server(r: _Reader, data: dict[str, t.Any]) -> ServerConfig:
+    key = "server"
+    tbl = r.table(data.get(key, {}), key, ("address", "trusted_proxies", "threads"))
+    default = ServerConfig()
+    address = r.value(tbl, key, "address", str, default.address) or default.address
+    host, port, unix = default.host, default.port, None
+    if address.startswith("unix:"):
+        unix = address[len("unix:") :]
+        if not unix.startswith("/"):
+            r.error("server.address", "a unix socket path must be absolute", 'write "unix:/run/authctl.sock"')
+    else:
+        found = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", address)
+        if not found or int(found.group(2)) > 65535:
+            r.error(
+                "server.address",
+                f"{address!r} is not host:port",
+                'write "127.0.0.1:9091", "[::1]:9091" or "unix:/path/to.sock"',
+            )
+        else:
+            host, port = found.group(1).strip("[]"), int(found.group(2))
+    proxies = []
+    raw_proxies = r.string_list(tbl, key, "trusted_proxies", allow_string=False)
+    if "trusted_proxies" not in tbl:
+        proxies = list(default.trusted_proxies)
+    for i, item in enumerate(raw_proxies):
+        try:
+            proxies.append(parse_network(item))
+        except ValueError:
+            r.error(
+                f"server.trusted_proxies[{i}]",
+                f"{item!r} is not an IP address or CIDR",
+                'write "127.0.0.1/32" or "10.0.0.0/8"',
+            )
+    threads = r.integer(tbl, key, "threads", default.threads, 1, 256)
+    return ServerConfig(address, host, port, unix, tuple(proxies), threads)
+
+
+def _users(r: _Reader, data: dict[str, t.Any], base: Path) -> UsersConfig:
+    key = "users"
+    tbl = r.table(data.get(key, {}), key, ("file", "watch", "password_hash"))
+    ph_key = "users.password_hash"
+    ph = r.table(tbl.get("password_hash", {}), ph_key, ("memory_kib", "iterations", "parallelism"))
+    d = PasswordHashConfig()
+    params = PasswordHashConfig(
+        memory_kib=r.integer(ph, ph_key, "memory_kib", d.memory_kib, 8, ARGON2_MAX_MEMORY_KIB),
+        iterations=r.integer(ph, ph_key, "iterations", d.iterations, 1, ARGON2_MAX_ITERATIONS),
+        parallelism=r.integer(ph, ph_key, "parallelism", d.parallelism, 1, ARGON2_MAX_PARALLELISM),
+    )
+    if params.memory_kib < 8 * params.parallelism:
+        r.error(f"{ph_key}.memory_kib", "argon2 needs at least 8 KiB per lane", "raise memory_kib")
+    return UsersConfig(
+        file=r.file_path(base, tbl, key, "file", "users.toml"),
+        watch=r.boolean(tbl, key, "watch", True),
+        password_hash=params,
+    )
+
+
+def _storage(r: _Reader, data: dict[str, t.Any], base: Path) -> StorageConfig:
+    key = "storage"
+    tbl = r.table(data.get(key, {}), key, ("path", "encryption_key_file"))
+    return StorageConfig(
+        path=r.file_path(base, tbl, key, "path", "authctl.db"),
+        encryption_key_file=r.file_path(base, tbl, key, "encryption_key_file", "secrets/storage.key"),
+    )
+
+
+def _cookie(r: _Reader, raw: object, key: str) -> CookieConfig | None:
+    tbl = r.table(raw, key, ("domain", "portal_url", "default_redirect_url"))
+    domain_raw = r.value(tbl, key, "domain", str, hint='write domain = "example.com"')
+    portal = r.value(tbl, key, "portal_url", str, hint='write portal_url = "https://auth.example.com"')
+    if domain_raw is None or portal is None:
+        return None
+    if _is_ip(domain_raw) or domain_raw.strip().lower() in ("localhost", "localhost.localdomain"):
+        r.error(
+            f"{key}.domain",
+            f"{domain_raw!r} cannot be a cookie domain (an IP address or localhost cannot carry "
+            "a shared cookie)",
+            "use a real domain name such as example.com, or example.test for testing",
+        )
+        return None
+    try:
+        domain = normalise_domain(domain_raw)
+    except ValueError as exc:
+        r.error(f"{key}.domain", str(exc))
+        return None
+    if "." not in domain:
+        r.error(
+            f"{key}.domain",
+            f"{domain!r} is a bare top-level domain; browsers refuse cookies for it",
+            "use a registrable domain such as example.com",
+        )
+        return None
+    cookie = CookieConfig(domain, portal)
+    try:
+        portal_host = _https_host(portal)
+    except ValueError as exc:
+        r.error(f"{key}.portal_url", f"{portal!r} {exc}")
+        return None
+    if not cookie.covers(portal_host):
+        r.error(
+            f"{key}.portal_url",
+            f"the portal host {portal_host!r} is outside the cookie domain {domain!r}",
+            f"serve the portal on {domain} or one of its subdomains",
+        )
+    parts = urlsplit(portal)
+    if parts.query or parts.fragment:
+        r.error(f"{key}.portal_url", "must not have a query or fragment", "remove the ?… or #…")
+    portal_clean = portal.rstrip("/")
+    default_redirect = r.value(tbl, key, "default_redirect_url", str, None)
+    if default_redirect is not None:
+        try:
+            host = _https_host(default_redirect)
+        except ValueError as exc:
+            r.error(f"{key}.default_redirect_url", f"{default_redirect!r} {exc}")
+        else:
+            if not cookie.covers(host):
+                r.error(
+                    f"{key}.default_redirect_url",
+                    f"{host!r} is outside the cookie domain {domain!r}",
+                    f"redirect to {domain} or one of its subdomains",
+                )
+    return CookieConfig(domain, portal_clean, default_redirect)
+
+
+def _session(r: _Reader, data: dict[str, t.Any]) -> SessionConfig:
+    key = "session"
+    known = (
+        "name", "same_site", "expiration", "inactivity", "remember_me", "store", "redis_url",
+        "cookies",
+    )  # fmt: skip
+    tbl = r.table(data.get(key, {}), key, known)
+    d = SessionConfig(cookies=())
+    name = r.value(tbl, key, "name", str, d.name) or d.name
+    if not _COOKIE_NAME.fullmatch(name):
+        r.error("session.name", f"{name!r} is not a valid cookie name", "use letters, digits, '_' or '-'")
+    cookies: list[CookieConfig] = []
+    raw_cookies = tbl.get("cookies")
+    if raw_cookies is None:
+        r.error(
+            "session.cookies",
+            "at least one [[session.cookies]] entry is required",
+            'add [[session.cookies]] with domain = "example.com" and '
+            'portal_url = "https://auth.example.com"',
+        )
+    elif not isinstance(raw_cookies, list):
+        r.error("session.cookies", "must be an array of tables", "write [[session.cookies]]")
+    else:
+        for i, raw in enumerate(raw_cookies):
+            cookie = _cookie(r, raw, f"session.cookies[{i}]")
+            if cookie is None:
+                continue
+            for other in cookies:
+                if other.covers(cookie.domain) or cookie.covers(other.domain):
+                    r.error(
+                        f"session.cookies[{i}].domain",
+                        f"{cookie.domain!r} overlaps the cookie domain {other.domain!r}",
+                        "list each root domain once; its subdomains are covered already",
+                    )
+                    break
+            else:
+                cookies.append(cookie)
+    expiration = r.duration(tbl, key, "expiration", d.expiration, minimum=1)
+    inactivity = r.duration(tbl, key, "inactivity", d.inactivity)
+    remember_me = r.duration(tbl, key, "remember_me", d.remember_me)
+    store = r.choice(tbl, key, "store", SESSION_STORES, d.store)
+    redis_url = r.value(tbl, key, "redis_url", str, d.redis_url) or d.redis_url
+    if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        r.error("session.redis_url", f"{redis_url!r} is not a redis URL", 'write "redis://127.0.0.1:6379/0"')
+    return SessionConfig(
+        cookies=tuple(cookies),
+        name=name,
+        same_site=r.choice(tbl, key, "same_site", SAME_SITE, d.same_site),
+        expiration=expiration,
+        inactivity=inactivity,
+        remember_me=remember_me,
+        store=store,
+        redis_url=redis_url,
+    )
+
+
+def _totp(r: _Reader, data: dict[str, t.Any]) -> TotpConfig:
+    key = "totp"
+    tbl = r.table(data.get(key, {}), key, ("issuer", "algorithm", "digits", "period", "skew"))
+    d = TotpConfig()
+    issuer = r.value(tbl, key, "issuer", str, d.issuer) or d.issuer
+    if ":" in issuer or any(ord(c) < 0x20 for c in issuer):
+        r.error("totp.issuer", "must not contain ':' or control characters", 'write issuer = "authctl"')
+    digits = r.integer(tbl, key, "digits", d.digits, 6, 8)
+    if digits == 7:
+        r.error("totp.digits", "authenticator apps support 6 or 8 digits", "use 6 or 8")
+    return TotpConfig(
+        issuer=issuer,
+        algorithm=r.choice(tbl, key, "algorithm", TOTP_ALGORITHMS, d.algorithm),
+        digits=digits,
+        period=r.integer(tbl, key, "period", d.period, 15, 300),
+        skew=r.integer(tbl, key, "skew", d.skew, 0, 2),
+    )
+
+
+def _regulation(r: _Reader, data: dict[str, t.Any]) -> RegulationConfig:
+    key = "regulation"
+    tbl = r.table(data.get(key, {}), key, ("max_retries", "find_time", "ban_time", "modes"))
+    d = RegulationConfig()
+    modes = r.string_list(tbl, key, "modes") if "modes" in tbl else list(d.modes)
+    for i, mode in enumerate(modes):
+        if mode not in REGULATION_MODES:
+            r.error(f"regulation.modes[{i}]", f"{mode!r} is not a mode", 'use "user" and/or "ip"')
+    if "modes" in tbl and not modes:
+        r.error("regulation.modes", "must name at least one mode", 'use ["user"], ["ip"] or both')
+    return RegulationConfig(
+        max_retries=r.integer(tbl, key, "max_retries", d.max_retries, 0, 1000),
+        find_time=r.duration(tbl, key, "find_time", d.find_time, minimum=1),
+        ban_time=r.duration(tbl, key, "ban_time", d.ban_time, minimum=1),
+        modes=tuple(dict.fromkeys(m for m in modes if m in REGULATION_MODES)),
+    )
+
+
+def _notifier(r: _Reader, data: dict[str, t.Any], base: Path) -> NotifierConfig:
+    key = "notifier"
+    tbl = r.table(data.get(key, {}), key, ("filesystem", "smtp"))
+    if "smtp" not in tbl:
+        return NotifierConfig(filesystem=r.file_path(base, tbl, key, "filesystem", "notifications.txt"))
+    if "filesystem" in tbl:
+        r.error(
+            "notifier.filesystem",
+            "both filesystem and smtp are set",
+            "keep one: filesystem for testing, [notifier.smtp] for real mail",
+        )
+    skey = "notifier.smtp"
+    known = (
+        "host", "port", "username", "password_file", "sender", "starttls", "tls", "timeout",
+        "startup_check",
+    )  # fmt: skip
+    s = r.table(tbl["smtp"], skey, known)
+    host = r.value(s, skey, "host", str, hint='write host = "smtp.example.com"')
+    sender = r.value(s, skey, "sender", str, hint='write sender = "authctl <auth@example.com>"')
+    password_file = r.value(s, skey, "password_file", str, None)
+    starttls = r.boolean(s, skey, "starttls", True)
+    implicit = r.boolean(s, skey, "tls", False)
+    if starttls and implicit and "starttls" in s:
+        r.error(f"{skey}.tls", "starttls and tls (implicit TLS) exclude each other", "set one of them")
+    smtp = SmtpConfig(
+        host=host or "",
+        sender=sender or "",
+        port=r.integer(s, skey, "port", 465 if implicit else 587, 1, 65535),
+        username=r.value(s, skey, "username", str, None),
+        password_file=(base / password_file).resolve() if password_file else None,
+        starttls=starttls and not implicit,
+        tls=implicit,
+        timeout=r.duration(s, skey, "timeout", 10, minimum=1),
+        startup_check=r.boolean(s, skey, "startup_check", True),
+    )
+    return NotifierConfig(smtp=smtp)
+
+
+def _password_policy(r: _Reader, data: dict[str, t.Any]) -> PasswordPolicyConfig:
+    key = "password_policy"
+    tbl = r.table(data.get(key, {}), key, ("min_length", "max_length", "check_common"))
+    d = PasswordPolicyConfig()
+    low = r.integer(tbl, key, "min_length", d.min_length, 1, 1024)
+    high = r.integer(tbl, key, "max_length", d.max_length, 8, 1024)
+    if low > high:
+        r.error("password_policy.min_length", "is larger than max_length", "lower min_length")
+    return PasswordPolicyConfig(low, high, r.boolean(tbl, key, "check_common", d.check_common))
+
+
+def _log(r: _Reader, data: dict[str, t.Any]) -> LogConfig:
+    key = "log"
+    tbl = r.table(data.get(key, {}), key, ("level", "format"))
+    return LogConfig(
+        level=r.choice(tbl, key, "level", LOG_LEVELS, "info"),
+        format=r.choice(tbl, key, "format", LOG_FORMATS, "text"),
+    )
+
+
+# --------------------------------------------------------------------------- access control
+
+
+def _regex(r: _Reader, key: str, text: str) -> re.Pattern[str] | None:
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        r.error(key, f"invalid regular expression {text!r}: {exc}", "fix the pattern")
+        return None
+
+
+def _rule_domain(r: _Reader, key: str, text: str) -> str | None:
+    lowered = text.strip().lower()
+    prefix = ""
+    rest = lowered
+    for special in ("*.", "{user}.", "{group}."):
+        if lowered.startswith(special):
+            prefix, rest = special, lowered[len(special) :]
+            break
+    try:
+        return prefix + normalise_domain(rest)
+    except ValueError as exc:
+        r.error(
+            key,
+            str(exc),
+            'write a host ("app.example.com"), a wildcard ("*.example.com") or '
+            '"{user}.example.com"',
+        )
+        return None
+
+
+def _subject(r: _Reader, key: str, raw: object) -> tuple[tuple[str, ...], ...]:
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        r.error(key, f"expected a string or list, got {_kind(raw)}", 'write ["user:alice", "group:admins"]')
+        return ()
+    out: list[tuple[str, ...]] = []
+    for i, item in enumerate(raw):
+        inner = item if isinstance(item, list) else [item]
+        if not inner:
+            r.error(f"{key}[{i}]", "an inner subject list cannot be empty")
+            continue
+        group: list[str] = []
+        for j, entry in enumerate(inner):
+            here = f"{key}[{i}][{j}]" if isinstance(item, list) else f"{key}[{i}]"
+            if not isinstance(entry, str):
+                r.error(here, f"expected a string, got {_kind(entry)}")
+                continue
+            kind, _, name = entry.partition(":")
+            if kind == "user" and name:
+                try:
+                    group.append("user:" + check_username(name))
+                except ValueError as exc:
+                    r.error(here, str(exc))
+            elif kind == "group" and name:
+                group.append(entry)
+            else:
+                r.error(here, f"{entry!r} is not a subject", 'write "user:NAME" or "group:NAME"')
+        if group:
+            out.append(tuple(group))
+    return tuple(out)
+
+
+def _query(r: _Reader, key: str, raw: object) -> tuple[tuple[QueryCondition, ...], ...]:
+    if not isinstance(raw, list):
+        r.error(key, f"expected a list of lists of tables, got {_kind(raw)}")
+        return ()
+    out = []
+    for i, inner in enumerate(raw):
+        items = inner if isinstance(inner, list) else [inner]
+        conditions = []
+        for j, item in enumerate(items):
+            here = f"{key}[{i}][{j}]" if isinstance(inner, list) else f"{key}[{i}]"
+            tbl = r.table(item, here, ("key", "operator", "value"))
+            if not tbl:
+                continue
+            name = r.value(tbl, here, "key", str)
+            value = r.value(tbl, here, "value", str, None)
+            default_op = "equal" if value is not None else "present"
+            operator = r.choice(tbl, here, "operator", QUERY_OPERATORS, default_op)
+            if name is None:
+                continue
+            pattern = None
+            if operator in ("present", "absent"):
+                if value is not None:
+                    r.error(f"{here}.value", f"operator {operator!r} takes no value", "remove value")
+            elif value is None:
+                r.error(f"{here}.value", f"operator {operator!r} needs a value", "add value = \"…\"")
+                continue
+            elif operator in ("pattern", "not pattern"):
+                pattern = _regex(r, f"{here}.value", value)
+                if pattern is None:
+                    continue
+            conditions.append(QueryCondition(name, operator, value, pattern))
+        if conditions:
+            out.append(tuple(conditions))
+    return tuple(out)
+
+
+def _rule(
+    r: _Reader, raw: object, index: int, named: dict[str, tuple[IPNetwork, ...]]
+) -> RuleConfig | None:
+    key = f"access_control.rules[{index}]"
+    known = ("domain", "domain_regex", "resources", "methods", "networks", "subject", "query", "policy")
+    tbl = r.table(raw, key, known)
+    if not isinstance(raw, dict):
+        return None
+    problems_before = len(r.problems)
+    policy = r.value(tbl, key, "policy", str, hint='add policy = "one_factor"')
+    if policy is not None and policy not in POLICIES:
+        r.error(f"{key}.policy", f"{policy!r} is not a policy", f"use one of {', '.join(POLICIES)}")
+    domains = []
+    for i, text in enumerate(r.string_list(tbl, key, "domain")):
+        domain = _rule_domain(r, f"{key}.domain[{i}]", text)
+        if domain is not None:
+            domains.append(domain)
+    domain_regex = []
+    for i, text in enumerate(r.string_list(tbl, key, "domain_regex")):
+        pattern = _regex(r, f"{key}.domain_regex[{i}]", text)
+        if pattern is not None:
+            domain_regex.append(pattern)
+    if "domain" not in tbl and "domain_regex" not in tbl:
+        r.error(key, "a rule needs domain or domain_regex", 'add domain = "app.example.com"')
+    resources = []
+    for i, text in enumerate(r.string_list(tbl, key, "resources")):
+        pattern = _regex(r, f"{key}.resources[{i}]", text)
+        if pattern is not None:
+            resources.append(pattern)
+    methods = []
+    for i, text in enumerate(r.string_list(tbl, key, "methods")):
+        if text not in HTTP_METHODS:
+            r.error(
+                f"{key}.methods[{i}]",
+                f"{text!r} is not an HTTP method",
+                f"use upper case: {', '.join(HTTP_METHODS[:9])}, …",
+            )
+        elif text in methods:
+            r.error(f"{key}.methods[{i}]", f"{text!r} is listed twice", "remove the duplicate")
+        else:
+            methods.append(text)
+    networks = []
+    for i, text in enumerate(r.string_list(tbl, key, "networks")):
+        if text in named:
+            networks.append(NetworkRef(text, named[text]))
+            continue
+        try:
+            networks.append(NetworkRef(text, (parse_network(text),)))
+        except ValueError:
+            r.error(
+                f"{key}.networks[{i}]",
+                f"{text!r} is neither an IP, a CIDR nor a name from access_control.networks",
+                "define it under [access_control.networks] or write a CIDR such as 10.0.0.0/8",
+            )
+    subject = _subject(r, f"{key}.subject", tbl["subject"]) if "subject" in tbl else ()
+    query = _query(r, f"{key}.query", tbl["query"]) if "query" in tbl else ()
+    binds_subject = any(
+        {"User", "Group"} & set(p.groupindex) for p in domain_regex
+    ) or any(d.startswith(("{user}.", "{group}.")) for d in domains)
+    if policy == "bypass" and (subject or binds_subject):
+        r.error(
+            f"{key}.policy",
+            "a bypass rule cannot depend on who the user is (subject, {user}/{group} or named "
+            "groups): bypass lets anonymous requests through before anyone signs in",
+            "remove the subject, or use policy one_factor",
+        )
+    if len(r.problems) != problems_before or policy is None:
+        return None
+    return RuleConfig(
+        index=index,
+        policy=policy,
+        domain=tuple(domains),
+        domain_regex=tuple(domain_regex),
+        resources=tuple(resources),
+        methods=tuple(methods),
+        networks=tuple(networks),
+        subject=subject,
+        query=query,
+        line=locate(r.text, key),
+    )
+
+
+def _access_control(r: _Reader, data: dict[str, t.Any]) -> AccessControlConfig:
+    key = "access_control"
+    tbl = r.table(data.get(key, {}), key, ("default_policy", "networks", "rules"))
+    default_policy = r.choice(tbl, key, "default_policy", POLICIES, "deny")
+    named: dict[str, tuple[IPNetwork, ...]] = {}
+    nets = r.table(tbl.get("networks", {}), f"{key}.networks", tbl.get("networks", {}) or ())
+    for name, raw in nets.items():
+        here = f"{key}.networks.{name}"
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not items:
+            r.error(here, "expected a non-empty list of IPs or CIDRs", 'write ["10.0.0.0/8"]')
+            continue
+        parsed = []
+        for i, item in enumerate(items):
+            try:
+                parsed.append(parse_network(str(item)) if isinstance(item, str) else None)
+            except ValueError:
+                parsed.append(None)
+            if parsed[-1] is None:
+                r.error(f"{here}[{i}]", f"{item!r} is not an IP address or CIDR", 'write "10.0.0.0/8"')
+        named[name] = tuple(p for p in parsed if p is not None)
+    rules: list[RuleConfig] = []
+    raw_rules = tbl.get("rules", [])
+    if not isinstance(raw_rules, list):
+        r.error(f"{key}.rules", "must be an array of tables", "write [[access_control.rules]]")
+        raw_rules = []
+    for index, raw in enumerate(raw_rules):
+        rule = _rule(r, raw, index, named)
+        if rule is not None:
+            rules.append(rule)
+    if not raw_rules and default_policy not in ("one_factor", "two_factor"):
+        r.error(
+            f"{key}.default_policy",
+            f"with no rules, default_policy {default_policy!r} would "
+            + ("let everyone in" if default_policy == "bypass" else "refuse every request"),
+            'add [[access_control.rules]] or set default_policy = "one_factor"',
+        )
+    return AccessControlConfig(default_policy, tuple(named.items()), tuple(rules))
+
+
+# --------------------------------------------------------------------------- entry points
+
+_SECTIONS = (
+    "server", "users", "storage", "session", "totp", "regulation", "notifier",
+    "password_policy", "log", "access_control",
+)  # fmt: skip
+
+_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+def read_toml(
+    path: Path, error: type[FileProblemError] = ConfigError
+) -> tuple[str, dict[str, t.Any]]:
+    """Read ``path`` as UTF-8 TOML; raise ``error`` naming the file, line and column.
+
+    Shared by the config and users loaders so both explain a broken file the same way.
+    """
+
+    def fail(message: str, hint: str = "", line: int | None = None, col: int | None = None) -> t.NoReturn:
+        raise error([Problem(path, "", message, hint, line, col)])
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        fail("file not found", "create it with `authctl init`, or pass --config PATH")
+    except IsADirectoryError:
+        fail("is a directory, not a file", "point at the TOML file inside it")
+    except PermissionError:
+        fail("permission denied", "run as the file's owner or fix its permissions")
+    except OSError as exc:
+        fail(f"cannot be read: {exc.strerror}")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        fail("starts with a UTF-8 byte-order mark", "save the file as UTF-8 without BOM", 1, 1)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        fail("is not valid UTF-8", "save the file as UTF-8", line, col)
+    if not text.strip():
+        fail("is empty", "write the settings, or recreate the file with `authctl init`")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = _TOML_POSITION.search(str(exc))
+        message = _TOML_POSITION.sub("", str(exc)).strip()
+        line, col = (int(found.group(1)), int(found.group(2))) if found else (None, None)
+        fail(f"invalid TOML: {message}", "fix the syntax at that position", line, col)
+    return text, data
+
+
+def parse_config(text: str, data: dict[str, t.Any], path: Path) -> Config:
+    """Validate parsed TOML ``data`` (from ``text`` at ``path``) into a Config.
+
+    Raises:
+        ConfigError: with every problem found.
+    """
+    r = _Reader(path, text)
+    r.table(data, "", _SECTIONS)
+    base = path.parent
+    config = Config(
+        path=path,
+        server=_server(r, data),
+        users=_users(r, data, base),
+        storage=_storage(r, data, base),
+        session=_session(r, data),
+        totp=_totp(r, data),
+        regulation=_regulation(r, data),
+        notifier=_notifier(r, data, base),
+        password_policy=_password_policy(r, data),
+        log=_log(r, data),
+        access_control=_access_control(r, data),
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return config
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the config file at ``path``.
+
+    Raises:
+        ConfigError: the file is missing, unreadable or invalid; every problem is listed.
+    """
+    path = path.expanduser().absolute()
+    text, data = read_toml(path)
+    return parse_config(text, data, path)

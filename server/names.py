@@ -1,0 +1,62 @@
+"""Canonical user names and valid group names.
+
+A user name is canonicalised once (NFKC, casefold, NFKC) so that ``Alice``, ``ALICE`` and
+``ａｌｉｃｅ`` are one account for lookup, bans, rules, sessions and ``Remote-User``
+(GHSA-hjj4-hfjm-fmrj). Pure core: standard library only.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+USERNAME_RULE = (
+    "1 to 64 characters from a-z, 0-9, '.', '_', '@' and '-', starting with a letter or digit"
+)
+
+
+def canonical_username(name: str) -> str:
+    """Return the canonical form of ``name`` (NFKC, casefold, NFKC) without validating it."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
+def check_username(name: str) -> str:
+    """Return the canonical form of ``name``.
+
+    Raises:
+        ValueError: the canonical form is not a valid user name; the message says why.
+    """
+    canon = canonical_username(name)
+    if not USERNAME_PATTERN.fullmatch(canon):
+        raise ValueError(f"user name {name!r} is invalid: use {USERNAME_RULE}")
+    return canon
+
+
+def check_group(name: str) -> str:
+    """Return ``name`` if it is a valid group name.
+
+    Group names travel comma-joined in ``Remote-Groups``, so commas, white space and control
+    characters are refused.
+
+    Raises:
+        ValueError: with the reason.
+    """
+    if not name:
+        raise ValueError("a group name cannot be empty")
+    for ch in name:
+        if ch == ",":
+            raise ValueError(f"group name {name!r} contains a comma; group names are comma-joined")
+        if ch.isspace() or unicodedata.category(ch)[0] in ("C", "Z"):
+            raise ValueError(
+                f"group name {name!r} contains white space or a control character; remove it"
+            )
+    return name
+
+
+def check_display_text(value: str, what: str) -> str:
+    """Return ``value`` if it has no control characters (it ends up in HTTP headers)."""
+    for ch in value:
+        if unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029":
+            raise ValueError(f"{what} contains a control character (such as a newline); remove it")
+    return value
