@@ -65,6 +65,7 @@ COMMANDS: dict[str, str] = {
     "user": "authctl.cmd_user:user",
     "hash-password": "authctl.cmd_hash:hash_password",
     "rules": "authctl.cmd_rules:rules",
+    "serve": "authctl.cmd_serve:serve",
 }
 
 

@@ -1,0 +1,938 @@
+/* authctl portal: one script for every page, chosen by <body data-page="…">.
+ *
+ * Rules this file keeps (the portal is served under a strict CSP, see SPEC §3.4):
+ * - no inline anything: the HTML pages carry no script or style, everything is wired here;
+ * - dynamic text is set with textContent only, never as HTML;
+ * - URLs that come from the query string are shown (their host) but never followed; only URLs the
+ *   server returns (already validated there, §3.5) are navigated to, and only if they are http(s);
+ * - every state-changing call is a same-origin fetch with a JSON body.
+ */
+(function () {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const query = new URLSearchParams(window.location.search);
+  const NAVIGATING = "navigating";
+
+  /* ------------------------------------------------------------------ API */
+
+  class ApiError extends Error {
+    constructor(message, status, data, notAvailable) {
+      super(message);
+      this.status = status;
+      this.data = data || null;
+      this.notAvailable = Boolean(notAvailable);
+    }
+  }
+
+  const DEFAULT_MESSAGES = {
+    0: "Cannot reach the server. Check your connection and try again.",
+    400: "The request was not accepted. Check what you typed and try again.",
+    401: "Authentication failed.",
+    403: "This is not allowed.",
+    429: "Too many attempts. Wait a moment and try again.",
+  };
+
+  function defaultMessage(status) {
+    if (DEFAULT_MESSAGES[status]) return DEFAULT_MESSAGES[status];
+    if (status >= 500) return "The server had a problem. Try again in a moment.";
+    return "Something went wrong (error " + status + "). Try again.";
+  }
+
+  /**
+   * Call the portal API and return the envelope's `data` (or {}), or throw an ApiError.
+   * `feature` names the thing for the "not available yet" message shown on 404/405/501.
+   */
+  async function api(method, path, body, feature) {
+    const init = {
+      method: method,
+      credentials: "same-origin",
+      cache: "no-store",
+      // Keeps the Origin header on same-origin requests even if the page's policy is no-referrer.
+      referrerPolicy: "same-origin",
+      headers: { Accept: "application/json" },
+    };
+    if (method !== "GET") {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body === undefined ? {} : body);
+    }
+    let response;
+    try {
+      response = await fetch(path, init);
+    } catch (err) {
+      throw new ApiError(DEFAULT_MESSAGES[0], 0);
+    }
+    if (response.status === 404 || response.status === 405 || response.status === 501) {
+      const what = feature || "This";
+      throw new ApiError(what + " is not available yet on this server.", response.status, null, true);
+    }
+    let payload = null;
+    const type = response.headers.get("Content-Type") || "";
+    if (type.indexOf("json") !== -1) {
+      try {
+        payload = await response.json();
+      } catch (err) {
+        payload = null;
+      }
+    }
+    if (response.ok && payload && payload.status === "OK") {
+      return payload.data && typeof payload.data === "object" ? payload.data : {};
+    }
+    let message = defaultMessage(response.status);
+    if (response.ok) message = "The server sent an unexpected answer. Try again.";
+    if (payload && typeof payload.message === "string" && payload.message.trim()) {
+      message = payload.message.trim();
+    }
+    const data = payload && payload.data && typeof payload.data === "object" ? payload.data : null;
+    throw new ApiError(message, response.status, data, false);
+  }
+
+  /* ------------------------------------------------------------ helpers */
+
+  const sayTimers = new WeakMap();
+
+  /** Put text into a live region; clear first so the same message is announced again. */
+  function say(el, text) {
+    if (!el) return;
+    clearTimeout(sayTimers.get(el));
+    el.textContent = "";
+    if (text) {
+      sayTimers.set(
+        el,
+        setTimeout(function () {
+          el.textContent = text;
+        }, 50),
+      );
+    }
+  }
+
+  function markInvalid(input, invalid) {
+    if (invalid) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+  }
+
+  function clearInvalidOnInput(inputs) {
+    inputs.forEach(function (input) {
+      input.addEventListener("input", function () {
+        markInvalid(input, false);
+      });
+    });
+  }
+
+  /** Show a field problem inline, mark the field and put the focus there. */
+  function fieldError(errEl, input, message) {
+    markInvalid(input, true);
+    say(errEl, message);
+    input.focus();
+  }
+
+  /**
+   * Run an async action while `button` (and `others`) are disabled; an ApiError it throws is shown
+   * in `errEl`. An action returning NAVIGATING leaves the buttons disabled (the page is leaving).
+   */
+  async function run(button, errEl, action, others) {
+    if (button.getAttribute("aria-busy") === "true") return undefined;
+    const all = [button].concat(others || []);
+    const hadFocus = document.activeElement === button;
+    all.forEach(function (b) {
+      b.disabled = true;
+    });
+    button.setAttribute("aria-busy", "true");
+    say(errEl, "");
+    let result;
+    try {
+      result = await action();
+    } catch (err) {
+      if (err instanceof ApiError) {
+        say(errEl, err.message);
+      } else {
+        say(errEl, "Something went wrong in this page. Reload it and try again.");
+        if (window.console) window.console.error(err);
+      }
+    } finally {
+      if (result !== NAVIGATING) {
+        all.forEach(function (b) {
+          b.disabled = false;
+        });
+        button.removeAttribute("aria-busy");
+        const active = document.activeElement;
+        if (hadFocus && (!active || active === document.body)) button.focus();
+      }
+    }
+    return result;
+  }
+
+  /** The host of an http(s) URL, or "" for anything else (never trusted for more than display). */
+  function hostOf(url) {
+    if (!url) return "";
+    try {
+      const parsed = new URL(url);
+      if (parsed.protocol !== "https:" && parsed.protocol !== "http:") return "";
+      return parsed.host;
+    } catch (err) {
+      return "";
+    }
+  }
+
+  /** Navigate to a URL the server returned, if it is http(s); false otherwise. */
+  function navigateTo(url) {
+    if (typeof url !== "string" || !hostOf(url)) return false;
+    window.location.assign(new URL(url).href);
+    return true;
+  }
+
+  /** `path` with this page's `rd` and `rm` query parameters carried over. */
+  function withTarget(path) {
+    const params = new URLSearchParams();
+    const rd = query.get("rd");
+    const rm = query.get("rm");
+    if (rd) params.set("rd", rd);
+    if (rm) params.set("rm", rm);
+    const qs = params.toString();
+    return qs ? path + "?" + qs : path;
+  }
+
+  /** Show the view with this id; hide its sibling views (the elements whose id starts "view-"). */
+  function showView(id) {
+    document.querySelectorAll("main > [id^='view-']").forEach(function (el) {
+      el.hidden = el.id !== id;
+    });
+  }
+
+  function showTargetHost(containerId, hostId) {
+    const host = hostOf(query.get("rd"));
+    if (!host) return "";
+    $(hostId).textContent = host;
+    $(containerId).hidden = false;
+    return host;
+  }
+
+  function levelText(level) {
+    if (level >= 2) return "password and one-time code";
+    if (level === 1) return "password";
+    return "not signed in";
+  }
+
+  function setIdentity(name, avatarId, nameId) {
+    $(nameId).textContent = name;
+    const first = Array.from((name || "?").trim())[0] || "?";
+    $(avatarId).textContent = first;
+  }
+
+  function signOutButton(button, errEl, after) {
+    button.addEventListener("click", function () {
+      run(button, errEl, async function () {
+        await api("POST", "/api/logout", {}, "Sign-out");
+        return after();
+      });
+    });
+  }
+
+  /** Strip the spaces and dashes that authenticator apps and mails show inside codes. */
+  function cleanCode(text) {
+    return String(text || "").replace(/[\s-]+/g, "");
+  }
+
+  /** Make a code field paste-friendly; `onComplete` runs when a whole code was pasted. */
+  function codeField(input, onComplete) {
+    input.addEventListener("paste", function (ev) {
+      const data = ev.clipboardData ? ev.clipboardData.getData("text") : null;
+      if (data === null) return;
+      ev.preventDefault();
+      const pasted = cleanCode(data);
+      const max = input.maxLength > 0 ? input.maxLength : 8;
+      const start = input.selectionStart === null ? input.value.length : input.selectionStart;
+      const end = input.selectionEnd === null ? start : input.selectionEnd;
+      const next = (input.value.slice(0, start) + pasted + input.value.slice(end)).slice(0, max);
+      input.value = next;
+      const caret = Math.min(start + pasted.length, next.length);
+      input.setSelectionRange(caret, caret);
+      markInvalid(input, false);
+      if (onComplete && pasted === next && /^(\d{6}|\d{8})$/.test(next)) onComplete();
+    });
+    input.addEventListener("input", function () {
+      const cleaned = cleanCode(input.value);
+      if (cleaned !== input.value) input.value = cleaned;
+    });
+  }
+
+  const TOTP_PATTERN = /^(\d{6}|\d{8})$/;
+  const TOTP_HINT = "Enter the 6-digit code from your authenticator app (8 digits if your app shows 8).";
+
+  /* -------------------------------------------------------- page: sign in */
+
+  async function pageLogin() {
+    const rd = query.get("rd") || "";
+    const rm = query.get("rm") || "";
+    const form = $("login-form");
+    const user = $("username");
+    const pass = $("password");
+    const remember = $("remember-me");
+    const submit = $("sign-in");
+    const err = $("login-error");
+    const status = $("login-status");
+
+    if (showTargetHost("target", "target-host")) $("login-lead").hidden = true;
+    showTargetHost("signed-in-target", "signed-in-target-host");
+    submit.disabled = false;
+    clearInvalidOnInput([user, pass]);
+
+    function showLogin(focus) {
+      showView("view-login");
+      if (focus) user.focus();
+    }
+
+    async function secondFactorAvailable() {
+      try {
+        const conf = await api("GET", "/api/configuration");
+        return Array.isArray(conf.available_methods) && conf.available_methods.indexOf("totp") !== -1;
+      } catch (e) {
+        return true; // the server gave no redirect for a target: most likely it wants the code
+      }
+    }
+
+    async function showSignedIn(state) {
+      const level = Number(state.authentication_level) || 0;
+      $("signed-in-username").textContent = state.username || "";
+      $("signed-in-level").textContent = "signed in with " + levelText(level);
+      setIdentity(state.username || "", "avatar", "display-name");
+
+      const continueLink = $("continue-default");
+      const defaultHost = hostOf(state.default_redirection_url);
+      continueLink.hidden = !(defaultHost && !rd);
+      if (!continueLink.hidden) {
+        continueLink.href = new URL(state.default_redirection_url).href;
+        continueLink.textContent = "Continue to " + defaultHost;
+      }
+      const twoFa = $("goto-2fa");
+      twoFa.hidden = !(level < 2);
+      twoFa.href = withTarget("/2fa");
+
+      showView("view-signed-in");
+      $("signed-in-title").focus();
+      try {
+        const info = await api("GET", "/api/user/info", undefined, "Account information");
+        if (info.display_name) setIdentity(String(info.display_name), "avatar", "display-name");
+        if (info.has_totp === false) twoFa.hidden = true;
+      } catch (e) {
+        /* the username stands in for the display name */
+      }
+    }
+
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      say(status, "");
+      const username = user.value.trim();
+      const password = pass.value;
+      if (!username) return fieldError(err, user, "Enter your username.");
+      if (!password) return fieldError(err, pass, "Enter your password.");
+      run(submit, err, async function () {
+        const body = { username: username, password: password, keepMeLoggedIn: remember.checked };
+        if (rd) body.targetURL = rd;
+        if (rm) body.requestMethod = rm;
+        let data;
+        try {
+          data = await api("POST", "/api/firstfactor", body, "Sign-in");
+        } catch (e) {
+          pass.value = "";
+          pass.focus();
+          throw e;
+        }
+        pass.value = "";
+        if (data.redirect && navigateTo(data.redirect)) {
+          say(status, "Signed in. Taking you to " + hostOf(data.redirect) + "…");
+          return NAVIGATING;
+        }
+        const state = await api("GET", "/api/state");
+        const level = Number(state.authentication_level) || 0;
+        if (rd && level < 2 && (await secondFactorAvailable())) {
+          window.location.assign(withTarget("/2fa"));
+          return NAVIGATING;
+        }
+        user.value = "";
+        return showSignedIn(state);
+      });
+      return undefined;
+    });
+
+    signOutButton($("sign-out"), $("signed-in-error"), function () {
+      showLogin(true);
+      say(status, "You have been signed out.");
+    });
+
+    let state;
+    try {
+      state = await api("GET", "/api/state", undefined, "Sign-in");
+    } catch (e) {
+      showLogin(true);
+      say(err, e.message);
+      return;
+    }
+    const level = Number(state.authentication_level) || 0;
+    if (level >= 1) {
+      if (rd && level === 1 && (await secondFactorAvailable())) {
+        window.location.replace(withTarget("/2fa"));
+        return;
+      }
+      await showSignedIn(state);
+    } else {
+      showLogin(true);
+    }
+  }
+
+  /* ------------------------------------------------ page: one-time code */
+
+  async function page2fa() {
+    const rd = query.get("rd") || "";
+    const form = $("code-form");
+    const code = $("code");
+    const verify = $("verify");
+    const err = $("code-error");
+    const status = $("code-status");
+
+    showTargetHost("target", "target-host");
+    verify.disabled = false;
+    clearInvalidOnInput([code]);
+    codeField(code, function () {
+      form.requestSubmit ? form.requestSubmit(verify) : verify.click();
+    });
+
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      say(status, "");
+      const token = cleanCode(code.value);
+      if (!TOTP_PATTERN.test(token)) return fieldError(err, code, TOTP_HINT);
+      run(verify, err, async function () {
+        const body = { token: token };
+        if (rd) body.targetURL = rd;
+        let data;
+        try {
+          data = await api("POST", "/api/secondfactor/totp", body, "Two-factor sign-in");
+        } catch (e) {
+          code.value = "";
+          markInvalid(code, true);
+          code.focus();
+          throw e;
+        }
+        if (data.redirect && navigateTo(data.redirect)) {
+          say(status, "Verified. Taking you to " + hostOf(data.redirect) + "…");
+          return NAVIGATING;
+        }
+        showView("view-done");
+        $("done-title").focus();
+        say($("done-status"), "Your one-time code was accepted.");
+        return undefined;
+      });
+      return undefined;
+    });
+
+    signOutButton($("sign-out"), err, function () {
+      window.location.assign(withTarget("/"));
+      return NAVIGATING;
+    });
+
+    let state;
+    try {
+      state = await api("GET", "/api/state", undefined, "Two-factor sign-in");
+    } catch (e) {
+      showView("view-code");
+      say(err, e.message);
+      return;
+    }
+    const level = Number(state.authentication_level) || 0;
+    if (level < 1) {
+      window.location.replace(withTarget("/"));
+      return;
+    }
+    $("code-username").textContent = state.username || "";
+    $("code-user-line").hidden = !state.username;
+    showView("view-code");
+    code.focus();
+    if (level >= 2) say(status, "You already verified with a one-time code in this session.");
+    try {
+      const info = await api("GET", "/api/user/info", undefined, "Account information");
+      if (info.has_totp === false) {
+        $("no-totp").hidden = false;
+        form.hidden = true;
+      }
+    } catch (e) {
+      /* keep the form: the server decides */
+    }
+  }
+
+  /* ------------------------------------------------------ page: settings */
+
+  async function pageSettings() {
+    const settingsUrl = window.location.origin + "/settings";
+    const pageErr = $("settings-error");
+    let hasTotp = null;
+
+    /* ---- sign-in state ---- */
+
+    function showSignedOut(message, isError) {
+      const link = $("signed-out-sign-in");
+      link.href = "/?" + new URLSearchParams({ rd: settingsUrl }).toString();
+      if (isError) say($("signed-out-error"), message);
+      else if (message) $("signed-out-text").textContent = message;
+      showView("view-signed-out");
+      $("signed-out-title").focus();
+    }
+
+    /* ---- identity check (session elevation) ---- */
+
+    const elev = $("elevation");
+    const elevErr = $("elevation-error");
+    const elevStatus = $("elevation-status");
+    const elevForm = $("elevation-form");
+    const otc = $("otc");
+    let retryAfterElevation = null;
+
+    function closeElevation() {
+      elev.hidden = true;
+      retryAfterElevation = null;
+      otc.value = "";
+      say(elevErr, "");
+      say(elevStatus, "");
+    }
+
+    function openElevation(retry) {
+      retryAfterElevation = retry;
+      $("elevation-send-row").hidden = false;
+      elevForm.hidden = true;
+      otc.value = "";
+      say(elevErr, "");
+      say(elevStatus, "");
+      elev.hidden = false;
+      $("elevation-title").focus();
+    }
+
+    async function sendCode() {
+      await api("POST", "/api/user/session/elevation", {}, "Identity check by email");
+      $("elevation-send-row").hidden = true;
+      elevForm.hidden = false;
+      say(elevStatus, "We emailed you a verification code. It is valid for a few minutes.");
+      otc.focus();
+    }
+
+    $("elevation-send").addEventListener("click", function () {
+      run($("elevation-send"), elevErr, sendCode);
+    });
+    $("elevation-resend").addEventListener("click", function () {
+      run($("elevation-resend"), elevErr, sendCode, [$("elevation-verify")]);
+    });
+    $("elevation-cancel").addEventListener("click", closeElevation);
+    clearInvalidOnInput([otc]);
+    elevForm.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      const value = otc.value.replace(/\s+/g, "").toUpperCase();
+      if (!value) return fieldError(elevErr, otc, "Enter the code from the email.");
+      run(
+        $("elevation-verify"),
+        elevErr,
+        async function () {
+          try {
+            await api("PUT", "/api/user/session/elevation", { otc: value }, "Identity check by email");
+          } catch (e) {
+            markInvalid(otc, true);
+            otc.focus();
+            throw e;
+          }
+          const retry = retryAfterElevation;
+          closeElevation();
+          if (retry) retry();
+        },
+        [$("elevation-resend")],
+      );
+      return undefined;
+    });
+
+    /**
+     * Run a sensitive action; when the server asks for an identity check first (403 with
+     * data.elevation, as Authelia answers), open the check and retry the action after it.
+     */
+    function guarded(button, errEl, action) {
+      return run(button, errEl, async function () {
+        try {
+          return await action();
+        } catch (e) {
+          if (e instanceof ApiError && e.status === 403 && e.data && e.data.elevation) {
+            openElevation(function () {
+              guarded(button, errEl, action);
+            });
+            return undefined;
+          }
+          if (e instanceof ApiError && e.status === 403 && e.data && e.data.second_factor) {
+            $("need-2fa-link").href = "/2fa?" + new URLSearchParams({ rd: settingsUrl }).toString();
+            $("need-2fa").hidden = false;
+            throw new ApiError("This change needs your one-time code first.", 403);
+          }
+          if (e instanceof ApiError && e.data && e.data.first_factor) {
+            showSignedOut("Your session has ended. Sign in again to continue.", true);
+            return undefined;
+          }
+          throw e;
+        }
+      });
+    }
+
+    /* ---- authenticator app (TOTP) ---- */
+
+    const totpErr = $("totp-error");
+    const totpStatus = $("totp-status");
+    const enrol = $("totp-enrol");
+    const enrolErr = $("totp-enrol-error");
+    const qr = $("totp-qr");
+    const totpCode = $("totp-code");
+    let secret = "";
+
+    function renderTotp() {
+      const badge = $("totp-badge");
+      badge.classList.toggle("badge-on", hasTotp === true);
+      badge.classList.toggle("badge-off", hasTotp !== true);
+      badge.textContent = hasTotp === true ? "On" : hasTotp === false ? "Off" : "Unknown";
+      $("totp-start").textContent = hasTotp ? "Set up a new app" : "Set up authenticator app";
+      $("totp-remove").hidden = hasTotp !== true;
+      $("totp-text").textContent = hasTotp
+        ? "Sites that need two-factor sign-in ask for a code from your authenticator app."
+        : "Add an authenticator app to sign in to sites that need two-factor sign-in.";
+    }
+
+    function closeEnrol() {
+      enrol.hidden = true;
+      secret = "";
+      $("totp-secret").textContent = "";
+      qr.hidden = true;
+      qr.removeAttribute("src");
+      totpCode.value = "";
+      say(enrolErr, "");
+      $("totp-actions").hidden = false;
+    }
+
+    qr.addEventListener("load", function () {
+      qr.hidden = false;
+    });
+    qr.addEventListener("error", function () {
+      qr.hidden = true;
+      say(enrolErr, "The QR code could not be loaded: enter the setup key in your app by hand.");
+    });
+
+    $("totp-start").addEventListener("click", function () {
+      say(totpStatus, "");
+      $("totp-remove-confirm").hidden = true;
+      guarded($("totp-start"), totpErr, async function () {
+        const data = await api("PUT", "/api/secondfactor/totp/register", {}, "Authenticator app setup");
+        secret = String(data.base32_secret || "");
+        $("totp-secret").textContent = (secret.match(/.{1,4}/g) || []).join(" ");
+        const open = $("totp-open");
+        const url = typeof data.otpauth_url === "string" ? data.otpauth_url : "";
+        const touch = window.matchMedia && window.matchMedia("(pointer: coarse)").matches;
+        open.hidden = !(touch && url.indexOf("otpauth://") === 0);
+        if (!open.hidden) open.href = url;
+        qr.hidden = true;
+        qr.src = "/api/secondfactor/totp/register/qr.svg?v=" + Date.now();
+        totpCode.value = "";
+        say(enrolErr, "");
+        $("totp-actions").hidden = true;
+        enrol.hidden = false;
+        totpCode.focus();
+      });
+    });
+
+    $("totp-copy").addEventListener("click", function () {
+      const button = $("totp-copy");
+      function done(text) {
+        button.textContent = text;
+        setTimeout(function () {
+          button.textContent = "Copy key";
+        }, 2000);
+      }
+      if (!secret) return;
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(secret).then(
+          function () {
+            done("Copied");
+          },
+          function () {
+            done("Select the key to copy it");
+          },
+        );
+      } else {
+        done("Select the key to copy it");
+      }
+    });
+
+    $("totp-cancel").addEventListener("click", function () {
+      closeEnrol();
+      $("totp-start").focus();
+    });
+
+    codeField(totpCode, null);
+    clearInvalidOnInput([totpCode]);
+    $("totp-confirm-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      const token = cleanCode(totpCode.value);
+      if (!TOTP_PATTERN.test(token)) return fieldError(enrolErr, totpCode, TOTP_HINT);
+      guarded($("totp-confirm"), enrolErr, async function () {
+        try {
+          await api("POST", "/api/secondfactor/totp/register", { token: token }, "Authenticator app setup");
+        } catch (e) {
+          totpCode.value = "";
+          markInvalid(totpCode, true);
+          totpCode.focus();
+          throw e;
+        }
+        closeEnrol();
+        hasTotp = true;
+        renderTotp();
+        say(totpStatus, "Your authenticator app is set up.");
+        $("totp-start").focus();
+      });
+      return undefined;
+    });
+
+    $("totp-remove").addEventListener("click", function () {
+      say(totpStatus, "");
+      $("totp-remove-confirm").hidden = false;
+      $("totp-remove-no").focus();
+    });
+    $("totp-remove-no").addEventListener("click", function () {
+      $("totp-remove-confirm").hidden = true;
+      $("totp-remove").focus();
+    });
+    $("totp-remove-yes").addEventListener("click", function () {
+      guarded($("totp-remove-yes"), totpErr, async function () {
+        await api("DELETE", "/api/secondfactor/totp", {}, "Removing the authenticator app");
+        $("totp-remove-confirm").hidden = true;
+        hasTotp = false;
+        renderTotp();
+        say(totpStatus, "Your authenticator app was removed.");
+        $("totp-start").focus();
+      });
+    });
+
+    /* ---- change password ---- */
+
+    const pwErr = $("password-error");
+    const pwStatus = $("password-status");
+    const oldPw = $("old-password");
+    const newPw = $("new-password");
+    const confirmPw = $("confirm-password");
+    clearInvalidOnInput([oldPw, newPw, confirmPw]);
+    $("password-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      say(pwStatus, "");
+      const oldValue = oldPw.value;
+      const newValue = newPw.value;
+      if (!oldValue) return fieldError(pwErr, oldPw, "Enter your current password.");
+      if (!newValue) return fieldError(pwErr, newPw, "Enter a new password.");
+      if (newValue !== confirmPw.value) {
+        return fieldError(pwErr, confirmPw, "The two new passwords are not the same.");
+      }
+      if (newValue === oldValue) {
+        return fieldError(pwErr, newPw, "The new password must differ from the current one.");
+      }
+      guarded($("change-password"), pwErr, async function () {
+        try {
+          await api(
+            "POST",
+            "/api/change-password",
+            { old_password: oldValue, new_password: newValue },
+            "Changing the password",
+          );
+        } catch (e) {
+          if (e.status === 401) {
+            oldPw.value = "";
+            markInvalid(oldPw, true);
+            oldPw.focus();
+          }
+          throw e;
+        }
+        oldPw.value = "";
+        newPw.value = "";
+        confirmPw.value = "";
+        say(pwStatus, "Your password has been changed.");
+        try {
+          const after = await api("GET", "/api/state");
+          if (!Number(after.authentication_level)) {
+            showSignedOut("Your password has been changed. Sign in again with the new one.", false);
+          }
+        } catch (e) {
+          /* the change itself succeeded */
+        }
+      });
+      return undefined;
+    });
+
+    signOutButton($("sign-out"), pageErr, function () {
+      window.location.assign("/");
+      return NAVIGATING;
+    });
+
+    /* ---- load ---- */
+
+    let state;
+    try {
+      state = await api("GET", "/api/state", undefined, "Account settings");
+    } catch (e) {
+      showSignedOut(e.message, true);
+      return;
+    }
+    if (!Number(state.authentication_level)) {
+      showSignedOut("", false);
+      return;
+    }
+    const username = state.username || "";
+    $("settings-username").textContent = username;
+    $("password-username").value = username;
+    setIdentity(username, "avatar", "display-name");
+    renderTotp();
+    showView("view-settings");
+    $("settings-title").focus();
+    try {
+      const info = await api("GET", "/api/user/info", undefined, "Account information");
+      if (info.display_name) setIdentity(String(info.display_name), "avatar", "display-name");
+      const email = Array.isArray(info.emails) && info.emails.length ? String(info.emails[0]) : "";
+      $("settings-email").textContent = email;
+      $("settings-email-sep").hidden = !email;
+      if (typeof info.has_totp === "boolean") hasTotp = info.has_totp;
+      renderTotp();
+    } catch (e) {
+      say(pageErr, e.message);
+    }
+    try {
+      const conf = await api("GET", "/api/configuration");
+      if (conf.password_change_disabled === true) {
+        $("password-form").hidden = true;
+        $("password-disabled").hidden = false;
+      }
+    } catch (e) {
+      /* keep the form: the server decides */
+    }
+  }
+
+  /* ------------------------------------------------ page: reset password */
+
+  async function pageResetPassword() {
+    const form = $("reset-form");
+    const user = $("username");
+    const submit = $("reset-start");
+    const err = $("reset-error");
+    submit.disabled = false;
+    clearInvalidOnInput([user]);
+
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      const username = user.value.trim();
+      if (!username) return fieldError(err, user, "Enter your username.");
+      run(submit, err, async function () {
+        await api("POST", "/api/reset-password/identity/start", { username: username }, "Password reset");
+        showView("view-sent");
+        $("sent-title").focus();
+        say($("sent-status"), "If the account exists, we sent a link to reset its password to its email address.");
+      });
+      return undefined;
+    });
+
+    $("reset-again").addEventListener("click", function () {
+      user.value = "";
+      say($("sent-status"), "");
+      showView("view-request");
+      user.focus();
+    });
+
+    user.focus();
+  }
+
+  async function pageResetPasswordStep2() {
+    const form = $("step2-form");
+    const newPw = $("new-password");
+    const confirmPw = $("confirm-password");
+    const submit = $("reset-password");
+    const err = $("step2-error");
+    const token = query.get("token") || "";
+    let tokenAccepted = false;
+
+    // The token is a secret: keep it in memory only, not in the address bar or the history.
+    if (token && window.history && window.history.replaceState) {
+      window.history.replaceState(null, "", window.location.pathname);
+    }
+    if (!token) {
+      form.hidden = true;
+      $("request-new-link").hidden = false;
+      say(err, "This link is incomplete. Open the link from the email again, or request a new one.");
+      return;
+    }
+    submit.disabled = false;
+    clearInvalidOnInput([newPw, confirmPw]);
+
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      const password = newPw.value;
+      if (!password) return fieldError(err, newPw, "Enter a new password.");
+      if (password !== confirmPw.value) {
+        return fieldError(err, confirmPw, "The two passwords are not the same.");
+      }
+      run(submit, err, async function () {
+        if (!tokenAccepted) {
+          try {
+            await api("POST", "/api/reset-password/identity/finish", { token: token }, "Password reset");
+          } catch (e) {
+            if (!e.notAvailable && e.status >= 400 && e.status < 500 && e.status !== 429) {
+              form.hidden = true;
+              $("request-new-link").hidden = false;
+              throw new ApiError("This link has expired or was already used. Request a new one.", e.status);
+            }
+            throw e;
+          }
+          tokenAccepted = true;
+        }
+        try {
+          await api("POST", "/api/reset-password", { password: password }, "Password reset");
+        } catch (e) {
+          newPw.focus();
+          throw e;
+        }
+        newPw.value = "";
+        confirmPw.value = "";
+        showView("view-done");
+        $("done-title").focus();
+        say($("done-status"), "Your password has been changed. You can now sign in with it.");
+      });
+      return undefined;
+    });
+
+    newPw.focus();
+  }
+
+  /* ------------------------------------------------------------- start */
+
+  const PAGES = {
+    login: pageLogin,
+    "2fa": page2fa,
+    settings: pageSettings,
+    "reset-password": pageResetPassword,
+    "reset-password-step2": pageResetPasswordStep2,
+  };
+
+  // Coming back through the browser's back/forward cache: nothing is in flight any more.
+  window.addEventListener("pageshow", function (ev) {
+    if (!ev.persisted) return;
+    document.querySelectorAll("button[aria-busy='true']").forEach(function (b) {
+      b.removeAttribute("aria-busy");
+      b.disabled = false;
+    });
+  });
+
+  function start() {
+    const page = PAGES[document.body.getAttribute("data-page")];
+    if (!page) return;
+    page().catch(function (err) {
+      if (window.console) window.console.error(err);
+      const alert = document.querySelector("main [role='alert']");
+      say(alert, "Something went wrong in this page. Reload it and try again.");
+    });
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

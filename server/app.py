@@ -1,0 +1,232 @@
+"""The WSGI application: routing, security headers and the error boundary.
+
+The authz endpoints run on the bare environ (``server.authz``), because they are the hot
+path; the portal API and pages go through webob. This is the only module that wires the
+core together; ``make_app`` takes its collaborators as arguments so tests pass fakes
+(a clock, a memory store) instead of patching.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+import typing as t
+from collections.abc import Callable
+from collections.abc import Iterable
+from pathlib import Path
+
+from webob import Request
+from webob import Response
+
+from server.assets import Asset
+from server.assets import load_assets
+from server.authz import STATUS_LINES
+from server.authz import Answer
+from server.authz import Authorizer
+from server.authz import Endpoint
+from server.identity import IdentityResolver
+from server.portal import ApiError
+from server.portal import PortalApi
+from server.portal import ko
+from server.rules import AccessControl
+
+if t.TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse
+    from _typeshed.wsgi import WSGIEnvironment
+
+    from server.config import Config
+    from server.passwords import PasswordHasher
+    from server.session_store import SessionStore
+    from server.users import UsersSource
+
+log = logging.getLogger("authctl.app")
+decisions = logging.getLogger("authctl.authz")
+
+#: The portal loads nothing from anywhere else and runs no inline script (SPEC §3.2).
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+COMMON_HEADERS: tuple[tuple[str, str], ...] = (
+    ("X-Frame-Options", "DENY"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("Strict-Transport-Security", "max-age=31536000"),
+)
+API_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'"),
+    ("Cache-Control", "no-store"),
+    ("Pragma", "no-cache"),
+    *COMMON_HEADERS,
+)
+PAGE_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Content-Security-Policy", PAGE_CSP),
+    *COMMON_HEADERS,
+)
+
+_AUTHZ_ROUTES: dict[str, tuple[Endpoint, frozenset[str] | None]] = {
+    "/api/authz/forward-auth": (Endpoint.FORWARD_AUTH, frozenset({"GET", "HEAD"})),
+    "/api/authz/auth-request": (Endpoint.AUTH_REQUEST, frozenset({"GET", "HEAD"})),
+    "/api/authz/ext-authz": (Endpoint.EXT_AUTHZ, None),
+    "/api/verify": (Endpoint.LEGACY, None),
+}
+
+Handler = Callable[[Request], Response]
+
+
+class App:
+    """authctl's WSGI callable."""
+
+    def __init__(
+        self,
+        config: Config,
+        authorizer: Authorizer,
+        portal: PortalApi,
+        assets: dict[str, Asset],
+    ) -> None:
+        self.config = config
+        self.authorizer = authorizer
+        self.portal = portal
+        self.assets = assets
+        self.api: dict[str, dict[str, Handler]] = {
+            "/api/health": {"GET": portal.health, "HEAD": portal.health},
+            "/api/state": {"GET": portal.state},
+            "/api/configuration": {"GET": portal.configuration},
+            "/api/user/info": {"GET": portal.user_info},
+            "/api/firstfactor": {"POST": portal.firstfactor},
+            "/api/logout": {"POST": portal.logout},
+        }
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        route = _AUTHZ_ROUTES.get(path)
+        if route is None and path.startswith("/api/authz/ext-authz/"):
+            route = _AUTHZ_ROUTES["/api/authz/ext-authz"]
+        if route is not None:
+            return self.authz(route[0], route[1], environ, start_response)
+        try:
+            resp = self.portal_request(Request(environ))
+        except Exception:
+            log.exception("portal request failed")
+            resp = ko(500, "Internal error.")
+            resp.headerlist.extend(API_HEADERS)
+        return resp(environ, start_response)
+
+    # ------------------------------------------------------------------ authz (hot path)
+
+    def authz(
+        self,
+        endpoint: Endpoint,
+        methods: frozenset[str] | None,
+        environ: WSGIEnvironment,
+        start_response: StartResponse,
+    ) -> Iterable[bytes]:
+        if methods is not None and environ.get("REQUEST_METHOD") not in methods:
+            answer = Answer(405, [("Allow", "GET, HEAD")], b"405 Method Not Allowed")
+        else:
+            answer = self.authorizer(endpoint, environ)
+        if answer.log:
+            level = logging.DEBUG if answer.log.get("decision") == "allow" else logging.INFO
+            if decisions.isEnabledFor(level):
+                fields = {"endpoint": endpoint.value, "status": answer.status, **answer.log}
+                decisions.log(level, "authz decision", extra={"fields": fields})
+        body = b"" if environ.get("REQUEST_METHOD") == "HEAD" else answer.body
+        answer.headers.append(("Content-Length", str(len(body))))
+        start_response(STATUS_LINES[answer.status], answer.headers)
+        return [body]
+
+    # ------------------------------------------------------------------ portal
+
+    def portal_request(self, req: Request) -> Response:
+        path = req.path_info
+        if path.startswith("/api/"):
+            resp = self.api_request(req, path)
+            resp.headerlist.extend(API_HEADERS)
+            return resp
+        asset = self.assets.get(path)
+        if asset is None or req.method not in ("GET", "HEAD"):
+            status = 405 if asset is not None else 404
+            resp = Response(
+                f"{status} {'Method Not Allowed' if status == 405 else 'Not Found'}",
+                status=status,
+                content_type="text/plain",
+                charset="utf-8",
+            )
+            if status == 405:
+                resp.headers["Allow"] = "GET, HEAD"
+        else:
+            resp = Response(body=asset.body, content_type=None)
+            resp.headers["Content-Type"] = asset.content_type
+            resp.headers["ETag"] = f'"{asset.etag}"'
+            resp.headers["Cache-Control"] = (
+                "no-cache" if not path.startswith("/static/") else "public, max-age=300"
+            )
+            if req.if_none_match and asset.etag in req.if_none_match:
+                resp = Response(status=304)
+        resp.headerlist.extend(PAGE_HEADERS)
+        return resp
+
+    def api_request(self, req: Request, path: str) -> Response:
+        handlers = self.api.get(path)
+        if handlers is None:
+            return ko(404, "Not found.")
+        handler = handlers.get(req.method)
+        if handler is None:
+            resp = ko(405, "Method not allowed.")
+            resp.headers["Allow"] = ", ".join(sorted(handlers))
+            return resp
+        request_id = secrets.token_hex(8)
+        req.environ["authctl.request_id"] = request_id
+        try:
+            resp = handler(req)
+        except ApiError as exc:
+            resp = ko(exc.status, exc.message)
+        resp.headers["X-Request-Id"] = request_id
+        return resp
+
+
+def session_db_path(config: Config) -> Path:
+    """Sessions live beside the storage database, in a file of their own
+    (``authctl.db`` -> ``authctl-sessions.db``), so each keeps its own schema version."""
+    db = config.storage.path
+    return db.with_name(f"{db.stem}-sessions{db.suffix or '.db'}")
+
+
+def make_session_store(config: Config) -> SessionStore:
+    """The store named by ``session.store``."""
+    from server.session_store import MemoryStore
+    from server.session_store import SQLiteStore
+
+    if config.session.store == "memory":
+        return MemoryStore()
+    if config.session.store == "sqlite":
+        return SQLiteStore(session_db_path(config))
+    raise ValueError("session.store = 'redis' is not available in this version; use sqlite")
+
+
+def make_app(
+    config: Config,
+    *,
+    now: Callable[[], float] = time.time,
+    store: SessionStore | None = None,
+    users: UsersSource | None = None,
+    hasher: PasswordHasher | None = None,
+) -> App:
+    """Build the app from a validated config; collaborators may be passed in by tests."""
+    from server.passwords import PasswordHasher
+    from server.sessions import SessionManager
+    from server.users import UsersSource
+
+    if users is None:
+        users = UsersSource(config.users.file, watch=config.users.watch)
+    if hasher is None:
+        hasher = PasswordHasher(config.users.password_hash)
+    sessions = SessionManager(config.session, store or make_session_store(config), now=now)
+    identities = IdentityResolver(users, sessions, hasher)
+    access = AccessControl(config.access_control)
+    authorizer = Authorizer(config, access, identities)
+    portal = PortalApi(config, access, identities)
+    return App(config, authorizer, portal, load_assets())

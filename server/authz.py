@@ -1,0 +1,395 @@
+"""The authorization decision for the four authz endpoints (SPEC §3.1), on a bare WSGI environ.
+
+This is the hot path: every request to every protected site comes through here, so it reads
+the environ directly instead of building webob objects. It never answers 200 unless a rule
+allowed a well-formed request: every parse error, untrusted peer or exception becomes the
+endpoint's "bad request" status (CVE-2021-32637: verify returned 200 on a malformed URI).
+"""
+
+from __future__ import annotations
+
+import enum
+import html
+import logging
+import typing as t
+from dataclasses import dataclass
+from dataclasses import field
+from urllib.parse import parse_qs
+from urllib.parse import quote
+
+from server.basic import BasicCredentials
+from server.basic import CredentialCache
+from server.basic import MalformedCredentials
+from server.basic import parse_basic
+from server.cookies import session_ids
+from server.errors import InvalidTargetError
+from server.forwarded import TrustedProxies
+from server.identity import Identity
+from server.identity import IdentityResolver
+from server.rules import AccessRequest
+from server.urls import Target
+from server.urls import build_target
+from server.urls import parse_target
+
+if t.TYPE_CHECKING:
+    from server.config import Config
+    from server.config import CookieConfig
+    from server.rules import AccessControl
+
+log = logging.getLogger("authctl.authz")
+
+ANONYMOUS_HEADERS: tuple[tuple[str, str], ...] = (
+    ("Remote-User", ""),
+    ("Remote-Groups", ""),
+    ("Remote-Name", ""),
+    ("Remote-Email", ""),
+)
+_TEXT = ("Content-Type", "text/plain; charset=utf-8")
+_NO_STORE = ("Cache-Control", "no-store")
+_REALM = 'Basic realm="authctl"'
+
+
+class Endpoint(enum.Enum):
+    """The four authz endpoints; each reads the target and answers differently."""
+
+    FORWARD_AUTH = "forward-auth"
+    AUTH_REQUEST = "auth-request"
+    EXT_AUTHZ = "ext-authz"
+    LEGACY = "legacy"
+
+    @property
+    def bad_request_status(self) -> int:
+        """Malformed input: 400, but 401 on the legacy endpoint (Authelia) and 403 on
+        auth-request, because nginx turns anything but 200/401/403 into a 500."""
+        if self is Endpoint.LEGACY:
+            return 401
+        if self is Endpoint.AUTH_REQUEST:
+            return 403
+        return 400
+
+
+STATUS_LINES = {
+    200: "200 OK",
+    302: "302 Found",
+    303: "303 See Other",
+    400: "400 Bad Request",
+    401: "401 Unauthorized",
+    403: "403 Forbidden",
+    405: "405 Method Not Allowed",
+}
+
+
+@dataclass(slots=True)
+class Answer:
+    """An authz answer: status, headers and body, plus fields for the decision log."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+    log: dict[str, object] = field(default_factory=dict)
+
+
+class BadRequest(Exception):
+    """Input the endpoint refuses outright (never a redirect, never an allow)."""
+
+
+def _header(environ: t.Mapping[str, t.Any], name: str) -> str | None:
+    value = environ.get(name)
+    return value if isinstance(value, str) else None
+
+
+def _method(raw: str | None) -> str:
+    if not raw:
+        raise BadRequest("missing method")
+    method = raw.strip().upper()
+    if not method.isascii() or not method.isalpha() or len(method) > 16:
+        raise BadRequest("invalid method")
+    return method
+
+
+def _latin1(value: str) -> str:
+    """WSGI header values are latin-1 strings; send UTF-8 bytes as Authelia does."""
+    return value.encode("utf-8").decode("latin-1")
+
+
+class Authorizer:
+    """Answers authz sub-requests from the session cookie or Basic credentials and the rules."""
+
+    def __init__(
+        self,
+        config: Config,
+        access: AccessControl,
+        identities: IdentityResolver,
+        basic_cache: CredentialCache | None = None,
+    ) -> None:
+        self._config = config
+        self._access = access
+        self._identities = identities
+        self._proxies = TrustedProxies(config.server.trusted_proxies)
+        self._cookie_name = config.session.name
+        self._basic_cache = basic_cache if basic_cache is not None else CredentialCache()
+
+    # ------------------------------------------------------------------ entry point
+
+    def __call__(self, endpoint: Endpoint, environ: t.Mapping[str, t.Any]) -> Answer:
+        """Decide; any exception ends in the endpoint's refusal status, never in 200."""
+        try:
+            return self._decide(endpoint, environ)
+        except BadRequest as exc:
+            return self._bad_request(endpoint, str(exc))
+        except InvalidTargetError as exc:
+            return self._bad_request(endpoint, f"invalid target: {exc}")
+        except Exception:
+            log.exception("authz failed; refusing the request")
+            return self._bad_request(endpoint, "internal error")
+
+    def _bad_request(self, endpoint: Endpoint, reason: str) -> Answer:
+        status = endpoint.bad_request_status
+        return Answer(
+            status,
+            [_TEXT, _NO_STORE],
+            STATUS_LINES[status].encode(),
+            {"decision": "bad_request", "reason": reason},
+        )
+
+    # ------------------------------------------------------------------ the decision
+
+    def _decide(self, endpoint: Endpoint, environ: t.Mapping[str, t.Any]) -> Answer:
+        peer = environ.get("REMOTE_ADDR", "")
+        if peer not in self._proxies:
+            raise BadRequest(f"peer {peer!r} is not in server.trusted_proxies")
+        method, target = self._target(endpoint, environ)
+        if target.scheme not in ("https", "wss"):
+            raise BadRequest("plain HTTP target refused")
+        cookie = self._config.session.cookie_for(target.host)
+        if cookie is None:
+            raise BadRequest(f"host {target.host!r} is outside every cookie domain")
+        portal = self._portal_url(endpoint, environ, cookie)
+        client_ip = self._proxies.client_ip(peer, _header(environ, "HTTP_X_FORWARDED_FOR"))
+
+        identity: Identity | None = None
+        basic_failed = False
+        legacy_basic = endpoint is Endpoint.LEGACY and self._legacy_basic(environ)
+        basic_header = self._basic_header(endpoint, environ)
+        if basic_header is not None or legacy_basic:
+            try:
+                creds = parse_basic(basic_header)
+            except MalformedCredentials:
+                creds = None
+            identity = self._basic_identity(creds) if creds is not None else None
+            basic_failed = identity is None
+        session = None
+        if identity is None and not basic_failed:
+            identity, session = self._cookie_identity(environ, cookie)
+
+        request = AccessRequest(
+            host=target.host,
+            path=target.path,
+            query=target.query,
+            method=method,
+            ip=client_ip,
+            user=identity.username if identity else None,
+            groups=identity.groups if identity else (),
+        )
+        decision = self._access.evaluate(request)
+        fields: dict[str, object] = {
+            "method": method,
+            "host": target.host,
+            "path": target.path,
+            "user": identity.username if identity else None,
+            "rule": decision.rule,
+            "policy": decision.policy,
+        }
+        if session is not None:
+            self._identities.touch(session)
+
+        if decision.policy == "bypass":
+            return self._allow(identity, fields)
+        if basic_failed:
+            fields["decision"] = "basic_failed"
+            return Answer(
+                401,
+                [_TEXT, _NO_STORE, ("WWW-Authenticate", _REALM)],
+                b"401 Unauthorized",
+                fields,
+            )
+        if decision.policy == "deny":
+            if identity is not None or not decision.has_subject:
+                fields["decision"] = "deny"
+                return Answer(403, [_TEXT, _NO_STORE], b"403 Forbidden", fields)
+            return self._login(endpoint, environ, method, target, portal, fields)
+        level = identity.level if identity else 0
+        needed = 2 if decision.policy == "two_factor" else 1
+        if level >= needed:
+            return self._allow(identity, fields)
+        return self._login(endpoint, environ, method, target, portal, fields)
+
+    # ------------------------------------------------------------------ inputs
+
+    def _target(self, endpoint: Endpoint, environ: t.Mapping[str, t.Any]) -> tuple[str, Target]:
+        if endpoint is Endpoint.AUTH_REQUEST:
+            url = _header(environ, "HTTP_X_ORIGINAL_URL")
+            if not url:
+                raise BadRequest("missing X-Original-URL")
+            return _method(_header(environ, "HTTP_X_ORIGINAL_METHOD")), parse_target(url)
+        if endpoint is Endpoint.FORWARD_AUTH:
+            return _method(_header(environ, "HTTP_X_FORWARDED_METHOD")), self._forwarded(
+                environ, _header(environ, "HTTP_X_FORWARDED_HOST"), None
+            )
+        if endpoint is Endpoint.EXT_AUTHZ:
+            return _method(environ.get("REQUEST_METHOD")), self._forwarded(
+                environ, _header(environ, "HTTP_HOST"), self._ext_authz_uri(environ)
+            )
+        url = _header(environ, "HTTP_X_ORIGINAL_URL")
+        method = _method(
+            _header(environ, "HTTP_X_FORWARDED_METHOD") or environ.get("REQUEST_METHOD")
+        )
+        if url:
+            return method, parse_target(url)
+        host = _header(environ, "HTTP_X_FORWARDED_HOST") or _header(environ, "HTTP_HOST")
+        return method, self._forwarded(environ, host, None)
+
+    def _forwarded(
+        self, environ: t.Mapping[str, t.Any], host: str | None, uri: str | None
+    ) -> Target:
+        proto = _header(environ, "HTTP_X_FORWARDED_PROTO")
+        if not proto:
+            raise BadRequest("missing X-Forwarded-Proto")
+        if not host:
+            raise BadRequest("missing X-Forwarded-Host")
+        if uri is None:
+            uri = _header(environ, "HTTP_X_FORWARDED_URI") or "/"
+        return build_target(proto, host, uri)
+
+    @staticmethod
+    def _ext_authz_uri(environ: t.Mapping[str, t.Any]) -> str:
+        raw = environ.get("REQUEST_URI")
+        if not isinstance(raw, str) or not raw:
+            path = environ.get("PATH_INFO", "")
+            query = environ.get("QUERY_STRING", "")
+            raw = quote(path.encode("latin-1"), safe="/%;:@!$&'()*+,=~-._") + (
+                f"?{query}" if query else ""
+            )
+        prefix = "/api/authz/ext-authz"
+        if not raw.startswith(prefix):
+            raise BadRequest("not an ext-authz path")
+        rest = raw[len(prefix) :]
+        if rest.startswith("?"):
+            rest = "/" + rest
+        return rest or "/"
+
+    def _portal_url(
+        self, endpoint: Endpoint, environ: t.Mapping[str, t.Any], cookie: CookieConfig
+    ) -> str | None:
+        """The portal to send the user to. Only the legacy endpoint reads ``rd``, which must
+        itself be an https URL inside the same cookie domain."""
+        if endpoint is not Endpoint.LEGACY:
+            return cookie.portal_url
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        rd = query.get("rd")
+        if not rd:
+            return None
+        from server.urls import safe_redirect
+
+        portal = safe_redirect(rd[0], [cookie.domain])
+        if portal is None:
+            raise BadRequest("rd is not an https URL inside the cookie domain")
+        return portal.rstrip("/")
+
+    @staticmethod
+    def _legacy_basic(environ: t.Mapping[str, t.Any]) -> bool:
+        query: dict[str, list[str]] = parse_qs(
+            str(environ.get("QUERY_STRING", "")), keep_blank_values=True
+        )
+        return query.get("auth", [""])[0] == "basic"
+
+    def _basic_header(self, endpoint: Endpoint, environ: t.Mapping[str, t.Any]) -> str | None:
+        if endpoint is Endpoint.LEGACY:
+            if self._legacy_basic(environ):
+                return _header(environ, "HTTP_AUTHORIZATION")
+            return None
+        value = _header(environ, "HTTP_AUTHORIZATION")
+        if value and value.lstrip()[:6].lower() == "basic ":
+            return value
+        proxy_value = _header(environ, "HTTP_PROXY_AUTHORIZATION")
+        if proxy_value and proxy_value.lstrip()[:6].lower() == "basic ":
+            return proxy_value
+        return None
+
+    # ------------------------------------------------------------------ identities
+
+    def _basic_identity(self, creds: BasicCredentials) -> Identity | None:
+        cached = self._basic_cache.get(creds)
+        if cached is not None:
+            identity = self._identities.current(cached[0], cached[1], level=1)
+            if identity is not None:
+                return identity
+        result = self._identities.check_password(creds.username, creds.password)
+        if result is None:
+            return None
+        identity, stamp = result
+        self._basic_cache.put(creds, identity.username, stamp)
+        return identity
+
+    def _cookie_identity(
+        self, environ: t.Mapping[str, t.Any], cookie: CookieConfig
+    ) -> tuple[Identity | None, t.Any]:
+        for session_id in session_ids(_header(environ, "HTTP_COOKIE"), self._cookie_name):
+            found = self._identities.from_session(session_id, cookie.domain)
+            if found is not None:
+                return found
+        return None, None
+
+    # ------------------------------------------------------------------ answers
+
+    def _allow(self, identity: Identity | None, fields: dict[str, object]) -> Answer:
+        fields["decision"] = "allow"
+        if identity is None:
+            headers = [_TEXT, _NO_STORE, *ANONYMOUS_HEADERS]
+        else:
+            headers = [
+                _TEXT,
+                _NO_STORE,
+                ("Remote-User", identity.username),
+                ("Remote-Groups", ",".join(identity.groups)),
+                ("Remote-Name", _latin1(identity.displayname)),
+                ("Remote-Email", _latin1(identity.email)),
+            ]
+        return Answer(200, headers, b"200 OK", fields)
+
+    def _login(
+        self,
+        endpoint: Endpoint,
+        environ: t.Mapping[str, t.Any],
+        method: str,
+        target: Target,
+        portal: str | None,
+        fields: dict[str, object],
+    ) -> Answer:
+        fields["decision"] = "login"
+        if portal is None:
+            return Answer(401, [_TEXT, _NO_STORE], b"401 Unauthorized", fields)
+        location = f"{portal}/?rd={quote(target.url(), safe='')}&rm={method}"
+        headers = [_NO_STORE, ("Location", location)]
+        if endpoint is Endpoint.AUTH_REQUEST or self._wants_401(environ):
+            return Answer(401, [_TEXT, *headers], b"401 Unauthorized", fields)
+        status = 302 if method in ("GET", "HEAD", "OPTIONS") else 303
+        body = b""
+        if environ.get("REQUEST_METHOD") != "HEAD":
+            escaped = html.escape(location, quote=True)
+            body = f'<a href="{escaped}">{STATUS_LINES[status]}</a>'.encode()
+        return Answer(
+            status, [("Content-Type", "text/html; charset=utf-8"), *headers], body, fields
+        )
+
+    @staticmethod
+    def _wants_401(environ: t.Mapping[str, t.Any]) -> bool:
+        """XHR, or an Accept header without text/html, gets 401 + Location (Authelia)."""
+        if (_header(environ, "HTTP_X_REQUESTED_WITH") or "").lower() == "xmlhttprequest":
+            return True
+        accept = _header(environ, "HTTP_ACCEPT") or ""
+        for i, item in enumerate(accept.split(",")):
+            mime = item.split(";", 1)[0].strip()
+            if mime == "text/html" or (i == 0 and mime == "*/*"):
+                return False
+        return True

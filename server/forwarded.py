@@ -1,0 +1,74 @@
+"""Which peers may speak for the client, and who the client is.
+
+X-Forwarded-* and X-Original-* headers are believed only from ``server.trusted_proxies``
+(CVE-2026-40575: a client-sent ``X-Forwarded-Uri`` made rules run on the wrong path). The
+client IP is found by walking ``X-Forwarded-For`` right to left, skipping trusted hops, so a
+client cannot choose the address the ``networks`` criterion sees. Pure core: stdlib only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from functools import lru_cache
+
+from server.config import IPNetwork
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@lru_cache(maxsize=4096)
+def parse_ip(text: str) -> IPAddress | None:
+    """Parse an IP address (``[v6]`` brackets, IPv4-mapped IPv6 to IPv4); None if invalid."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.scope_id is not None:
+            return None
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+    return address
+
+
+class TrustedProxies:
+    """The configured proxy networks, with a cached membership test."""
+
+    def __init__(self, networks: Sequence[IPNetwork]) -> None:
+        self._networks = tuple(networks)
+        self._cache: dict[str, bool] = {}
+
+    def __contains__(self, peer: object) -> bool:
+        if not isinstance(peer, str):
+            return False
+        known = self._cache.get(peer)
+        if known is not None:
+            return known
+        address = parse_ip(peer)
+        result = address is not None and any(address in net for net in self._networks)
+        if len(self._cache) < 4096:
+            self._cache[peer] = result
+        return result
+
+    def client_ip(self, peer: str, forwarded_for: str | None) -> IPAddress | None:
+        """The client's address: the right-most ``X-Forwarded-For`` entry that is not a
+        trusted proxy, or the peer itself when it is not trusted or sent no header.
+
+        Returns None when the chain holds an unparseable entry before an untrusted one: an
+        unknown address matches no ``networks`` criterion, which is the safe reading.
+        """
+        peer_ip = parse_ip(peer)
+        if peer_ip is None or peer not in self or not forwarded_for:
+            return peer_ip
+        hops = [hop.strip() for hop in forwarded_for.split(",")]
+        for hop in reversed(hops):
+            address = parse_ip(hop)
+            if address is None:
+                return None
+            if not any(address in net for net in self._networks):
+                return address
+        return parse_ip(hops[0])

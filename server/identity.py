@@ -1,0 +1,93 @@
+"""Who is asking: turn a session id or Basic credentials into the user's CURRENT identity.
+
+Every verify re-checks the user against the users file as it is now (exists, enabled,
+password unchanged, current groups), so ``user disable``, ``user remove``, ``user passwd``
+and group edits take effect on the next request (GHSA-x883-2vmg-xwf7). Pure core.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass
+from functools import lru_cache
+
+from server.names import canonical_username
+from server.sessions import user_stamp
+
+if t.TYPE_CHECKING:
+    from server.passwords import PasswordHasher
+    from server.sessions import Session
+    from server.sessions import SessionManager
+    from server.users import User
+    from server.users import UsersSource
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A signed-in user as the rules and the ``Remote-*`` headers see them."""
+
+    username: str
+    groups: tuple[str, ...]
+    displayname: str
+    email: str
+    level: int
+
+
+@lru_cache(maxsize=4096)
+def stamp_of(password_hash: str) -> str:
+    """The password stamp of a hash, cached: it is computed on every verify."""
+    return user_stamp(password_hash)
+
+
+def _identity(user: User, level: int) -> Identity:
+    return Identity(user.name, user.groups, user.displayname, user.email, level)
+
+
+class IdentityResolver:
+    """Resolves sessions and credentials against the live users file."""
+
+    def __init__(
+        self, users: UsersSource, sessions: SessionManager, hasher: PasswordHasher
+    ) -> None:
+        self.users = users
+        self.sessions = sessions
+        self.hasher = hasher
+
+    def lookup(self, username: str) -> User | None:
+        """The enabled user of that (canonical) name, or None."""
+        user = self.users.current().get(username)
+        if user is None or user.disabled:
+            return None
+        return user
+
+    def current(self, username: str, stamp: str, level: int) -> Identity | None:
+        """The identity if the user still exists, is enabled and has the same password."""
+        user = self.lookup(username)
+        if user is None or stamp_of(user.password) != stamp:
+            return None
+        return _identity(user, level)
+
+    def from_session(self, session_id: str, cookie_domain: str) -> tuple[Identity, Session] | None:
+        """The identity behind a session cookie; a stale session is destroyed."""
+        session = self.sessions.load(session_id, cookie_domain)
+        if session is None or session.username is None or session.level < 1:
+            return None
+        identity = self.current(session.username, session.user_stamp, session.level)
+        if identity is None:
+            self.sessions.destroy(session.id)
+            return None
+        return identity, session
+
+    def check_password(self, username: str, password: str) -> tuple[Identity, str] | None:
+        """Verify a password; unknown, disabled and wrong all cost one argon2 verification."""
+        user = self.lookup(canonical_username(username))
+        if user is None:
+            self.hasher.dummy_verify(password)
+            return None
+        if not self.hasher.verify(user.password, password):
+            return None
+        return _identity(user, 1), stamp_of(user.password)
+
+    def touch(self, session: Session) -> None:
+        """Record activity (the manager coalesces writes)."""
+        self.sessions.touch(session)

@@ -1,0 +1,251 @@
+"""``authctl serve`` under a real waitress on loopback: header trust, the whole sign-in flow,
+user changes from the CLI, restart with the SQLite store, limits and SIGTERM."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from server.passwords import PasswordHasher
+from tests.apphelpers import APP_CONFIG
+from tests.apphelpers import CHEAP
+from tests.apphelpers import PASSWORDS
+from tests.apphelpers import users_toml
+
+pytestmark = pytest.mark.slow
+
+AUTHCTL = str(Path(sys.executable).with_name("authctl"))
+
+
+class Server:
+    """A running ``authctl serve`` child process."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.config = folder / "authctl.toml"
+        env = {**os.environ, "AUTHCTL_CONFIG": str(self.config), "COVERAGE_PROCESS_START": ""}
+        self.proc = subprocess.Popen(
+            [AUTHCTL, "serve", "--address", "127.0.0.1:0"],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        self.port = self._wait_for_port()
+
+    def _wait_for_port(self) -> int:
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + 20
+        lines = []
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            found = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                return int(found.group(1))
+        self.proc.kill()
+        raise AssertionError("server did not start:\n" + "".join(lines))
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+    ) -> http.client.HTTPResponse:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        return resp
+
+    def verify(self, url: str, cookie: str | None = None, **extra: str) -> http.client.HTTPResponse:
+        scheme, _, rest = url.partition("://")
+        host, slash, uri = rest.partition("/")
+        headers = {
+            "X-Forwarded-Proto": scheme,
+            "X-Forwarded-Host": host,
+            "X-Forwarded-Uri": slash + uri,
+            "X-Forwarded-Method": "GET",
+            "Accept": "text/html",
+            **extra,
+        }
+        if cookie:
+            headers["Cookie"] = cookie
+        return self.request("GET", "/api/authz/forward-auth", headers)
+
+    def login(self, username: str) -> http.client.HTTPResponse:
+        body = json.dumps({"username": username, "password": PASSWORDS[username]}).encode()
+        return self.request(
+            "POST",
+            "/api/firstfactor",
+            {
+                "Content-Type": "application/json",
+                "X-Forwarded-Proto": "https",
+                "X-Forwarded-Host": "auth.example.com",
+                "Origin": "https://auth.example.com",
+            },
+            body,
+        )
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        return self.proc.returncode
+
+
+def make_folder(folder: Path, config: str) -> Path:
+    """Write a config, users file and storage key into ``folder``."""
+    folder.mkdir(exist_ok=True)
+    (folder / "authctl.toml").write_text(config, encoding="utf-8")
+    (folder / "users.toml").write_text(users_toml(PasswordHasher(CHEAP)), encoding="utf-8")
+    (folder / "secrets").mkdir(exist_ok=True)
+    (folder / "secrets" / "storage.key").write_text(secrets.token_hex(32))
+    return folder
+
+
+SQLITE_CONFIG = APP_CONFIG.replace('store = "memory"', 'store = "sqlite"')
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """authctl serve over the catalogue fixture, with the SQLite session store."""
+    srv = Server(make_folder(tmp_path / "site", SQLITE_CONFIG))
+    yield srv
+    srv.stop()
+
+
+def cookie_of(resp: http.client.HTTPResponse) -> str:
+    return resp.getheader("Set-Cookie", "").split(";", 1)[0]
+
+
+def test_forwarded_headers_reach_the_app(server: Server) -> None:
+    """waitress passes X-Forwarded-Host/Proto through, so the redirect names the real site."""
+    resp = server.verify("https://app.example.com/x?y=1")
+    assert resp.status == 302
+    assert resp.getheader("Location") == (
+        "https://auth.example.com/?rd=https%3A%2F%2Fapp.example.com%2Fx%3Fy%3D1&rm=GET"
+    )
+
+
+def test_client_ip_from_forwarded_for(server: Server) -> None:
+    """The networks criterion sees the client from X-Forwarded-For through a real socket."""
+    assert (
+        server.verify("https://other.example.com/", **{"X-Forwarded-For": "10.9.8.7"}).status == 200
+    )
+    assert server.verify("https://other.example.com/").status == 403
+
+
+def test_untrusted_peer_refused(tmp_path: Path) -> None:
+    """When loopback is not a trusted proxy, forwarded headers are refused (400)."""
+    config = SQLITE_CONFIG.replace(
+        'trusted_proxies = ["127.0.0.1/32", "::1/128"]', 'trusted_proxies = ["192.0.2.10/32"]'
+    )
+    srv = Server(make_folder(tmp_path / "untrusted", config))
+    try:
+        assert srv.verify("https://public.example.com/").status == 400
+    finally:
+        srv.stop()
+
+
+def test_sign_in_flow_user_disable_and_restart(server: Server, tmp_path: Path) -> None:
+    """The README's curl session: redirect, sign in, allowed, disable ends it, restart keeps it."""
+    assert server.verify("https://app.example.com/").status == 302
+    resp = server.login("alice")
+    assert resp.status == 200
+    set_cookie = resp.getheader("Set-Cookie", "")
+    for attr in ("Domain=example.com", "Secure", "HttpOnly", "SameSite=Lax", "Path=/"):
+        assert attr in set_cookie
+    alice = cookie_of(resp)
+    bob = cookie_of(server.login("bob"))
+    allowed = server.verify("https://app.example.com/", alice)
+    assert allowed.status == 200
+    assert allowed.getheader("Remote-User") == "alice"
+    assert allowed.getheader("Remote-Groups") == "admins,dev"
+    assert allowed.getheader("Remote-Name") == "Alice Liddell"
+    assert allowed.getheader("Remote-Email") == "alice@example.com"
+
+    env = {**os.environ, "AUTHCTL_CONFIG": str(server.config)}
+    subprocess.run([AUTHCTL, "user", "disable", "alice"], check=True, env=env, capture_output=True)
+    deadline = time.monotonic() + 1.5
+    status = 200
+    while time.monotonic() < deadline and status == 200:
+        status = server.verify("https://app.example.com/", alice).status
+        time.sleep(0.05)
+    assert status != 200
+
+    assert server.stop() == 0
+    restarted = Server(server.folder)
+    try:
+        resp = restarted.verify("https://app.example.com/", bob)
+        assert resp.status == 200
+        assert resp.getheader("Remote-User") == "bob"
+    finally:
+        restarted.stop()
+
+
+def test_request_limits(server: Server) -> None:
+    """Bodies over 64 KiB get 413 and huge header blocks 431, from waitress itself."""
+    resp = server.request(
+        "POST",
+        "/api/firstfactor",
+        {"Content-Type": "application/json", "X-Forwarded-Proto": "https"},
+        b" " * (70 * 1024),
+    )
+    assert resp.status == 413
+    resp = server.request("GET", "/api/health", {"X-Big": "a" * (70 * 1024)})
+    assert resp.status == 431
+
+
+def test_sigterm_stops_cleanly(server: Server) -> None:
+    """SIGTERM ends the server with exit status 0."""
+    assert server.request("GET", "/api/health").status == 200
+    assert server.stop() == 0
+
+
+def test_serve_refuses_invalid_config(tmp_path: Path) -> None:
+    """serve exits 3 with the problem named when the config is invalid."""
+    folder = make_folder(tmp_path / "broken", SQLITE_CONFIG + "\n[server]\nthreads = 0\n")
+    result = subprocess.run(
+        [AUTHCTL, "--config", str(folder / "authctl.toml"), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 3
+    assert "authctl.toml" in result.stderr
+
+
+def test_serve_refuses_missing_storage_key(tmp_path: Path) -> None:
+    """serve exits 3 when the storage key is missing, naming the file."""
+    folder = make_folder(tmp_path / "nokey", SQLITE_CONFIG)
+    (folder / "secrets" / "storage.key").unlink()
+    result = subprocess.run(
+        [AUTHCTL, "--config", str(folder / "authctl.toml"), "serve"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 3
+    assert "storage.key" in result.stderr
