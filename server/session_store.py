@@ -1,0 +1,489 @@
+"""Where sessions live: the ``SessionStore`` protocol, an in-memory store and a SQLite store.
+
+The protocol is deliberately small (get, put with a TTL, delete, delete a user's sessions,
+touch, purge, close) so that a Redis store fits it later. ``MemoryStore`` serves one process
+and forgets everything on restart. ``SQLiteStore`` is the default: it is shared by worker
+processes on one file and survives restarts (security.md §3 R4).
+
+Security choices, each against a named risk:
+
+- The SQLite store keys rows by SHA-256 of the session id and never stores the id itself, so
+  a leaked database file (or backup) does not hand out live cookies.
+- Every store failure is raised as ``SessionStoreError``; the web layer answers "log in",
+  never "allow" (fail closed; oauth2-proxy #3093 tells "no such session" from "store error").
+- The database is created mode 0600 in a folder created mode 0700.
+
+Pure core: standard library only (no webob, waitress, click or rich).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import typing as t
+import weakref
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from server.errors import AuthError
+from server.sessions import Level
+from server.sessions import Session
+
+#: Version of the SQLite schema, kept in ``PRAGMA user_version``.
+SCHEMA_VERSION = 1
+_LEVELS = {int(level): level for level in Level}
+#: Seconds a connection waits for another writer (another thread or worker) before failing.
+BUSY_TIMEOUT = 5.0
+
+#: ``MIGRATIONS[n]`` takes a database from ``user_version`` n to n + 1.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE sessions (
+            key BLOB PRIMARY KEY,            -- SHA-256 of the session id; the id is not stored
+            cookie_domain TEXT NOT NULL,
+            username TEXT,
+            level INTEGER NOT NULL,
+            created REAL NOT NULL,
+            last_activity REAL NOT NULL,
+            auth_time REAL NOT NULL,
+            remember_me INTEGER NOT NULL,
+            user_stamp TEXT NOT NULL,
+            data TEXT,                       -- JSON object of strings, NULL when empty
+            expires REAL NOT NULL            -- absolute end (the TTL given to put)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX sessions_expires ON sessions (expires)",
+        "CREATE INDEX sessions_username ON sessions (username)",
+    ),
+)
+
+_COLUMNS = (
+    "cookie_domain, username, level, created, last_activity, auth_time, remember_me, "
+    "user_stamp, data"
+)
+_GET = f"SELECT {_COLUMNS} FROM sessions WHERE key = ? AND expires > ?"  # noqa: S608
+_PUT = (
+    f"INSERT OR REPLACE INTO sessions ({_COLUMNS}, expires, key) "  # noqa: S608
+    f"VALUES ({', '.join('?' * 11)})"
+)
+
+
+#: How many times this process is removed from its ancestor by ``fork`` (cheaper than getpid).
+_forks = 0
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children only
+    global _forks  # one counter for the whole process, by design
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class SessionStoreError(AuthError):
+    """The session store failed (unreadable, locked, corrupt, closed).
+
+    Never means "no session" and never means "allow": the web layer answers as for an
+    anonymous request (log in) and logs the cause.
+    """
+
+
+@t.runtime_checkable
+class SessionStore(t.Protocol):
+    """What ``SessionManager`` needs from a store. Every method may raise SessionStoreError."""
+
+    def get(self, session_id: str) -> Session | None:
+        """The session stored under ``session_id`` and not past its TTL, or None."""
+        ...
+
+    def put(self, session: Session, ttl: float) -> None:
+        """Store ``session`` (insert or replace) for ``ttl`` seconds."""
+        ...
+
+    def delete(self, session_id: str) -> bool:
+        """Remove one session; True when this call removed it (so callers can act once)."""
+        ...
+
+    def delete_user(self, username: str) -> int:
+        """Remove every session of ``username``; how many."""
+        ...
+
+    def touch(self, session_id: str, last_activity: float) -> None:
+        """Move a stored session's ``last_activity`` forward; no-op when it is gone."""
+        ...
+
+    def purge_expired(self, now: float) -> int:
+        """Remove sessions whose TTL ended by ``now``; how many."""
+        ...
+
+    def close(self) -> None:
+        """Release connections. Using the store afterwards raises SessionStoreError."""
+        ...
+
+
+# --------------------------------------------------------------------------- serialisation
+
+
+def session_to_json(session: Session) -> str:
+    """``session`` without its id, as a JSON object (for stores keyed by a hash of the id)."""
+    return json.dumps(
+        {
+            "cookie_domain": session.cookie_domain,
+            "username": session.username,
+            "level": int(session.level),
+            "created": session.created,
+            "last_activity": session.last_activity,
+            "auth_time": session.auth_time,
+            "remember_me": session.remember_me,
+            "user_stamp": session.user_stamp,
+            "data": dict(session.data),
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+def session_from_json(session_id: str, text: str | bytes) -> Session:
+    """The session stored as ``text`` (from ``session_to_json``) under ``session_id``.
+
+    Raises:
+        SessionStoreError: the record is not a valid session (corrupt or foreign data).
+    """
+    try:
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or not isinstance(raw.get("data"), dict):
+            raise TypeError("not a session record")
+        return _session(
+            session_id,
+            raw["cookie_domain"],
+            raw["username"],
+            raw["level"],
+            raw["created"],
+            raw["last_activity"],
+            raw["auth_time"],
+            raw["remember_me"],
+            raw["user_stamp"],
+            raw["data"],
+        )
+    except (ValueError, TypeError, KeyError) as exc:
+        raise SessionStoreError(f"corrupt session record: {exc}") from None
+
+
+def _session(
+    session_id: str,
+    cookie_domain: object,
+    username: object,
+    level: object,
+    created: object,
+    last_activity: object,
+    auth_time: object,
+    remember_me: object,
+    user_stamp: object,
+    data: object,
+) -> Session:
+    """Build a Session from untrusted stored values, checking every type."""
+    number = (float, int)
+    if not (
+        type(cookie_domain) is str
+        and (username is None or type(username) is str)
+        and type(level) is int
+        and type(created) in number
+        and type(last_activity) in number
+        and type(auth_time) in number
+        and type(remember_me) in (bool, int)
+        and type(user_stamp) is str
+        and type(data) is dict
+    ):
+        raise TypeError("a session field has the wrong type")
+    return Session(
+        id=session_id,
+        cookie_domain=cookie_domain,
+        username=username,
+        level=_LEVELS[level],
+        created=float(created),  # type: ignore[arg-type]
+        last_activity=float(last_activity),  # type: ignore[arg-type]
+        auth_time=float(auth_time),  # type: ignore[arg-type]
+        remember_me=bool(remember_me),
+        user_stamp=user_stamp,
+        data=data,
+    )
+
+
+def hash_session_id(session_id: str) -> bytes:
+    """The key a session is stored under: SHA-256 of its id (the id itself is not kept)."""
+    return hashlib.sha256(session_id.encode("utf-8")).digest()
+
+
+# --------------------------------------------------------------------------- memory
+
+
+class MemoryStore:
+    """Sessions in a dict guarded by a lock: one process, lost on restart.
+
+    Fine for a single worker and for tests; with ``serve --workers N`` or across restarts use
+    SQLite or Redis.
+    """
+
+    def __init__(self, now: Callable[[], float] = time.time) -> None:
+        self._now = now
+        self._lock = threading.Lock()
+        self._sessions: dict[str, tuple[Session, float]] = {}
+        self._by_user: dict[str, set[str]] = {}
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionStoreError("the session store is closed")
+
+    def get(self, session_id: str) -> Session | None:
+        """The session under ``session_id`` if its TTL has not ended."""
+        now = self._now()
+        with self._lock:
+            self._check_open()
+            entry = self._sessions.get(session_id)
+            if entry is None:
+                return None
+            if entry[1] <= now:
+                self._remove(session_id)
+                return None
+            return entry[0]
+
+    def put(self, session: Session, ttl: float) -> None:
+        """Insert or replace ``session`` for ``ttl`` seconds."""
+        expires = self._now() + ttl
+        with self._lock:
+            self._check_open()
+            self._remove(session.id)
+            self._sessions[session.id] = (session, expires)
+            if session.username is not None:
+                self._by_user.setdefault(session.username, set()).add(session.id)
+
+    def delete(self, session_id: str) -> bool:
+        """Remove one session; True when it was there."""
+        with self._lock:
+            self._check_open()
+            return self._remove(session_id)
+
+    def delete_user(self, username: str) -> int:
+        """Remove every session of ``username``."""
+        with self._lock:
+            self._check_open()
+            ids = list(self._by_user.get(username, ()))
+            for session_id in ids:
+                self._remove(session_id)
+            return len(ids)
+
+    def touch(self, session_id: str, last_activity: float) -> None:
+        """Move ``last_activity`` forward (never back) if the session is still stored."""
+        with self._lock:
+            self._check_open()
+            entry = self._sessions.get(session_id)
+            if entry is not None and entry[0].last_activity < last_activity:
+                session = replace(entry[0], last_activity=last_activity)
+                self._sessions[session_id] = (session, entry[1])
+
+    def purge_expired(self, now: float) -> int:
+        """Remove sessions whose TTL ended by ``now``."""
+        with self._lock:
+            self._check_open()
+            dead = [sid for sid, (_, expires) in self._sessions.items() if expires <= now]
+            for session_id in dead:
+                self._remove(session_id)
+            return len(dead)
+
+    def close(self) -> None:
+        """Forget everything; later calls raise SessionStoreError."""
+        with self._lock:
+            self._closed = True
+            self._sessions.clear()
+            self._by_user.clear()
+
+    def __len__(self) -> int:
+        """How many sessions are held, expired ones included until purged."""
+        return len(self._sessions)
+
+    def _remove(self, session_id: str) -> bool:
+        entry = self._sessions.pop(session_id, None)
+        if entry is None:
+            return False
+        username = entry[0].username
+        if username is not None:
+            ids = self._by_user[username]
+            ids.discard(session_id)
+            if not ids:
+                del self._by_user[username]
+        return True
+
+
+# --------------------------------------------------------------------------- sqlite
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced, so ``close()`` can reach every thread's."""
+
+
+class SQLiteStore:
+    """Sessions in a SQLite file shared by threads and worker processes; survives restarts.
+
+    WAL mode (readers never block the writer), ``synchronous=NORMAL`` (a power cut may lose
+    the last sessions, never corrupt the file), a busy timeout, and one connection per thread
+    (waitress serves from a thread pool; a connection must not cross a ``fork``). A ``get`` is
+    one indexed SELECT. Use a file of its own: the schema version lives in ``user_version``.
+
+    Raises (from every method, and from the constructor):
+        SessionStoreError: the file cannot be opened, has a newer schema, or SQLite failed.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], now: Callable[[], float] = time.time) -> None:
+        self.path = Path(path)
+        self._now = now
+        self._local = threading.local()
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            self._create_file()
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            raise SessionStoreError(f"cannot open the session store {self.path}: {exc}") from exc
+
+    def _create_file(self) -> None:
+        """Create the folder (0700) and the file (0600) before SQLite does, with tight modes."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+    def _open(self) -> _Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT,
+            isolation_level=None,  # autocommit: each statement is its own transaction
+            check_same_thread=False,  # only so that close() can close it from another thread
+            factory=_Connection,
+        )
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _migrate(self) -> None:
+        conn = self._open()
+        try:
+            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":  # pragma: no cover
+                # e.g. a network file system without shared memory: refuse rather than
+                # run with rollback journals that block readers during every write.
+                raise sqlite3.OperationalError("cannot switch the database to WAL mode")
+            conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it
+            try:
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise sqlite3.DatabaseError(
+                        f"schema version {version} is newer than this authctl ({SCHEMA_VERSION})"
+                    )
+                for step in range(version, SCHEMA_VERSION):
+                    for statement in MIGRATIONS[step]:
+                        conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (a new one after ``fork``: they must not be shared)."""
+        local = self._local
+        conn: _Connection | None = getattr(local, "conn", None)
+        if conn is not None and local.forks == _forks and not self._closed:
+            return conn
+        with self._lock:
+            if self._closed:
+                raise SessionStoreError("the session store is closed")
+            try:
+                conn = self._open()
+            except sqlite3.Error as exc:
+                raise SessionStoreError(f"cannot open the session store: {exc}") from exc
+            self._connections.add(conn)
+        local.conn, local.forks = conn, _forks
+        return conn
+
+    def get(self, session_id: str) -> Session | None:
+        """The session under ``session_id`` if its TTL has not ended: one indexed SELECT."""
+        try:
+            row = self._conn().execute(_GET, (hash_session_id(session_id), self._now())).fetchone()
+            if row is None:
+                return None
+            domain, username, level, created, last_activity, auth_time, remember, stamp, data = row
+            return _session(
+                session_id,
+                domain,
+                username,
+                level,
+                created,
+                last_activity,
+                auth_time,
+                remember,
+                stamp,
+                {} if data is None else json.loads(data),
+            )
+        except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
+            raise SessionStoreError(f"cannot read a session: {exc}") from exc
+
+    def put(self, session: Session, ttl: float) -> None:
+        """Insert or replace ``session`` for ``ttl`` seconds."""
+        data = json.dumps(dict(session.data), separators=(",", ":")) if session.data else None
+        values = (
+            session.cookie_domain,
+            session.username,
+            int(session.level),
+            session.created,
+            session.last_activity,
+            session.auth_time,
+            int(session.remember_me),
+            session.user_stamp,
+            data,
+            self._now() + ttl,
+            hash_session_id(session.id),
+        )
+        self._write(_PUT, values)
+
+    def delete(self, session_id: str) -> bool:
+        """Remove one session; True when this call removed it."""
+        return self._write("DELETE FROM sessions WHERE key = ?", (hash_session_id(session_id),)) > 0
+
+    def delete_user(self, username: str) -> int:
+        """Remove every session of ``username``."""
+        return self._write("DELETE FROM sessions WHERE username = ?", (username,))
+
+    def touch(self, session_id: str, last_activity: float) -> None:
+        """Move ``last_activity`` forward (never back) if the session is still stored."""
+        self._write(
+            "UPDATE sessions SET last_activity = ? WHERE key = ? AND last_activity < ?",
+            (last_activity, hash_session_id(session_id), last_activity),
+        )
+
+    def purge_expired(self, now: float) -> int:
+        """Remove sessions whose TTL ended by ``now`` (uses the ``expires`` index)."""
+        return self._write("DELETE FROM sessions WHERE expires <= ?", (now,))
+
+    def close(self) -> None:
+        """Close every thread's connection; later calls raise SessionStoreError."""
+        with self._lock:
+            self._closed = True
+            connections = list(self._connections)
+            self._connections.clear()
+        for conn in connections:
+            conn.close()
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> int:
+        try:
+            return self._conn().execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise SessionStoreError(f"cannot write a session: {exc}") from exc

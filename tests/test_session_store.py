@@ -1,0 +1,632 @@
+"""Contract tests every session store must pass, plus what only the SQLite store promises.
+
+The same table runs against ``MemoryStore`` and ``SQLiteStore`` so a future Redis store can be
+added to ``STORES`` and inherit the whole contract. SQLite-only tests pin the security and
+reliability properties: ids hashed at rest, restart survival, thread and process sharing,
+file modes, schema versioning and fail-closed errors.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import shutil
+import sqlite3
+import stat
+import threading
+import warnings
+from collections.abc import Callable
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from server.session_store import SCHEMA_VERSION
+from server.session_store import MemoryStore
+from server.session_store import SessionStore
+from server.session_store import SessionStoreError
+from server.session_store import SQLiteStore
+from server.session_store import hash_session_id
+from server.session_store import session_from_json
+from server.session_store import session_to_json
+from server.sessions import Level
+from server.sessions import Session
+from server.sessions import new_session_id
+
+T0 = 1_700_000_000.0
+
+
+class FakeClock:
+    """A settable clock shared by a store and the test."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_session(
+    username: str | None = "alice",
+    *,
+    level: Level = Level.ONE_FACTOR,
+    data: dict[str, str] | None = None,
+    remember_me: bool = False,
+) -> Session:
+    """A session for ``username`` created at T0."""
+    return Session(
+        id=new_session_id(),
+        cookie_domain="example.com",
+        username=username,
+        level=level if username is not None else Level.NONE,
+        created=T0,
+        last_activity=T0,
+        auth_time=T0,
+        remember_me=remember_me,
+        user_stamp="0123456789abcdef0123456789abcdef",
+        data=data or {},
+    )
+
+
+StoreFactory = Callable[[FakeClock], SessionStore]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    """A factory of stores of one kind on a given clock (closed after the test)."""
+    made: list[SessionStore] = []
+
+    def make(clock: FakeClock) -> SessionStore:
+        store: SessionStore
+        if request.param == "memory":
+            store = MemoryStore(now=clock)
+        else:
+            store = SQLiteStore(tmp_path / "state" / "sessions.db", now=clock)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fresh clock at T0 (shadows the conftest clock to share this file's class)."""
+    return FakeClock()
+
+
+@pytest.fixture
+def store(make_store: StoreFactory, clock: FakeClock) -> SessionStore:
+    """One store of each kind on ``clock``."""
+    return make_store(clock)
+
+
+# --------------------------------------------------------------------------- the contract
+
+
+class TestContract:
+    """Behaviour shared by every store."""
+
+    def test_is_a_session_store(self, store: SessionStore) -> None:
+        """Each store satisfies the runtime-checkable protocol."""
+        assert isinstance(store, SessionStore)
+
+    def test_put_then_get_round_trips(self, store: SessionStore) -> None:
+        """A stored session comes back equal, data included."""
+        session = make_session(data={"totp_pending": "ABC", "elevated_until": "123"})
+        store.put(session, 60)
+        got = store.get(session.id)
+        assert got == session
+        assert got is not None
+        assert got.id == session.id
+        assert dict(got.data) == {"totp_pending": "ABC", "elevated_until": "123"}
+
+    @pytest.mark.parametrize(
+        ("username", "remember_me"),
+        [("alice", False), ("bob", True), (None, False)],
+        ids=["plain", "remember-me", "anonymous"],
+    )
+    def test_round_trips_every_kind(
+        self, store: SessionStore, username: str | None, remember_me: bool
+    ) -> None:
+        """Anonymous and remember-me sessions round-trip too."""
+        session = make_session(username, remember_me=remember_me)
+        store.put(session, 60)
+        assert store.get(session.id) == session
+
+    def test_unknown_id_is_none(self, store: SessionStore) -> None:
+        """An id that was never stored gives None, not an error."""
+        assert store.get(new_session_id()) is None
+
+    @pytest.mark.parametrize(
+        ("ttl", "after", "alive"),
+        [(60, 59.9, True), (60, 60, False), (60, 61, False), (0.5, 0.4, True)],
+    )
+    def test_ttl_is_honoured(
+        self, store: SessionStore, clock: FakeClock, ttl: float, after: float, alive: bool
+    ) -> None:
+        """A session is returned until its TTL ends, and never after."""
+        session = make_session()
+        store.put(session, ttl)
+        clock.now += after
+        assert (store.get(session.id) is not None) is alive
+
+    def test_put_replaces(self, store: SessionStore, clock: FakeClock) -> None:
+        """Putting the same id again replaces the record and its TTL."""
+        session = make_session()
+        store.put(session, 10)
+        changed = Session(
+            id=session.id,
+            cookie_domain="example.com",
+            username="alice",
+            level=Level.TWO_FACTOR,
+            created=T0,
+            last_activity=T0,
+            auth_time=T0 + 1,
+            user_stamp="other",
+        )
+        store.put(changed, 100)
+        clock.now += 50
+        assert store.get(session.id) == changed
+
+    def test_delete_reports_whether_it_removed(self, store: SessionStore) -> None:
+        """Delete answers True once, then False, so a caller can act exactly once."""
+        session = make_session()
+        store.put(session, 60)
+        assert store.delete(session.id) is True
+        assert store.delete(session.id) is False
+        assert store.get(session.id) is None
+
+    def test_delete_anonymous_session(self, store: SessionStore) -> None:
+        """A session without a user is deleted like any other."""
+        session = make_session(None)
+        store.put(session, 60)
+        assert store.delete(session.id) is True
+        assert store.get(session.id) is None
+
+    def test_delete_user_removes_only_that_user(self, store: SessionStore) -> None:
+        """delete_user removes every session of one user and counts them."""
+        alice = [make_session("alice") for _ in range(3)]
+        bob = make_session("bob")
+        anon = make_session(None)
+        for session in [*alice, bob, anon]:
+            store.put(session, 60)
+        assert store.delete_user("alice") == 3
+        assert store.delete_user("alice") == 0
+        assert all(store.get(s.id) is None for s in alice)
+        assert store.get(bob.id) == bob
+        assert store.get(anon.id) == anon
+
+    def test_touch_moves_activity_forward_only(self, store: SessionStore) -> None:
+        """touch advances last_activity and never moves it back."""
+        session = make_session()
+        store.put(session, 600)
+        store.touch(session.id, T0 + 30)
+        got = store.get(session.id)
+        assert got is not None
+        assert got.last_activity == T0 + 30
+        store.touch(session.id, T0 + 10)
+        got = store.get(session.id)
+        assert got is not None
+        assert got.last_activity == T0 + 30
+
+    def test_touch_keeps_the_ttl(self, store: SessionStore, clock: FakeClock) -> None:
+        """touch does not extend the absolute lifetime given to put."""
+        session = make_session()
+        store.put(session, 60)
+        clock.now += 50
+        store.touch(session.id, clock.now)
+        clock.now += 11
+        assert store.get(session.id) is None
+
+    def test_touch_does_not_resurrect(self, store: SessionStore) -> None:
+        """Touching a deleted session leaves it deleted."""
+        session = make_session()
+        store.put(session, 60)
+        store.delete(session.id)
+        store.touch(session.id, T0 + 5)
+        assert store.get(session.id) is None
+
+    def test_purge_expired_counts(self, store: SessionStore, clock: FakeClock) -> None:
+        """purge_expired removes exactly the sessions whose TTL ended."""
+        short = [make_session() for _ in range(2)]
+        long = make_session()
+        for session in short:
+            store.put(session, 10)
+        store.put(long, 100)
+        assert store.purge_expired(T0 + 5) == 0
+        assert store.purge_expired(T0 + 10) == 2
+        assert store.get(long.id) == long
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda s: s.get(new_session_id()),
+            lambda s: s.put(make_session(), 1),
+            lambda s: s.delete(new_session_id()),
+            lambda s: s.delete_user("alice"),
+            lambda s: s.touch(new_session_id(), T0),
+            lambda s: s.purge_expired(T0),
+        ],
+        ids=["get", "put", "delete", "delete_user", "touch", "purge_expired"],
+    )
+    def test_closed_store_fails_closed(
+        self, store: SessionStore, call: Callable[[SessionStore], object]
+    ) -> None:
+        """Every call on a closed store raises SessionStoreError, never answers."""
+        store.close()
+        with pytest.raises(SessionStoreError):
+            call(store)
+
+    def test_close_is_idempotent(self, store: SessionStore) -> None:
+        """Closing twice is harmless (shutdown paths may overlap)."""
+        store.close()
+        store.close()
+
+
+# --------------------------------------------------------------------------- memory only
+
+
+def test_memory_store_expired_get_frees_the_entry() -> None:
+    """A MemoryStore drops an expired entry when it is read, so memory does not grow."""
+    clock = FakeClock()
+    store = MemoryStore(now=clock)
+    session = make_session()
+    store.put(session, 1)
+    clock.now += 2
+    assert store.get(session.id) is None
+    assert len(store) == 0
+    assert store.delete_user("alice") == 0
+
+
+# --------------------------------------------------------------------------- sqlite only
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    """Where the SQLite store file goes, in a folder that does not exist yet."""
+    return tmp_path / "state" / "sessions.db"
+
+
+def raw_connect(path: Path) -> sqlite3.Connection:
+    """A plain autocommit connection to inspect or damage the store file."""
+    return sqlite3.connect(path, isolation_level=None)
+
+
+class TestSQLite:
+    """What only the SQLite store promises."""
+
+    def test_restart_survives(self, db_path: Path) -> None:
+        """A session written by one store instance is read by another on the same file."""
+        clock = FakeClock()
+        first = SQLiteStore(db_path, now=clock)
+        session = make_session(data={"k": "v"})
+        first.put(session, 60)
+        first.close()
+        second = SQLiteStore(db_path, now=clock)
+        try:
+            assert second.get(session.id) == session
+        finally:
+            second.close()
+
+    def test_two_live_instances_share_the_file(self, db_path: Path) -> None:
+        """Two open stores on one file (two workers) see each other's writes and deletes."""
+        clock = FakeClock()
+        a, b = SQLiteStore(db_path, now=clock), SQLiteStore(db_path, now=clock)
+        try:
+            session = make_session()
+            a.put(session, 60)
+            assert b.get(session.id) == session
+            assert b.delete(session.id) is True
+            assert a.get(session.id) is None
+        finally:
+            a.close()
+            b.close()
+
+    def test_ids_are_not_stored_in_clear(self, db_path: Path) -> None:
+        """Neither the database file nor its WAL holds a raw session id, only its SHA-256."""
+        clock = FakeClock()
+        store = SQLiteStore(db_path, now=clock)
+        sessions = [make_session() for _ in range(20)]
+        for session in sessions:
+            store.put(session, 60)
+        with raw_connect(db_path) as conn:
+            keys = {row[0] for row in conn.execute("SELECT key FROM sessions")}
+        assert keys == {hash_session_id(s.id) for s in sessions}
+        blob = b"".join(
+            p.read_bytes() for p in db_path.parent.iterdir() if p.name.startswith(db_path.name)
+        )
+        store.close()
+        assert all(s.id.encode() not in blob for s in sessions)
+        assert all(hash_session_id(s.id) in blob for s in sessions)  # the search itself works
+
+    def test_concurrent_put_get_from_eight_threads(self, db_path: Path) -> None:
+        """Eight threads putting, reading and deleting at once raise no error and lose nothing."""
+        store = SQLiteStore(db_path)
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(8)
+
+        def work(n: int) -> None:
+            try:
+                barrier.wait()
+                for _ in range(50):
+                    session = make_session(f"user{n}")
+                    store.put(session, 60)
+                    assert store.get(session.id) == session
+                    store.touch(session.id, T0 + 1)
+                store.delete_user(f"user{n}")
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        store.close()
+        assert errors == []
+
+    def test_concurrent_first_opens_migrate_once(self, db_path: Path) -> None:
+        """Workers starting together on a fresh file all open it; the schema is made once."""
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(8)
+
+        def open_store() -> None:
+            try:
+                barrier.wait()
+                SQLiteStore(db_path).close()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_store) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        with raw_connect(db_path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+    def test_file_and_folder_modes(self, db_path: Path) -> None:
+        """The new folder is 0700 and the database and its WAL are 0600."""
+        store = SQLiteStore(db_path)
+        store.put(make_session(), 60)
+        assert stat.S_IMODE(db_path.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE(db_path.stat().st_mode) == 0o600
+        wal = db_path.with_name(db_path.name + "-wal")
+        assert wal.exists()
+        assert stat.S_IMODE(wal.stat().st_mode) == 0o600
+        store.close()
+
+    def test_loose_file_mode_is_tightened(self, tmp_path: Path) -> None:
+        """An existing database readable by others is made 0600 on open."""
+        path = tmp_path / "sessions.db"
+        path.touch(mode=0o644)
+        path.chmod(0o644)
+        SQLiteStore(path).close()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    def test_existing_folder_mode_is_left_alone(self, tmp_path: Path) -> None:
+        """A folder that already exists (say a home folder) keeps its mode."""
+        tmp_path.chmod(0o755)
+        SQLiteStore(tmp_path / "sessions.db").close()
+        assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o755
+
+    def test_wal_schema_and_indexes(self, db_path: Path) -> None:
+        """The file is in WAL mode, at the current schema version, with the expiry indexed."""
+        SQLiteStore(db_path).close()
+        with raw_connect(db_path) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+            indexes = {row[1] for row in conn.execute("PRAGMA index_list(sessions)")}
+            plan = " ".join(
+                str(row[3])
+                for row in conn.execute(
+                    "EXPLAIN QUERY PLAN DELETE FROM sessions WHERE expires <= 1"
+                )
+            )
+        assert {"sessions_expires", "sessions_username"} <= indexes
+        assert "sessions_expires" in plan
+
+    def test_get_is_one_primary_key_lookup(self, db_path: Path) -> None:
+        """The read on the verify path searches by primary key, never scans."""
+        SQLiteStore(db_path).close()
+        from server.session_store import _GET
+
+        with raw_connect(db_path) as conn:
+            plan = " ".join(
+                str(row[3]) for row in conn.execute(f"EXPLAIN QUERY PLAN {_GET}", (b"k", 0.0))
+            )
+        assert "PRIMARY KEY" in plan
+        assert "SCAN" not in plan
+
+    def test_thread_connection_is_reused(self, db_path: Path) -> None:
+        """One thread keeps one connection across calls (no reconnect per request)."""
+        store = SQLiteStore(db_path)
+        assert store._conn() is store._conn()
+        store.close()
+
+    def test_synchronous_is_normal(self, db_path: Path) -> None:
+        """Each connection runs with synchronous=NORMAL (1), the WAL-safe fast setting."""
+        store = SQLiteStore(db_path)
+        assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == 1
+        store.close()
+
+    def test_reopening_does_not_migrate_again(self, db_path: Path) -> None:
+        """Opening a current file keeps its rows (no table is recreated)."""
+        store = SQLiteStore(db_path)
+        session = make_session()
+        store.put(session, 60)
+        store.close()
+        for _ in range(2):
+            again = SQLiteStore(db_path)
+            assert again.get(session.id) == session
+            again.close()
+
+    def test_newer_schema_is_refused(self, db_path: Path) -> None:
+        """A file written by a newer authctl is refused, not silently misread."""
+        SQLiteStore(db_path).close()
+        with raw_connect(db_path) as conn:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        with pytest.raises(SessionStoreError, match="newer"):
+            SQLiteStore(db_path)
+        with raw_connect(db_path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+
+    def test_unopenable_path_is_a_store_error(self, tmp_path: Path) -> None:
+        """A path that is a folder raises SessionStoreError at start-up."""
+        (tmp_path / "dir.db").mkdir()
+        with pytest.raises(SessionStoreError, match="cannot open"):
+            SQLiteStore(tmp_path / "dir.db")
+
+    def test_not_a_database_is_a_store_error(self, tmp_path: Path) -> None:
+        """A file that is not SQLite raises SessionStoreError at start-up."""
+        path = tmp_path / "sessions.db"
+        path.write_bytes(b"this is not a database" * 100)
+        with pytest.raises(SessionStoreError):
+            SQLiteStore(path)
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda s: s.get(new_session_id()),
+            lambda s: s.put(make_session(), 1),
+            lambda s: s.delete(new_session_id()),
+            lambda s: s.delete_user("alice"),
+            lambda s: s.touch(new_session_id(), T0),
+            lambda s: s.purge_expired(T0),
+        ],
+        ids=["get", "put", "delete", "delete_user", "touch", "purge_expired"],
+    )
+    def test_sqlite_errors_fail_closed(
+        self, db_path: Path, call: Callable[[SessionStore], object]
+    ) -> None:
+        """Any sqlite3 error (here: the table is gone) is raised as SessionStoreError."""
+        store = SQLiteStore(db_path)
+        with raw_connect(db_path) as conn:
+            conn.execute("DROP TABLE sessions")
+        with pytest.raises(SessionStoreError):
+            call(store)
+        store.close()
+
+    def test_vanished_folder_fails_closed(self, db_path: Path) -> None:
+        """When the file cannot be opened by a new thread, get raises SessionStoreError."""
+        store = SQLiteStore(db_path)
+        shutil.rmtree(db_path.parent)
+        with pytest.raises(SessionStoreError):
+            store.get(new_session_id())
+        store.close()
+
+    @pytest.mark.parametrize(
+        ("column", "value"),
+        [
+            ("data", "not json"),
+            ("data", '["a list"]'),
+            ("data", '{"k": 1}'),
+            ("level", 7),
+            ("level", "two"),
+            ("username", None),
+            ("created", "yesterday"),
+            ("remember_me", "maybe"),
+        ],
+    )
+    def test_corrupt_row_fails_closed(self, db_path: Path, column: str, value: object) -> None:
+        """A damaged row is a SessionStoreError, never a session with made-up fields."""
+        store = SQLiteStore(db_path)
+        session = make_session()
+        store.put(session, 60)
+        with raw_connect(db_path) as conn:
+            conn.execute(f"UPDATE sessions SET {column} = ?", (value,))  # noqa: S608
+        with pytest.raises(SessionStoreError):
+            store.get(session.id)
+        store.close()
+
+    def test_closes_connections_of_other_threads(self, db_path: Path) -> None:
+        """close() from one thread also closes the connection another thread opened."""
+        store = SQLiteStore(db_path)
+        opened: list[sqlite3.Connection] = []
+        thread = threading.Thread(target=lambda: opened.append(store._conn()))
+        thread.start()
+        thread.join()
+        store.close()
+        with pytest.raises(sqlite3.ProgrammingError):
+            opened[0].execute("SELECT 1")
+
+    def test_forked_child_uses_its_own_connection(self, db_path: Path) -> None:
+        """A worker forked after the store was used opens its own connection and shares data."""
+        store = SQLiteStore(db_path)
+        session = make_session()
+        store.put(session, 60)
+        parent_conn = store._conn()
+        ctx = multiprocessing.get_context("fork")
+        queue: multiprocessing.queues.SimpleQueue[str] = ctx.SimpleQueue()
+
+        def child() -> None:
+            fresh = store._conn() is not parent_conn
+            seen = store.get(session.id) == session
+            new = make_session("bob")
+            store.put(new, 60)
+            queue.put(json.dumps([fresh, seen, new.id]))
+
+        process = ctx.Process(target=child)
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about fork() in a process with threads; this child is
+            # single-purpose and only touches the store.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            process.start()
+        process.join(timeout=30)
+        assert process.exitcode == 0
+        fresh, seen, new_id = json.loads(queue.get())
+        assert fresh
+        assert seen
+        got = store.get(new_id)
+        assert got is not None
+        assert got.username == "bob"
+        store.close()
+
+
+# --------------------------------------------------------------------------- serialisation
+
+
+class TestJson:
+    """The JSON record a Redis store will keep under the hashed id."""
+
+    def test_round_trip(self) -> None:
+        """session_from_json(session_to_json(s)) gives back s, id supplied by the caller."""
+        session = make_session(data={"a": "b"}, remember_me=True)
+        text = session_to_json(session)
+        assert session.id not in text
+        assert session_from_json(session.id, text) == session
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "",
+            "[]",
+            "null",
+            '{"data": {}}',
+            '{"data": []}',
+            session_to_json(make_session()).replace('"level":1', '"level":9'),
+            session_to_json(make_session()).replace('"level":1', '"level":true'),
+            session_to_json(make_session()).replace('"username":"alice"', '"username":null'),
+            session_to_json(make_session()).replace('"remember_me":false', '"remember_me":"no"'),
+            session_to_json(make_session()).replace('"data":{}', '"data":{"x":1}'),
+        ],
+        ids=[
+            "empty",
+            "list",
+            "null",
+            "missing-fields",
+            "data-list",
+            "bad-level",
+            "bool-level",
+            "level-without-user",
+            "string-flag",
+            "non-string-data",
+        ],
+    )
+    def test_corrupt_records_are_store_errors(self, text: str) -> None:
+        """A record that is not a valid session raises SessionStoreError."""
+        with pytest.raises(SessionStoreError, match="corrupt"):
+            session_from_json(new_session_id(), text)
