@@ -224,7 +224,9 @@ def make_app(
         users = UsersSource(config.users.file, watch=config.users.watch)
     if hasher is None:
         hasher = PasswordHasher(config.users.password_hash)
-    sessions = SessionManager(config.session, store or make_session_store(config), now=now)
+    if store is None:
+        store = make_session_store(config)
+    sessions = SessionManager(config.session, store, now=now)
     identities = IdentityResolver(users, sessions, hasher)
     access = AccessControl(config.access_control)
     authorizer = Authorizer(config, access, identities)

@@ -7,11 +7,13 @@ and group edits take effect on the next request (GHSA-x883-2vmg-xwf7). Pure core
 
 from __future__ import annotations
 
+import logging
 import typing as t
 from dataclasses import dataclass
 from functools import lru_cache
 
 from server.names import canonical_username
+from server.session_store import SessionStoreError
 from server.sessions import user_stamp
 
 if t.TYPE_CHECKING:
@@ -20,6 +22,9 @@ if t.TYPE_CHECKING:
     from server.sessions import SessionManager
     from server.users import User
     from server.users import UsersSource
+
+
+log = logging.getLogger("authctl.identity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +74,12 @@ class IdentityResolver:
 
     def from_session(self, session_id: str, cookie_domain: str) -> tuple[Identity, Session] | None:
         """The identity behind a session cookie; a stale session is destroyed."""
-        session = self.sessions.load(session_id, cookie_domain)
+        try:
+            session = self.sessions.load(session_id, cookie_domain)
+        except SessionStoreError:
+            # fail closed: a store we cannot read means "not signed in", never "allowed"
+            log.exception("session store failed; treating the request as anonymous")
+            return None
         if session is None or session.username is None or session.level < 1:
             return None
         identity = self.current(session.username, session.user_stamp, session.level)

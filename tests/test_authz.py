@@ -530,3 +530,120 @@ def test_every_2xx_carries_all_remote_headers(h: Harness) -> None:
         resp = h.forward_auth(url, cookie=c)
         assert resp.status_int == 200
         assert all(name in resp.headers for name in REMOTE)
+
+
+ADMIN_SPELLINGS = [
+    "/admin",
+    "//admin",
+    "///admin",
+    "/./admin",
+    "/public/../admin",
+    "/public/%2e%2e/admin",
+    "/public/%2E%2E/admin",
+    "/public/..%2fadmin",
+    "/public%2f..%2fadmin",
+    "/public/..%5cadmin",
+    "/public/..;/admin",
+    "/admin;x=1",
+    "/admin%2f",
+    "/admin/",
+    "/%61dmin",
+    "/public/%252e%252e/admin",
+    "/admin#/public/",
+    "/admin?/public/",
+    "/admin?x=/public/",
+    "/admin%00",
+    "/x/../admin",
+    "/public/./../admin",
+]
+
+
+@pytest.mark.parametrize("uri", ADMIN_SPELLINGS)
+def test_admin_spellings_never_pass_for_one_factor_admin(h: Harness, uri: str) -> None:
+    """Every spelling of /admin needs the second factor or is refused (security.md §2.B)."""
+    cookie = h.login("alice")
+    resp = h.request(
+        "/api/authz/forward-auth", headers={**fa_headers(X_Forwarded_Uri=uri), "Cookie": cookie}
+    )
+    assert resp.status_int in (302, 400), resp.status_int
+
+
+@pytest.mark.parametrize("uri", ADMIN_SPELLINGS)
+def test_admin_spellings_never_pass_anonymously(h: Harness, uri: str) -> None:
+    """No spelling of /admin reaches the ^/public/ bypass for an anonymous client."""
+    resp = h.request("/api/authz/forward-auth", headers=fa_headers(X_Forwarded_Uri=uri))
+    assert resp.status_int in (302, 400), resp.status_int
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["", "admin", "https://evil.com/admin", "/" + "a" * 16384, None],
+    ids=["empty", "no-slash", "absolute", "16k", "missing"],
+)
+def test_bad_forwarded_uri_is_400(h: Harness, uri: str | None) -> None:
+    """A forwarded URI that is empty, relative, absolute, huge or missing is refused."""
+    resp = h.request("/api/authz/forward-auth", headers=fa_headers(X_Forwarded_Uri=uri))
+    assert resp.status_int == 400
+
+
+@pytest.mark.parametrize(
+    "host", ["APP.EXAMPLE.COM", "App.Example.Com", "PUBLIC.example.COM", "Secure.Example.Com"]
+)
+def test_host_case_never_changes_the_decision(h: Harness, host: str) -> None:
+    """Mixed-case hosts get the same decision as lower-case ones (GHSA-j748)."""
+    upper = h.forward_auth(f"https://{host}/admin")
+    lower = h.forward_auth(f"https://{host.lower()}/admin")
+    assert upper.status_int == lower.status_int
+    assert upper.headers.get("Location") == lower.headers.get("Location")
+
+
+def test_no_magic_user_agent(h: Harness) -> None:
+    """A health-check User-Agent gets no special treatment (GHSA-5hvv)."""
+    resp = h.forward_auth("https://app.example.com/admin", extra={"User-Agent": "kube-probe/1.0"})
+    assert resp.status_int == 302
+
+
+@pytest.mark.parametrize(
+    "xff",
+    ["unknown", "010.0.0.5", "10.0.0.5:80", "[::1]:80", ", ".join(["10.0.0.5"] * 5000) + ", x"],
+    ids=["unknown", "octal", "port", "v6-port", "5000"],
+)
+def test_junk_forwarded_for_never_matches_networks(h: Harness, xff: str) -> None:
+    """Junk X-Forwarded-For never matches the 10/8 bypass and never errors."""
+    resp = h.forward_auth("https://other.example.com/", extra={"X-Forwarded-For": xff})
+    assert resp.status_int == 403
+
+
+def test_session_fixation_attacker_cookie_is_not_adopted(h: Harness) -> None:
+    """A client-chosen session id is ignored at login: the issued id differs."""
+    planted = "authctl_session=" + "a" * 43
+    resp = h.api(
+        "/api/firstfactor",
+        {"username": "bob", "password": PASSWORDS["bob"]},
+        cookie=planted,
+    )
+    issued = resp.headers["Set-Cookie"].split(";", 1)[0]
+    assert issued != planted
+    assert h.forward_auth("https://app.example.com/", cookie=planted).status_int == 302
+
+
+def test_duplicate_cookies_resolve_to_a_live_one(h: Harness) -> None:
+    """Cookie tossing: a junk cookie beside a real one neither breaks nor elevates."""
+    real = h.login("bob")
+    resp = h.forward_auth("https://app.example.com/", cookie=f"authctl_session=junk; {real}")
+    assert resp.status_int == 200
+    assert resp.headers["Remote-User"] == "bob"
+
+
+def test_session_store_failure_is_anonymous(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session store that fails means "sign in", never 200 (fail closed)."""
+    from server.session_store import SessionStoreError
+
+    cookie = h.login("bob")
+
+    def broken(_session_id: str) -> None:
+        raise SessionStoreError("disk on fire")
+
+    monkeypatch.setattr(h.store, "get", broken)
+    resp = h.forward_auth("https://app.example.com/", cookie=cookie)
+    assert resp.status_int == 302
