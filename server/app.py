@@ -131,7 +131,12 @@ class App:
         if answer.log:
             level = logging.DEBUG if answer.log.get("decision") == "allow" else logging.INFO
             if decisions.isEnabledFor(level):
-                fields = {"endpoint": endpoint.value, "status": answer.status, **answer.log}
+                fields = {
+                    "request_id": secrets.token_hex(8),
+                    "endpoint": endpoint.value,
+                    "status": answer.status,
+                    **answer.log,
+                }
                 decisions.log(level, "authz decision", extra={"fields": fields})
         body = b"" if environ.get("REQUEST_METHOD") == "HEAD" else answer.body
         answer.headers.append(("Content-Length", str(len(body))))

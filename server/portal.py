@@ -221,6 +221,7 @@ class PortalApi:
             {
                 "username": identity.username if identity else "",
                 "authentication_level": identity.level if identity else 0,
+                "remember_me": self.config.session.remember_me > 0,
                 "default_redirection_url": (
                     origin.cookie.default_redirect_url if origin.cookie else None
                 )

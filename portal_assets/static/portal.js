@@ -368,6 +368,7 @@
       say(err, e.message);
       return;
     }
+    if (state.remember_me === false) remember.closest("label").hidden = true;
     const level = Number(state.authentication_level) || 0;
     if (level >= 1) {
       if (rd && level === 1 && (await secondFactorAvailable())) {
