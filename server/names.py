@@ -1,7 +1,7 @@
 """Canonical user names and valid group names.
 
-A user name is canonicalised once (NFKC, casefold, NFKC) so that ``Alice``, ``ALICE`` and
-``ａｌｉｃｅ`` are one account for lookup, bans, rules, sessions and ``Remote-User``
+A user name is canonicalised once (NFKC, casefold, NFKC) so that ``Alice``, ``ALICE`` and the
+fullwidth spelling of alice are one account for lookup, bans, rules, sessions and ``Remote-User``
 (GHSA-hjj4-hfjm-fmrj). Pure core: standard library only.
 """
 

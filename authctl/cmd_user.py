@@ -1,0 +1,332 @@
+"""``authctl user …``: add, list, show, change and remove the accounts in the users file.
+
+Names are canonicalised (``Alice`` is stored as ``alice``); a name that is not valid is a usage
+error (exit 2), an unknown or duplicate user a data error (exit 3). Edits go through
+:class:`server.userfile.UsersFile` (locked, atomic), so they are safe to run in parallel and
+while the server runs. Passwords come from a hidden prompt asked twice, or from one line of
+stdin with ``--password-stdin``; they never travel in argv. Only click is imported at the top:
+``server.*``, argon2 and rich load inside the commands.
+"""
+
+from __future__ import annotations
+
+import sys
+import typing as t
+
+import click
+
+from authctl.cli import State
+from authctl.cli import pass_state
+
+if t.TYPE_CHECKING:
+    from server.userfile import UsersFile
+    from server.users import User
+    from server.users import UserDatabase
+
+
+def _name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Canonicalise a user name; an invalid one is a usage error (exit 2)."""
+    from server.names import check_username
+
+    try:
+        return check_username(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _groups(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """Check group names: no commas, white space or control characters."""
+    from server.names import check_group
+
+    try:
+        return tuple(dict.fromkeys(check_group(group) for group in value))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+def _text(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Check a display name or e-mail address: one line, no control characters."""
+    from server.names import check_display_text
+
+    try:
+        return check_display_text(value, param.name or "the value")
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
+name_argument = click.argument("name", callback=_name)
+password_stdin_option = click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of stdin instead of prompting.",
+)
+
+
+def read_password(from_stdin: bool) -> str:
+    """The new password: one stdin line (only its newline removed) or a double hidden prompt.
+
+    Raises:
+        click.BadParameter: the password is empty.
+    """
+    if from_stdin:
+        line = sys.stdin.readline()
+        password = line[:-1] if line.endswith("\n") else line
+        password = password[:-1] if password.endswith("\r") else password
+    else:
+        password = click.prompt(
+            "Password", hide_input=True, confirmation_prompt=True, prompt_suffix=": "
+        )
+    if not password:
+        raise click.BadParameter("the password is empty", param_hint="'--password-stdin'")
+    return password
+
+
+def _users_file(state: State) -> UsersFile:
+    from server.userfile import UsersFile
+
+    return UsersFile(state.config().users.file)
+
+
+def _peek(users: UsersFile, name: str) -> User | None:
+    """The user as the file has it now, or None; a missing or empty file has no users.
+
+    Checked before asking for a password, so that nobody types one twice for nothing.
+    """
+    try:
+        if not users.path.read_bytes().strip():
+            return None
+    except FileNotFoundError:
+        return None
+    except OSError:
+        pass  # read() explains it
+    return users.read().get(name)
+
+
+def _unknown(users: UsersFile, name: str) -> Exception:
+    from server.errors import UserError
+
+    return UserError(f"no user {name!r} in {users.path} (list them with `authctl user list`)")
+
+
+def _hash(state: State, password: str) -> str:
+    from server.passwords import PasswordHasher
+
+    return PasswordHasher(state.config().users.password_hash).hash(password)
+
+
+def _say(message: str) -> None:
+    from rich.markup import escape
+
+    from authctl.output import console
+
+    console().print(escape(message))
+
+
+def _warn(db: UserDatabase) -> None:
+    from server.users import mode_warning
+
+    warnings = list(db.warnings)
+    if db.path is not None and (mode := mode_warning(db.path)) is not None:
+        warnings.append(mode)
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+def _describe(user: User) -> str:
+    groups = ", ".join(user.groups) or "none"
+    state = "disabled" if user.disabled else "enabled"
+    return f"{user.name} ({state}; groups: {groups})"
+
+
+@click.group()
+def user() -> None:
+    """Manage the accounts in the users file (users.file in the config)."""
+
+
+@user.command("add")
+@name_argument
+@click.option(
+    "--displayname",
+    metavar="NAME",
+    callback=_text,
+    default="",
+    help="The full name shown in Remote-Name.",
+)
+@click.option(
+    "--email",
+    metavar="ADDRESS",
+    callback=_text,
+    default="",
+    help="The e-mail address (Remote-Email).",
+)
+@click.option(
+    "--group",
+    "groups",
+    metavar="GROUP",
+    callback=_groups,
+    multiple=True,
+    help="A group to join (repeat for more).",
+)
+@password_stdin_option
+@pass_state
+def add(
+    state: State,
+    name: str,
+    displayname: str,
+    email: str,
+    groups: tuple[str, ...],
+    password_stdin: bool,
+) -> None:
+    """Add the user NAME (stored in canonical form: lower case, NFKC)."""
+    users = _users_file(state)
+    if _peek(users, name) is not None:
+        from server.errors import UserError
+
+        raise UserError(f"user {name!r} already exists in {users.path}")
+    phc = _hash(state, read_password(password_stdin))
+    added = users.add(name, password=phc, displayname=displayname, email=email, groups=groups)
+    _say(f"Added {_describe(added)} to {users.path}")
+
+
+@user.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (never the hashes).")
+@pass_state
+def list_users(state: State, as_json: bool) -> None:
+    """List the users: name, display name, e-mail, groups, disabled."""
+    from authctl.output import echo_json
+
+    db = _users_file(state).read()
+    _warn(db)
+    users = sorted(db.users, key=lambda u: u.name)
+    if as_json:
+        echo_json([u.as_json() for u in users])
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    from authctl.output import console
+
+    table = Table("user", "display name", "e-mail", "groups", "status", title=escape(str(db.path)))
+    for u in users:
+        status = "[red]disabled[/red]" if u.disabled else "enabled"
+        cells = (u.name, u.displayname, u.email, ", ".join(u.groups))
+        table.add_row(*(escape(c) for c in cells), status)
+    out = console()
+    out.print(table)
+    out.print(f"{len(users)} user{'' if len(users) == 1 else 's'}")
+
+
+@user.command("show")
+@name_argument
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object (never the hash).")
+@pass_state
+def show(state: State, name: str, as_json: bool) -> None:
+    """Show one user."""
+    users = _users_file(state)
+    db = users.read()
+    _warn(db)
+    found = db.get(name)
+    if found is None:
+        raise _unknown(users, name)
+    if as_json:
+        from authctl.output import echo_json
+
+        echo_json(found.as_json())
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    from authctl.output import console
+
+    table = Table.grid(padding=(0, 2))
+    rows = (
+        ("user", found.name),
+        ("display name", found.displayname),
+        ("e-mail", found.email),
+        ("groups", ", ".join(found.groups)),
+        ("status", "disabled" if found.disabled else "enabled"),
+    )
+    for label, value in rows:
+        table.add_row(f"[bold]{label}[/bold]", escape(value))
+    console().print(table)
+
+
+@user.command("passwd")
+@name_argument
+@password_stdin_option
+@pass_state
+def passwd(state: State, name: str, password_stdin: bool) -> None:
+    """Set a new password for NAME (the server ends the user's sessions)."""
+    users = _users_file(state)
+    if users.read().get(name) is None:
+        raise _unknown(users, name)
+    changed = users.set_password(name, _hash(state, read_password(password_stdin)))
+    _say(f"Changed the password of {changed.name}")
+
+
+@user.command("disable")
+@name_argument
+@pass_state
+def disable(state: State, name: str) -> None:
+    """Disable NAME: no login, and the server ends the user's sessions."""
+    changed = _users_file(state).set_disabled(name, True)
+    _say(f"Disabled {changed.name}")
+
+
+@user.command("enable")
+@name_argument
+@pass_state
+def enable(state: State, name: str) -> None:
+    """Enable NAME again."""
+    changed = _users_file(state).set_disabled(name, False)
+    _say(f"Enabled {changed.name}")
+
+
+@user.command("remove")
+@name_argument
+@pass_state
+def remove(state: State, name: str) -> None:
+    """Remove NAME from the users file (the server ends the user's sessions)."""
+    users = _users_file(state)
+    users.remove(name)
+    _say(f"Removed {name} from {users.path}")
+
+
+@user.command("groups")
+@name_argument
+@click.option(
+    "--add",
+    "add_groups",
+    metavar="GROUP",
+    callback=_groups,
+    multiple=True,
+    help="A group to join (repeat).",
+)
+@click.option(
+    "--remove",
+    "remove_groups",
+    metavar="GROUP",
+    callback=_groups,
+    multiple=True,
+    help="A group to leave (repeat).",
+)
+@pass_state
+def groups(
+    state: State, name: str, add_groups: tuple[str, ...], remove_groups: tuple[str, ...]
+) -> None:
+    """Add NAME to groups and/or remove it from groups; prints the resulting groups."""
+    if not add_groups and not remove_groups:
+        raise click.UsageError("give at least one --add GROUP or --remove GROUP")
+    both = set(add_groups) & set(remove_groups)
+    if both:
+        raise click.BadParameter(
+            f"{', '.join(sorted(both))} is both added and removed", param_hint="'--add'/'--remove'"
+        )
+    users = _users_file(state)
+    before = users.read().get(name)
+    changed = users.set_groups(name, add=add_groups, remove=remove_groups)
+    if before is not None:
+        for group in remove_groups:
+            if group not in before.groups:
+                click.echo(f"note: {changed.name} was not in group {group!r}", err=True)
+    _say(f"Groups of {changed.name}: {', '.join(changed.groups) or 'none'}")

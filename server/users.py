@@ -1,0 +1,484 @@
+"""The users file: the ``User`` value, validation of ``users.toml``, and the server's live copy.
+
+:func:`load_users` reads and validates the whole file (SPEC §2.2) and reports every problem with
+the file, the key path (``users.alice.groups[1]``), the line and a fix. :class:`UsersSource`
+is what the server holds: it re-reads the file when it changes and keeps the last good copy
+when the new one is broken, so a half-edited file never locks everyone out or lets anyone in
+(security.md §2.J). Writing lives in :mod:`server.userfile`; no hashing happens here. Pure
+core: standard library and argon2 only (no webob, waitress, click or rich).
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import logging
+import re
+import stat
+import threading
+import time
+import typing as t
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
+from collections.abc import Mapping
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+from server.config import read_toml
+from server.errors import Problem
+from server.errors import UserStoreError
+from server.names import canonical_username
+from server.names import check_display_text
+from server.names import check_group
+from server.names import check_username
+from server.passwords import HASH_FIX
+from server.passwords import check_hash
+from server.tomlpos import locate
+
+log = logging.getLogger(__name__)
+
+#: The keys of a user entry, in the order they are written. Other keys are kept, not refused.
+USER_KEYS = ("displayname", "password", "email", "groups", "disabled")
+#: Unknown-key warnings reported per load; more are summed up in one line.
+MAX_WARNINGS = 20
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """One account, validated. ``name`` is canonical (NFKC + casefold); ``password`` a PHC."""
+
+    name: str
+    password: str
+    displayname: str = ""
+    email: str = ""
+    groups: tuple[str, ...] = ()
+    disabled: bool = False
+    #: Keys of the entry authctl does not know, as read (kept when the CLI rewrites the entry).
+    extra: Mapping[str, object] = field(default_factory=dict, compare=False, repr=False)
+
+    def as_json(self) -> dict[str, object]:
+        """The public view (never the hash): what ``user list --json`` prints."""
+        return {
+            "username": self.name,
+            "displayname": self.displayname,
+            "email": self.email,
+            "groups": list(self.groups),
+            "disabled": self.disabled,
+        }
+
+
+class UserDatabase(Mapping[str, User]):
+    """An immutable snapshot of the users file: canonical name -> :class:`User`.
+
+    Lookups canonicalise their key, so ``db.get("ALICE")`` finds ``alice``; a name that is not
+    a string finds nothing.
+    """
+
+    __slots__ = ("_users", "path", "warnings")
+
+    def __init__(
+        self,
+        users: Iterable[User] = (),
+        *,
+        path: Path | None = None,
+        warnings: Iterable[Problem] = (),
+    ) -> None:
+        self._users: dict[str, User] = {}
+        for user in users:
+            if user.name in self._users:
+                raise ValueError(f"user {user.name!r} is listed twice")
+            self._users[user.name] = user
+        self.path = path
+        self.warnings: tuple[Problem, ...] = tuple(warnings)
+
+    def __getitem__(self, name: str) -> User:
+        if not isinstance(name, str):
+            raise KeyError(name)
+        return self._users[canonical_username(name)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._users)
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def __repr__(self) -> str:
+        return f"<UserDatabase {len(self)} users from {self.path}>"
+
+    @property
+    def users(self) -> tuple[User, ...]:
+        """Every user, in file order."""
+        return tuple(self._users.values())
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def key_path(*parts: str | int) -> str:
+    """Join ``("users", "Al ice", "groups", 1)`` into ``users."Al ice".groups[1]``."""
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = part if _BARE_KEY.fullmatch(part) else '"' + part.replace('"', '\\"') + '"'
+        out += f".{name}" if out else name
+    return out
+
+
+def _kind(value: object) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+    names.update({list: "a list", dict: "a table"})
+    return names.get(type(value), f"a {type(value).__name__}")
+
+
+class _Checker:
+    """Collects problems with lines found in the text (only when there is a problem)."""
+
+    def __init__(self, path: Path | None, text: str) -> None:
+        self.path = path
+        self.text = text
+        self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+        self._unknown = 0
+
+    def _line(self, parts: tuple[str | int, ...]) -> int | None:
+        # tomlpos reads dotted paths without quoting: locate a name with dots by its table.
+        usable: list[str | int] = []
+        for part in parts:
+            if isinstance(part, str) and any(c in part for c in ".[]\"'"):
+                break
+            usable.append(part)
+        if not usable:
+            return None
+        plain = ""
+        for part in usable:
+            plain += f"[{part}]" if isinstance(part, int) else (f".{part}" if plain else part)
+        return locate(self.text, plain)
+
+    def error(self, parts: tuple[str | int, ...], message: str, hint: str = "") -> None:
+        self.problems.append(Problem(self.path, key_path(*parts), message, hint, self._line(parts)))
+
+    def unknown(self, parts: tuple[str | int, ...], known: tuple[str, ...]) -> None:
+        self._unknown += 1
+        if self._unknown > MAX_WARNINGS:
+            return
+        name = str(parts[-1])
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        self.warnings.append(
+            Problem(
+                self.path,
+                key_path(*parts),
+                f"unknown key {name!r} is kept but not used",
+                hint + f"authctl reads {', '.join(known)}",
+                self._line(parts),
+                severity="warning",
+            )
+        )
+
+    def finish_warnings(self) -> list[Problem]:
+        if self._unknown > MAX_WARNINGS:
+            more = self._unknown - MAX_WARNINGS
+            self.warnings.append(
+                Problem(self.path, "users", f"… and {more} more unknown keys", severity="warning")
+            )
+        return self.warnings
+
+
+def _text(c: _Checker, entry: dict[str, t.Any], parts: tuple[str | int, ...], name: str) -> str:
+    raw = entry.get(name, "")
+    here = (*parts, name)
+    if not isinstance(raw, str):
+        c.error(here, f"expected a string, got {_kind(raw)}", f'write {name} = "…"')
+        return ""
+    try:
+        check_display_text(raw, name)
+    except ValueError as exc:
+        c.error(here, str(exc), "keep it on one line, without control characters")
+        return ""
+    return raw
+
+
+def _user(c: _Checker, key: str, entry: object) -> User | None:
+    parts: tuple[str | int, ...] = ("users", key)
+    if not isinstance(entry, dict):
+        c.error(parts, f"expected a table, got {_kind(entry)}", f"write it as [{key_path(*parts)}]")
+        return None
+    before = len(c.problems)
+    try:
+        name = check_username(key)
+    except ValueError as exc:
+        c.error(parts, str(exc), "rename the entry")
+        name = ""
+    password = entry.get("password")
+    fix = HASH_FIX.replace("NAME", name or "NAME")
+    if password is None:
+        c.error((*parts, "password"), "is required (an argon2id hash)", fix)
+    elif (reason := check_hash(password)) is not None:
+        c.error((*parts, "password"), f"the password of user {name or key!r} {reason}", fix)
+    displayname = _text(c, entry, parts, "displayname")
+    email = _text(c, entry, parts, "email")
+    if email and not _EMAIL.fullmatch(email):
+        c.error(
+            (*parts, "email"), f"{email!r} is not an e-mail address", 'write "name@example.com"'
+        )
+    groups: list[str] = []
+    raw_groups = entry.get("groups", [])
+    if not isinstance(raw_groups, list):
+        c.error(
+            (*parts, "groups"),
+            f"expected a list of strings, got {_kind(raw_groups)}",
+            'write groups = ["admins", "dev"]',
+        )
+        raw_groups = []
+    for i, group in enumerate(raw_groups):
+        if not isinstance(group, str):
+            c.error(
+                (*parts, "groups", i), f"expected a string, got {_kind(group)}", 'quote it: "dev"'
+            )
+            continue
+        try:
+            check_group(group)
+        except ValueError as exc:
+            c.error((*parts, "groups", i), str(exc), "rename the group")
+            continue
+        if group not in groups:
+            groups.append(group)
+    disabled = entry.get("disabled", False)
+    if not isinstance(disabled, bool):
+        c.error(
+            (*parts, "disabled"),
+            f"expected true or false, got {_kind(disabled)}",
+            "write disabled = true or disabled = false (no quotes)",
+        )
+    extra = {k: v for k, v in entry.items() if k not in USER_KEYS}
+    for unknown in extra:
+        c.unknown((*parts, unknown), USER_KEYS)
+    if len(c.problems) != before or not isinstance(password, str):
+        return None
+    return User(
+        name=name,
+        password=password,
+        displayname=displayname,
+        email=email,
+        groups=tuple(groups),
+        disabled=disabled is True,
+        extra=extra,
+    )
+
+
+def parse_users(text: str, data: Mapping[str, t.Any], path: Path | None = None) -> UserDatabase:
+    """Validate parsed TOML ``data`` (from ``text``) into a :class:`UserDatabase`.
+
+    Raises:
+        UserStoreError: with every problem found (file, key path, line, fix).
+    """
+    c = _Checker(path, text)
+    for top in data:
+        if top != "users":
+            c.unknown((top,), ("users",))
+    raw_users = data.get("users")
+    users: list[User] = []
+    if raw_users is None:
+        c.error(("users",), "no [users] table", "start with [users], then [users.NAME] tables")
+    elif not isinstance(raw_users, dict):
+        c.error(("users",), f"expected a table, got {_kind(raw_users)}", "write it as [users]")
+    else:
+        seen: dict[str, str] = {}
+        for key, entry in raw_users.items():
+            user = _user(c, key, entry)
+            canon = user.name if user is not None else canonical_username(key)
+            if canon in seen:
+                c.error(
+                    ("users", key),
+                    f"{key!r} and {seen[canon]!r} are both the user {canon!r} (names are compared "
+                    "after NFKC and case folding)",
+                    "keep one of the two entries",
+                )
+                continue
+            seen[canon] = key
+            if user is not None:
+                users.append(user)
+    if c.problems:
+        raise UserStoreError(c.problems)
+    return UserDatabase(users, path=path, warnings=c.finish_warnings())
+
+
+def load_users(path: Path) -> UserDatabase:
+    """Read and validate the users file at ``path``.
+
+    An empty file is an error (a truncated write must not look like "no users"); a file with
+    just ``[users]`` is a valid, empty database.
+
+    Raises:
+        UserStoreError: the file is missing, unreadable or invalid; every problem is listed.
+    """
+    text, data = read_toml(path, error=UserStoreError)
+    return parse_users(text, data, path)
+
+
+def mode_warning(path: Path) -> Problem | None:
+    """A warning when the users file can be read by other accounts (it holds password hashes)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if mode & 0o077:
+        return Problem(
+            path,
+            "",
+            f"has mode {mode:04o}: other accounts can read the password hashes",
+            f"chmod 600 {path}",
+            severity="warning",
+        )
+    return None
+
+
+# --------------------------------------------------------------------------- the live copy
+
+
+Signature = tuple[int, int, int]
+#: A file whose mtime is this recent may change again within the file system's timestamp
+#: granularity without changing its signature, so its content is compared too (git's "racy
+#: clean" problem).
+RACY_SECONDS = 2.0
+
+
+def _signature(path: Path) -> Signature:
+    st = path.stat()
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def _signature_or_none(path: Path) -> Signature | None:
+    try:
+        return _signature(path)
+    except OSError:
+        return None
+
+
+def _digest_or_none(path: Path) -> bytes | None:
+    try:
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+    except OSError:
+        return None
+
+
+class UsersSource:
+    """The server's view of the users file: always the last good snapshot.
+
+    :meth:`current` checks the file's ``(st_ino, st_mtime_ns, st_size)`` at most every
+    ``interval`` seconds of ``now`` and re-reads it when that changed, so an edit (by the CLI or
+    by hand) is seen within a second (SPEC §3.3). While the modification time is recent, the
+    content is compared as well, because two in-place writes within one timestamp tick can
+    leave the signature unchanged. A broken or missing new file keeps the previous snapshot, is
+    logged at ERROR and shows in :attr:`problem` (health: degraded); the server never sees "no
+    users" or a half-written file because of it. The first load happens in the constructor and
+    raises, so a server with a broken users file does not start.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        watch: bool = True,
+        interval: float = 0.25,
+        now: Callable[[], float] = time.monotonic,
+        loader: Callable[[Path], UserDatabase] = load_users,
+    ) -> None:
+        """Load ``path`` once.
+
+        Raises:
+            UserStoreError: the file is missing or invalid at startup.
+        """
+        self.path = path
+        self.watch = watch
+        self.interval = interval
+        self._now = now
+        self._loader = loader
+        self._lock = threading.Lock()
+        self._signature = _signature_or_none(path)
+        self._digest = _digest_or_none(path)
+        self._db = loader(path)
+        self._problem: UserStoreError | None = None
+        self._next_check = now() + interval
+        #: Counts the snapshots taken after the first one (caches keyed on it can tell).
+        self.generation = 0
+        _log_warnings(self._db)
+
+    @property
+    def problem(self) -> UserStoreError | None:
+        """Why the newest file on disk is not in use (None when the snapshot is current)."""
+        return self._problem
+
+    def current(self) -> UserDatabase:
+        """The users to answer with now; re-reads the file when it changed.
+
+        Cheap on the hot path: one clock call, and a ``stat`` at most every ``interval``. While
+        one thread re-reads, the others keep answering from the previous snapshot.
+        """
+        if self.watch and self._now() >= self._next_check and self._lock.acquire(blocking=False):
+            try:
+                if self._now() >= self._next_check:
+                    self._check(force=False)
+                    self._next_check = self._now() + self.interval
+            finally:
+                self._lock.release()
+        return self._db
+
+    def reload(self) -> bool:
+        """Read the file now, changed or not; True when a new snapshot was taken.
+
+        A broken file keeps the last good snapshot here too (see :attr:`problem`).
+        """
+        with self._lock:
+            before = self.generation
+            self._check(force=True)
+            self._next_check = self._now() + self.interval
+            return self.generation != before
+
+    def _changed(self, signature: Signature | None) -> bool:
+        if signature != self._signature:
+            return True
+        if signature is None or abs(time.time() - signature[1] / 1e9) >= RACY_SECONDS:
+            return False
+        return _digest_or_none(self.path) != self._digest
+
+    def _check(self, *, force: bool) -> None:
+        signature = _signature_or_none(self.path)
+        if not force and not self._changed(signature):
+            return
+        # Remember what was read even when it is broken: it is reported once, and read again as
+        # soon as it changes again.
+        self._signature = signature
+        self._digest = _digest_or_none(self.path)
+        try:
+            db = self._loader(self.path)
+        except UserStoreError as exc:
+            self._problem = exc
+            log.error(
+                "users file %s is invalid; still using the last good copy (%d users): %s",
+                self.path,
+                len(self._db),
+                exc,
+            )
+            return
+        except Exception as exc:  # fail closed: keep serving the last good copy
+            self._problem = UserStoreError([Problem(self.path, "", f"cannot be read: {exc}")])
+            log.exception("users file %s cannot be read; still using the last good copy", self.path)
+            return
+        self._db = db
+        self._problem = None
+        self.generation += 1
+        log.info("users file %s reloaded: %d users", self.path, len(db))
+        _log_warnings(db)
+
+
+def _log_warnings(db: UserDatabase) -> None:
+    for warning in db.warnings:
+        log.warning("%s", warning)

@@ -1,0 +1,368 @@
+"""Tests for ``authctl user …``: adding, listing, changing and removing accounts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from click.testing import Result
+
+from authctl.cli import cli
+from server.config import PasswordHashConfig
+from server.passwords import PasswordHasher
+from server.users import load_users
+from tests.conftest import ROOT
+
+CHEAP = PasswordHasher(PasswordHashConfig(memory_kib=8, iterations=1, parallelism=1))
+
+
+def run(runner: CliRunner, config: Path, *args: str, stdin: str | None = None) -> Result:
+    """Invoke ``authctl --config CONFIG ARGS`` in-process."""
+    return runner.invoke(cli, ["--config", str(config), *args], input=stdin)
+
+
+def users_path(config: Path) -> Path:
+    """The users file the base config points at."""
+    return config.parent / "users.toml"
+
+
+def add(runner: CliRunner, config: Path, name: str, *extra: str, typed: str = "pw") -> Result:
+    """Add a user with --password-stdin and check that it worked."""
+    result = run(
+        runner, config, "user", "add", name, *extra, "--password-stdin", stdin=typed + "\n"
+    )
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def listed(runner: CliRunner, config: Path) -> list[dict[str, object]]:
+    """``user list --json`` parsed."""
+    result = run(runner, config, "user", "list", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert isinstance(data, list)
+    return data
+
+
+def test_done_when_init_add_list(runner: CliRunner, tmp_path: Path) -> None:
+    """init, user add --password-stdin, then list --json shows alice, and the hash verifies."""
+    demo = tmp_path / "demo"
+    assert runner.invoke(cli, ["init", str(demo)]).exit_code == 0
+    config = demo / "authctl.toml"
+    result = run(
+        runner,
+        config,
+        "user",
+        "add",
+        "alice",
+        "--group",
+        "admins",
+        "--group",
+        "dev",
+        "--email",
+        "alice@example.com",
+        "--password-stdin",
+        stdin="correct horse battery staple\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert listed(runner, config) == [
+        {
+            "username": "alice",
+            "displayname": "",
+            "email": "alice@example.com",
+            "groups": ["admins", "dev"],
+            "disabled": False,
+        }
+    ]
+    stored = load_users(demo / "users.toml")["alice"].password
+    assert PasswordHasher().verify(stored, "correct horse battery staple")
+    assert not PasswordHasher().verify(stored, "correct horse battery staple\n")
+
+
+def test_add_uses_configured_parameters(runner: CliRunner, config_file: Path) -> None:
+    """The stored hash uses users.password_hash from the config (cheap in tests)."""
+    add(runner, config_file, "alice")
+    stored = load_users(users_path(config_file))["alice"].password
+    assert stored.startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    assert CHEAP.verify(stored, "pw")
+
+
+def test_add_with_prompt(runner: CliRunner, config_file: Path) -> None:
+    """Without --password-stdin the password is asked twice, hidden."""
+    result = run(runner, config_file, "user", "add", "alice", stdin="s3cret\ns3cret\n")
+    assert result.exit_code == 0, result.output
+    assert "s3cret" not in result.output
+    assert "Repeat for confirmation" in result.output
+    assert CHEAP.verify(load_users(users_path(config_file))["alice"].password, "s3cret")
+
+
+def test_add_prompt_mismatch_asks_again(runner: CliRunner, config_file: Path) -> None:
+    """Two different entries at the prompt are refused and asked again."""
+    result = run(runner, config_file, "user", "add", "alice", stdin="one\ntwo\nthree\nthree\n")
+    assert result.exit_code == 0, result.output
+    assert "do not match" in result.output
+    assert CHEAP.verify(load_users(users_path(config_file))["alice"].password, "three")
+
+
+def test_password_stdin_strips_only_the_newline(runner: CliRunner, config_file: Path) -> None:
+    """--password-stdin keeps spaces; only the trailing newline goes."""
+    add(runner, config_file, "alice", typed="  spaced out  ")
+    stored = load_users(users_path(config_file))["alice"].password
+    assert CHEAP.verify(stored, "  spaced out  ")
+    assert not CHEAP.verify(stored, "spaced out")
+
+
+@pytest.mark.parametrize("stdin", ["\n", "", "\r\n"], ids=["newline", "eof", "crlf"])
+def test_empty_password_refused(runner: CliRunner, config_file: Path, stdin: str) -> None:
+    """An empty password from stdin is a usage error and nothing is written."""
+    result = run(runner, config_file, "user", "add", "alice", "--password-stdin", stdin=stdin)
+    assert result.exit_code == 2, result.output
+    assert "the password is empty" in result.output
+    assert not users_path(config_file).exists()
+
+
+def test_add_canonicalises(runner: CliRunner, config_file: Path) -> None:
+    """A name typed in upper case or full width is stored in canonical form."""
+    add(runner, config_file, "\uff22\uff2f\uff22")  # full-width BOB
+    assert [u["username"] for u in listed(runner, config_file)] == ["bob"]
+    assert "[users.bob]" in users_path(config_file).read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bad name"], "is invalid"),
+        (["-x"], "No such option"),
+        (["a,b"], "is invalid"),
+        (["alice", "--group", "a,b"], "comma"),
+        (["alice", "--group", "domain admins"], "white space"),
+        (["alice", "--displayname", "Alice\nX-Evil: 1"], "control character"),
+        (["alice", "--email", "a@example.com\r"], "control character"),
+    ],
+    ids=["space", "option-like", "comma", "group-comma", "group-space", "newline-name", "cr-email"],
+)
+def test_add_bad_input_is_usage_error(
+    runner: CliRunner, config_file: Path, args: list[str], message: str
+) -> None:
+    """Invalid names, groups or display text exit 2 before anything is asked or written."""
+    result = run(runner, config_file, "user", "add", *args, "--password-stdin", stdin="pw\n")
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert not users_path(config_file).exists()
+
+
+@pytest.mark.parametrize("name", ["alice", "ALICE", "Alice"], ids=str)
+def test_add_duplicate_is_data_error(runner: CliRunner, config_file: Path, name: str) -> None:
+    """Adding an existing user (any spelling) exits 3 and never asks for a password."""
+    add(runner, config_file, "alice")
+    before = users_path(config_file).read_bytes()
+    result = run(runner, config_file, "user", "add", name)
+    assert result.exit_code == 3, result.output
+    assert "'alice' already exists" in result.output
+    assert "Password" not in result.output
+    assert users_path(config_file).read_bytes() == before
+
+
+def test_list_json_never_shows_hashes(runner: CliRunner, config_file: Path) -> None:
+    """user list --json lists every user, sorted, with the five public fields only."""
+    add(runner, config_file, "bob", "--displayname", "Bob", "--group", "dev")
+    add(runner, config_file, "alice")
+    result = run(runner, config_file, "user", "list", "--json")
+    assert "$argon2" not in result.output
+    assert [u["username"] for u in json.loads(result.stdout)] == ["alice", "bob"]
+    assert json.loads(result.stdout)[1] == {
+        "username": "bob",
+        "displayname": "Bob",
+        "email": "",
+        "groups": ["dev"],
+        "disabled": False,
+    }
+
+
+def test_list_table(runner: CliRunner, config_file: Path) -> None:
+    """user list prints a table for people, with markup in names shown literally."""
+    add(runner, config_file, "alice", "--displayname", "[bold]Alice[/bold]", "--group", "admins")
+    result = run(runner, config_file, "user", "list")
+    assert result.exit_code == 0, result.output
+    assert "[bold]Alice[/bold]" in result.output
+    assert "admins" in result.output
+    assert "1 user" in result.output
+    assert "$argon2" not in result.output
+
+
+def test_list_empty_file(runner: CliRunner, config_file: Path) -> None:
+    """An empty [users] table lists as an empty JSON array."""
+    users_path(config_file).write_text("[users]\n", encoding="utf-8")
+    users_path(config_file).chmod(0o600)
+    assert listed(runner, config_file) == []
+
+
+def test_list_warns_about_mode_and_unknown_keys(runner: CliRunner, config_file: Path) -> None:
+    """Warnings (world-readable file, unknown keys) go to stderr, not into the JSON."""
+    path = users_path(config_file)
+    path.write_text(f'[users.alice]\npassword = "{CHEAP.hash("pw")}"\ndisbled = true\n', "utf-8")
+    path.chmod(0o644)
+    result = run(runner, config_file, "user", "list", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)[0]["username"] == "alice"
+    assert "did you mean 'disabled'?" in result.stderr
+    assert "chmod 600" in result.stderr
+
+
+def test_broken_users_file_is_data_error(runner: CliRunner, config_file: Path) -> None:
+    """A broken users file exits 3 naming file, line and column."""
+    path = users_path(config_file)
+    path.write_text('[users.alice]\npassword = "unterminated\n', encoding="utf-8")
+    result = run(runner, config_file, "user", "list")
+    assert result.exit_code == 3, result.output
+    assert f"{path}:2:" in result.output
+
+
+def test_missing_config_is_data_error(runner: CliRunner, tmp_path: Path) -> None:
+    """Without a config file user commands exit 3 and say how to create one."""
+    result = run(runner, tmp_path / "nope.toml", "user", "list")
+    assert result.exit_code == 3, result.output
+    assert "file not found" in result.output
+
+
+def test_show(runner: CliRunner, config_file: Path) -> None:
+    """user show prints one user; --json gives the same fields as list."""
+    add(runner, config_file, "alice", "--email", "alice@example.com", "--group", "dev")
+    result = run(runner, config_file, "user", "show", "ALICE", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "username": "alice",
+        "displayname": "",
+        "email": "alice@example.com",
+        "groups": ["dev"],
+        "disabled": False,
+    }
+    human = run(runner, config_file, "user", "show", "alice")
+    assert human.exit_code == 0, human.output
+    assert "alice@example.com" in human.output
+    assert "$argon2" not in human.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", "carol"],
+        ["passwd", "carol", "--password-stdin"],
+        ["disable", "carol"],
+        ["enable", "carol"],
+        ["remove", "carol"],
+        ["groups", "carol", "--add", "x"],
+    ],
+    ids=["show", "passwd", "disable", "enable", "remove", "groups"],
+)
+def test_unknown_user_is_data_error(runner: CliRunner, config_file: Path, args: list[str]) -> None:
+    """Every command on an unknown user exits 3 with a clear message."""
+    add(runner, config_file, "alice")
+    result = run(runner, config_file, "user", *args, stdin="pw\n")
+    assert result.exit_code == 3, result.output
+    assert "no user 'carol'" in result.output
+
+
+def test_passwd(runner: CliRunner, config_file: Path) -> None:
+    """user passwd stores a new hash for the user."""
+    add(runner, config_file, "alice")
+    result = run(runner, config_file, "user", "passwd", "Alice", "--password-stdin", stdin="new\n")
+    assert result.exit_code == 0, result.output
+    stored = load_users(users_path(config_file))["alice"].password
+    assert CHEAP.verify(stored, "new")
+    assert not CHEAP.verify(stored, "pw")
+
+
+def test_disable_enable(runner: CliRunner, config_file: Path) -> None:
+    """user disable and enable flip the flag."""
+    add(runner, config_file, "alice")
+    assert run(runner, config_file, "user", "disable", "alice").exit_code == 0
+    assert listed(runner, config_file)[0]["disabled"] is True
+    assert run(runner, config_file, "user", "enable", "alice").exit_code == 0
+    assert listed(runner, config_file)[0]["disabled"] is False
+
+
+def test_remove(runner: CliRunner, config_file: Path) -> None:
+    """user remove deletes the user and keeps the others."""
+    add(runner, config_file, "alice")
+    add(runner, config_file, "bob")
+    result = run(runner, config_file, "user", "remove", "ALICE")
+    assert result.exit_code == 0, result.output
+    assert [u["username"] for u in listed(runner, config_file)] == ["bob"]
+
+
+def test_groups(runner: CliRunner, config_file: Path) -> None:
+    """user groups adds and removes groups (repeatable) and prints the result."""
+    add(runner, config_file, "alice", "--group", "dev")
+    result = run(
+        runner, config_file, "user", "groups", "alice", "--add", "admins", "--add", "ops",
+        "--remove", "dev", "--remove", "nope",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "admins, ops" in result.stdout
+    assert "was not in group 'nope'" in result.stderr
+    assert listed(runner, config_file)[0]["groups"] == ["admins", "ops"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "at least one --add GROUP or --remove GROUP"),
+        (["--add", "a,b"], "comma"),
+        (["--add", "x", "--remove", "x"], "both added and removed"),
+    ],
+    ids=["nothing", "bad-group", "both"],
+)
+def test_groups_usage_errors(
+    runner: CliRunner, config_file: Path, args: list[str], message: str
+) -> None:
+    """user groups without a change, with a bad group or a contradiction exits 2."""
+    add(runner, config_file, "alice")
+    result = run(runner, config_file, "user", "groups", "alice", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def authctl_command() -> list[str]:
+    """The installed ``authctl`` script beside this Python, or ``python -m authctl``."""
+    script = Path(sys.executable).parent / "authctl"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "authctl"]
+
+
+@pytest.mark.slow
+def test_twenty_parallel_processes(config_file: Path, tmp_path: Path) -> None:
+    """Twenty real ``authctl user add`` processes started at once all land in a valid file."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    stdins = []
+    for n in range(20):
+        secret = tmp_path / f"password-{n}"
+        secret.write_text(f"password-{n}\n", encoding="utf-8")
+        stdins.append(secret.open("rb"))
+    try:
+        processes = [
+            subprocess.Popen(
+                [*authctl_command(), "--config", str(config_file), "user", "add", f"u{n}",
+                 "--password-stdin"],
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=ROOT,
+                env=env,
+            )
+            for n, stdin in enumerate(stdins)
+        ]  # fmt: skip
+        results = [(n, *p.communicate(timeout=50), p.returncode) for n, p in enumerate(processes)]
+    finally:
+        for stdin in stdins:
+            stdin.close()
+    failures = [r for r in results if r[3] != 0]
+    assert not failures
+    db = load_users(users_path(config_file))
+    assert sorted(db) == sorted(f"u{n}" for n in range(20))
+    assert CHEAP.verify(db["u7"].password, "password-7")
+    assert users_path(config_file).stat().st_mode & 0o777 == 0o600
