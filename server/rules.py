@@ -1,0 +1,575 @@
+"""The access-control engine: which policy applies to a request, and why.
+
+Semantics are Authelia's (SPEC §2.1): rules are tried in order and the first one whose every
+present criterion matches decides, else ``default_policy``. For an anonymous request the
+criteria that depend on who the user is (``subject``, ``{user}``/``{group}`` domains, ``User``/
+``Group`` named groups in ``domain_regex``) count as a possible match, so the first rule that
+could apply to some signed-in user decides and the caller sends the visitor to log in.
+
+``AccessControl`` is built once per config and indexes the rules by host (exact names and dot
+suffixes), caching the per-host candidate list, so one ``evaluate`` over 1,000 rules costs a
+few microseconds; ``explain`` walks every rule without the index and says why each one did or
+did not match, for ``authctl rules check --explain``.
+
+Pure core: standard library only (no webob, waitress, click or rich). The caller passes a
+host that is already lowercase IDNA and a path that ``server.urls`` normalised; this module
+never parses URLs.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import typing as t
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+if t.TYPE_CHECKING:
+    from server.config import AccessControlConfig
+    from server.config import QueryCondition
+    from server.config import RuleConfig
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+#: Results of one rule in an explanation (SPEC §4).
+HIT = "hit"
+MISS = "miss"
+MAYBE = "maybe"
+
+#: How many hosts keep their candidate rules cached; a flood of random subdomains only
+#: recomputes (cheaply), it never grows memory past this.
+HOST_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRequest:
+    """What the rules look at: the normalised target, the method and who is asking.
+
+    ``host`` is lowercase IDNA without port, ``path`` normalised by ``server.urls``,
+    ``query`` the raw query string ('' if none), ``method`` upper case, ``ip`` the client
+    address (None when unknown), ``user`` the canonical user name (None: anonymous) and
+    ``groups`` that user's groups.
+    """
+
+    host: str
+    path: str = "/"
+    query: str = ""
+    method: str = "GET"
+    ip: IPAddress | None = None
+    user: str | None = None
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The policy to enforce, the 0-based index of the rule that decided (None: the default
+    policy), and whether that rule depends on who the user is.
+
+    For an anonymous request with ``has_subject`` true the rule only *may* apply: the caller
+    must send the visitor to log in (even for ``deny``) and decide again after login.
+    """
+
+    policy: str
+    rule: int | None
+    has_subject: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RuleResult:
+    """One rule's line in an explanation: hit, miss or maybe, and the criterion that decided."""
+
+    index: int
+    result: str
+    reason: str
+    policy: str
+    line: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """The decision plus one ``RuleResult`` per rule.
+
+    Every rule is evaluated on its own, including those after the deciding rule, so the
+    table shows what each rule would do; only the first hit or maybe decides.
+    """
+
+    policy: str
+    rule: int | None
+    has_subject: bool
+    rules: tuple[RuleResult, ...]
+
+    @property
+    def decision(self) -> Decision:
+        """The same answer ``AccessControl.evaluate`` gives."""
+        return Decision(self.policy, self.rule, self.has_subject)
+
+
+# --------------------------------------------------------------------------- helpers
+
+#: A subject condition a host binds a domain to: (user or None, group or None); both given
+#: must hold. Produced by ``{user}``/``{group}`` domains and User/Group named groups.
+_Bind = tuple[str | None, str | None]
+
+#: The bind of a ``{group}`` entry whose host has more labels than ``{group}.`` allows: it
+#: matches anonymous requests (as in Authelia) but no signed-in user.
+_NOBODY: _Bind = ("", "")
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _query_unescape(text: str) -> str | None:
+    if "%" in text and _BAD_ESCAPE.search(text):
+        return None
+    return unquote_plus(text, errors="surrogateescape")
+
+
+def parse_query(raw: str) -> dict[str, str]:
+    """Parse a raw query string into key -> FIRST value, as Go's ``url.Query().Get`` reads it.
+
+    Pairs split on ``&``; a pair holding ``;`` or a malformed ``%`` escape is skipped (Go
+    1.17+ ``ParseQuery``); ``+`` is a space; a key without ``=`` has the value ''.
+    """
+    values: dict[str, str] = {}
+    for pair in raw.split("&"):
+        if not pair or ";" in pair:
+            continue
+        key, _, value = pair.partition("=")
+        k = _query_unescape(key)
+        v = _query_unescape(value)
+        if k is None or v is None:
+            continue
+        values.setdefault(k, v)
+    return values
+
+
+def _condition_holds(cond: QueryCondition, values: dict[str, str]) -> bool:
+    op = cond.operator
+    if op == "present":
+        return cond.key in values
+    if op == "absent":
+        return cond.key not in values
+    got = values.get(cond.key, "")
+    if op == "equal":
+        return got == cond.value
+    if op == "not equal":
+        return got != cond.value
+    # config compiles the pattern of the (not) pattern operators; a missing one never matches
+    found = cond.pattern is not None and cond.pattern.search(got) is not None
+    return found if op == "pattern" else not found
+
+
+def _describe_condition(cond: QueryCondition) -> str:
+    if cond.operator in ("present", "absent"):
+        return f"{cond.key} {cond.operator}"
+    return f"{cond.key} {cond.operator} '{cond.value}'"
+
+
+def _ip_key(ip: object) -> tuple[int, int] | None:
+    """(version, integer) of a client address; IPv4-mapped IPv6 becomes IPv4; junk -> None."""
+    if isinstance(ip, str):
+        try:
+            ip = ipaddress.ip_address(ip.strip())
+        except ValueError:
+            return None
+    if isinstance(ip, ipaddress.IPv6Address):
+        mapped = ip.ipv4_mapped
+        if mapped is not None:
+            return 4, int(mapped)
+        return 6, int(ip)
+    if isinstance(ip, ipaddress.IPv4Address):
+        return 4, int(ip)
+    return None
+
+
+def _binds_hold(binds: tuple[_Bind, ...], user: str, groups_fold: frozenset[str]) -> bool:
+    user_fold = user.casefold()
+    for bind in binds:
+        if bind is _NOBODY:
+            continue
+        want_user, want_group = bind
+        if want_user is not None and want_user.casefold() != user_fold:
+            continue
+        if want_group is not None and want_group.casefold() not in groups_fold:
+            continue
+        return True
+    return False
+
+
+def _subject_holds(
+    subject: tuple[tuple[tuple[bool, str], ...], ...], user: str, groups: tuple[str, ...]
+) -> bool:
+    for all_of in subject:
+        for is_user, name in all_of:
+            if (name != user) if is_user else (name not in groups):
+                break
+        else:
+            return True
+    return False
+
+
+class _Miss:
+    """Sentinel: the domain criterion does not match this host for anyone."""
+
+
+_DOMAIN_MISS = _Miss()
+
+
+# --------------------------------------------------------------------------- compiled rule
+
+
+class _Rule:
+    """One rule, compiled: sets and tuples the hot loop reads without further work."""
+
+    __slots__ = (
+        "bind_regexes",
+        "decision",
+        "domain_texts",
+        "exact",
+        "group_suffixes",
+        "has_subject",
+        "index",
+        "line",
+        "methods",
+        "network_texts",
+        "networks",
+        "plain_regexes",
+        "policy",
+        "query",
+        "resources",
+        "subject",
+        "user_suffixes",
+        "wildcards",
+    )
+
+    def __init__(self, config: RuleConfig) -> None:
+        self.index = config.index
+        self.policy = config.policy
+        self.line = config.line
+        exact: list[str] = []
+        wildcards: list[str] = []
+        users: list[str] = []
+        groups: list[str] = []
+        for domain in config.domain:
+            name = domain.lower()
+            if name.startswith("*."):
+                wildcards.append(name[1:])
+            elif name.startswith("{user}."):
+                users.append(name[len("{user}") :])
+            elif name.startswith("{group}."):
+                groups.append(name[len("{group}") :])
+            else:
+                exact.append(name)
+        self.exact = frozenset(exact)
+        #: suffixes keep their leading dot: "*.example.com" -> ".example.com".
+        self.wildcards = tuple(wildcards)
+        self.user_suffixes = tuple(users)
+        self.group_suffixes = tuple(groups)
+        plain: list[re.Pattern[str]] = []
+        binding: list[tuple[re.Pattern[str], bool, bool]] = []
+        for pattern in config.domain_regex:
+            has_user = "User" in pattern.groupindex
+            has_group = "Group" in pattern.groupindex
+            if has_user or has_group:
+                binding.append((pattern, has_user, has_group))
+            else:
+                plain.append(pattern)
+        self.plain_regexes = tuple(plain)
+        self.bind_regexes = tuple(binding)
+        self.domain_texts = tuple(f"'{d}'" for d in config.domain) + tuple(
+            f"regex '{p.pattern}'" for p in config.domain_regex
+        )
+        self.resources = config.resources or None
+        self.query = config.query or None
+        self.methods = frozenset(config.methods) if config.methods else None
+        ranges: list[tuple[int, int, int]] = []
+        for ref in config.networks:
+            for net in ref.networks:
+                ranges.append((net.version, int(net.network_address), int(net.broadcast_address)))
+        self.networks = tuple(ranges) if config.networks else None
+        self.network_texts = tuple(ref.text for ref in config.networks)
+        self.subject = (
+            tuple(
+                tuple((entry.startswith("user:"), entry.partition(":")[2]) for entry in all_of)
+                for all_of in config.subject
+            )
+            or None
+        )
+        self.has_subject = bool(config.subject or users or groups or binding)
+        self.decision = Decision(self.policy, self.index, self.has_subject)
+
+    @property
+    def has_domain(self) -> bool:
+        return bool(self.domain_texts)
+
+    def domain_matches(self, host: str) -> list[tuple[str, _Bind | None]]:
+        """Every domain entry that matches ``host`` (for some user), with what it binds.
+
+        An entry with bind None matches whoever asks; ``{group}`` entries whose first label
+        is followed by more than the suffix match anonymous requests only (as in Authelia)
+        and carry an impossible bind.
+        """
+        found: list[tuple[str, _Bind | None]] = []
+        if host in self.exact:
+            found.append((f"'{host}'", None))
+        for suffix in self.wildcards:
+            if host.endswith(suffix):
+                found.append((f"'*{suffix}'", None))
+        for pattern in self.plain_regexes:
+            if pattern.search(host):
+                found.append((f"regex '{pattern.pattern}'", None))
+        for suffix in self.user_suffixes:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                found.append((f"'{{user}}{suffix}'", (host[: -len(suffix)], None)))
+        for suffix in self.group_suffixes:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                label, _, rest = host.partition(".")
+                bind = (None, label) if "." + rest == suffix else _NOBODY
+                found.append((f"'{{group}}{suffix}'", bind))
+        for pattern, has_user, has_group in self.bind_regexes:
+            match = pattern.search(host)
+            if match:
+                user = (match.group("User") or "") if has_user else None
+                group = (match.group("Group") or "") if has_group else None
+                found.append((f"regex '{pattern.pattern}'", (user, group)))
+        return found
+
+    def domain_binds(self, host: str) -> tuple[_Bind, ...] | _Miss | None:
+        """None: the domain matches for everyone; a tuple: it matches anonymous requests
+        and signed-in users satisfying one of the binds; ``_DOMAIN_MISS``: no match."""
+        if not self.has_domain:
+            return None
+        found = self.domain_matches(host)
+        if not found:
+            return _DOMAIN_MISS
+        binds = []
+        for _, bind in found:
+            if bind is None:
+                return None
+            binds.append(bind)
+        return tuple(binds)
+
+    def resource_holds(self, resource: str) -> bool:
+        return any(p.search(resource) for p in self.resources or ())
+
+    def query_holds(self, values: dict[str, str]) -> bool:
+        return any(all(_condition_holds(c, values) for c in all_of) for all_of in self.query or ())
+
+    def network_holds(self, ip: tuple[int, int] | None) -> bool:
+        if ip is None:
+            return False
+        version, number = ip
+        return any(v == version and lo <= number <= hi for v, lo, hi in self.networks or ())
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class AccessControl:
+    """The ordered rules of one config, compiled and indexed once.
+
+    ``evaluate`` is the hot path (no allocation beyond the request's own lazily built
+    resource string and query dict); ``explain`` is the slow, talkative twin used by the CLI.
+    Both give the same decision; the tests hold them to a naive reference implementation.
+    """
+
+    def __init__(self, config: AccessControlConfig) -> None:
+        self.default_policy = config.default_policy
+        self._default = Decision(config.default_policy, None, False)
+        self._rules = tuple(_Rule(rule) for rule in config.rules)
+        exact: dict[str, list[int]] = {}
+        suffix: dict[str, list[int]] = {}
+        always: list[int] = []
+        for pos, rule in enumerate(self._rules):
+            if rule.plain_regexes or rule.bind_regexes or not rule.has_domain:
+                always.append(pos)
+                continue
+            for host in rule.exact:
+                exact.setdefault(host, []).append(pos)
+            for s in rule.wildcards + rule.user_suffixes + rule.group_suffixes:
+                suffix.setdefault(s, []).append(pos)
+        self._exact = {k: tuple(v) for k, v in exact.items()}
+        self._suffix = {k: tuple(v) for k, v in suffix.items()}
+        self._always = tuple(always)
+        self._candidates = functools.lru_cache(maxsize=HOST_CACHE_SIZE)(self._find_candidates)
+
+    @property
+    def rule_count(self) -> int:
+        """How many rules there are."""
+        return len(self._rules)
+
+    def _find_candidates(self, host: str) -> tuple[tuple[_Rule, tuple[_Bind, ...] | None], ...]:
+        """The rules whose domain criterion can match ``host``, in rule order, each with
+        the binds a signed-in user must satisfy (None: none)."""
+        positions: set[int] = set(self._always)
+        positions.update(self._exact.get(host, ()))
+        dot = host.find(".")
+        while dot != -1:
+            positions.update(self._suffix.get(host[dot:], ()))
+            dot = host.find(".", dot + 1)
+        out = []
+        for pos in sorted(positions):
+            rule = self._rules[pos]
+            binds = rule.domain_binds(host)
+            if not isinstance(binds, _Miss):
+                out.append((rule, binds))
+        return tuple(out)
+
+    def evaluate(self, req: AccessRequest) -> Decision:
+        """The decision for ``req``: the first rule that matches (or, for an anonymous
+        request, may match once the user signs in), else the default policy."""
+        candidates = self._candidates(req.host.lower())
+        if not candidates:
+            return self._default
+        user = req.user
+        resource: str | None = None
+        values: dict[str, str] | None = None
+        method: str | None = None
+        ip: tuple[int, int] | _Miss | None = _DOMAIN_MISS
+        groups_fold: frozenset[str] | None = None
+        for rule, binds in candidates:
+            if binds is not None and user is not None:
+                if groups_fold is None:
+                    groups_fold = frozenset(g.casefold() for g in req.groups)
+                if not _binds_hold(binds, user, groups_fold):
+                    continue
+            if rule.resources is not None:
+                if resource is None:
+                    resource = req.path + "?" + req.query if req.query else req.path
+                if not rule.resource_holds(resource):
+                    continue
+            if rule.query is not None:
+                if values is None:
+                    values = parse_query(req.query)
+                if not rule.query_holds(values):
+                    continue
+            if rule.methods is not None:
+                if method is None:
+                    method = req.method.upper()
+                if method not in rule.methods:
+                    continue
+            if rule.networks is not None:
+                if isinstance(ip, _Miss):
+                    ip = _ip_key(req.ip)
+                if not rule.network_holds(ip):
+                    continue
+            if (
+                rule.subject is not None
+                and user is not None
+                and not _subject_holds(rule.subject, user, req.groups)
+            ):
+                continue
+            return rule.decision
+        return self._default
+
+    def explain(self, req: AccessRequest) -> Explanation:
+        """Evaluate every rule on its own and say, per rule, hit, miss or maybe and why."""
+        host = req.host.lower()
+        resource = req.path + "?" + req.query if req.query else req.path
+        values = parse_query(req.query)
+        ip = _ip_key(req.ip)
+        results = tuple(
+            self._explain_rule(rule, req, host, resource, values, ip) for rule in self._rules
+        )
+        for result, rule in zip(results, self._rules, strict=True):
+            if result.result != MISS:
+                return Explanation(rule.policy, rule.index, rule.has_subject, results)
+        return Explanation(self.default_policy, None, False, results)
+
+    @staticmethod
+    def _explain_rule(
+        rule: _Rule,
+        req: AccessRequest,
+        host: str,
+        resource: str,
+        values: dict[str, str],
+        ip: tuple[int, int] | None,
+    ) -> RuleResult:
+        user = req.user
+        hits: list[str] = []
+        maybes: list[str] = []
+
+        def miss(reason: str) -> RuleResult:
+            return RuleResult(rule.index, MISS, reason, rule.policy, rule.line)
+
+        if rule.has_domain:
+            found = rule.domain_matches(host)
+            if not found:
+                return miss(f"domain {host!r} does not match {_listing(rule.domain_texts)}")
+            unbound = [text for text, bind in found if bind is None]
+            if unbound:
+                hits.append(f"domain {host!r} matches {unbound[0]}")
+            elif user is None:
+                maybes.append(
+                    f"domain {host!r} matches {found[0][0]} only for some signed-in users"
+                )
+            else:
+                groups_fold = frozenset(g.casefold() for g in req.groups)
+                for text, bind in found:
+                    if bind is not None and _binds_hold((bind,), user, groups_fold):
+                        hits.append(f"domain {host!r} matches {text} for user {user!r}")
+                        break
+                else:
+                    return miss(
+                        f"domain {host!r} matches {found[0][0]} but not for user {user!r}"
+                        f"{_groups_note(req.groups)}"
+                    )
+        if rule.resources is not None:
+            texts = tuple(f"'{p.pattern}'" for p in rule.resources)
+            if not rule.resource_holds(resource):
+                return miss(f"resource {resource!r} does not match {_listing(texts)}")
+            first = next(p.pattern for p in rule.resources if p.search(resource))
+            hits.append(f"resource {resource!r} matches '{first}'")
+        if rule.query is not None:
+            wanted = " or ".join(
+                "[" + " and ".join(_describe_condition(c) for c in all_of) + "]"
+                for all_of in rule.query
+            )
+            shown = repr(req.query) if req.query else "(empty)"
+            if not rule.query_holds(values):
+                return miss(f"query {shown} does not satisfy {wanted}")
+            hits.append(f"query {shown} satisfies {wanted}")
+        if rule.methods is not None:
+            method = req.method.upper()
+            listed = ", ".join(sorted(rule.methods))
+            if method not in rule.methods:
+                return miss(f"method {method} not in {listed}")
+            hits.append(f"method {method} in {listed}")
+        if rule.networks is not None:
+            nets = ", ".join(rule.network_texts)
+            if ip is None:
+                return miss(f"no valid client IP; the rule needs networks {nets}")
+            shown_ip = _show_ip(ip)
+            if not rule.network_holds(ip):
+                return miss(f"client IP {shown_ip} not in {nets}")
+            hits.append(f"client IP {shown_ip} in {nets}")
+        if rule.subject is not None:
+            wanted = " or ".join(
+                "[" + " and ".join(("user:" if u else "group:") + n for u, n in all_of) + "]"
+                for all_of in rule.subject
+            )
+            if user is None:
+                maybes.append(f"subject {wanted} needs a signed-in user")
+            elif not _subject_holds(rule.subject, user, req.groups):
+                return miss(f"user {user!r}{_groups_note(req.groups)} matches none of {wanted}")
+            else:
+                hits.append(f"user {user!r} matches {wanted}")
+        if maybes:
+            return RuleResult(rule.index, MAYBE, "; ".join(maybes), rule.policy, rule.line)
+        return RuleResult(rule.index, HIT, "; ".join(hits), rule.policy, rule.line)
+
+
+def _show_ip(key: tuple[int, int]) -> str:
+    version, number = key
+    return str(ipaddress.IPv4Address(number) if version == 4 else ipaddress.IPv6Address(number))
+
+
+def _listing(texts: t.Sequence[str]) -> str:
+    """Already-quoted criterion texts, as "'a'" or "any of 'a', 'b'"."""
+    if len(texts) == 1:
+        return texts[0]
+    return "any of " + ", ".join(texts)
+
+
+def _groups_note(groups: tuple[str, ...]) -> str:
+    return f" (groups: {', '.join(groups)})" if groups else " (no groups)"
