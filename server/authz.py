@@ -258,7 +258,9 @@ class Authorizer:
         if not host:
             raise BadRequest("missing X-Forwarded-Host")
         if uri is None:
-            uri = _header(environ, "HTTP_X_FORWARDED_URI") or "/"
+            uri = _header(environ, "HTTP_X_FORWARDED_URI")
+            if not uri:
+                raise BadRequest("missing X-Forwarded-Uri")
         return build_target(proto, host, uri)
 
     @staticmethod
