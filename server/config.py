@@ -15,15 +15,22 @@ import tomllib
 import typing as t
 from dataclasses import dataclass
 from dataclasses import field
+from email.utils import parseaddr
 from pathlib import Path
+from urllib.parse import quote
 from urllib.parse import urlsplit
+from urllib.parse import urlunsplit
 
+from server.durations import format_duration
 from server.durations import parse_duration
 from server.errors import ConfigError
 from server.errors import FileProblemError
 from server.errors import Problem
+from server.names import check_group
 from server.names import check_username
+from server.tomlpos import key_at
 from server.tomlpos import locate
+from server.tomlpos import locate_position
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -48,6 +55,42 @@ ARGON2_MAX_PARALLELISM = 16
 
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_NETWORK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
+
+#: Every key the loader accepts, by table. ``[]`` marks the entries of an array of tables
+#: (``session.cookies[]`` is one ``[[session.cookies]]``); ``query[][]`` is one condition of
+#: a rule's ``query``. A key outside this table is an error (with a did-you-mean), and
+#: ``tests/test_docs.py`` checks that each one is documented in ``man/authctl.toml.5``.
+KEYS: dict[str, tuple[str, ...]] = {
+    "": (
+        "server", "users", "storage", "session", "totp", "regulation", "notifier",
+        "password_policy", "log", "access_control",
+    ),
+    "server": ("address", "trusted_proxies", "threads"),
+    "users": ("file", "watch", "password_hash"),
+    "users.password_hash": ("memory_kib", "iterations", "parallelism"),
+    "storage": ("path", "encryption_key_file"),
+    "session": (
+        "name", "same_site", "expiration", "inactivity", "remember_me", "store", "redis_url",
+        "cookies",
+    ),
+    "session.cookies[]": ("domain", "portal_url", "default_redirect_url"),
+    "totp": ("issuer", "algorithm", "digits", "period", "skew"),
+    "regulation": ("max_retries", "find_time", "ban_time", "modes"),
+    "notifier": ("filesystem", "smtp"),
+    "notifier.smtp": (
+        "host", "port", "username", "password_file", "sender", "starttls", "tls", "timeout",
+        "startup_check",
+    ),
+    "password_policy": ("min_length", "max_length", "check_common"),
+    "log": ("level", "format"),
+    "access_control": ("default_policy", "networks", "rules"),
+    "access_control.rules[]": (
+        "domain", "domain_regex", "resources", "methods", "networks", "subject", "query",
+        "policy",
+    ),
+    "access_control.rules[].query[][]": ("key", "operator", "value"),
+}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- value objects
@@ -273,13 +316,19 @@ class _Reader:
         self.text = text
         self.problems: list[Problem] = []
 
-    def error(self, key: str, message: str, hint: str = "") -> None:
-        self.problems.append(Problem(self.path, key, message, hint, locate(self.text, key)))
+    def error(self, key: str, message: str, hint: str) -> None:
+        """Record a problem at ``key``; every problem says how to fix it (``hint``)."""
+        line, column = locate_position(self.text, key) or (None, None)
+        self.problems.append(Problem(self.path, key, message, hint, line, column))
 
     def table(self, data: object, key: str, known: t.Iterable[str]) -> dict[str, t.Any]:
         """Return ``data`` as a table, reporting unknown keys (with a did-you-mean)."""
         if not isinstance(data, dict):
-            self.error(key, f"expected a table, got {_kind(data)}", f"write it as [{key}]")
+            if key.endswith("]"):
+                hint = "write each entry as { key = value, … } or under its own [[…]] header"
+            else:
+                hint = f"write it as [{key}] with key = value lines under it"
+            self.error(key, f"expected a table, got {_kind(data)}", hint)
             return {}
         names = list(known)
         for name in data:
@@ -300,35 +349,44 @@ class _Reader:
     ) -> T | None:
         """Return ``table[name]`` checked against ``kind``; None (and a problem) when wrong."""
         path = _join(key, name)
+        kinds = kind if isinstance(kind, tuple) else (kind,)
         if name not in table:
             if isinstance(default, _Missing):
-                self.error(path, "is required", hint)
+                self.error(path, "is required", hint or f"add {name} = …")
                 return None
             return default
         raw = table[name]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
+        fix = hint or _FIXES.get(kinds[0], "")
         if isinstance(raw, bool) and bool not in kinds:
-            self.error(path, f"expected {_kinds(kinds)}, got a boolean", hint)
+            self.error(path, f"expected {_kinds(kinds)}, got a boolean", fix)
             return None
         if not isinstance(raw, kinds):
-            self.error(path, f"expected {_kinds(kinds)}, got {_kind(raw)}", hint)
+            self.error(path, f"expected {_kinds(kinds)}, got {_kind(raw)}", fix)
             return None
         return t.cast("T", raw)
 
     def choice(
+        self,
+        table: dict[str, t.Any],
+        key: str,
+        name: str,
+        choices: t.Sequence[str],
+        default: str | _Missing,
+    ) -> str | None:
+        """``table[name]`` if it is one of ``choices``; else a problem (with a did-you-mean)."""
+        raw = self.value(table, key, name, str, default, hint=f"use one of {_or(choices)}")
+        if raw is None or raw in choices:
+            return raw
+        close = difflib.get_close_matches(raw, choices, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"use one of {_or(choices)}"
+        self.error(_join(key, name), f"{raw!r} is not one of {', '.join(choices)}", hint)
+        return None
+
+    def option(
         self, table: dict[str, t.Any], key: str, name: str, choices: t.Sequence[str], default: str
     ) -> str:
-        raw = self.value(table, key, name, str, default)
-        if raw is None:
-            return default
-        if raw not in choices:
-            self.error(
-                _join(key, name),
-                f"{raw!r} is not one of {', '.join(choices)}",
-                f"use one of {', '.join(repr(c) for c in choices)}",
-            )
-            return default
-        return raw
+        """Like :meth:`choice` with a default, which also stands in for a wrong value."""
+        return self.choice(table, key, name, choices, default) or default
 
     def integer(
         self, table: dict[str, t.Any], key: str, name: str, default: int, low: int, high: int
@@ -337,7 +395,9 @@ class _Reader:
         if raw is None:
             return default
         if not low <= raw <= high:
-            self.error(_join(key, name), f"{raw} is out of range", f"use a number from {low} to {high}")
+            self.error(
+                _join(key, name), f"{raw} is out of range", f"use a number from {low} to {high}"
+            )
             return default
         return raw
 
@@ -349,10 +409,14 @@ class _Reader:
         try:
             seconds = parse_duration(table[name])
         except ValueError as exc:
-            self.error(_join(key, name), str(exc))
+            self.error(_join(key, name), str(exc), 'write "30s", "5m", "1h30m" or a number')
             return default
         if seconds < minimum:
-            self.error(_join(key, name), f"must be at least {minimum} seconds")
+            self.error(
+                _join(key, name),
+                f"must be at least {format_duration(minimum)}",
+                f'write a duration such as "{format_duration(max(minimum, 60))}"',
+            )
             return default
         return seconds
 
@@ -376,15 +440,37 @@ class _Reader:
         out = []
         for i, item in enumerate(raw):
             if not isinstance(item, str):
-                self.error(f"{path}[{i}]", f"expected a string, got {_kind(item)}")
+                self.error(f"{path}[{i}]", f"expected a string, got {_kind(item)}", _FIXES[str])
             else:
                 out.append(item)
         return out
 
-    def file_path(self, base: Path, table: dict[str, t.Any], key: str, name: str, default: str) -> Path:
-        raw = self.value(table, key, name, str, default)
-        text = default if not raw else raw
-        return (base / Path(text).expanduser()).resolve()
+    def string(
+        self, table: dict[str, t.Any], key: str, name: str, default: str, hint: str = ""
+    ) -> str:
+        """A string that may not be empty; the default when absent or wrong (with a problem)."""
+        raw = self.value(table, key, name, str, default, hint)
+        if raw is None:
+            return default
+        if not raw.strip():
+            self.error(_join(key, name), "cannot be empty", hint or "remove it to get the default")
+            return default
+        return raw
+
+    def file_path(
+        self, base: Path, table: dict[str, t.Any], key: str, name: str, default: str
+    ) -> Path:
+        """A path; relative paths resolve against ``base`` (the config file's folder)."""
+        return _resolve(base, self.string(table, key, name, default))
+
+
+def _resolve(base: Path, text: str) -> Path:
+    return (base / Path(text).expanduser()).resolve()
+
+
+def _or(choices: t.Sequence[str]) -> str:
+    quoted = [repr(c) for c in choices]
+    return ", ".join(quoted[:-1]) + f" or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
 
 
 def _join(key: str, name: str) -> str:
@@ -402,6 +488,13 @@ def _kind(value: object) -> str:
     }.get(type(value), f"a {type(value).__name__}")
 
 
+_FIXES: dict[type, str] = {
+    bool: "write true or false, without quotes",
+    int: "write a whole number, without quotes",
+    str: 'put the text in double quotes: "…"',
+    list: 'write a list: ["…", "…"]',
+}
+
 _TYPE_NAMES = {
     bool: "boolean",
     int: "integer",
@@ -413,7 +506,8 @@ _TYPE_NAMES = {
 
 
 def _kinds(kinds: tuple[type, ...]) -> str:
-    return "a " + " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+    names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
+    return ("an " if names[0] in "aeiou" else "a ") + names
 
 
 # --------------------------------------------------------------------------- helpers
@@ -455,22 +549,39 @@ def normalise_domain(text: str) -> str:
 
 
 def _is_ip(text: str) -> bool:
+    """True for an IP address, including the short and numeric IPv4 spellings browsers accept.
+
+    ``127.1`` or ``2130706433`` are IPv4 addresses to a browser (WHATWG URL: a host whose last
+    label is numeric is parsed as IPv4), so they are not domain names either.
+    """
+    host = text.strip().strip("[]").lower()
     try:
-        ipaddress.ip_address(text.strip("[]"))
+        ipaddress.ip_address(host)
     except ValueError:
-        return False
+        last = host.rstrip(".").rsplit(".", 1)[-1]
+        return bool(re.fullmatch(r"[0-9]+|0x[0-9a-f]*", last))
     return True
 
 
-def _https_host(url: str) -> str:
-    """The lowercase host of an https URL; ValueError when the URL is not a clean https URL."""
-    if any(ch.isspace() or ord(ch) < 0x20 or ch == "\\" for ch in url):
+_URL_SAFE = "/:@!$&'()*+,;=-._~%?"
+
+
+def _https_url(url: str) -> tuple[str, str]:
+    """Check an absolute https URL; return its host and the URL re-serialised in ASCII.
+
+    The host is lowercased and IDNA-encoded and any other non-ASCII character is
+    percent-encoded, so the URL can go into a ``Location`` header as it is.
+
+    Raises:
+        ValueError: the URL is not a clean https URL (the message completes a sentence).
+    """
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F or ch == "\\" for ch in url):
         raise ValueError("contains white space, control characters or a backslash")
     parts = urlsplit(url)
     if parts.scheme != "https":
         raise ValueError("must be an https:// URL (authctl refuses plain HTTP by design)")
-    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
-        raise ValueError("must not contain user information")
+    if "@" in parts.netloc:
+        raise ValueError("must not contain user information (user@)")
     try:
         port = parts.port
     except ValueError:
@@ -479,7 +590,12 @@ def _https_host(url: str) -> str:
         raise ValueError("has an invalid port")
     if not parts.hostname:
         raise ValueError("has no host")
-    return normalise_domain(parts.hostname)
+    if _is_ip(parts.hostname):
+        raise ValueError("must name a host, not an IP address")
+    host = normalise_domain(parts.hostname)
+    netloc = host if port is None else f"{host}:{port}"
+    path, query, fragment = (quote(x, safe=_URL_SAFE) for x in parts[2:])
+    return host, urlunsplit(("https", netloc, path, query, fragment))
 
 
 # --------------------------------------------------------------------------- sections
@@ -487,16 +603,20 @@ def _https_host(url: str) -> str:
 
 def _server(r: _Reader, data: dict[str, t.Any]) -> ServerConfig:
     key = "server"
-    tbl = r.table(data.get(key, {}), key, ("address", "trusted_proxies", "threads"))
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
     default = ServerConfig()
-    address = r.value(tbl, key, "address", str, default.address) or default.address
+    address = r.string(tbl, key, "address", default.address)
     host, port, unix = default.host, default.port, None
     if address.startswith("unix:"):
         unix = address[len("unix:") :]
         if not unix.startswith("/"):
-            r.error("server.address", "a unix socket path must be absolute", 'write "unix:/run/authctl.sock"')
+            r.error(
+                "server.address",
+                "a unix socket path must be absolute",
+                'write "unix:/run/authctl/authctl.sock"',
+            )
     else:
-        found = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})", address)
+        found = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})", address)
         if not found or int(found.group(2)) > 65535:
             r.error(
                 "server.address",
@@ -505,11 +625,8 @@ def _server(r: _Reader, data: dict[str, t.Any]) -> ServerConfig:
             )
         else:
             host, port = found.group(1).strip("[]"), int(found.group(2))
-    proxies = []
-    raw_proxies = r.string_list(tbl, key, "trusted_proxies", allow_string=False)
-    if "trusted_proxies" not in tbl:
-        proxies = list(default.trusted_proxies)
-    for i, item in enumerate(raw_proxies):
+    proxies = [] if "trusted_proxies" in tbl else list(default.trusted_proxies)
+    for i, item in enumerate(r.string_list(tbl, key, "trusted_proxies", allow_string=False)):
         try:
             proxies.append(parse_network(item))
         except ValueError:
@@ -524,9 +641,9 @@ def _server(r: _Reader, data: dict[str, t.Any]) -> ServerConfig:
 
 def _users(r: _Reader, data: dict[str, t.Any], base: Path) -> UsersConfig:
     key = "users"
-    tbl = r.table(data.get(key, {}), key, ("file", "watch", "password_hash"))
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
     ph_key = "users.password_hash"
-    ph = r.table(tbl.get("password_hash", {}), ph_key, ("memory_kib", "iterations", "parallelism"))
+    ph = r.table(tbl.get("password_hash", {}), ph_key, KEYS[ph_key])
     d = PasswordHashConfig()
     params = PasswordHashConfig(
         memory_kib=r.integer(ph, ph_key, "memory_kib", d.memory_kib, 8, ARGON2_MAX_MEMORY_KIB),
@@ -534,7 +651,12 @@ def _users(r: _Reader, data: dict[str, t.Any], base: Path) -> UsersConfig:
         parallelism=r.integer(ph, ph_key, "parallelism", d.parallelism, 1, ARGON2_MAX_PARALLELISM),
     )
     if params.memory_kib < 8 * params.parallelism:
-        r.error(f"{ph_key}.memory_kib", "argon2 needs at least 8 KiB per lane", "raise memory_kib")
+        r.error(
+            f"{ph_key}.memory_kib",
+            f"argon2 needs at least 8 KiB per lane ({8 * params.parallelism} for "
+            f"parallelism = {params.parallelism})",
+            "raise memory_kib or lower parallelism",
+        )
     return UsersConfig(
         file=r.file_path(base, tbl, key, "file", "users.toml"),
         watch=r.boolean(tbl, key, "watch", True),
@@ -544,20 +666,25 @@ def _users(r: _Reader, data: dict[str, t.Any], base: Path) -> UsersConfig:
 
 def _storage(r: _Reader, data: dict[str, t.Any], base: Path) -> StorageConfig:
     key = "storage"
-    tbl = r.table(data.get(key, {}), key, ("path", "encryption_key_file"))
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
     return StorageConfig(
         path=r.file_path(base, tbl, key, "path", "authctl.db"),
-        encryption_key_file=r.file_path(base, tbl, key, "encryption_key_file", "secrets/storage.key"),
+        encryption_key_file=r.file_path(
+            base, tbl, key, "encryption_key_file", "secrets/storage.key"
+        ),
     )
 
 
 def _cookie(r: _Reader, raw: object, key: str) -> CookieConfig | None:
-    tbl = r.table(raw, key, ("domain", "portal_url", "default_redirect_url"))
+    tbl = r.table(raw, key, KEYS["session.cookies[]"])
     domain_raw = r.value(tbl, key, "domain", str, hint='write domain = "example.com"')
-    portal = r.value(tbl, key, "portal_url", str, hint='write portal_url = "https://auth.example.com"')
+    portal = r.value(
+        tbl, key, "portal_url", str, hint='write portal_url = "https://auth.example.com"'
+    )
     if domain_raw is None or portal is None:
         return None
-    if _is_ip(domain_raw) or domain_raw.strip().lower() in ("localhost", "localhost.localdomain"):
+    lowered = domain_raw.strip().lower()
+    if _is_ip(domain_raw) or lowered == "localhost" or lowered.endswith(".localhost"):
         r.error(
             f"{key}.domain",
             f"{domain_raw!r} cannot be a cookie domain (an IP address or localhost cannot carry "
@@ -568,7 +695,7 @@ def _cookie(r: _Reader, raw: object, key: str) -> CookieConfig | None:
     try:
         domain = normalise_domain(domain_raw)
     except ValueError as exc:
-        r.error(f"{key}.domain", str(exc))
+        r.error(f"{key}.domain", str(exc), 'write a domain name such as "example.com"')
         return None
     if "." not in domain:
         r.error(
@@ -579,9 +706,9 @@ def _cookie(r: _Reader, raw: object, key: str) -> CookieConfig | None:
         return None
     cookie = CookieConfig(domain, portal)
     try:
-        portal_host = _https_host(portal)
+        portal_host, portal_url = _https_url(portal)
     except ValueError as exc:
-        r.error(f"{key}.portal_url", f"{portal!r} {exc}")
+        r.error(f"{key}.portal_url", f"{portal!r} {exc}", 'write "https://auth.example.com"')
         return None
     if not cookie.covers(portal_host):
         r.error(
@@ -589,16 +716,19 @@ def _cookie(r: _Reader, raw: object, key: str) -> CookieConfig | None:
             f"the portal host {portal_host!r} is outside the cookie domain {domain!r}",
             f"serve the portal on {domain} or one of its subdomains",
         )
-    parts = urlsplit(portal)
+    parts = urlsplit(portal_url)
     if parts.query or parts.fragment:
         r.error(f"{key}.portal_url", "must not have a query or fragment", "remove the ?… or #…")
-    portal_clean = portal.rstrip("/")
     default_redirect = r.value(tbl, key, "default_redirect_url", str, None)
     if default_redirect is not None:
         try:
-            host = _https_host(default_redirect)
+            host, default_redirect = _https_url(default_redirect)
         except ValueError as exc:
-            r.error(f"{key}.default_redirect_url", f"{default_redirect!r} {exc}")
+            r.error(
+                f"{key}.default_redirect_url",
+                f"{default_redirect!r} {exc}",
+                f'write "https://{domain}/"',
+            )
         else:
             if not cookie.covers(host):
                 r.error(
@@ -606,23 +736,23 @@ def _cookie(r: _Reader, raw: object, key: str) -> CookieConfig | None:
                     f"{host!r} is outside the cookie domain {domain!r}",
                     f"redirect to {domain} or one of its subdomains",
                 )
-    return CookieConfig(domain, portal_clean, default_redirect)
+    return CookieConfig(domain, portal_url.rstrip("/"), default_redirect)
 
 
 def _session(r: _Reader, data: dict[str, t.Any]) -> SessionConfig:
     key = "session"
-    known = (
-        "name", "same_site", "expiration", "inactivity", "remember_me", "store", "redis_url",
-        "cookies",
-    )  # fmt: skip
-    tbl = r.table(data.get(key, {}), key, known)
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
     d = SessionConfig(cookies=())
-    name = r.value(tbl, key, "name", str, d.name) or d.name
+    name = r.string(tbl, key, "name", d.name)
     if not _COOKIE_NAME.fullmatch(name):
-        r.error("session.name", f"{name!r} is not a valid cookie name", "use letters, digits, '_' or '-'")
+        r.error(
+            "session.name",
+            f"{name!r} is not a valid cookie name",
+            "use letters, digits, '_' or '-'",
+        )
     cookies: list[CookieConfig] = []
     raw_cookies = tbl.get("cookies")
-    if raw_cookies is None:
+    if not raw_cookies:
         r.error(
             "session.cookies",
             "at least one [[session.cookies]] entry is required",
@@ -646,38 +776,40 @@ def _session(r: _Reader, data: dict[str, t.Any]) -> SessionConfig:
                     break
             else:
                 cookies.append(cookie)
-    expiration = r.duration(tbl, key, "expiration", d.expiration, minimum=1)
-    inactivity = r.duration(tbl, key, "inactivity", d.inactivity)
-    remember_me = r.duration(tbl, key, "remember_me", d.remember_me)
-    store = r.choice(tbl, key, "store", SESSION_STORES, d.store)
-    redis_url = r.value(tbl, key, "redis_url", str, d.redis_url) or d.redis_url
+    redis_url = r.string(tbl, key, "redis_url", d.redis_url)
     if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
-        r.error("session.redis_url", f"{redis_url!r} is not a redis URL", 'write "redis://127.0.0.1:6379/0"')
+        r.error(
+            "session.redis_url",
+            f"{redis_url!r} is not a redis URL",
+            'write "redis://127.0.0.1:6379/0"',
+        )
     return SessionConfig(
         cookies=tuple(cookies),
         name=name,
-        same_site=r.choice(tbl, key, "same_site", SAME_SITE, d.same_site),
-        expiration=expiration,
-        inactivity=inactivity,
-        remember_me=remember_me,
-        store=store,
+        same_site=r.option(tbl, key, "same_site", SAME_SITE, d.same_site),
+        expiration=r.duration(tbl, key, "expiration", d.expiration, minimum=1),
+        inactivity=r.duration(tbl, key, "inactivity", d.inactivity),
+        remember_me=r.duration(tbl, key, "remember_me", d.remember_me),
+        store=r.option(tbl, key, "store", SESSION_STORES, d.store),
         redis_url=redis_url,
     )
 
 
 def _totp(r: _Reader, data: dict[str, t.Any]) -> TotpConfig:
     key = "totp"
-    tbl = r.table(data.get(key, {}), key, ("issuer", "algorithm", "digits", "period", "skew"))
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
     d = TotpConfig()
-    issuer = r.value(tbl, key, "issuer", str, d.issuer) or d.issuer
-    if ":" in issuer or any(ord(c) < 0x20 for c in issuer):
-        r.error("totp.issuer", "must not contain ':' or control characters", 'write issuer = "authctl"')
+    issuer = r.string(tbl, key, "issuer", d.issuer)
+    if ":" in issuer or any(ord(c) < 0x20 or ord(c) == 0x7F for c in issuer):
+        r.error(
+            "totp.issuer", "must not contain ':' or control characters", 'write issuer = "authctl"'
+        )
     digits = r.integer(tbl, key, "digits", d.digits, 6, 8)
     if digits == 7:
         r.error("totp.digits", "authenticator apps support 6 or 8 digits", "use 6 or 8")
     return TotpConfig(
         issuer=issuer,
-        algorithm=r.choice(tbl, key, "algorithm", TOTP_ALGORITHMS, d.algorithm),
+        algorithm=r.option(tbl, key, "algorithm", TOTP_ALGORITHMS, d.algorithm),
         digits=digits,
         period=r.integer(tbl, key, "period", d.period, 15, 300),
         skew=r.integer(tbl, key, "skew", d.skew, 0, 2),
@@ -686,13 +818,13 @@ def _totp(r: _Reader, data: dict[str, t.Any]) -> TotpConfig:
 
 def _regulation(r: _Reader, data: dict[str, t.Any]) -> RegulationConfig:
     key = "regulation"
-    tbl = r.table(data.get(key, {}), key, ("max_retries", "find_time", "ban_time", "modes"))
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
     d = RegulationConfig()
     modes = r.string_list(tbl, key, "modes") if "modes" in tbl else list(d.modes)
     for i, mode in enumerate(modes):
         if mode not in REGULATION_MODES:
             r.error(f"regulation.modes[{i}]", f"{mode!r} is not a mode", 'use "user" and/or "ip"')
-    if "modes" in tbl and not modes:
+    if "modes" in tbl and not modes and isinstance(tbl["modes"], list):
         r.error("regulation.modes", "must name at least one mode", 'use ["user"], ["ip"] or both')
     return RegulationConfig(
         max_retries=r.integer(tbl, key, "max_retries", d.max_retries, 0, 1000),
@@ -704,9 +836,11 @@ def _regulation(r: _Reader, data: dict[str, t.Any]) -> RegulationConfig:
 
 def _notifier(r: _Reader, data: dict[str, t.Any], base: Path) -> NotifierConfig:
     key = "notifier"
-    tbl = r.table(data.get(key, {}), key, ("filesystem", "smtp"))
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
     if "smtp" not in tbl:
-        return NotifierConfig(filesystem=r.file_path(base, tbl, key, "filesystem", "notifications.txt"))
+        return NotifierConfig(
+            filesystem=r.file_path(base, tbl, key, "filesystem", "notifications.txt")
+        )
     if "filesystem" in tbl:
         r.error(
             "notifier.filesystem",
@@ -714,24 +848,43 @@ def _notifier(r: _Reader, data: dict[str, t.Any], base: Path) -> NotifierConfig:
             "keep one: filesystem for testing, [notifier.smtp] for real mail",
         )
     skey = "notifier.smtp"
-    known = (
-        "host", "port", "username", "password_file", "sender", "starttls", "tls", "timeout",
-        "startup_check",
-    )  # fmt: skip
-    s = r.table(tbl["smtp"], skey, known)
+    s = r.table(tbl["smtp"], skey, KEYS[skey])
+    if not isinstance(tbl["smtp"], dict):
+        return NotifierConfig()
     host = r.value(s, skey, "host", str, hint='write host = "smtp.example.com"')
+    if host is not None and not host.strip():
+        r.error(f"{skey}.host", "cannot be empty", 'write host = "smtp.example.com"')
     sender = r.value(s, skey, "sender", str, hint='write sender = "authctl <auth@example.com>"')
+    if sender is not None and "@" not in parseaddr(sender)[1]:
+        r.error(
+            f"{skey}.sender",
+            f"{sender!r} is not an email address",
+            'write sender = "authctl <auth@example.com>"',
+        )
+    username = r.value(s, skey, "username", str, None)
     password_file = r.value(s, skey, "password_file", str, None)
+    if (username is None) != (password_file is None):
+        missing = "password_file" if password_file is None else "username"
+        present = "username" if password_file is None else "password_file"
+        r.error(
+            f"{skey}.{present}",
+            f"{present} has no meaning without {missing}",
+            f"add {missing}, or remove {present} to send without logging in",
+        )
     starttls = r.boolean(s, skey, "starttls", True)
     implicit = r.boolean(s, skey, "tls", False)
     if starttls and implicit and "starttls" in s:
-        r.error(f"{skey}.tls", "starttls and tls (implicit TLS) exclude each other", "set one of them")
+        r.error(
+            f"{skey}.tls",
+            "starttls and tls (implicit TLS) exclude each other",
+            "set starttls = false with tls = true (port 465), or remove tls (port 587)",
+        )
     smtp = SmtpConfig(
         host=host or "",
         sender=sender or "",
         port=r.integer(s, skey, "port", 465 if implicit else 587, 1, 65535),
-        username=r.value(s, skey, "username", str, None),
-        password_file=(base / password_file).resolve() if password_file else None,
+        username=username,
+        password_file=_resolve(base, password_file) if password_file else None,
         starttls=starttls and not implicit,
         tls=implicit,
         timeout=r.duration(s, skey, "timeout", 10, minimum=1),
@@ -742,7 +895,7 @@ def _notifier(r: _Reader, data: dict[str, t.Any], base: Path) -> NotifierConfig:
 
 def _password_policy(r: _Reader, data: dict[str, t.Any]) -> PasswordPolicyConfig:
     key = "password_policy"
-    tbl = r.table(data.get(key, {}), key, ("min_length", "max_length", "check_common"))
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
     d = PasswordPolicyConfig()
     low = r.integer(tbl, key, "min_length", d.min_length, 1, 1024)
     high = r.integer(tbl, key, "max_length", d.max_length, 8, 1024)
@@ -753,10 +906,10 @@ def _password_policy(r: _Reader, data: dict[str, t.Any]) -> PasswordPolicyConfig
 
 def _log(r: _Reader, data: dict[str, t.Any]) -> LogConfig:
     key = "log"
-    tbl = r.table(data.get(key, {}), key, ("level", "format"))
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
     return LogConfig(
-        level=r.choice(tbl, key, "level", LOG_LEVELS, "info"),
-        format=r.choice(tbl, key, "format", LOG_FORMATS, "text"),
+        level=r.option(tbl, key, "level", LOG_LEVELS, "info"),
+        format=r.option(tbl, key, "format", LOG_FORMATS, "text"),
     )
 
 
@@ -795,60 +948,85 @@ def _subject(r: _Reader, key: str, raw: object) -> tuple[tuple[str, ...], ...]:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list):
-        r.error(key, f"expected a string or list, got {_kind(raw)}", 'write ["user:alice", "group:admins"]')
+        r.error(
+            key,
+            f"expected a string or list, got {_kind(raw)}",
+            'write ["user:alice", "group:admins"]',
+        )
         return ()
     out: list[tuple[str, ...]] = []
     for i, item in enumerate(raw):
         inner = item if isinstance(item, list) else [item]
         if not inner:
-            r.error(f"{key}[{i}]", "an inner subject list cannot be empty")
+            r.error(f"{key}[{i}]", "an inner subject list cannot be empty", "remove the []")
             continue
         group: list[str] = []
         for j, entry in enumerate(inner):
             here = f"{key}[{i}][{j}]" if isinstance(item, list) else f"{key}[{i}]"
             if not isinstance(entry, str):
-                r.error(here, f"expected a string, got {_kind(entry)}")
+                r.error(here, f"expected a string, got {_kind(entry)}", 'write "user:NAME"')
                 continue
             kind, _, name = entry.partition(":")
-            if kind == "user" and name:
-                try:
+            try:
+                if kind == "user" and name:
                     group.append("user:" + check_username(name))
-                except ValueError as exc:
-                    r.error(here, str(exc))
-            elif kind == "group" and name:
-                group.append(entry)
-            else:
-                r.error(here, f"{entry!r} is not a subject", 'write "user:NAME" or "group:NAME"')
-        if group:
+                elif kind == "group" and name:
+                    group.append("group:" + check_group(name))
+                else:
+                    r.error(
+                        here,
+                        f"{entry!r} is not a subject",
+                        f'write "user:{entry}" or "group:{entry}"'
+                        if ":" not in entry
+                        else 'write "user:NAME" or "group:NAME"',
+                    )
+            except ValueError as exc:
+                r.error(here, str(exc), "fix the name; it must match the users file")
+        if len(group) == len(inner):
             out.append(tuple(group))
     return tuple(out)
 
 
 def _query(r: _Reader, key: str, raw: object) -> tuple[tuple[QueryCondition, ...], ...]:
     if not isinstance(raw, list):
-        r.error(key, f"expected a list of lists of tables, got {_kind(raw)}")
+        r.error(
+            key,
+            f"expected a list of lists of tables, got {_kind(raw)}",
+            'write [[{ key = "debug", operator = "present" }]]',
+        )
         return ()
     out = []
     for i, inner in enumerate(raw):
         items = inner if isinstance(inner, list) else [inner]
+        if not items:
+            r.error(f"{key}[{i}]", "an inner query list cannot be empty", "remove the []")
+            continue
         conditions = []
         for j, item in enumerate(items):
             here = f"{key}[{i}][{j}]" if isinstance(inner, list) else f"{key}[{i}]"
-            tbl = r.table(item, here, ("key", "operator", "value"))
-            if not tbl:
+            tbl = r.table(item, here, KEYS["access_control.rules[].query[][]"])
+            if not isinstance(item, dict):
                 continue
-            name = r.value(tbl, here, "key", str)
+            name = r.value(tbl, here, "key", str, hint='add key = "NAME"')
             value = r.value(tbl, here, "value", str, None)
             default_op = "equal" if value is not None else "present"
             operator = r.choice(tbl, here, "operator", QUERY_OPERATORS, default_op)
-            if name is None:
+            if name is None or operator is None:
+                continue
+            if not name:
+                r.error(f"{here}.key", "cannot be empty", 'write key = "NAME"')
                 continue
             pattern = None
             if operator in ("present", "absent"):
                 if value is not None:
-                    r.error(f"{here}.value", f"operator {operator!r} takes no value", "remove value")
+                    r.error(
+                        f"{here}.value",
+                        f"operator {operator!r} takes no value",
+                        "remove value, or use operator equal",
+                    )
+                    continue
             elif value is None:
-                r.error(f"{here}.value", f"operator {operator!r} needs a value", "add value = \"…\"")
+                r.error(f"{here}.value", f"operator {operator!r} needs a value", 'add value = "…"')
                 continue
             elif operator in ("pattern", "not pattern"):
                 pattern = _regex(r, f"{here}.value", value)
@@ -860,18 +1038,55 @@ def _query(r: _Reader, key: str, raw: object) -> tuple[tuple[QueryCondition, ...
     return tuple(out)
 
 
+def _networks(
+    r: _Reader, tbl: dict[str, t.Any], key: str, named: dict[str, tuple[IPNetwork, ...]]
+) -> list[NetworkRef]:
+    networks = []
+    for i, text in enumerate(r.string_list(tbl, key, "networks")):
+        if text in named:
+            networks.append(NetworkRef(text, named[text]))
+            continue
+        try:
+            networks.append(NetworkRef(text, (parse_network(text),)))
+        except ValueError:
+            close = difflib.get_close_matches(text, list(named), n=1)
+            r.error(
+                f"{key}.networks[{i}]",
+                f"{text!r} is neither an IP, a CIDR nor a name from access_control.networks",
+                f"did you mean {close[0]!r}?"
+                if close
+                else "define it under [access_control.networks] or write a CIDR such as 10.0.0.0/8",
+            )
+    return networks
+
+
+def _methods(r: _Reader, tbl: dict[str, t.Any], key: str) -> list[str]:
+    methods: list[str] = []
+    for i, text in enumerate(r.string_list(tbl, key, "methods")):
+        if text not in HTTP_METHODS:
+            r.error(
+                f"{key}.methods[{i}]",
+                f"{text!r} is not an HTTP method",
+                f"write {text.upper()!r}"
+                if text.upper() in HTTP_METHODS
+                else f"use upper case: {', '.join(HTTP_METHODS[:9])}, …",
+            )
+        elif text in methods:
+            r.error(f"{key}.methods[{i}]", f"{text!r} is listed twice", "remove the duplicate")
+        else:
+            methods.append(text)
+    return methods
+
+
 def _rule(
     r: _Reader, raw: object, index: int, named: dict[str, tuple[IPNetwork, ...]]
 ) -> RuleConfig | None:
     key = f"access_control.rules[{index}]"
-    known = ("domain", "domain_regex", "resources", "methods", "networks", "subject", "query", "policy")
-    tbl = r.table(raw, key, known)
+    tbl = r.table(raw, key, KEYS["access_control.rules[]"])
     if not isinstance(raw, dict):
         return None
     problems_before = len(r.problems)
-    policy = r.value(tbl, key, "policy", str, hint='add policy = "one_factor"')
-    if policy is not None and policy not in POLICIES:
-        r.error(f"{key}.policy", f"{policy!r} is not a policy", f"use one of {', '.join(POLICIES)}")
+    policy = r.choice(tbl, key, "policy", POLICIES, _MISSING)
     domains = []
     for i, text in enumerate(r.string_list(tbl, key, "domain")):
         domain = _rule_domain(r, f"{key}.domain[{i}]", text)
@@ -882,43 +1097,21 @@ def _rule(
         pattern = _regex(r, f"{key}.domain_regex[{i}]", text)
         if pattern is not None:
             domain_regex.append(pattern)
-    if "domain" not in tbl and "domain_regex" not in tbl:
+    if all(tbl.get(name) in (None, []) for name in ("domain", "domain_regex")):
+        # An empty list is no criterion at all: the rule would match every host.
         r.error(key, "a rule needs domain or domain_regex", 'add domain = "app.example.com"')
     resources = []
     for i, text in enumerate(r.string_list(tbl, key, "resources")):
         pattern = _regex(r, f"{key}.resources[{i}]", text)
         if pattern is not None:
             resources.append(pattern)
-    methods = []
-    for i, text in enumerate(r.string_list(tbl, key, "methods")):
-        if text not in HTTP_METHODS:
-            r.error(
-                f"{key}.methods[{i}]",
-                f"{text!r} is not an HTTP method",
-                f"use upper case: {', '.join(HTTP_METHODS[:9])}, …",
-            )
-        elif text in methods:
-            r.error(f"{key}.methods[{i}]", f"{text!r} is listed twice", "remove the duplicate")
-        else:
-            methods.append(text)
-    networks = []
-    for i, text in enumerate(r.string_list(tbl, key, "networks")):
-        if text in named:
-            networks.append(NetworkRef(text, named[text]))
-            continue
-        try:
-            networks.append(NetworkRef(text, (parse_network(text),)))
-        except ValueError:
-            r.error(
-                f"{key}.networks[{i}]",
-                f"{text!r} is neither an IP, a CIDR nor a name from access_control.networks",
-                "define it under [access_control.networks] or write a CIDR such as 10.0.0.0/8",
-            )
+    methods = _methods(r, tbl, key)
+    networks = _networks(r, tbl, key, named)
     subject = _subject(r, f"{key}.subject", tbl["subject"]) if "subject" in tbl else ()
     query = _query(r, f"{key}.query", tbl["query"]) if "query" in tbl else ()
-    binds_subject = any(
-        {"User", "Group"} & set(p.groupindex) for p in domain_regex
-    ) or any(d.startswith(("{user}.", "{group}.")) for d in domains)
+    binds_subject = any({"User", "Group"} & set(p.groupindex) for p in domain_regex) or any(
+        d.startswith(("{user}.", "{group}.")) for d in domains
+    )
     if policy == "bypass" and (subject or binds_subject):
         r.error(
             f"{key}.policy",
@@ -942,37 +1135,53 @@ def _rule(
     )
 
 
-def _access_control(r: _Reader, data: dict[str, t.Any]) -> AccessControlConfig:
-    key = "access_control"
-    tbl = r.table(data.get(key, {}), key, ("default_policy", "networks", "rules"))
-    default_policy = r.choice(tbl, key, "default_policy", POLICIES, "deny")
+def _named_networks(r: _Reader, raw: object, key: str) -> dict[str, tuple[IPNetwork, ...]]:
     named: dict[str, tuple[IPNetwork, ...]] = {}
-    nets = r.table(tbl.get("networks", {}), f"{key}.networks", tbl.get("networks", {}) or ())
-    for name, raw in nets.items():
-        here = f"{key}.networks.{name}"
-        items = [raw] if isinstance(raw, str) else raw
+    nets = r.table(raw, key, raw if isinstance(raw, dict) else ())
+    for name, value in nets.items():
+        here = f"{key}.{name}"
+        if not _NETWORK_NAME.fullmatch(name):
+            r.error(
+                here,
+                f"{name!r} is not a usable network name",
+                "use letters, digits, '_' and '-', starting with a letter",
+            )
+            continue
+        items = [value] if isinstance(value, str) else value
         if not isinstance(items, list) or not items:
             r.error(here, "expected a non-empty list of IPs or CIDRs", 'write ["10.0.0.0/8"]')
             continue
         parsed = []
         for i, item in enumerate(items):
             try:
-                parsed.append(parse_network(str(item)) if isinstance(item, str) else None)
+                if not isinstance(item, str):
+                    raise ValueError(item)
+                parsed.append(parse_network(item))
             except ValueError:
-                parsed.append(None)
-            if parsed[-1] is None:
-                r.error(f"{here}[{i}]", f"{item!r} is not an IP address or CIDR", 'write "10.0.0.0/8"')
-        named[name] = tuple(p for p in parsed if p is not None)
+                r.error(
+                    f"{here}[{i}]",
+                    f"{item!r} is not an IP address or CIDR",
+                    'write "10.0.0.0/8"',
+                )
+        named[name] = tuple(parsed)
+    return named
+
+
+def _access_control(r: _Reader, data: dict[str, t.Any]) -> AccessControlConfig:
+    key = "access_control"
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
+    default_policy = r.option(tbl, key, "default_policy", POLICIES, "deny")
+    named = _named_networks(r, tbl.get("networks", {}), f"{key}.networks")
     rules: list[RuleConfig] = []
     raw_rules = tbl.get("rules", [])
     if not isinstance(raw_rules, list):
         r.error(f"{key}.rules", "must be an array of tables", "write [[access_control.rules]]")
-        raw_rules = []
-    for index, raw in enumerate(raw_rules):
+        raw_rules = None
+    for index, raw in enumerate(raw_rules or ()):
         rule = _rule(r, raw, index, named)
         if rule is not None:
             rules.append(rule)
-    if not raw_rules and default_policy not in ("one_factor", "two_factor"):
+    if raw_rules == [] and default_policy not in ("one_factor", "two_factor"):
         r.error(
             f"{key}.default_policy",
             f"with no rules, default_policy {default_policy!r} would "
@@ -984,12 +1193,18 @@ def _access_control(r: _Reader, data: dict[str, t.Any]) -> AccessControlConfig:
 
 # --------------------------------------------------------------------------- entry points
 
-_SECTIONS = (
-    "server", "users", "storage", "session", "totp", "regulation", "notifier",
-    "password_policy", "log", "access_control",
-)  # fmt: skip
+_TOML_POSITION = re.compile(r"\s*\((?:at line (\d+), column (\d+)|at end of document)\)")
 
-_TOML_POSITION = re.compile(r"\(at line (\d+), column (\d+)\)")
+#: Fixes for ``tomllib``'s messages, by the start of the message.
+_TOML_HINTS = (
+    ("Cannot overwrite a value", "a key is set twice; keep one of them"),
+    ("Cannot declare", "a table is declared twice; merge the two into one"),
+    ("Unterminated string", "close the string with the quote it started with"),
+    ("Unclosed array", "close the list with ]"),
+    ("Unclosed inline table", "close the table with } (an inline table must fit on one line)"),
+    ("Invalid value", 'quote strings ("…"), and write true/false in lower case'),
+    ("Illegal character", "remove the control character, or escape it inside a string"),
+)
 
 
 def read_toml(
@@ -997,11 +1212,14 @@ def read_toml(
 ) -> tuple[str, dict[str, t.Any]]:
     """Read ``path`` as UTF-8 TOML; raise ``error`` naming the file, line and column.
 
-    Shared by the config and users loaders so both explain a broken file the same way.
+    Shared by the config and users loaders so both explain a broken file the same way. For a
+    syntax error, the problem also names the key being written there when it can be found.
     """
 
-    def fail(message: str, hint: str = "", line: int | None = None, col: int | None = None) -> t.NoReturn:
-        raise error([Problem(path, "", message, hint, line, col)])
+    def fail(
+        message: str, hint: str = "", line: int | None = None, col: int | None = None, key: str = ""
+    ) -> t.NoReturn:
+        raise error([Problem(path, key, message, hint, line, col)])
 
     try:
         raw = path.read_bytes()
@@ -1012,7 +1230,7 @@ def read_toml(
     except PermissionError:
         fail("permission denied", "run as the file's owner or fix its permissions")
     except OSError as exc:
-        fail(f"cannot be read: {exc.strerror}")
+        fail(f"cannot be read: {exc.strerror or exc}")
     if raw.startswith(b"\xef\xbb\xbf"):
         fail("starts with a UTF-8 byte-order mark", "save the file as UTF-8 without BOM", 1, 1)
     try:
@@ -1028,8 +1246,21 @@ def read_toml(
     except tomllib.TOMLDecodeError as exc:
         found = _TOML_POSITION.search(str(exc))
         message = _TOML_POSITION.sub("", str(exc)).strip()
-        line, col = (int(found.group(1)), int(found.group(2))) if found else (None, None)
-        fail(f"invalid TOML: {message}", "fix the syntax at that position", line, col)
+        if found and found.group(1):
+            line, col = int(found.group(1)), int(found.group(2))
+        else:
+            # "at end of document": point just after the last thing written.
+            end = len(text.rstrip())
+            line = text.count("\n", 0, end) + 1
+            col = end - (text.rfind("\n", 0, end) + 1) + 1
+        hint = next((h for start, h in _TOML_HINTS if message.startswith(start)), "")
+        fail(
+            f"invalid TOML: {message}",
+            hint or "fix the syntax at that position",
+            line,
+            col,
+            key_at(text, line) or "",
+        )
     return text, data
 
 
@@ -1040,7 +1271,7 @@ def parse_config(text: str, data: dict[str, t.Any], path: Path) -> Config:
         ConfigError: with every problem found.
     """
     r = _Reader(path, text)
-    r.table(data, "", _SECTIONS)
+    r.table(data, "", KEYS[""])
     base = path.parent
     config = Config(
         path=path,
@@ -1056,7 +1287,8 @@ def parse_config(text: str, data: dict[str, t.Any], path: Path) -> Config:
         access_control=_access_control(r, data),
     )
     if r.problems:
-        raise ConfigError(r.problems)
+        # In file order, so the list reads top to bottom; problems with no line come last.
+        raise ConfigError(sorted(r.problems, key=lambda p: (p.line is None, p.line or 0)))
     return config
 
 

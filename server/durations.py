@@ -1,6 +1,8 @@
-"""Parse duration values from config files: ``"30s"``, ``"5m"``, ``"1h30m"``, ``"1M"`` or an integer.
+"""Parse and render durations: ``"30s"``, ``"5m"``, ``"1h30m"``, ``"1M"`` or an integer.
 
-Pure core: standard library only.
+A duration is a whole number of seconds, written either as a non-negative integer (TOML
+integer or a string of ASCII digits) or as one or more ``<number><unit>`` parts with the units
+of :data:`UNITS`; the parts add up (``"1h30m"`` is 5400). Pure core: standard library only.
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ UNITS: dict[str, int] = {
     "y": 365 * 86400,
 }
 
-_PART = re.compile(r"(\d+)([smhdwMy])")
-_WHOLE = re.compile(r"(?:\d+[smhdwMy])+|\d+")
+# ASCII digits only: ``\d`` would also accept Arabic-Indic and other Unicode digits, which
+# ``int()`` happily converts, so "٣m" would silently mean three minutes.
+_PART = re.compile(r"([0-9]+)([smhdwMy])")
+_WHOLE = re.compile(r"(?:[0-9]+[smhdwMy])+|[0-9]+")
+
+_EXPECTED = 'expected a duration such as "30s", "5m", "1h" or a number of seconds'
 
 
 def parse_duration(value: object) -> int:
@@ -29,19 +35,40 @@ def parse_duration(value: object) -> int:
         ValueError: with a sentence saying what is accepted.
     """
     if isinstance(value, bool):
-        raise ValueError("expected a duration such as \"30s\", \"5m\", \"1h\" or a number of seconds")
+        raise ValueError(f"{_EXPECTED}, got a boolean")
     if isinstance(value, int):
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return value
     if not isinstance(value, str):
-        raise ValueError("expected a duration such as \"30s\", \"5m\", \"1h\" or a number of seconds")
+        raise ValueError(_EXPECTED)
     text = value.strip()
     if not _WHOLE.fullmatch(text):
         raise ValueError(
             f"{value!r} is not a duration; use a number followed by s, m, h, d, w, M (30 days) or "
-            "y, such as \"90s\", \"5m\" or \"1h30m\", or a plain number of seconds"
+            'y (365 days), such as "30s", "5m" or "1h30m", or a plain number of seconds'
         )
     if text.isdigit():
         return int(text)
     return sum(int(n) * UNITS[u] for n, u in _PART.findall(text))
+
+
+def format_duration(seconds: int) -> str:
+    """Render ``seconds`` with the largest units that divide it: 5400 -> ``"1h30m"``.
+
+    The result always parses back to ``seconds`` with :func:`parse_duration`; 0 is ``"0s"``.
+
+    Raises:
+        ValueError: ``seconds`` is negative.
+    """
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    if seconds == 0:
+        return "0s"
+    parts = []
+    rest = seconds
+    for unit, size in sorted(UNITS.items(), key=lambda item: -item[1]):
+        count, rest = divmod(rest, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
