@@ -66,6 +66,7 @@ COMMANDS: dict[str, str] = {
     "hash-password": "authctl.cmd_hash:hash_password",
     "rules": "authctl.cmd_rules:rules",
     "serve": "authctl.cmd_serve:serve",
+    "bans": "authctl.cmd_bans:bans",
     "cert": "authctl.cmd_cert:cert",
     "proxy-snippet": "authctl.cmd_proxy:proxy_snippet",
 }
@@ -116,7 +117,11 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
         ctx.exit()
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    short_help="forward-auth server with a login portal and single sign-on",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option(
     "--config",
     "config_path",
