@@ -17,6 +17,7 @@ import click
 
 from authctl.cli import State
 from authctl.cli import pass_state
+from authctl.cmd_totp import totp
 
 if t.TYPE_CHECKING:
     from server.userfile import UsersFile
@@ -228,10 +229,13 @@ def show(state: State, name: str, as_json: bool) -> None:
     found = db.get(name)
     if found is None:
         raise _unknown(users, name)
+    from authctl.cmd_totp import has_totp
+
+    totp = has_totp(state.config(), found.name)
     if as_json:
         from authctl.output import echo_json
 
-        echo_json(found.as_json())
+        echo_json({**found.as_json(), "totp": totp})
         return
     from rich.markup import escape
     from rich.table import Table
@@ -245,6 +249,7 @@ def show(state: State, name: str, as_json: bool) -> None:
         ("e-mail", found.email),
         ("groups", ", ".join(found.groups)),
         ("status", "disabled" if found.disabled else "enabled"),
+        ("totp", "enrolled" if totp else "not enrolled"),
     )
     for label, value in rows:
         table.add_row(f"[bold]{label}[/bold]", escape(value))
@@ -287,8 +292,12 @@ def enable(state: State, name: str) -> None:
 @pass_state
 def remove(state: State, name: str) -> None:
     """Remove NAME from the users file (the server ends the user's sessions)."""
+    from authctl.cmd_totp import remove_totp
+
     users = _users_file(state)
     users.remove(name)
+    if remove_totp(state.config(), name):
+        _say(f"Removed {name}'s TOTP secret")
     _say(f"Removed {name} from {users.path}")
 
 
@@ -330,3 +339,6 @@ def groups(
             if group not in before.groups:
                 click.echo(f"note: {changed.name} was not in group {group!r}", err=True)
     _say(f"Groups of {changed.name}: {', '.join(changed.groups) or 'none'}")
+
+
+user.add_command(totp)

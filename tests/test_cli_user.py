@@ -231,7 +231,7 @@ def test_missing_config_is_data_error(runner: CliRunner, tmp_path: Path) -> None
 
 
 def test_show(runner: CliRunner, config_file: Path) -> None:
-    """user show prints one user; --json gives the same fields as list."""
+    """user show prints one user; --json gives the fields of list plus the TOTP state."""
     add(runner, config_file, "alice", "--email", "alice@example.com", "--group", "dev")
     result = run(runner, config_file, "user", "show", "ALICE", "--json")
     assert result.exit_code == 0, result.output
@@ -241,6 +241,7 @@ def test_show(runner: CliRunner, config_file: Path) -> None:
         "email": "alice@example.com",
         "groups": ["dev"],
         "disabled": False,
+        "totp": False,
     }
     human = run(runner, config_file, "user", "show", "alice")
     assert human.exit_code == 0, human.output

@@ -1,0 +1,577 @@
+"""The storage database: TOTP secrets and replay history, the authentication log, bans.
+
+One SQLite file (``[storage] path``) shared by threads and worker processes, surviving
+restarts: the replay guard and the bans must outlive a restart, or restarting the server
+(or waiting for a worker to recycle) would reopen a used code or lift a ban.
+
+Attacks and failures this module defends against:
+
+- **A copied database or backup** (security.md §2.G): TOTP secrets are sealed with AES-256-GCM
+  (:mod:`server.crypto`), the associated data binding each one to its table and user, so the
+  file alone never yields a secret and a secret moved to another row does not decrypt.
+- **A wrong or missing key file**: found when the storage opens (a key check value lives in
+  ``meta``), with a message saying how to fix it; there is no plaintext fallback.
+- **TOTP replay, also in parallel** (RFC 6238 §5.2, ASVS 2.8.4): :meth:`Storage.accept_totp_step`
+  checks and moves the user's last accepted time step in one write transaction, so of many
+  parallel submissions of one code exactly one wins, across threads and processes, and a
+  restart remembers the step (Authelia's exists-then-save is check-then-act).
+- **Schema drift**: the version lives in ``PRAGMA user_version`` and migrations run in order
+  inside one ``BEGIN IMMEDIATE``; a newer schema, or a file that is not an authctl storage
+  database, is refused instead of being written to.
+- **Local disclosure**: the folder is created 0700 and the file 0600 (SQLite gives its WAL and
+  shared-memory files the same mode).
+
+Every failure is raised as :class:`StorageError`; callers fail closed (deny), never allow.
+Pure core: standard library, ``cryptography`` and :mod:`server.crypto` only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+import typing as t
+import weakref
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+from server.crypto import SecretBox
+from server.crypto import key_file_is_private
+from server.crypto import read_key_file
+from server.errors import AuthError
+
+if t.TYPE_CHECKING:
+    from server.config import StorageConfig
+
+log = logging.getLogger(__name__)
+
+#: Version of the schema, kept in ``PRAGMA user_version``.
+SCHEMA_VERSION = 1
+#: ``PRAGMA application_id`` of an authctl storage database ("actl").
+APPLICATION_ID = 0x6163746C
+#: Seconds a connection waits for another writer (thread or worker) before failing.
+BUSY_TIMEOUT = 5.0
+#: Kinds of authentication attempts in the log.
+ATTEMPT_KINDS = ("1FA", "TOTP", "BASIC")
+#: Kinds of bans.
+BAN_KINDS = ("user", "ip")
+#: What to do about a key that does not match (also the start of the error message).
+WRONG_KEY = "storage key does not match the database; restore the right secrets/storage.key"
+
+#: ``MIGRATIONS[n]`` takes a database from ``user_version`` n to n + 1. Append, never edit.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE meta (
+            key TEXT PRIMARY KEY,
+            value BLOB NOT NULL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE totp_configurations (
+            username TEXT PRIMARY KEY,       -- canonical user name
+            secret BLOB NOT NULL,            -- AES-256-GCM, AAD = table + username
+            algorithm TEXT NOT NULL CHECK (algorithm IN ('SHA1', 'SHA256', 'SHA512')),
+            digits INTEGER NOT NULL CHECK (digits IN (6, 8)),
+            period INTEGER NOT NULL CHECK (period > 0),
+            created_at REAL NOT NULL,
+            last_used_at REAL
+        ) WITHOUT ROWID""",
+        """CREATE TABLE totp_history (
+            username TEXT PRIMARY KEY,
+            last_step INTEGER NOT NULL       -- the last accepted time step (unix time / period)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE authentication_logs (
+            id INTEGER PRIMARY KEY,
+            time REAL NOT NULL,
+            username TEXT NOT NULL,          -- canonical; unknown names are logged too
+            ip TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('1FA', 'TOTP', 'BASIC')),
+            success INTEGER NOT NULL,
+            banned INTEGER NOT NULL          -- refused by a ban before any check
+        )""",
+        "CREATE INDEX authentication_logs_username_time ON authentication_logs (username, time)",
+        "CREATE INDEX authentication_logs_ip_time ON authentication_logs (ip, time)",
+        "CREATE INDEX authentication_logs_time ON authentication_logs (time)",
+        """CREATE TABLE bans (
+            kind TEXT NOT NULL CHECK (kind IN ('user', 'ip')),
+            value TEXT NOT NULL,
+            expires REAL NOT NULL,
+            reason TEXT NOT NULL,
+            created REAL NOT NULL,
+            PRIMARY KEY (kind, value)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE one_time_codes (
+            id TEXT PRIMARY KEY,             -- random public id
+            username TEXT NOT NULL,
+            intent TEXT NOT NULL,            -- e.g. 'elevation', 'reset_password'
+            digest BLOB NOT NULL,            -- keyed digest of the code; never the code
+            issued REAL NOT NULL,
+            expires REAL NOT NULL,
+            consumed REAL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            session_binding BLOB,            -- digest of the session id it was issued to
+            issued_ip TEXT,
+            consumed_ip TEXT
+        ) WITHOUT ROWID""",
+        "CREATE INDEX one_time_codes_username ON one_time_codes (username, intent)",
+        "CREATE INDEX one_time_codes_expires ON one_time_codes (expires)",
+    ),
+)
+
+
+class StorageError(AuthError):
+    """The storage failed (cannot open, newer schema, locked, corrupt, closed).
+
+    Never means "no record" and never "allow": callers deny and log (fail closed).
+    """
+
+
+class StorageKeyError(StorageError):
+    """The storage key file is missing or invalid, or does not match the database."""
+
+
+@dataclass(frozen=True, slots=True)
+class TotpRecord:
+    """A user's TOTP enrolment, secret decrypted (raw bytes, never logged)."""
+
+    username: str
+    secret: bytes = field(repr=False)
+    algorithm: str
+    digits: int
+    period: int
+    created_at: float
+    last_used_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One row of the authentication log, as regulation reads it."""
+
+    time: float
+    success: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """A ban of a user (canonical name) or an IP until ``expires`` (unix time)."""
+
+    kind: str
+    value: str
+    expires: float
+    reason: str
+    created: float
+
+
+#: How many times this process is removed from its ancestor by ``fork``.
+_forks = 0
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children only
+    global _forks  # one counter for the whole process, by design
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced, so ``close()`` can reach every thread's."""
+
+
+def _totp_aad(username: str) -> bytes:
+    return b"totp_configurations\x00" + username.encode("utf-8")
+
+
+class Storage:
+    """The storage database at ``config.path``; secrets sealed with the key file's key.
+
+    WAL mode, ``synchronous=NORMAL``, a busy timeout and one connection per thread (and a new
+    one after ``fork``), like :class:`server.session_store.SQLiteStore`. With
+    ``require_key=False`` the key file is not read (for ``authctl bans``): everything works
+    except storing or reading TOTP secrets, which then raise :class:`StorageKeyError`.
+
+    Raises (from the constructor and every method):
+        StorageKeyError: the key file is missing, too short, or not the database's key.
+        StorageError: the file cannot be opened, is not ours, has a newer schema, or SQLite
+            failed.
+    """
+
+    def __init__(
+        self,
+        config: StorageConfig,
+        now: Callable[[], float] = time.time,
+        *,
+        require_key: bool = True,
+    ) -> None:
+        self.path = Path(config.path)
+        self.key_file = Path(config.encryption_key_file)
+        self._now = now
+        self._local = threading.local()
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._box: SecretBox | None = None
+        if require_key:
+            try:
+                self._box = SecretBox(read_key_file(self.key_file))
+            except ValueError as exc:
+                raise StorageKeyError(str(exc)) from None
+            if not key_file_is_private(self.key_file):
+                log.warning(
+                    "the storage key file %s can be read by others; run chmod 600 on it",
+                    self.key_file,
+                )
+        try:
+            self._create_file()
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            raise StorageError(f"cannot open the storage database {self.path}: {exc}") from exc
+
+    def __repr__(self) -> str:
+        return f"<Storage {self.path}>"
+
+    # ------------------------------------------------------------------ connections
+
+    def _create_file(self) -> None:
+        """Create the folder (0700) and the file (0600) before SQLite does, with tight modes."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+    def _open(self) -> _Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=BUSY_TIMEOUT,
+            isolation_level=None,  # autocommit; transactions are explicit
+            check_same_thread=False,  # only so that close() can close it from another thread
+            factory=_Connection,
+        )
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _migrate(self) -> None:
+        conn = self._open()
+        try:
+            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":  # pragma: no cover
+                raise sqlite3.OperationalError("cannot switch the database to WAL mode")
+            conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it
+            try:
+                self._upgrade(conn)
+                self._check_key(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
+
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if version == 0:
+            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables or app_id not in (0, APPLICATION_ID):
+                raise StorageError(
+                    f"{self.path} is not an authctl storage database (it holds other tables); "
+                    "point [storage] path at a file of its own"
+                )
+        elif app_id != APPLICATION_ID:
+            raise StorageError(
+                f"{self.path} is not an authctl storage database (application id {app_id:#x}); "
+                "point [storage] path at a file of its own"
+            )
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path} has schema version {version}, newer than this authctl understands "
+                f"({SCHEMA_VERSION}); upgrade authctl, or restore a backup made by this version"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[step]:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _check_key(self, conn: sqlite3.Connection) -> None:
+        """Store the key check value on first use; refuse a key that does not match it."""
+        if self._box is None:
+            return
+        row = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
+        if row is None:
+            if conn.execute("SELECT count(*) FROM totp_configurations").fetchone()[0]:
+                raise StorageKeyError(
+                    f"{self.path} holds encrypted secrets but no key check value; "
+                    "restore it from a backup"
+                )
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('key_check', ?)", (self._box.check_value,)
+            )
+        elif not self._box.matches(bytes(row[0])):
+            raise StorageKeyError(f"{WRONG_KEY} (key file {self.key_file}, database {self.path})")
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (a new one after ``fork``: they must not be shared)."""
+        local = self._local
+        conn: _Connection | None = getattr(local, "conn", None)
+        if conn is not None and local.forks == _forks and not self._closed:
+            return conn
+        with self._lock:
+            if self._closed:
+                raise StorageError("the storage is closed")
+            try:
+                conn = self._open()
+            except sqlite3.Error as exc:
+                raise StorageError(f"cannot open the storage database: {exc}") from exc
+            self._connections.add(conn)
+        local.conn, local.forks = conn, _forks
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction taken at once (``BEGIN IMMEDIATE``): no check-then-act races."""
+        try:
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StorageError(f"storage failed: {exc}") from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):  # a broken connection cannot roll back
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"storage failed: {exc}") from exc
+            raise
+
+    def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[t.Any]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"storage failed: {exc}") from exc
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> int:
+        try:
+            return self._conn().execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise StorageError(f"storage failed: {exc}") from exc
+
+    def _sealer(self) -> SecretBox:
+        if self._box is None:
+            raise StorageKeyError("the storage was opened without its key; TOTP secrets need it")
+        return self._box
+
+    def close(self) -> None:
+        """Close every thread's connection; later calls raise StorageError."""
+        with self._lock:
+            self._closed = True
+            connections = list(self._connections)
+            self._connections.clear()
+        for conn in connections:
+            conn.close()
+
+    # ------------------------------------------------------------------ TOTP
+
+    def save_totp(
+        self,
+        username: str,
+        secret: bytes,
+        *,
+        algorithm: str,
+        digits: int,
+        period: int,
+        replace: bool = False,
+        last_step: int | None = None,
+    ) -> bool:
+        """Store ``username``'s TOTP secret (sealed); False if one exists and not ``replace``.
+
+        A new secret starts a new replay history: ``last_step`` (the step of the code that
+        confirmed the enrolment, as Authelia records it) or none.
+        """
+        sealed = self._sealer().seal(secret, _totp_aad(username))
+        on_conflict = (
+            "DO UPDATE SET secret = excluded.secret, algorithm = excluded.algorithm, "
+            "digits = excluded.digits, period = excluded.period, "
+            "created_at = excluded.created_at, last_used_at = NULL"
+            if replace
+            else "DO NOTHING"
+        )
+        with self._transaction() as conn:
+            stored = conn.execute(
+                "INSERT INTO totp_configurations "  # noqa: S608 - fixed fragments only
+                "(username, secret, algorithm, digits, period, created_at, last_used_at) "
+                f"VALUES (?, ?, ?, ?, ?, ?, NULL) ON CONFLICT (username) {on_conflict}",
+                (username, sealed, algorithm, digits, period, self._now()),
+            ).rowcount
+            if not stored:
+                return False
+            conn.execute("DELETE FROM totp_history WHERE username = ?", (username,))
+            if last_step is not None:
+                conn.execute(
+                    "INSERT INTO totp_history (username, last_step) VALUES (?, ?)",
+                    (username, last_step),
+                )
+        return True
+
+    def load_totp(self, username: str) -> TotpRecord | None:
+        """``username``'s enrolment with the secret decrypted, or None.
+
+        Raises:
+            StorageError: the secret does not decrypt (altered, or moved from another row).
+        """
+        box = self._sealer()
+        rows = self._read(
+            "SELECT secret, algorithm, digits, period, created_at, last_used_at "
+            "FROM totp_configurations WHERE username = ?",
+            (username,),
+        )
+        if not rows:
+            return None
+        sealed, algorithm, digits, period, created_at, last_used_at = rows[0]
+        try:
+            secret = box.open(bytes(sealed), _totp_aad(username))
+        except ValueError as exc:
+            raise StorageError(f"cannot decrypt the TOTP secret of {username!r}: {exc}") from None
+        return TotpRecord(username, secret, algorithm, digits, period, created_at, last_used_at)
+
+    def has_totp(self, username: str) -> bool:
+        """True when ``username`` has a TOTP enrolment (reads no secret; needs no key)."""
+        return bool(self._read("SELECT 1 FROM totp_configurations WHERE username = ?", (username,)))
+
+    def totp_users(self) -> list[str]:
+        """The users with a TOTP enrolment, sorted."""
+        return [r[0] for r in self._read("SELECT username FROM totp_configurations ORDER BY 1")]
+
+    def delete_totp(self, username: str) -> bool:
+        """Remove ``username``'s enrolment and replay history; True when there was one."""
+        with self._transaction() as conn:
+            removed = conn.execute(
+                "DELETE FROM totp_configurations WHERE username = ?", (username,)
+            ).rowcount
+            conn.execute("DELETE FROM totp_history WHERE username = ?", (username,))
+        return removed > 0
+
+    def last_totp_step(self, username: str) -> int | None:
+        """The last accepted time step of ``username``, or None."""
+        rows = self._read("SELECT last_step FROM totp_history WHERE username = ?", (username,))
+        return int(rows[0][0]) if rows else None
+
+    def accept_totp_step(self, username: str, step: int) -> bool:
+        """Record ``step`` as used if it is newer than the last accepted one; True if it was.
+
+        Check and update are one statement in one write transaction, so of any number of
+        parallel calls with one step (threads or processes) exactly one returns True. On
+        success ``last_used_at`` moves to now in the same transaction.
+        """
+        with self._transaction() as conn:
+            accepted = conn.execute(
+                "INSERT INTO totp_history (username, last_step) VALUES (?, ?) "
+                "ON CONFLICT (username) DO UPDATE SET last_step = excluded.last_step "
+                "WHERE totp_history.last_step < excluded.last_step",
+                (username, step),
+            ).rowcount
+            if accepted:
+                conn.execute(
+                    "UPDATE totp_configurations SET last_used_at = ? WHERE username = ?",
+                    (self._now(), username),
+                )
+        return accepted > 0
+
+    # ------------------------------------------------------------------ authentication log
+
+    def append_log(
+        self, when: float, username: str, ip: str, kind: str, success: bool, banned: bool = False
+    ) -> None:
+        """Append one authentication attempt to the log."""
+        if kind not in ATTEMPT_KINDS:
+            raise ValueError(f"unknown attempt kind {kind!r}")
+        self._write(
+            "INSERT INTO authentication_logs (time, username, ip, kind, success, banned) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (when, username, ip, kind, int(success), int(banned)),
+        )
+
+    def recent_attempts(
+        self, *, by: str, value: str, kinds: Iterable[str], since: float, limit: int
+    ) -> list[Attempt]:
+        """The newest ``limit`` attempts not refused by a ban, of ``kinds``, after ``since``.
+
+        ``by`` is ``"username"`` or ``"ip"``; newest first (ties: the later insert first).
+        """
+        if by not in ("username", "ip"):
+            raise ValueError(f"cannot select attempts by {by!r}")
+        kind_list = tuple(kinds)
+        marks = ", ".join("?" * len(kind_list))
+        rows = self._read(
+            f"SELECT time, success FROM authentication_logs WHERE {by} = ? AND time > ? "  # noqa: S608
+            f"AND banned = 0 AND kind IN ({marks}) ORDER BY time DESC, id DESC LIMIT ?",
+            (value, since, *kind_list, limit),
+        )
+        return [Attempt(float(when), bool(success)) for when, success in rows]
+
+    def purge_logs(self, before: float) -> int:
+        """Remove log rows older than ``before``; how many."""
+        return self._write("DELETE FROM authentication_logs WHERE time < ?", (before,))
+
+    # ------------------------------------------------------------------ bans
+
+    def save_ban(self, kind: str, value: str, expires: float, reason: str) -> None:
+        """Ban ``value`` until ``expires``; an existing ban is only ever extended."""
+        if kind not in BAN_KINDS:
+            raise ValueError(f"unknown ban kind {kind!r}")
+        self._write(
+            "INSERT INTO bans (kind, value, expires, reason, created) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (kind, value) DO UPDATE SET expires = excluded.expires, "
+            "reason = excluded.reason, created = excluded.created "
+            "WHERE bans.expires < excluded.expires",
+            (kind, value, expires, reason, self._now()),
+        )
+
+    def active_ban(self, targets: Iterable[tuple[str, str]], now: float) -> Ban | None:
+        """The ban of any of ``targets`` (``(kind, value)`` pairs) still running at ``now``."""
+        pairs = list(targets)
+        if not pairs:
+            return None
+        where = " OR ".join("(kind = ? AND value = ?)" for _ in pairs)
+        params = [item for pair in pairs for item in pair]
+        rows = self._read(
+            "SELECT kind, value, expires, reason, created FROM bans "  # noqa: S608
+            f"WHERE expires > ? AND ({where}) ORDER BY expires DESC LIMIT 1",
+            (now, *params),
+        )
+        return Ban(*rows[0]) if rows else None
+
+    def list_bans(self, now: float) -> list[Ban]:
+        """Bans still running at ``now``, the longest last."""
+        rows = self._read(
+            "SELECT kind, value, expires, reason, created FROM bans WHERE expires > ? "
+            "ORDER BY expires, kind, value",
+            (now,),
+        )
+        return [Ban(*row) for row in rows]
+
+    def delete_bans(self, targets: Iterable[tuple[str, str]], now: float) -> list[Ban]:
+        """Remove the bans of ``targets``; the ones that were still running."""
+        removed: list[Ban] = []
+        with self._transaction() as conn:
+            for kind, value in targets:
+                rows = conn.execute(
+                    "DELETE FROM bans WHERE kind = ? AND value = ? "
+                    "RETURNING kind, value, expires, reason, created",
+                    (kind, value),
+                ).fetchall()
+                removed.extend(Ban(*found) for found in rows if found[2] > now)
+        return removed
+
+    def purge_bans(self, now: float) -> int:
+        """Remove bans that ended by ``now``; how many."""
+        return self._write("DELETE FROM bans WHERE expires <= ?", (now,))

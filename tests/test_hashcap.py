@@ -1,0 +1,111 @@
+"""Tests for the cap on concurrent password hashing (``server.hashcap``), with real threads."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from server.errors import InvalidCredentials
+from server.hashcap import Busy
+from server.hashcap import HashGate
+from server.hashcap import default_max_concurrent
+
+
+@pytest.mark.parametrize(("threads", "cap"), [(1, 1), (2, 1), (3, 1), (4, 2), (8, 6), (64, 62)])
+def test_default_leaves_two_threads(threads: int, cap: int) -> None:
+    """The default cap is threads - 2, and at least 1."""
+    assert default_max_concurrent(threads) == cap
+
+
+@pytest.mark.parametrize(("cap", "wait"), [(0, 1.0), (-1, 1.0), (1, -0.1)])
+def test_invalid_arguments(cap: int, wait: float) -> None:
+    """A cap below 1 or a negative wait is refused."""
+    with pytest.raises(ValueError, match=r"must be at least 1|cannot be negative"):
+        HashGate(cap, wait)
+
+
+def test_busy_is_answered_like_bad_credentials() -> None:
+    """Busy is an InvalidCredentials, so an unhandled one still ends as a failed login."""
+    assert issubclass(Busy, InvalidCredentials)
+
+
+def test_never_more_than_the_cap_at_once() -> None:
+    """Twelve threads through a gate of 3: never more than 3 inside, and all of them finish."""
+    gate = HashGate(3, wait_seconds=10)
+    inside = 0
+    peak = 0
+    lock = threading.Lock()
+    start = threading.Barrier(12)
+    done: list[int] = []
+
+    def work(i: int) -> None:
+        nonlocal inside, peak
+        start.wait()
+        with gate.slot():
+            with lock:
+                inside += 1
+                peak = max(peak, inside)
+            time.sleep(0.02)
+            with lock:
+                inside -= 1
+                done.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert peak == 3
+    assert sorted(done) == list(range(12))
+    assert gate.in_use == 0
+
+
+def test_busy_when_no_slot_frees_in_time() -> None:
+    """While every slot is held, another caller gets Busy after the wait; then it gets in."""
+    gate = HashGate(1, wait_seconds=0.05)
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with gate.slot():
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert holding.wait(10)
+    assert gate.in_use == 1
+    assert repr(gate) == "<HashGate 1/1 in use>"
+    began = time.monotonic()
+    with pytest.raises(Busy):
+        gate.run(lambda: None)
+    assert time.monotonic() - began >= 0.04
+    release.set()
+    thread.join()
+    assert gate.run(lambda: "ran") == "ran"
+
+
+def test_slot_is_released_when_the_work_fails() -> None:
+    """An exception inside the slot releases it, so the gate does not leak capacity."""
+    gate = HashGate(1, wait_seconds=0)
+
+    def boom() -> None:
+        raise RuntimeError("argon2 failed")
+
+    for _ in range(3):
+        with pytest.raises(RuntimeError):
+            gate.run(boom)
+    assert gate.in_use == 0
+    assert gate.run(lambda: 1) == 1
+
+
+def test_run_passes_arguments() -> None:
+    """run() calls the work with its positional and keyword arguments and returns its result."""
+    gate = HashGate(2)
+
+    def verify(phc: str, password: str, *, strict: bool) -> tuple[str, str, bool]:
+        return phc, password, strict
+
+    assert gate.run(verify, "$argon2id$", "pw", strict=True) == ("$argon2id$", "pw", True)

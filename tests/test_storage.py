@@ -1,0 +1,653 @@
+"""Tests for the storage database: schema and migrations, encryption at rest, the key check,
+the atomic TOTP replay guard, the authentication log and bans (``server.storage``,
+``server.crypto``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from server.config import StorageConfig
+from server.config import TotpConfig
+from server.crypto import MIN_KEY_BYTES
+from server.crypto import SecretBox
+from server.crypto import key_file_is_private
+from server.crypto import read_key_file
+from server.storage import APPLICATION_ID
+from server.storage import SCHEMA_VERSION
+from server.storage import WRONG_KEY
+from server.storage import Ban
+from server.storage import Storage
+from server.storage import StorageError
+from server.storage import StorageKeyError
+from server.totp import TotpService
+from server.totp import decode_secret
+from tests.conftest import ROOT
+from tests.conftest import Clock
+
+KEY = "a3" * 32 + "\n"
+OTHER_KEY = "5c" * 32 + "\n"
+
+
+def make_config(tmp_path: Path, key: str | None = KEY) -> StorageConfig:
+    """A storage config in ``tmp_path`` (database in a folder of its own), key file written."""
+    key_file = tmp_path / "secrets" / "storage.key"
+    if key is not None:
+        key_file.parent.mkdir(mode=0o700, exist_ok=True)
+        key_file.write_text(key, encoding="ascii")
+        key_file.chmod(0o600)
+    return StorageConfig(path=tmp_path / "data" / "authctl.db", encryption_key_file=key_file)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> StorageConfig:
+    """A storage config with a valid key file."""
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+def storage(config: StorageConfig, clock: Clock) -> Iterator[Storage]:
+    """An open storage on the fake clock, closed after the test."""
+    opened = Storage(config, clock)
+    yield opened
+    opened.close()
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    """A plain SQLite connection to poke at the file behind the storage's back."""
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def save(storage: Storage, username: str = "alice", secret: bytes = b"s" * 20) -> None:
+    """Store a SHA1/6/30 secret for ``username``."""
+    assert storage.save_totp(username, secret, algorithm="SHA1", digits=6, period=30)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class TestSchema:
+    """Creation, modes, versioning and refusal of files that are not ours."""
+
+    def test_new_database_has_every_table(self, storage: Storage) -> None:
+        """A new file gets the whole schema, the current version and authctl's application id."""
+        conn = raw(storage.path)
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {
+            "meta",
+            "totp_configurations",
+            "totp_history",
+            "authentication_logs",
+            "bans",
+            "one_time_codes",
+        } <= tables
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert {"authentication_logs_username_time", "authentication_logs_ip_time"} <= indexes
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+
+    def test_modes_of_folder_and_file(self, storage: Storage) -> None:
+        """The folder is created 0700 and the database 0600."""
+        assert stat.S_IMODE(storage.path.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE(storage.path.stat().st_mode) == 0o600
+
+    def test_loose_mode_is_tightened(self, config: StorageConfig) -> None:
+        """An existing database file readable by others is set back to 0600."""
+        config.path.parent.mkdir(parents=True)
+        config.path.touch(mode=0o644)
+        config.path.chmod(0o644)
+        Storage(config).close()
+        assert stat.S_IMODE(config.path.stat().st_mode) == 0o600
+
+    def test_migrates_an_empty_file(self, config: StorageConfig) -> None:
+        """A zero-byte file (version 0) is migrated to the current schema."""
+        config.path.parent.mkdir(parents=True)
+        config.path.write_bytes(b"")
+        storage = Storage(config)
+        save(storage)
+        assert storage.has_totp("alice")
+        storage.close()
+
+    def test_reopen_keeps_data(self, config: StorageConfig) -> None:
+        """Opening an up-to-date database again runs no migration and keeps the rows."""
+        first = Storage(config)
+        save(first)
+        first.close()
+        second = Storage(config)
+        assert second.totp_users() == ["alice"]
+        second.close()
+
+    def test_newer_schema_is_refused(self, config: StorageConfig) -> None:
+        """A database from a newer authctl is refused, not written to."""
+        Storage(config).close()
+        conn = raw(config.path)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        conn.close()
+        with pytest.raises(StorageError, match="newer than this authctl"):
+            Storage(config)
+
+    def test_foreign_database_is_refused(self, config: StorageConfig) -> None:
+        """A SQLite file with other tables (another program's) is refused."""
+        config.path.parent.mkdir(parents=True)
+        conn = raw(config.path)
+        conn.execute("CREATE TABLE sessions (key BLOB)")
+        conn.close()
+        with pytest.raises(StorageError, match="not an authctl storage database"):
+            Storage(config)
+
+    def test_versioned_foreign_database_is_refused(self, config: StorageConfig) -> None:
+        """A versioned SQLite file without authctl's application id (e.g. the session store)."""
+        config.path.parent.mkdir(parents=True)
+        conn = raw(config.path)
+        conn.execute("CREATE TABLE sessions (key BLOB)")
+        conn.execute("PRAGMA user_version = 1")
+        conn.close()
+        with pytest.raises(StorageError, match="application id"):
+            Storage(config)
+
+    def test_unopenable_path_is_a_storage_error(self, tmp_path: Path) -> None:
+        """A database path that is a folder ends in StorageError, not an OSError."""
+        cfg = make_config(tmp_path)
+        cfg.path.mkdir(parents=True)
+        with pytest.raises(StorageError, match="cannot open the storage database"):
+            Storage(cfg)
+
+    def test_connection_failure_is_a_storage_error(
+        self, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A thread that cannot open its connection gets StorageError (fail closed)."""
+
+        def refuse() -> sqlite3.Connection:
+            raise sqlite3.OperationalError("unable to open database file")
+
+        monkeypatch.setattr(storage, "_open", refuse)
+        errors: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                storage.has_totp("alice")
+            except StorageError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        assert len(errors) == 1
+        assert "unable to open" in str(errors[0])
+        assert repr(storage) == f"<Storage {storage.path}>"
+
+    def test_closed_storage_fails(self, storage: Storage) -> None:
+        """After close() every call raises StorageError (fail closed), also on new threads."""
+        storage.close()
+        with pytest.raises(StorageError, match="closed"):
+            storage.has_totp("alice")
+        errors: list[BaseException] = []
+
+        def other() -> None:
+            try:
+                storage.list_bans(0)
+            except StorageError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        assert len(errors) == 1
+
+    def test_sqlite_failure_is_a_storage_error(self, storage: Storage) -> None:
+        """A broken database (a dropped table) surfaces as StorageError on reads and writes."""
+        conn = raw(storage.path)
+        conn.execute("DROP TABLE bans")
+        conn.execute("DROP TABLE totp_history")
+        conn.close()
+        with pytest.raises(StorageError):
+            storage.list_bans(0)
+        with pytest.raises(StorageError):
+            storage.purge_bans(0)
+        with pytest.raises(StorageError):
+            storage.accept_totp_step("alice", 1)
+
+    def test_begin_failure_is_a_storage_error(
+        self, storage: Storage, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """When a write transaction cannot even start, StorageError is raised."""
+
+        def broken() -> sqlite3.Connection:
+            raise sqlite3.OperationalError("database is locked")
+
+        monkeypatch.setattr(storage, "_conn", broken)
+        with pytest.raises(StorageError, match="locked"):
+            storage.delete_totp("alice")
+
+    def test_non_sqlite_errors_roll_back_and_propagate(self, storage: Storage) -> None:
+        """An exception inside a transaction rolls it back and is raised unchanged."""
+
+        def fail_inside() -> None:
+            with storage._transaction() as conn:
+                conn.execute("INSERT INTO totp_history (username, last_step) VALUES ('x', 1)")
+                raise KeyError("boom")
+
+        with pytest.raises(KeyError):
+            fail_inside()
+        assert storage.last_totp_step("x") is None
+
+    def test_forked_child_uses_its_own_connection(self, storage: Storage) -> None:
+        """A worker forked after use opens its own connection and sees the replay history."""
+        assert storage.accept_totp_step("alice", 10)
+        parent_conn = storage._conn()
+        ctx = multiprocessing.get_context("fork")
+        queue: multiprocessing.queues.SimpleQueue[str] = ctx.SimpleQueue()
+
+        def child() -> None:
+            fresh = storage._conn() is not parent_conn
+            queue.put(json.dumps([fresh, storage.accept_totp_step("alice", 10)]))
+
+        process = ctx.Process(target=child)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            process.start()
+        process.join(timeout=30)
+        assert process.exitcode == 0
+        assert json.loads(queue.get()) == [True, False]
+
+
+# --------------------------------------------------------------------------- key and encryption
+
+
+class TestKey:
+    """The key file, the key check and encryption at rest."""
+
+    def test_secret_is_not_in_the_database_file(self, config: StorageConfig, clock: Clock) -> None:
+        """Neither the base32 secret nor its raw bytes appear in the database, WAL or SHM files."""
+        storage = Storage(config, clock)
+        secret, uri = TotpService(storage, TotpConfig(), now=clock).enrol("alice")
+        raw_secret = decode_secret(secret)
+        files = sorted(config.path.parent.iterdir())
+        blob = b"".join(path.read_bytes() for path in files)
+        storage.close()  # checkpoints the WAL into the main file
+        blob += config.path.read_bytes()
+        assert storage.path in files
+        assert secret.encode() not in blob
+        assert secret.lower().encode() not in blob
+        assert raw_secret not in blob
+        assert uri.encode() not in blob
+
+    def test_wrong_key_is_a_clear_startup_error(self, tmp_path: Path) -> None:
+        """Opening with another key file fails at once, saying to restore the right key."""
+        Storage(make_config(tmp_path)).close()
+        with pytest.raises(StorageKeyError) as info:
+            Storage(make_config(tmp_path, OTHER_KEY))
+        assert str(info.value).startswith(WRONG_KEY)
+
+    def test_wrong_key_is_refused_even_without_secrets(self, tmp_path: Path) -> None:
+        """The key check is written at creation, so an empty database also refuses another key."""
+        Storage(make_config(tmp_path)).close()
+        with pytest.raises(StorageKeyError, match="does not match"):
+            Storage(make_config(tmp_path, OTHER_KEY))
+
+    def test_trailing_newline_does_not_change_the_key(self, tmp_path: Path) -> None:
+        """The key file's surrounding white space is not part of the key."""
+        storage = Storage(make_config(tmp_path, "a3" * 32))
+        save(storage)
+        storage.close()
+        again = Storage(make_config(tmp_path, "  " + "a3" * 32 + "\r\n\n"))
+        record = again.load_totp("alice")
+        assert record is not None
+        assert record.secret == b"s" * 20
+        again.close()
+
+    def test_missing_key_file_is_a_clear_error(self, tmp_path: Path) -> None:
+        """No key file: a StorageKeyError naming the file and saying how to fix it."""
+        cfg = make_config(tmp_path, key=None)
+        with pytest.raises(StorageKeyError, match=r"storage key file .* is missing"):
+            Storage(cfg)
+        assert not cfg.path.exists()
+
+    @pytest.mark.parametrize(
+        ("content", "message"),
+        [
+            ("", "holds 0 bytes"),
+            ("short\n", "holds 5 bytes"),
+            ("x" * 5000, "larger than"),
+        ],
+        ids=["empty", "short", "huge"],
+    )
+    def test_bad_key_file_is_refused(self, tmp_path: Path, content: str, message: str) -> None:
+        """An empty, short or oversized key file is refused, never used as a weak key."""
+        with pytest.raises(StorageKeyError, match=message):
+            Storage(make_config(tmp_path, content))
+
+    def test_unreadable_key_file(self, tmp_path: Path) -> None:
+        """A key path that cannot be read (a folder) is a StorageKeyError."""
+        cfg = make_config(tmp_path, key=None)
+        cfg.encryption_key_file.mkdir(parents=True)
+        with pytest.raises(StorageKeyError, match="cannot read"):
+            Storage(cfg)
+
+    def test_key_file_readable_by_others_warns(
+        self, config: StorageConfig, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A group- or world-readable key file is used, with a warning to chmod it."""
+        config.encryption_key_file.chmod(0o644)
+        with caplog.at_level(logging.WARNING, logger="server.storage"):
+            Storage(config).close()
+        assert "chmod 600" in caplog.text
+
+    def test_private_key_file_does_not_warn(
+        self, config: StorageConfig, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A 0600 key file opens without any warning."""
+        with caplog.at_level(logging.WARNING, logger="server.storage"):
+            Storage(config).close()
+        assert not caplog.records
+
+    def test_secret_moved_to_another_user_does_not_decrypt(self, storage: Storage) -> None:
+        """Copying alice's sealed secret onto bob's row fails to decrypt (AAD binds the user)."""
+        save(storage, "alice", b"A" * 20)
+        save(storage, "bob", b"B" * 20)
+        conn = raw(storage.path)
+        conn.execute(
+            "UPDATE totp_configurations SET secret = "
+            "(SELECT secret FROM totp_configurations WHERE username = 'alice') "
+            "WHERE username = 'bob'"
+        )
+        conn.close()
+        with pytest.raises(StorageError, match="cannot decrypt the TOTP secret of 'bob'"):
+            storage.load_totp("bob")
+        record = storage.load_totp("alice")
+        assert record is not None
+        assert record.secret == b"A" * 20
+
+    @pytest.mark.parametrize(
+        "mangle",
+        [
+            lambda b: b[:-1] + bytes([b[-1] ^ 1]),
+            lambda b: b"\x02" + b[1:],
+            lambda b: b[:10],
+        ],
+        ids=["flipped-bit", "unknown-format", "truncated"],
+    )
+    def test_tampered_secret_does_not_decrypt(
+        self, storage: Storage, mangle: Callable[[bytes], bytes]
+    ) -> None:
+        """An altered, truncated or unknown-format ciphertext is a StorageError, never a secret."""
+        save(storage)
+        conn = raw(storage.path)
+        sealed = conn.execute("SELECT secret FROM totp_configurations").fetchone()[0]
+        conn.execute("UPDATE totp_configurations SET secret = ?", (mangle(sealed),))
+        conn.close()
+        with pytest.raises(StorageError, match="cannot decrypt"):
+            storage.load_totp("alice")
+
+    def test_each_value_has_its_own_nonce(self, storage: Storage) -> None:
+        """The same secret stored for two users gives two different ciphertexts."""
+        save(storage, "alice")
+        save(storage, "bob")
+        conn = raw(storage.path)
+        sealed = [r[0] for r in conn.execute("SELECT secret FROM totp_configurations")]
+        conn.close()
+        assert sealed[0] != sealed[1]
+        assert sealed[0][1:13] != sealed[1][1:13]
+
+    def test_without_key_secrets_are_refused(self, config: StorageConfig) -> None:
+        """Opened with require_key=False, reading or storing a secret raises, never plaintext."""
+        storage = Storage(config, require_key=False)
+        with pytest.raises(StorageKeyError, match="without its key"):
+            save(storage)
+        with pytest.raises(StorageKeyError):
+            storage.load_totp("alice")
+        assert storage.has_totp("alice") is False
+        storage.close()
+
+    def test_without_key_the_key_file_is_not_needed(self, tmp_path: Path) -> None:
+        """Bans and the log work without a key file (``authctl bans``), checked later with one."""
+        storage = Storage(make_config(tmp_path, key=None), require_key=False)
+        assert storage.list_bans(0) == []
+        storage.close()
+        keyed = Storage(make_config(tmp_path))
+        save(keyed)
+        keyed.close()
+
+    def test_secrets_without_key_check_are_refused(self, storage: Storage) -> None:
+        """A database holding secrets but no key check value cannot be checked: refused."""
+        save(storage)
+        conn = raw(storage.path)
+        conn.execute("DELETE FROM meta")
+        conn.close()
+        with pytest.raises(StorageKeyError, match="no key check"):
+            Storage(StorageConfig(storage.path, storage.key_file))
+
+    def test_secret_box_rejects_short_material(self) -> None:
+        """SecretBox refuses key material shorter than MIN_KEY_BYTES."""
+        with pytest.raises(ValueError, match="at least"):
+            SecretBox(b"k" * (MIN_KEY_BYTES - 1))
+        assert repr(SecretBox(b"k" * MIN_KEY_BYTES)) == "<SecretBox>"
+
+    def test_key_file_privacy_of_a_missing_file(self, tmp_path: Path) -> None:
+        """A missing key file is not reported as too open (read_key_file reports it)."""
+        assert key_file_is_private(tmp_path / "absent")
+
+    def test_read_key_file_strips(self, tmp_path: Path) -> None:
+        """read_key_file returns the bytes without surrounding white space."""
+        path = tmp_path / "k"
+        path.write_bytes(b"\n" + b"z" * 40 + b"\n")
+        assert read_key_file(path) == b"z" * 40
+
+
+# --------------------------------------------------------------------------- TOTP rows
+
+
+class TestTotpRows:
+    """Enrolments and the replay history."""
+
+    def test_save_refuses_to_replace_unless_asked(self, storage: Storage) -> None:
+        """save_totp returns False for an existing user unless replace=True."""
+        save(storage, secret=b"1" * 20)
+        assert not storage.save_totp("alice", b"2" * 20, algorithm="SHA1", digits=6, period=30)
+        record = storage.load_totp("alice")
+        assert record is not None
+        assert record.secret == b"1" * 20
+        assert storage.save_totp(
+            "alice", b"2" * 20, algorithm="SHA256", digits=8, period=60, replace=True
+        )
+        record = storage.load_totp("alice")
+        assert record is not None
+        assert (record.secret, record.algorithm, record.digits, record.period) == (
+            b"2" * 20,
+            "SHA256",
+            8,
+            60,
+        )
+
+    def test_record_repr_hides_the_secret(self, storage: Storage) -> None:
+        """The secret is not part of a TotpRecord's repr (so it never reaches a log)."""
+        save(storage, secret=b"topsecret-topsecret!")
+        record = storage.load_totp("alice")
+        assert record is not None
+        assert "topsecret" not in repr(record)
+
+    def test_new_secret_resets_history(self, storage: Storage) -> None:
+        """Replacing a secret starts a new history, set to last_step when given."""
+        save(storage)
+        assert storage.accept_totp_step("alice", 100)
+        storage.save_totp("alice", b"x" * 20, algorithm="SHA1", digits=6, period=30, replace=True)
+        assert storage.last_totp_step("alice") is None
+        storage.save_totp(
+            "alice", b"y" * 20, algorithm="SHA1", digits=6, period=30, replace=True, last_step=7
+        )
+        assert storage.last_totp_step("alice") == 7
+
+    def test_delete(self, storage: Storage) -> None:
+        """delete_totp removes the enrolment and its history; False when there was none."""
+        save(storage)
+        storage.accept_totp_step("alice", 5)
+        assert storage.delete_totp("alice")
+        assert not storage.has_totp("alice")
+        assert storage.last_totp_step("alice") is None
+        assert storage.load_totp("alice") is None
+        assert not storage.delete_totp("alice")
+
+    def test_accept_step_only_moves_forward(self, storage: Storage, clock: Clock) -> None:
+        """A step is accepted once, and never one at or before the last accepted step."""
+        save(storage)
+        assert storage.accept_totp_step("alice", 100)
+        assert not storage.accept_totp_step("alice", 100)
+        assert not storage.accept_totp_step("alice", 99)
+        clock.advance(30)
+        assert storage.accept_totp_step("alice", 101)
+        assert storage.last_totp_step("alice") == 101
+        record = storage.load_totp("alice")
+        assert record is not None
+        assert record.last_used_at == clock.now
+
+    def test_accept_step_is_per_user(self, storage: Storage) -> None:
+        """One user's history does not affect another's."""
+        assert storage.accept_totp_step("alice", 100)
+        assert storage.accept_totp_step("bob", 100)
+
+    def test_twenty_threads_one_winner(self, storage: Storage) -> None:
+        """Of 20 threads accepting the same step at once, exactly one succeeds."""
+        barrier = threading.Barrier(20)
+        results: list[bool] = []
+        lock = threading.Lock()
+
+        def attempt() -> None:
+            barrier.wait()
+            ok = storage.accept_totp_step("alice", 1000)
+            with lock:
+                results.append(ok)
+
+        threads = [threading.Thread(target=attempt) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(results) == [False] * 19 + [True]
+
+    def test_history_survives_restart(self, config: StorageConfig) -> None:
+        """A new Storage on the same file still refuses the step accepted before."""
+        first = Storage(config)
+        assert first.accept_totp_step("alice", 42)
+        first.close()
+        second = Storage(config)
+        assert not second.accept_totp_step("alice", 42)
+        second.close()
+
+
+# --------------------------------------------------------------------------- log and bans
+
+
+class TestLogAndBans:
+    """The authentication log and the bans table."""
+
+    def test_recent_attempts_newest_first_within_limits(self, storage: Storage) -> None:
+        """Only rows after ``since``, of the kinds asked, not banned, newest first, capped."""
+        storage.append_log(10, "alice", "10.0.0.1", "1FA", False)
+        storage.append_log(20, "alice", "10.0.0.1", "TOTP", False)
+        storage.append_log(30, "alice", "10.0.0.2", "BASIC", True)
+        storage.append_log(40, "alice", "10.0.0.1", "1FA", False, banned=True)
+        storage.append_log(50, "bob", "10.0.0.1", "1FA", False)
+        got = storage.recent_attempts(
+            by="username", value="alice", kinds=("1FA", "BASIC"), since=5, limit=10
+        )
+        assert [(a.time, a.success) for a in got] == [(30, True), (10, False)]
+        got = storage.recent_attempts(by="ip", value="10.0.0.1", kinds=("1FA",), since=10, limit=1)
+        assert [(a.time, a.success) for a in got] == [(50, False)]
+
+    def test_same_time_ties_go_to_the_later_insert(self, storage: Storage) -> None:
+        """Rows with equal times are ordered by insertion, newest first."""
+        storage.append_log(10, "alice", "", "1FA", True)
+        storage.append_log(10, "alice", "", "1FA", False)
+        got = storage.recent_attempts(
+            by="username", value="alice", kinds=("1FA",), since=0, limit=1
+        )
+        assert got[0].success is False
+
+    def test_bad_arguments(self, storage: Storage) -> None:
+        """Unknown attempt kinds, ban kinds and selector columns are programming errors."""
+        with pytest.raises(ValueError, match="kind"):
+            storage.append_log(0, "a", "", "SMS", False)
+        with pytest.raises(ValueError, match="by"):
+            storage.recent_attempts(by="time; DROP", value="", kinds=("1FA",), since=0, limit=1)
+        with pytest.raises(ValueError, match="ban kind"):
+            storage.save_ban("group", "x", 1, "r")
+
+    def test_purge_logs(self, storage: Storage) -> None:
+        """purge_logs removes rows older than the cut-off only."""
+        storage.append_log(10, "alice", "", "1FA", False)
+        storage.append_log(20, "alice", "", "1FA", False)
+        assert storage.purge_logs(15) == 1
+        assert (
+            len(
+                storage.recent_attempts(
+                    by="username", value="alice", kinds=("1FA",), since=0, limit=9
+                )
+            )
+            == 1
+        )
+
+    def test_ban_is_only_extended(self, storage: Storage, clock: Clock) -> None:
+        """Saving a shorter ban keeps the longer one; a longer one replaces it."""
+        storage.save_ban("user", "alice", 100, "first")
+        storage.save_ban("user", "alice", 50, "shorter")
+        assert storage.list_bans(0) == [Ban("user", "alice", 100, "first", clock.now)]
+        storage.save_ban("user", "alice", 200, "longer")
+        assert storage.list_bans(0)[0].expires == 200
+        assert storage.list_bans(0)[0].reason == "longer"
+
+    def test_active_ban(self, storage: Storage) -> None:
+        """active_ban finds a running ban of any target, the longest first; none when ended."""
+        storage.save_ban("user", "alice", 100, "r")
+        storage.save_ban("ip", "10.0.0.1", 300, "r")
+        assert storage.active_ban([], 0) is None
+        found = storage.active_ban([("user", "alice"), ("ip", "10.0.0.1")], 50)
+        assert found is not None
+        assert found.kind == "ip"
+        assert storage.active_ban([("user", "alice")], 100) is None
+        assert storage.active_ban([("ip", "alice")], 50) is None
+
+    def test_list_delete_purge(self, storage: Storage) -> None:
+        """list shows running bans by end; delete returns the running ones; purge the ended."""
+        storage.save_ban("user", "alice", 100, "r")
+        storage.save_ban("user", "bob", 300, "r")
+        storage.save_ban("ip", "10.0.0.1", 200, "r")
+        assert [b.value for b in storage.list_bans(50)] == ["alice", "10.0.0.1", "bob"]
+        assert [b.value for b in storage.list_bans(150)] == ["10.0.0.1", "bob"]
+        gone = storage.delete_bans([("user", "alice"), ("user", "bob"), ("ip", "x")], 150)
+        assert [b.value for b in gone] == ["bob"]
+        assert storage.purge_bans(250) == 1
+        assert storage.list_bans(0) == []
+
+
+def test_core_modules_import_no_web_or_cli_library() -> None:
+    """storage, crypto, totp, regulation and hashcap load no webob, waitress, click or rich."""
+    code = (
+        "import json, sys\n"
+        "import server.storage, server.crypto, server.totp, server.regulation, server.hashcap\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = {m.partition(".")[0] for m in json.loads(result.stdout)}
+    assert not loaded & {"webob", "waitress", "click", "rich", "segno"}
