@@ -38,6 +38,7 @@ if t.TYPE_CHECKING:
     from server.config import Config
     from server.passwords import PasswordHasher
     from server.session_store import SessionStore
+    from server.storage import Storage
     from server.users import UsersSource
 
 log = logging.getLogger("authctl.app")
@@ -98,6 +99,7 @@ class App:
             "/api/user/info": {"GET": portal.user_info},
             "/api/firstfactor": {"POST": portal.firstfactor},
             "/api/logout": {"POST": portal.logout},
+            "/api/secondfactor/totp": {"POST": portal.secondfactor_totp},
         }
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
@@ -219,10 +221,22 @@ def make_app(
     store: SessionStore | None = None,
     users: UsersSource | None = None,
     hasher: PasswordHasher | None = None,
+    storage: Storage | None = None,
 ) -> App:
-    """Build the app from a validated config; collaborators may be passed in by tests."""
+    """Build the app from a validated config; collaborators may be passed in by tests.
+
+    Raises:
+        ValueError: a collaborator cannot start (unsupported store); the message says why.
+        server.storage.StorageError: the storage database or its key is unusable.
+        server.errors.UserStoreError: the users file is missing or invalid.
+    """
+    from server.hashcap import HashGate
+    from server.hashcap import default_max_concurrent
     from server.passwords import PasswordHasher
+    from server.regulation import Regulator
     from server.sessions import SessionManager
+    from server.storage import Storage
+    from server.totp import TotpService
     from server.users import UsersSource
 
     if users is None:
@@ -231,9 +245,15 @@ def make_app(
         hasher = PasswordHasher(config.users.password_hash)
     if store is None:
         store = make_session_store(config)
+    if storage is None:
+        storage = Storage(config.storage, now=now)
+    regulator = Regulator(config.regulation, storage, now=now)
+    regulator.purge()
+    totp = TotpService(storage, config.totp, regulator=regulator, now=now)
+    gate = HashGate(default_max_concurrent(config.server.threads))
     sessions = SessionManager(config.session, store, now=now)
-    identities = IdentityResolver(users, sessions, hasher)
+    identities = IdentityResolver(users, sessions, hasher, regulator=regulator, gate=gate)
     access = AccessControl(config.access_control)
     authorizer = Authorizer(config, access, identities)
-    portal = PortalApi(config, access, identities)
+    portal = PortalApi(config, access, identities, totp)
     return App(config, authorizer, portal, load_assets())

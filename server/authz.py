@@ -176,7 +176,11 @@ class Authorizer:
                 creds = parse_basic(basic_header)
             except MalformedCredentials:
                 creds = None
-            identity = self._basic_identity(creds) if creds is not None else None
+            identity = (
+                self._basic_identity(creds, str(client_ip) if client_ip else None)
+                if creds is not None
+                else None
+            )
             basic_failed = identity is None
         session = None
         if identity is None and not basic_failed:
@@ -320,13 +324,15 @@ class Authorizer:
 
     # ------------------------------------------------------------------ identities
 
-    def _basic_identity(self, creds: BasicCredentials) -> Identity | None:
+    def _basic_identity(self, creds: BasicCredentials, ip: str | None) -> Identity | None:
         cached = self._basic_cache.get(creds)
         if cached is not None:
             identity = self._identities.current(cached[0], cached[1], level=1)
             if identity is not None:
                 return identity
-        result = self._identities.check_password(creds.username, creds.password)
+        result = self._identities.check_password(
+            creds.username, creds.password, ip=ip, kind="BASIC"
+        )
         if result is None:
             return None
         identity, stamp = result

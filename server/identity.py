@@ -12,12 +12,17 @@ import typing as t
 from dataclasses import dataclass
 from functools import lru_cache
 
+from server.errors import Banned
+from server.hashcap import Busy
+from server.hashcap import HashGate
 from server.names import canonical_username
 from server.session_store import SessionStoreError
 from server.sessions import user_stamp
+from server.storage import StorageError
 
 if t.TYPE_CHECKING:
     from server.passwords import PasswordHasher
+    from server.regulation import Regulator
     from server.sessions import Session
     from server.sessions import SessionManager
     from server.users import User
@@ -52,11 +57,19 @@ class IdentityResolver:
     """Resolves sessions and credentials against the live users file."""
 
     def __init__(
-        self, users: UsersSource, sessions: SessionManager, hasher: PasswordHasher
+        self,
+        users: UsersSource,
+        sessions: SessionManager,
+        hasher: PasswordHasher,
+        *,
+        regulator: Regulator | None = None,
+        gate: HashGate | None = None,
     ) -> None:
         self.users = users
         self.sessions = sessions
         self.hasher = hasher
+        self.regulator = regulator
+        self.gate = gate if gate is not None else HashGate(64)
 
     def lookup(self, username: str) -> User | None:
         """The enabled user of that (canonical) name, or None."""
@@ -88,13 +101,46 @@ class IdentityResolver:
             return None
         return identity, session
 
-    def check_password(self, username: str, password: str) -> tuple[Identity, str] | None:
-        """Verify a password; unknown, disabled and wrong all cost one argon2 verification."""
-        user = self.lookup(canonical_username(username))
-        if user is None:
-            self.hasher.dummy_verify(password)
+    def check_password(
+        self, username: str, password: str, *, ip: str | None = None, kind: str = "1FA"
+    ) -> tuple[Identity, str] | None:
+        """Verify a password under regulation and the hash gate.
+
+        Unknown, disabled, wrong and banned all cost one argon2 verification and give None,
+        so neither the answer nor its timing tells them apart (SPEC §3.4). A ban is checked
+        before the password, so during a ban the right password fails too (Authelia). A
+        storage error fails closed. When no hashing slot comes free in time the attempt is
+        refused without being counted: no password was tried.
+        """
+        name = canonical_username(username)
+        banned = False
+        if self.regulator is not None:
+            try:
+                self.regulator.check(name, ip)
+            except Banned:
+                banned = True
+            except StorageError:
+                log.exception("regulation store failed; refusing the login")
+                return None
+        user = None if banned else self.lookup(name)
+        try:
+            with self.gate.slot():
+                if user is None:
+                    ok = self.hasher.dummy_verify(password)
+                else:
+                    ok = self.hasher.verify(user.password, password)
+        except Busy:
+            log.warning(
+                "password hashing is saturated; refusing a login", extra={"fields": {"user": name}}
+            )
             return None
-        if not self.hasher.verify(user.password, password):
+        if self.regulator is not None:
+            try:
+                self.regulator.record(name, ip, kind, ok, banned=banned)
+            except StorageError:
+                log.exception("regulation store failed; refusing the login")
+                return None
+        if not ok or user is None:
             return None
         return _identity(user, 1), stamp_of(user.password)
 

@@ -15,9 +15,7 @@ import contextlib
 import functools
 import re
 import secrets
-import threading
 import unicodedata
-from collections.abc import Iterator
 
 import argon2
 from argon2.exceptions import InvalidHashError
@@ -136,13 +134,11 @@ def normalise_password(password: str) -> bytes:
 class PasswordHasher:
     """argon2id with the configured parameters, plus a dummy verify for unknown users.
 
-    ``max_concurrent`` caps how many hashes run at once (each holds ``memory_kib`` of RAM and a
-    core); a login flood then queues instead of starving the cookie checks (SPEC §3.4).
+    How many hashes run at once is capped by the caller (``server.hashcap.HashGate``), which
+    can then answer a flood with a generic failure instead of queueing forever.
     """
 
-    def __init__(
-        self, params: PasswordHashConfig | None = None, *, max_concurrent: int | None = None
-    ) -> None:
+    def __init__(self, params: PasswordHashConfig | None = None) -> None:
         self.params = params if params is not None else PasswordHashConfig()
         self._hasher = argon2.PasswordHasher(
             time_cost=self.params.iterations,
@@ -152,7 +148,6 @@ class PasswordHasher:
             salt_len=SALT_LENGTH,
             type=argon2.Type.ID,
         )
-        self._slots = threading.BoundedSemaphore(max_concurrent) if max_concurrent else None
         # The dummy hash needs no hashing: a random tag under a random salt costs exactly what a
         # real verify with these parameters costs, and no password can match it.
         salt = base64.b64encode(secrets.token_bytes(SALT_LENGTH)).decode("ascii").rstrip("=")
@@ -162,18 +157,9 @@ class PasswordHasher:
             f"$argon2id$v=19$m={p.memory_kib},t={p.iterations},p={p.parallelism}${salt}${tag}"
         ).encode("ascii")
 
-    @contextlib.contextmanager
-    def _slot(self) -> Iterator[None]:
-        if self._slots is None:
-            yield
-            return
-        with self._slots:
-            yield
-
     def hash(self, password: str) -> str:
         """Return a new argon2id PHC string for ``password`` with the configured parameters."""
-        with self._slot():
-            return self._hasher.hash(normalise_password(password))
+        return self._hasher.hash(normalise_password(password))
 
     def verify(self, phc: str, password: str) -> bool:
         """True when ``password`` matches ``phc``.
@@ -187,8 +173,7 @@ class PasswordHasher:
             self._verify_dummy(secret)
             return False
         try:
-            with self._slot():
-                return verify_secret(phc.encode("ascii"), secret, Type.ID)
+            return verify_secret(phc.encode("ascii"), secret, Type.ID)
         except (VerificationError, InvalidHashError):
             return False
 
@@ -202,7 +187,7 @@ class PasswordHasher:
         return False
 
     def _verify_dummy(self, secret: bytes) -> None:
-        with contextlib.suppress(VerificationError, InvalidHashError), self._slot():
+        with contextlib.suppress(VerificationError, InvalidHashError):
             verify_secret(self._dummy, secret, Type.ID)
 
     def needs_rehash(self, phc: str) -> bool:

@@ -11,14 +11,19 @@ import json
 import logging
 import typing as t
 from dataclasses import dataclass
+from dataclasses import replace
 
 from webob import Request
 from webob import Response
 
 from server.cookies import session_ids
+from server.errors import Banned
 from server.forwarded import TrustedProxies
 from server.names import canonical_username
 from server.rules import AccessRequest
+from server.sessions import SessionGoneError
+from server.storage import StorageError
+from server.totp import MalformedCode
 from server.urls import parse_target
 from server.urls import safe_redirect
 
@@ -29,6 +34,7 @@ if t.TYPE_CHECKING:
     from server.identity import IdentityResolver
     from server.rules import AccessControl
     from server.sessions import Session
+    from server.totp import TotpService
 
 log = logging.getLogger("authctl.portal")
 
@@ -81,10 +87,17 @@ class Origin:
 class PortalApi:
     """Handlers for ``/api/*`` (except the authz endpoints)."""
 
-    def __init__(self, config: Config, access: AccessControl, identities: IdentityResolver) -> None:
+    def __init__(
+        self,
+        config: Config,
+        access: AccessControl,
+        identities: IdentityResolver,
+        totp: TotpService,
+    ) -> None:
         self.config = config
         self.access = access
         self.identities = identities
+        self.totp = totp
         self.sessions = identities.sessions
         self.proxies = TrustedProxies(config.server.trusted_proxies)
         self.domains = [c.domain for c in config.session.cookies]
@@ -254,7 +267,7 @@ class PortalApi:
                 "emails": [identity.email] if identity.email else [],
                 "groups": list(identity.groups),
                 "method": "totp",
-                "has_totp": False,
+                "has_totp": self.has_totp(identity.username),
             }
         )
 
@@ -268,7 +281,7 @@ class PortalApi:
         method = self.field(data, "requestMethod", str)
         if not username or not password or len(username) > 256 or len(password) > 1024:
             raise ApiError(401, AUTH_FAILED)
-        result = self.identities.check_password(username, password)
+        result = self.identities.check_password(username, password, ip=origin.client_ip)
         fields = {"user": canonical_username(username), "ip": origin.client_ip}
         if result is None:
             log.info("first factor failed", extra={"fields": fields})
@@ -299,4 +312,48 @@ class PortalApi:
         resp.headerlist.append(
             ("Set-Cookie", self.sessions.expired_cookie_header_value(cookie.domain))
         )
+        return resp
+
+    def has_totp(self, username: str) -> bool:
+        """Whether the user has a TOTP secret; a storage error reads as no (fail closed)."""
+        try:
+            return self.totp.has_totp(username)
+        except StorageError:
+            log.exception("storage failed while reading TOTP enrolment")
+            return False
+
+    def secondfactor_totp(self, req: Request) -> Response:
+        """``POST /api/secondfactor/totp {token, targetURL}``: raise a session to two factors.
+
+        The code must be a string of the configured number of ASCII digits (400 otherwise);
+        a wrong, replayed or banned attempt gets one generic 401. Success issues a new
+        session id (fixation defence) at level 2.
+        """
+        origin, cookie = self.require_https_origin(req)
+        data = self.json_body(req)
+        target_url = self.field(data, "targetURL", str)
+        method = self.field(data, "requestMethod", str)
+        found = self.session(req, origin)
+        if found is None:
+            raise ApiError(401, "Sign in with your password first.")
+        identity, session = found
+        fields = {"user": identity.username, "ip": origin.client_ip}
+        try:
+            ok = self.totp.check(identity.username, data.get("token"), ip=origin.client_ip or "")
+        except MalformedCode:
+            digits = self.config.totp.digits
+            raise ApiError(400, f"The code must be {digits} digits.") from None
+        except (Banned, StorageError):
+            log.warning("second factor refused (banned or storage error)", extra={"fields": fields})
+            ok = False
+        if not ok:
+            log.info("second factor failed", extra={"fields": fields})
+            raise ApiError(401, AUTH_FAILED)
+        try:
+            elevated = self.sessions.elevate(session, 2)
+        except SessionGoneError:
+            raise ApiError(401, "Your session ended; sign in again.") from None
+        log.info("second factor succeeded", extra={"fields": fields})
+        resp = self.after_factor(replace(identity, level=2), target_url, method, cookie)
+        self.set_cookie(resp, elevated, cookie)
         return resp

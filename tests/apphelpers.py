@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import typing as t
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,6 +218,8 @@ def build(tmp_path: Path, clock: t.Any, config_text: str = APP_CONFIG) -> Harnes
     hasher = PasswordHasher(CHEAP)
     (tmp_path / "authctl.toml").write_text(config_text, encoding="utf-8")
     (tmp_path / "users.toml").write_text(users_toml(hasher), encoding="utf-8")
+    (tmp_path / "secrets").mkdir(exist_ok=True)
+    (tmp_path / "secrets" / "storage.key").write_text(secrets.token_hex(32) + "\n")
     config = load_config(tmp_path / "authctl.toml")
     users = UsersSource(config.users.file, interval=0.0)
     store = MemoryStore()

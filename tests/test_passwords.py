@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 import typing as t
 
 import argon2
@@ -201,33 +199,6 @@ def test_needs_rehash(hasher: PasswordHasher) -> None:
 def test_default_parameters() -> None:
     """Without parameters the hasher uses the config defaults."""
     assert PasswordHasher().params == PasswordHashConfig()
-
-
-def test_max_concurrent_caps_parallel_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With max_concurrent=1, two threads never run argon2 at the same time."""
-    running = 0
-    peak = 0
-    lock = threading.Lock()
-
-    def slow(stored: bytes, secret: bytes, kind: argon2.Type) -> t.Literal[True]:
-        nonlocal running, peak
-        with lock:
-            running += 1
-            peak = max(peak, running)
-        time.sleep(0.02)
-        with lock:
-            running -= 1
-        return True
-
-    monkeypatch.setattr(server.passwords, "verify_secret", slow)
-    capped = PasswordHasher(CHEAP, max_concurrent=1)
-    stored = capped.hash("pw")
-    threads = [threading.Thread(target=capped.verify, args=(stored, "pw")) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert peak == 1
 
 
 @settings(max_examples=50)
