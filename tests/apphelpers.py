@@ -220,6 +220,7 @@ def build(tmp_path: Path, clock: t.Any, config_text: str = APP_CONFIG) -> Harnes
     (tmp_path / "users.toml").write_text(users_toml(hasher), encoding="utf-8")
     (tmp_path / "secrets").mkdir(exist_ok=True)
     (tmp_path / "secrets" / "storage.key").write_text(secrets.token_hex(32) + "\n")
+    (tmp_path / "secrets" / "storage.key").chmod(0o600)
     config = load_config(tmp_path / "authctl.toml")
     users = UsersSource(config.users.file, interval=0.0)
     store = MemoryStore()

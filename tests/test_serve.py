@@ -249,3 +249,50 @@ def test_serve_refuses_missing_storage_key(tmp_path: Path) -> None:
     )
     assert result.returncode == 3
     assert "storage.key" in result.stderr
+
+
+def test_two_factor_over_http_with_cli_enrolment(server: Server) -> None:
+    """Issue 4's done-when: CLI enrolment, password, code on a two_factor site, no replay, bans."""
+    import pyotp
+
+    env = {**os.environ, "AUTHCTL_CONFIG": str(server.config)}
+    enrolled = subprocess.run(
+        [AUTHCTL, "user", "totp", "add", "alice", "--json"],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    secret = json.loads(enrolled.stdout)["secret"]
+    alice = cookie_of(server.login("alice"))
+    assert server.verify("https://secure.example.com/", alice).status == 302
+    code = pyotp.TOTP(secret).now()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "auth.example.com",
+        "Cookie": alice,
+    }
+    body = json.dumps({"token": code, "targetURL": "https://secure.example.com/"}).encode()
+    resp = server.request("POST", "/api/secondfactor/totp", headers, body)
+    assert resp.status == 200
+    two = cookie_of(resp)
+    allowed = server.verify("https://secure.example.com/", two)
+    assert allowed.status == 200
+    assert allowed.getheader("Remote-User") == "alice"
+    headers["Cookie"] = two
+    assert server.request("POST", "/api/secondfactor/totp", headers, body).status == 401
+
+    wrong = json.dumps({"username": "bob", "password": "wrong"}).encode()
+    login_headers = {
+        "Content-Type": "application/json",
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "auth.example.com",
+    }
+    for _ in range(3):
+        assert server.request("POST", "/api/firstfactor", login_headers, wrong).status == 401
+    assert server.login("bob").status == 401
+    listed = subprocess.run(
+        [AUTHCTL, "bans", "list", "--json"], check=True, env=env, capture_output=True, text=True
+    )
+    assert any(ban["value"] == "bob" for ban in json.loads(listed.stdout))
