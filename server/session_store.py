@@ -33,6 +33,7 @@ from pathlib import Path
 from server.errors import AuthError
 from server.sessions import Level
 from server.sessions import Session
+from server.sqlite_util import enable_wal
 
 #: Version of the SQLite schema, kept in ``PRAGMA user_version``.
 SCHEMA_VERSION = 1
@@ -375,7 +376,7 @@ class SQLiteStore:
     def _migrate(self) -> None:
         conn = self._open()
         try:
-            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":  # pragma: no cover
+            if enable_wal(conn, BUSY_TIMEOUT) != "wal":  # pragma: no cover
                 # e.g. a network file system without shared memory: refuse rather than
                 # run with rollback journals that block readers during every write.
                 raise sqlite3.OperationalError("cannot switch the database to WAL mode")

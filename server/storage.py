@@ -47,6 +47,7 @@ from server.crypto import SecretBox
 from server.crypto import key_file_is_private
 from server.crypto import read_key_file
 from server.errors import AuthError
+from server.sqlite_util import enable_wal
 
 if t.TYPE_CHECKING:
     from server.config import StorageConfig
@@ -262,7 +263,7 @@ class Storage:
     def _migrate(self) -> None:
         conn = self._open()
         try:
-            if conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":  # pragma: no cover
+            if enable_wal(conn, BUSY_TIMEOUT) != "wal":  # pragma: no cover
                 raise sqlite3.OperationalError("cannot switch the database to WAL mode")
             conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it
             try:
