@@ -36,7 +36,9 @@ if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
     from server.config import Config
+    from server.notifier import Notifier
     from server.passwords import PasswordHasher
+    from server.selfservice import SelfServiceApi
     from server.session_store import SessionStore
     from server.storage import Storage
     from server.users import UsersSource
@@ -87,11 +89,13 @@ class App:
         authorizer: Authorizer,
         portal: PortalApi,
         assets: dict[str, Asset],
+        selfservice: SelfServiceApi | None = None,
     ) -> None:
         self.config = config
         self.authorizer = authorizer
         self.portal = portal
         self.assets = assets
+        self.selfservice = selfservice
         self.api: dict[str, dict[str, Handler]] = {
             "/api/health": {"GET": portal.health, "HEAD": portal.health},
             "/api/state": {"GET": portal.state},
@@ -101,6 +105,9 @@ class App:
             "/api/logout": {"POST": portal.logout},
             "/api/secondfactor/totp": {"POST": portal.secondfactor_totp},
         }
+        # self-service (server.selfservice): elevation, TOTP enrolment, password reset/change
+        for path, methods in (selfservice.routes() if selfservice is not None else {}).items():
+            self.api.setdefault(path, {}).update(methods)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
@@ -190,7 +197,7 @@ class App:
         try:
             resp = handler(req)
         except ApiError as exc:
-            resp = ko(exc.status, exc.message)
+            resp = ko(exc.status, exc.message, exc.data)
         resp.headers["X-Request-Id"] = request_id
         return resp
 
@@ -222,6 +229,8 @@ def make_app(
     users: UsersSource | None = None,
     hasher: PasswordHasher | None = None,
     storage: Storage | None = None,
+    notifier: Notifier | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> App:
     """Build the app from a validated config; collaborators may be passed in by tests.
 
@@ -234,6 +243,7 @@ def make_app(
     from server.hashcap import default_max_concurrent
     from server.passwords import PasswordHasher
     from server.regulation import Regulator
+    from server.selfservice import SelfServiceApi
     from server.sessions import SessionManager
     from server.storage import Storage
     from server.totp import TotpService
@@ -256,4 +266,7 @@ def make_app(
     access = AccessControl(config.access_control)
     authorizer = Authorizer(config, access, identities)
     portal = PortalApi(config, access, identities, totp)
-    return App(config, authorizer, portal, load_assets())
+    selfservice = SelfServiceApi.build(
+        config, portal, storage, notifier=notifier, now=now, sleep=sleep
+    )
+    return App(config, authorizer, portal, load_assets(), selfservice)

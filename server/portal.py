@@ -43,12 +43,17 @@ AUTH_FAILED = "Authentication failed. Check your credentials."
 
 
 class ApiError(Exception):
-    """An API failure with its HTTP status and the message the client may see."""
+    """An API failure with its HTTP status and the message the client may see.
 
-    def __init__(self, status: int, message: str) -> None:
+    ``data`` (optional) goes into the envelope too, e.g. ``{"elevation": True}``: Authelia's
+    way of telling the portal what it must do first (sign in, second factor, identity check).
+    """
+
+    def __init__(self, status: int, message: str, data: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.data = data
 
 
 def ok(data: object = None, status: int = 200) -> Response:
@@ -59,9 +64,12 @@ def ok(data: object = None, status: int = 200) -> Response:
     return Response(json_body=body, status=status, charset="utf-8")
 
 
-def ko(status: int, message: str) -> Response:
-    """The failure envelope."""
-    return Response(json_body={"status": "KO", "message": message}, status=status, charset="utf-8")
+def ko(status: int, message: str, data: dict[str, object] | None = None) -> Response:
+    """The failure envelope (with ``data`` when given)."""
+    body: dict[str, object] = {"status": "KO", "message": message}
+    if data is not None:
+        body["data"] = data
+    return Response(json_body=body, status=status, charset="utf-8")
 
 
 def _no_duplicates(pairs: list[tuple[str, t.Any]]) -> dict[str, t.Any]:
@@ -249,8 +257,8 @@ class PortalApi:
         return ok(
             {
                 "available_methods": ["totp"] if self.two_factor_enabled else [],
-                "password_change_disabled": True,
-                "password_reset_disabled": True,
+                "password_change_disabled": False,
+                "password_reset_disabled": False,
             }
         )
 
