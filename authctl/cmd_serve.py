@@ -7,6 +7,9 @@ checks the TCP peer against ``server.trusted_proxies`` (SPEC §3.4).
 
 from __future__ import annotations
 
+import logging
+import socket
+import time
 import typing as t
 
 import click
@@ -29,6 +32,50 @@ WAITRESS_FIXED: dict[str, t.Any] = {
     "channel_request_lookahead": 0,
     "ident": "authctl",
 }
+
+
+class QueueDepthLogger:
+    """Stands in for waitress's ``waitress.queue`` logger: one warning per ``interval``.
+
+    waitress warns "Task queue depth is N" on EVERY request queued while all its threads are
+    busy, so under load the server spent a good part of its time building and writing one
+    stderr line per request (a slowdown that feeds itself). A logging filter would still pay
+    for each record; this checks the clock first. One line every few seconds still tells an
+    operator that the thread pool is saturated.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._next = 0.0
+
+    def warning(self, msg: str, *args: object) -> None:
+        """Log at most once per ``interval`` seconds."""
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.interval
+            self.logger.warning(msg + " (repeats are not logged for %ds)", *args, self.interval)
+
+
+def make_server(
+    app: t.Any,
+    threads: int,
+    listen: dict[str, t.Any] | None = None,
+    sockets: list[socket.socket] | None = None,
+) -> t.Any:
+    """A waitress server for ``app`` with authctl's fixed settings.
+
+    Either ``listen`` (``listen_kwargs``: waitress binds) or ``sockets`` (already bound and
+    listening, e.g. inherited from the ``--workers`` parent). The benchmark's baseline apps
+    are served through this function too, so they run on exactly the same settings.
+    """
+    from waitress.server import create_server
+
+    where: dict[str, t.Any] = {"sockets": sockets} if sockets is not None else dict(listen or {})
+    server = create_server(app, threads=threads, **where, **WAITRESS_FIXED)
+    dispatcher = server.task_dispatcher
+    dispatcher.queue_logger = QueueDepthLogger(dispatcher.queue_logger)  # type: ignore[assignment]
+    return server
 
 
 def runtime_problems(config: Config) -> list[str]:
@@ -65,43 +112,118 @@ def listen_kwargs(config: Config, address: str | None) -> dict[str, t.Any]:
     metavar="HOST:PORT",
     help="Listen here instead of server.address (also unix:/path/to.sock).",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing the socket (one core each); needs session.store "
+    "sqlite or redis.",
+)
 @pass_state
-def serve(state: State, address: str | None) -> None:
+def serve(state: State, address: str | None, workers: int) -> None:
     """Run the authctl server (waitress) with the config file.
 
     Refuses to start on an invalid config or when the users file or storage key is missing.
-    Stops cleanly on SIGTERM or Ctrl-C.
+    Stops cleanly on SIGTERM or Ctrl-C. With --workers N the parent binds the socket and
+    supervises N worker processes: a worker that dies is restarted (more than 5 restarts in
+    a minute stop the server with exit status 1), SIGTERM stops them all.
     """
-    import signal
-
-    from waitress.server import create_server
-
-    from server.app import make_app
     from server.logs import configure_logging
 
     config = state.config()
     listen = listen_kwargs(config, address)
+    if workers > 1 and config.session.store == "memory":
+        raise click.UsageError(
+            'session.store = "memory" is private to one process: with --workers, use '
+            '"sqlite" (the default) or "redis" so that every worker sees every session'
+        )
     problems = runtime_problems(config)
     if problems:
         raise DataError("\n".join(problems))
     configure_logging(config.log)
+    if workers == 1:
+        _serve_one(config, listen)
+    else:
+        status = _serve_workers(config, listen, workers)
+        if status:
+            raise SystemExit(status)
+    click.echo("authctl stopped", err=True)
+
+
+def _build_app(config: Config) -> t.Any:
+    """``make_app``, with a broken collaborator (users file, databases) as exit status 3."""
+    from server.app import make_app
+    from server.errors import AuthError
+
     try:
-        app = make_app(config)
-    except ValueError as exc:
+        return make_app(config)
+    except (ValueError, AuthError) as exc:
         raise DataError(str(exc)) from None
-    server = create_server(app, threads=config.server.threads, **listen, **WAITRESS_FIXED)
+
+
+def _stop_on_sigterm() -> None:
+    import signal
 
     def stop(_signum: int, _frame: object) -> None:
         # waitress's run() turns SystemExit into a graceful shutdown of its task threads
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    where = listen.get("unix_socket") or f"{listen['host']}:{server.effective_port}"  # type: ignore[union-attr]
-    click.echo(f"authctl serving on {where} (config {config.path})", err=True)
+
+
+def _run(server: t.Any) -> None:
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
         server.close()
-    click.echo("authctl stopped", err=True)
+
+
+def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
+    """One process: the app and waitress's thread pool."""
+    app = _build_app(config)
+    server = make_server(app, config.server.threads, listen)
+    _stop_on_sigterm()
+    where = listen.get("unix_socket") or f"{listen['host']}:{server.effective_port}"
+    click.echo(f"authctl serving on {where} (config {config.path})", err=True)
+    _run(server)
+
+
+def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int) -> int:
+    """The socket bound here, ``workers`` forked processes serving it (``server.workers``)."""
+    from server.workers import Supervisor
+    from server.workers import bind
+
+    try:
+        sockets = bind(listen, workers)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {listen}: {exc}") from None
+    if "unix_socket" in listen:
+        where = listen["unix_socket"]
+    else:
+        where = f"{listen['host']}:{sockets[0].getsockname()[1]}"
+
+    def worker(sock: socket.socket, ready: t.Callable[[], None]) -> int:
+        try:
+            app = _build_app(config)
+        except click.ClickException as exc:
+            exc.show()
+            return exc.exit_code
+        server = make_server(app, config.server.threads, sockets=[sock])
+        _stop_on_sigterm()
+        ready()
+        _run(server)
+        return 0
+
+    def announce() -> None:
+        click.echo(
+            f"authctl serving on {where} (config {config.path}, {workers} workers)", err=True
+        )
+
+    try:
+        return Supervisor(sockets, workers, worker).run(on_ready=announce)
+    finally:
+        for sock in sockets:
+            sock.close()

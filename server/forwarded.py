@@ -62,7 +62,7 @@ class TrustedProxies:
         unknown address matches no ``networks`` criterion, which is the safe reading.
         """
         peer_ip = parse_ip(peer)
-        if peer_ip is None or peer not in self or not forwarded_for:
+        if not forwarded_for or peer_ip is None or peer not in self:
             return peer_ip
         hops = [hop.strip() for hop in forwarded_for.split(",")]
         for hop in reversed(hops):

@@ -12,6 +12,15 @@ Security choices, each against a named risk:
 - Every store failure is raised as ``SessionStoreError``; the web layer answers "log in",
   never "allow" (fail closed; oauth2-proxy #3093 tells "no such session" from "store error").
 - The database is created mode 0600 in a folder created mode 0700.
+- ``SQLiteStore.get`` is the hot path of every verify. It keeps the sessions it read in a
+  per-process cache, and trusts an entry only while a shared table of random stamps
+  (``<db>-changes``, memory-mapped by every process that opens the file) shows that no
+  process has written that session since the entry was read: every write stores a fresh
+  random stamp in the session's slot after its statement committed, and a reader takes the
+  stamp before it queries. So a logout, a disable or a new factor in any worker is seen by the
+  next verify in every worker, exactly as without the cache; an entry is also never trusted
+  for more than ``CACHE_MAX_AGE`` seconds, which bounds a writer killed between its commit
+  and its stamp.
 
 Pure core: standard library only (no webob, waitress, click or rich).
 """
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import sqlite3
 import threading
@@ -66,11 +76,59 @@ _COLUMNS = (
     "cookie_domain, username, level, created, last_activity, auth_time, remember_me, "
     "user_stamp, data"
 )
-_GET = f"SELECT {_COLUMNS} FROM sessions WHERE key = ? AND expires > ?"  # noqa: S608
+_GET = f"SELECT {_COLUMNS}, expires FROM sessions WHERE key = ? AND expires > ?"  # noqa: S608
 _PUT = (
     f"INSERT OR REPLACE INTO sessions ({_COLUMNS}, expires, key) "  # noqa: S608
     f"VALUES ({', '.join('?' * 11)})"
 )
+
+
+#: Slots of the shared change table (one stamp covers the sessions whose key hashes there).
+CHANGE_SLOTS = 4096
+_STAMP = 8
+#: Longest time, in seconds, a cached session is used without reading the database.
+CACHE_MAX_AGE = 1.0
+#: Sessions cached per process; a full cache is emptied (a flood only costs reads).
+CACHE_SIZE = 10_000
+
+
+class ChangeTable:
+    """Random stamps in a small file shared (``mmap``) by every process that uses one database.
+
+    Slot 0 changes when many sessions may have changed at once (``delete_user``,
+    ``purge_expired``); slot ``1 + key % CHANGE_SLOTS`` when one session changed. A stamp is 8
+    random bytes, never a counter: two processes writing at once cannot lose a change (a
+    counter incremented twice from the same value would be), and a torn read only looks like
+    one more change.
+    """
+
+    def __init__(self, path: Path) -> None:
+        size = (CHANGE_SLOTS + 1) * _STAMP
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)  # zeros; a second process doing this changes nothing
+            self._map = mmap.mmap(fd, size)  # MAP_SHARED: one table for all processes
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def slot(key: bytes) -> int:
+        """The slot of a session key (a SHA-256 digest, so its bytes are uniform)."""
+        return 1 + int.from_bytes(key[:4], "little") % CHANGE_SLOTS
+
+    def stamp(self, slot: int) -> bytes:
+        """The stamps of ``slot`` and of slot 0, read together."""
+        table = self._map
+        return table[:_STAMP] + table[slot * _STAMP : (slot + 1) * _STAMP]
+
+    def changed(self, slot: int) -> None:
+        """Record a change in ``slot`` (0: maybe every session)."""
+        self._map[slot * _STAMP : (slot + 1) * _STAMP] = os.urandom(_STAMP)
+
+    def close(self) -> None:
+        """Unmap the table."""
+        self._map.close()
 
 
 #: How many times this process is removed from its ancestor by ``fork`` (cheaper than getpid).
@@ -346,10 +404,13 @@ class SQLiteStore:
         self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
+        # key -> (stamps when read, expires, monotonic time when read, session)
+        self._cache: dict[bytes, tuple[bytes, float, float, Session]] = {}
         try:
             self._create_file()
             self._migrate()
-        except (sqlite3.Error, OSError) as exc:
+            self._changes = ChangeTable(self.path.with_name(self.path.name + "-changes"))
+        except (sqlite3.Error, OSError, ValueError) as exc:
             raise SessionStoreError(f"cannot open the session store {self.path}: {exc}") from exc
 
     def _create_file(self) -> None:
@@ -416,26 +477,54 @@ class SQLiteStore:
         return conn
 
     def get(self, session_id: str) -> Session | None:
-        """The session under ``session_id`` if its TTL has not ended: one indexed SELECT."""
+        """The session under ``session_id`` if its TTL has not ended.
+
+        One indexed SELECT, or none when this process read the session less than
+        ``CACHE_MAX_AGE`` ago and no process has written it since (see the module docstring).
+        """
+        if self._closed:
+            raise SessionStoreError("the session store is closed")
+        key = hash_session_id(session_id)
+        changes = self._changes
         try:
-            row = self._conn().execute(_GET, (hash_session_id(session_id), self._now())).fetchone()
+            stamp = changes.stamp(changes.slot(key))
+        except ValueError as exc:  # unmapped by close() in another thread
+            raise SessionStoreError("the session store is closed") from exc
+        now = self._now()
+        read_at = time.monotonic()
+        cached = self._cache.get(key)
+        if (
+            cached is not None
+            and cached[0] == stamp
+            and cached[1] > now
+            and read_at - cached[2] < CACHE_MAX_AGE
+            and cached[3].id == session_id
+        ):
+            return cached[3]
+        try:
+            row = self._conn().execute(_GET, (key, now)).fetchone()
             if row is None:
+                self._cache.pop(key, None)
                 return None
-            domain, username, level, created, last_activity, auth_time, remember, stamp, data = row
-            return _session(
+            domain, username, level, created, last, auth_time, remember, user, data, expires = row
+            session = _session(
                 session_id,
                 domain,
                 username,
                 level,
                 created,
-                last_activity,
+                last,
                 auth_time,
                 remember,
-                stamp,
+                user,
                 {} if data is None else json.loads(data),
             )
         except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
             raise SessionStoreError(f"cannot read a session: {exc}") from exc
+        if len(self._cache) >= CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = (stamp, float(expires), read_at, session)
+        return session
 
     def put(self, session: Session, ttl: float) -> None:
         """Insert or replace ``session`` for ``ttl`` seconds."""
@@ -451,28 +540,31 @@ class SQLiteStore:
             session.user_stamp,
             data,
             self._now() + ttl,
-            hash_session_id(session.id),
+            key := hash_session_id(session.id),
         )
-        self._write(_PUT, values)
+        self._write(_PUT, values, ChangeTable.slot(key))
 
     def delete(self, session_id: str) -> bool:
         """Remove one session; True when this call removed it."""
-        return self._write("DELETE FROM sessions WHERE key = ?", (hash_session_id(session_id),)) > 0
+        key = hash_session_id(session_id)
+        return self._write("DELETE FROM sessions WHERE key = ?", (key,), ChangeTable.slot(key)) > 0
 
     def delete_user(self, username: str) -> int:
         """Remove every session of ``username``."""
-        return self._write("DELETE FROM sessions WHERE username = ?", (username,))
+        return self._write("DELETE FROM sessions WHERE username = ?", (username,), 0)
 
     def touch(self, session_id: str, last_activity: float) -> None:
         """Move ``last_activity`` forward (never back) if the session is still stored."""
+        key = hash_session_id(session_id)
         self._write(
             "UPDATE sessions SET last_activity = ? WHERE key = ? AND last_activity < ?",
-            (last_activity, hash_session_id(session_id), last_activity),
+            (last_activity, key, last_activity),
+            ChangeTable.slot(key),
         )
 
     def purge_expired(self, now: float) -> int:
         """Remove sessions whose TTL ended by ``now`` (uses the ``expires`` index)."""
-        return self._write("DELETE FROM sessions WHERE expires <= ?", (now,))
+        return self._write("DELETE FROM sessions WHERE expires <= ?", (now,), 0)
 
     def close(self) -> None:
         """Close every thread's connection; later calls raise SessionStoreError."""
@@ -480,11 +572,17 @@ class SQLiteStore:
             self._closed = True
             connections = list(self._connections)
             self._connections.clear()
+            self._cache.clear()
         for conn in connections:
             conn.close()
 
-    def _write(self, sql: str, params: tuple[object, ...]) -> int:
+    def _write(self, sql: str, params: tuple[object, ...], slot: int) -> int:
+        """Run one write, then stamp ``slot`` as changed (after the commit, even on error:
+        a failed statement may still have changed something)."""
         try:
             return self._conn().execute(sql, params).rowcount
         except sqlite3.Error as exc:
             raise SessionStoreError(f"cannot write a session: {exc}") from exc
+        finally:
+            if not self._closed:
+                self._changes.changed(slot)

@@ -152,6 +152,8 @@ class SessionManager:
         self.now = now
         self._domains = frozenset(cookie.domain for cookie in config.cookies)
         self._next_purge = 0.0
+        inactivity = config.inactivity
+        self._touch_interval = 0.0 if inactivity <= 0 else min(MAX_TOUCH_INTERVAL, inactivity / 10)
 
     # ----------------------------------------------------------------- lifetimes
 
@@ -162,9 +164,7 @@ class SessionManager:
         Recorded activity may lag by up to this much, so a session can end this much early
         through inactivity, never late.
         """
-        if self.config.inactivity <= 0:
-            return 0.0
-        return min(MAX_TOUCH_INTERVAL, self.config.inactivity / 10)
+        return self._touch_interval
 
     @property
     def remember_me_enabled(self) -> bool:
@@ -257,7 +257,7 @@ class SessionManager:
         sessions or when inactivity is disabled, so verify stays read-mostly. The session
         is not resurrected if it was deleted meanwhile.
         """
-        interval = self.touch_interval
+        interval = self._touch_interval
         if session.remember_me or interval <= 0:
             return False
         now = self.now()

@@ -1,0 +1,372 @@
+"""The Redis session store against a real ``redis-server`` started on a free loopback port.
+
+The whole store contract of ``tests/test_session_store.py`` runs here too (with real-time
+versions of the tests that move a fake clock, since Redis expires keys on its own clock),
+then what only Redis has: hashed keys, the per-user index outliving its sessions, a stopped
+or killed Redis answered as "not signed in" within 2 s and never 200, recovery when Redis
+returns, and two authctl servers sharing sessions. ``redis-server`` is required: without it
+these tests fail (CI installs it), they are never skipped.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from server.redis_store import RedisStore
+from server.session_store import SessionStore
+from server.session_store import SessionStoreError
+from server.session_store import hash_session_id
+from tests import test_session_store as contract
+from tests.test_serve import SQLITE_CONFIG
+from tests.test_serve import Server
+from tests.test_serve import cookie_of
+from tests.test_serve import make_folder
+from tests.test_session_store import FakeClock
+from tests.test_session_store import make_session
+
+pytestmark = pytest.mark.slow
+
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A throw-away ``redis-server`` (no persistence) on 127.0.0.1."""
+
+    def __init__(self, folder: Path, port: int | None = None) -> None:
+        if not Path(REDIS_SERVER).exists():
+            pytest.fail(
+                "redis-server is not installed: apt-get install -y redis-server "
+                "(the Redis store is tested against a real server, never skipped)"
+            )
+        self.folder = folder
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.start()
+
+    def start(self) -> None:
+        """Start (or restart) the server on the same port and wait until it answers."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        options = {
+            "port": str(self.port),
+            "bind": "127.0.0.1",
+            "save": "",
+            "appendonly": "no",
+            "dir": str(self.folder),
+            "loglevel": "warning",
+        }
+        argv = [REDIS_SERVER]
+        for name, value in options.items():
+            argv += [f"--{name}", value]
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if client.ping():
+                    break
+            except redis.RedisError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise AssertionError("redis-server did not start") from None
+                time.sleep(0.05)
+        client.close()
+
+    def client(self) -> redis.Redis:
+        """A plain client for looking at what the store wrote."""
+        return redis.Redis(port=self.port, socket_timeout=2)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server (SIGCONT first, in case a test paused it)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the contract tests (emptied before each test)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, free to be stopped or killed."""
+    server = RedisServer(tmp_path / "redis")
+    yield server
+    server.stop()
+
+
+# --------------------------------------------------------------------------- the contract
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """The contract's clock (Redis ignores it: TTLs run on Redis's own clock)."""
+    return FakeClock()
+
+
+@pytest.fixture
+def make_store(shared_redis: RedisServer) -> Iterator[Callable[[FakeClock], SessionStore]]:
+    """Redis stores on the shared server, emptied first and closed after the test."""
+    with shared_redis.client() as client:
+        client.flushdb()
+    made: list[RedisStore] = []
+
+    def make(_clock: FakeClock) -> SessionStore:
+        store = RedisStore.from_url(shared_redis.url)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+@pytest.fixture
+def store(make_store: Callable[[FakeClock], SessionStore], clock: FakeClock) -> SessionStore:
+    """One Redis store."""
+    return make_store(clock)
+
+
+class TestRedisContract(contract.TestContract):
+    """The shared store contract on Redis; TTL tests use real (short) time instead."""
+
+    def test_ttl_is_honoured(self, store: SessionStore) -> None:  # type: ignore[override]
+        """A session is returned until its TTL ends, and never after."""
+        session = make_session()
+        store.put(session, 0.3)
+        assert store.get(session.id) == session
+        time.sleep(0.45)
+        assert store.get(session.id) is None
+
+    def test_put_replaces(self, store: SessionStore) -> None:  # type: ignore[override]
+        """Putting the same id again replaces the record and its TTL."""
+        session = make_session()
+        store.put(session, 0.2)
+        changed = contract.Session(
+            id=session.id,
+            cookie_domain="example.com",
+            username="alice",
+            level=contract.Level.TWO_FACTOR,
+            created=contract.T0,
+            last_activity=contract.T0,
+            auth_time=contract.T0 + 1,
+            user_stamp="other",
+        )
+        store.put(changed, 60)
+        time.sleep(0.3)
+        assert store.get(session.id) == changed
+
+    def test_touch_keeps_the_ttl(self, store: SessionStore) -> None:  # type: ignore[override]
+        """touch does not extend the absolute lifetime given to put."""
+        session = make_session()
+        store.put(session, 0.4)
+        store.touch(session.id, contract.T0 + 5)
+        got = store.get(session.id)
+        assert got is not None
+        assert got.last_activity == contract.T0 + 5
+        time.sleep(0.55)
+        assert store.get(session.id) is None
+
+    def test_purge_expired_counts(self, store: SessionStore) -> None:  # type: ignore[override]
+        """Redis expires sessions itself: purge has nothing to count, expired ones are gone."""
+        short = [make_session() for _ in range(2)]
+        long = make_session()
+        for session in short:
+            store.put(session, 0.2)
+        store.put(long, 60)
+        time.sleep(0.3)
+        assert store.purge_expired(time.time()) == 0
+        assert all(store.get(s.id) is None for s in short)
+        assert store.get(long.id) == long
+
+
+# --------------------------------------------------------------------------- Redis only
+
+
+def test_ids_are_never_stored(store: SessionStore, shared_redis: RedisServer) -> None:
+    """Keys hold SHA-256 of the id; neither keys nor values contain the id itself."""
+    session = make_session()
+    store.put(session, 60)
+    with shared_redis.client() as client:
+        keys = [k.decode() for k in client.keys("*")]
+        values = [client.get(k) for k in keys if ":session:" in k]
+    assert f"authctl:session:{hash_session_id(session.id).hex()}" in keys
+    assert all(session.id not in key for key in keys)
+    assert all(value is not None and session.id.encode() not in value for value in values)
+
+
+def test_user_index_outlives_every_session(store: SessionStore, shared_redis: RedisServer) -> None:
+    """The per-user index's TTL is raised to the longest session's and never lowered."""
+    long = make_session()
+    short = make_session()
+    store.put(long, 600)
+    store.put(short, 5)
+    with shared_redis.client() as client:
+        index_ttl = client.pttl("authctl:user:alice")
+        long_ttl = client.pttl(f"authctl:session:{hash_session_id(long.id).hex()}")
+    assert index_ttl >= long_ttl > 5000
+    assert store.delete_user("alice") == 2
+
+
+def test_a_dead_redis_fails_closed_and_fast(tmp_path: Path) -> None:
+    """Nothing listening: get raises SessionStoreError within 2 s, then fails at once."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    started = time.monotonic()
+    with pytest.raises(SessionStoreError):
+        store.get(make_session().id)
+    assert time.monotonic() - started < 2
+    started = time.monotonic()
+    with pytest.raises(SessionStoreError, match="not retrying yet"):
+        store.put(make_session(), 60)
+    assert time.monotonic() - started < 0.1
+    store.close()
+
+
+def test_corrupt_record_is_a_store_error(store: SessionStore, shared_redis: RedisServer) -> None:
+    """A record that is not a session (foreign data under our key) fails closed."""
+    session = make_session()
+    with shared_redis.client() as client:
+        client.set(f"authctl:session:{hash_session_id(session.id).hex()}", b'{"level": 9}')
+    with pytest.raises(SessionStoreError):
+        store.get(session.id)
+
+
+# --------------------------------------------------------------------------- through the server
+
+
+def redis_config(url: str) -> str:
+    """The serve tests' config with the Redis store."""
+    return SQLITE_CONFIG.replace('store = "sqlite"', f'store = "redis"\nredis_url = "{url}"')
+
+
+def timed_verify(server: Server, cookie: str) -> tuple[int, float]:
+    """One verify with ``cookie``: its status and how long it took."""
+    started = time.monotonic()
+    try:
+        status = server.verify("https://app.example.com/", cookie).status
+    except (OSError, http.client.HTTPException):
+        status = 0
+    return status, time.monotonic() - started
+
+
+@pytest.fixture
+def redis_site(tmp_path: Path, own_redis: RedisServer) -> Iterator[tuple[Server, RedisServer]]:
+    """``authctl serve`` with ``session.store = "redis"`` on this test's own redis-server."""
+    server = Server(make_folder(tmp_path / "site", redis_config(own_redis.url)))
+    yield server, own_redis
+    server.stop()
+
+
+def test_stopped_redis_answers_login_within_two_seconds(
+    redis_site: tuple[Server, RedisServer],
+) -> None:
+    """SIGSTOP on Redis: verifies answer 302 in under 2 s, never 200; SIGCONT: 200 again."""
+    server, redis_server = redis_site
+    cookie = cookie_of(server.login("alice"))
+    assert server.verify("https://app.example.com/", cookie).status == 200
+    redis_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        answers = [timed_verify(server, cookie) for _ in range(5)]
+    finally:
+        redis_server.proc.send_signal(signal.SIGCONT)
+    assert all(status == 302 for status, _ in answers), answers
+    assert all(elapsed < 2.0 for _, elapsed in answers), answers
+    deadline = time.monotonic() + 5
+    while timed_verify(server, cookie)[0] != 200:
+        assert time.monotonic() < deadline, "no recovery within 5 s of Redis returning"
+        time.sleep(0.1)
+
+
+def test_killed_redis_fails_closed_then_recovers(redis_site: tuple[Server, RedisServer]) -> None:
+    """SIGKILL on Redis: 302 at once; a new Redis on the same port: sign-in works again."""
+    server, redis_server = redis_site
+    cookie = cookie_of(server.login("alice"))
+    redis_server.stop(signal.SIGKILL)
+    status, elapsed = timed_verify(server, cookie)
+    assert status == 302
+    assert elapsed < 2.0
+    assert server.login("alice").status != 200  # no session can be created either
+    redis_server.start()
+    deadline = time.monotonic() + 5
+    while (resp := server.login("alice")).status != 200:
+        assert time.monotonic() < deadline, "no recovery within 5 s of Redis returning"
+        time.sleep(0.2)
+    assert server.verify("https://app.example.com/", cookie_of(resp)).status == 200
+    assert server.verify("https://app.example.com/", cookie).status == 302  # old data gone
+
+
+def test_two_servers_share_sessions(tmp_path: Path, own_redis: RedisServer) -> None:
+    """Signed in through one authctl, accepted by another; logged out there, refused here."""
+    first = make_folder(tmp_path / "one", redis_config(own_redis.url))
+    second = make_folder(tmp_path / "two", redis_config(own_redis.url))
+    # one users file for both hosts, as a real deployment has (the password stamp matches)
+    shutil.copy(first / "users.toml", second / "users.toml")
+    one = Server(first)
+    two = Server(second)
+    try:
+        cookie = cookie_of(one.login("alice"))
+        assert two.verify("https://app.example.com/", cookie).status == 200
+        resp = two.request(
+            "POST",
+            "/api/logout",
+            {
+                "Content-Type": "application/json",
+                "X-Forwarded-Proto": "https",
+                "X-Forwarded-Host": "auth.example.com",
+                "Origin": "https://auth.example.com",
+                "Cookie": cookie,
+            },
+            json.dumps({}).encode(),
+        )
+        assert resp.status == 200
+        assert one.verify("https://app.example.com/", cookie).status == 302
+    finally:
+        one.stop()
+        two.stop()
+
+
+def test_store_is_fork_safe(store: SessionStore) -> None:
+    """A forked child uses its own connections and sees the parent's sessions."""
+    session = make_session()
+    store.put(session, 60)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read)
+        ok = store.get(session.id) == session
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
+    assert store.get(session.id) == session
