@@ -142,6 +142,7 @@ def serve(state: State, address: str | None, workers: int) -> None:
     if problems:
         raise DataError("\n".join(problems))
     configure_logging(config.log)
+    _check_notifier(config)
     if workers == 1:
         _serve_one(config, listen)
     else:
@@ -160,6 +161,17 @@ def _build_app(config: Config) -> t.Any:
         return make_app(config)
     except (ValueError, AuthError) as exc:
         raise DataError(str(exc)) from None
+
+
+def _check_notifier(config: Config) -> None:
+    """The notifier's start-up check (SMTP: connect, EHLO, TLS, login; file: writable)."""
+    from server.notifier import NotifierError
+    from server.notifier import make_notifier
+
+    try:
+        make_notifier(config.notifier).startup_check()
+    except NotifierError as exc:
+        raise DataError(f"notifier: {exc}") from None
 
 
 def _stop_on_sigterm() -> None:
@@ -188,7 +200,11 @@ def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
     _stop_on_sigterm()
     where = listen.get("unix_socket") or f"{listen['host']}:{server.effective_port}"
     click.echo(f"authctl serving on {where} (config {config.path})", err=True)
-    _run(server)
+    try:
+        _run(server)
+    finally:
+        if app.selfservice is not None:
+            app.selfservice.close()  # send what the outbox still holds
 
 
 def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int) -> int:

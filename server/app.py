@@ -264,7 +264,8 @@ def make_app(
     regulator = Regulator(config.regulation, storage, now=now)
     regulator.purge()
     totp = TotpService(storage, config.totp, regulator=regulator, now=now)
-    gate = HashGate(default_max_concurrent(config.server.threads))
+    # wait_seconds=0: a login that finds every hashing slot taken is refused at once
+    gate = HashGate(default_max_concurrent(config.server.threads), wait_seconds=0)
     sessions = SessionManager(config.session, store, now=now)
     identities = IdentityResolver(users, sessions, hasher, regulator=regulator, gate=gate)
     access = AccessControl(config.access_control)

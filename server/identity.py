@@ -110,9 +110,9 @@ class IdentityResolver:
         self.sessions = sessions
         self.hasher = hasher
         self.regulator = regulator
-        self.gate = gate if gate is not None else HashGate(64)
-        self._in_flight = 0
-        self._in_flight_lock = threading.Lock()
+        # wait_seconds=0: a login never waits for a slot while holding a server thread
+        self.gate = gate if gate is not None else HashGate(64, wait_seconds=0)
+        self._pool_lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         # (snapshot, canonical name -> _Known): replaced as a whole when the users file is
         # re-read, so an entry is only ever found next to the snapshot it was taken from.
@@ -217,17 +217,15 @@ class IdentityResolver:
         Two rules keep a login flood from taking the server (SPEC §5: verify p99 under 20 ms
         while 50 clients log in). A login never WAITS for a hashing slot while holding a
         server thread: when ``gate.max_concurrent`` logins are already hashing, the next one
-        is refused at once (``Busy``, answered like a failed login), so the threads the gate
-        leaves free stay free for verifies. And the hash runs on a small pool of threads at
+        is refused (``Busy``, answered like a failed login) after ``gate.wait_seconds`` —
+        zero as ``make_app`` builds it — so the threads the gate leaves free stay free for
+        verifies. And the hash runs on a small pool of threads at
         a lower CPU priority (``HASH_NICE``), so it only gets the time verifies leave.
 
         Raises:
             Busy: every hashing slot is taken.
         """
-        with self._in_flight_lock:
-            if self._in_flight >= self.gate.max_concurrent:
-                raise Busy()
-            self._in_flight += 1
+        with self._pool_lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(
                     max_workers=self.gate.max_concurrent,
@@ -235,12 +233,8 @@ class IdentityResolver:
                     initializer=_lower_priority,
                 )
             pool = self._pool
-        try:
-            with self.gate.slot():
-                return pool.submit(work, *args).result()
-        finally:
-            with self._in_flight_lock:
-                self._in_flight -= 1
+        with self.gate.slot():
+            return pool.submit(work, *args).result()
 
     def touch(self, session: Session) -> None:
         """Record activity (the manager coalesces writes)."""

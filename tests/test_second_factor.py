@@ -205,3 +205,28 @@ def test_regulation_store_failure_fails_closed(h: Harness, monkeypatch: pytest.M
     resp = h.api("/api/firstfactor", {"username": "bob", "password": PASSWORDS["bob"]})
     assert resp.status_int == 401
     assert "Set-Cookie" not in resp.headers
+
+
+def test_saturated_hashing_refuses_logins_at_once(h: Harness) -> None:
+    """When every hashing slot is taken, a login is refused at once and not counted."""
+    import time
+
+    gate = h.app.authorizer._identities.gate
+    held = [gate._slots.acquire(blocking=False) for _ in range(gate.max_concurrent)]
+    assert all(held)
+    try:
+        started = time.monotonic()
+        resp = h.api("/api/firstfactor", {"username": "bob", "password": PASSWORDS["bob"]})
+        assert time.monotonic() - started < 1.0
+        assert resp.status_int == 401
+        assert resp.json == AUTH_FAILED
+    finally:
+        for _ in held:
+            gate._slots.release()
+    # the refused attempt did not count: three real failures are still needed for a ban
+    for _ in range(2):
+        h.api("/api/firstfactor", {"username": "bob", "password": "nope"})
+    assert (
+        h.api("/api/firstfactor", {"username": "bob", "password": PASSWORDS["bob"]}).status_int
+        == 200
+    )

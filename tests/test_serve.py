@@ -296,3 +296,25 @@ def test_two_factor_over_http_with_cli_enrolment(server: Server) -> None:
         [AUTHCTL, "bans", "list", "--json"], check=True, env=env, capture_output=True, text=True
     )
     assert any(ban["value"] == "bob" for ban in json.loads(listed.stdout))
+
+
+def test_serve_refuses_an_unusable_smtp_relay(tmp_path: Path) -> None:
+    """serve checks the SMTP relay at start-up and exits 3 naming it when it cannot connect."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    smtp = (
+        f'\n[notifier.smtp]\nhost = "127.0.0.1"\nport = {closed_port}\n'
+        'sender = "authctl <auth@example.com>"\ntimeout = "2s"\n'
+    )
+    folder = make_folder(tmp_path / "smtp", SQLITE_CONFIG + smtp)
+    result = subprocess.run(
+        [AUTHCTL, "--config", str(folder / "authctl.toml"), "serve", "--address", "127.0.0.1:0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 3, result.stderr
+    assert "notifier" in result.stderr
