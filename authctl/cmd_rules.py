@@ -15,12 +15,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import tomllib
 import typing as t
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import tomli
 
 from authctl.cli import DataError
 from authctl.cli import ExitCode
@@ -552,8 +552,8 @@ def _read_cases(path: Path, config: Config) -> list[_Case]:
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: cannot be read: {exc}") from None
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
         raise DataError(f"{path}: invalid TOML: {exc}") from None
     from server.tomlpos import locate
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-import tomllib
 import typing as t
 from dataclasses import dataclass
 from dataclasses import field
@@ -20,6 +19,8 @@ from pathlib import Path
 from urllib.parse import quote
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
+
+import tomli
 
 from server.durations import format_duration
 from server.durations import parse_duration
@@ -1242,8 +1243,8 @@ def read_toml(
     if not text.strip():
         fail("is empty", "write the settings, or recreate the file with `authctl init`")
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+        data = tomli.loads(text)
+    except tomli.TOMLDecodeError as exc:
         found = _TOML_POSITION.search(str(exc))
         message = _TOML_POSITION.sub("", str(exc)).strip()
         if found and found.group(1):

@@ -11,6 +11,8 @@ import re
 import unicodedata
 
 USERNAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}")
+_PLAIN_GROUP = re.compile(r"[!-+\--~]+")  # printable ASCII without space and comma
+_ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 USERNAME_RULE = (
     "1 to 64 characters from a-z, 0-9, '.', '_', '@' and '-', starting with a letter or digit"
 )
@@ -44,6 +46,8 @@ def check_group(name: str) -> str:
     """
     if not name:
         raise ValueError("a group name cannot be empty")
+    if name.isascii() and _PLAIN_GROUP.fullmatch(name):
+        return name  # the common case, without a per-character Unicode lookup
     for ch in name:
         if ch == ",":
             raise ValueError(f"group name {name!r} contains a comma; group names are comma-joined")
@@ -56,6 +60,8 @@ def check_group(name: str) -> str:
 
 def check_display_text(value: str, what: str) -> str:
     """Return ``value`` if it has no control characters (it ends up in HTTP headers)."""
+    if value.isascii() and not _ASCII_CONTROL.search(value):
+        return value  # the common case, without a per-character Unicode lookup
     for ch in value:
         if unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029":
             raise ValueError(f"{what} contains a control character (such as a newline); remove it")

@@ -25,13 +25,13 @@ import os
 import random
 import re
 import time
-import tomllib
 import typing as t
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
 from pathlib import Path
 
+import tomli
 import tomli_w
 
 from server.config import read_toml
@@ -383,9 +383,9 @@ def render(
     spliced = splice(text, old_key, new_key, entry)
     if spliced is not None:
         try:
-            if tomllib.loads(spliced) == data:
+            if tomli.loads(spliced) == data:
                 return spliced
-        except tomllib.TOMLDecodeError:
+        except tomli.TOMLDecodeError:
             pass
     if text:
         log.warning("the layout of the users file could not be kept; it was rewritten in full")
@@ -415,8 +415,8 @@ def _header_path(line: str) -> tuple[str, ...] | None:
     if simple:
         return tuple(part.strip() for part in simple.group(1).split("."))
     try:
-        node: object = tomllib.loads(stripped)
-    except tomllib.TOMLDecodeError:
+        node: object = tomli.loads(stripped)
+    except tomli.TOMLDecodeError:
         return None
     path: list[str] = []
     while isinstance(node, dict) and len(node) == 1:
