@@ -35,7 +35,6 @@ import sqlite3
 import threading
 import time
 import typing as t
-import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +42,7 @@ from pathlib import Path
 from server.errors import AuthError
 from server.sessions import Level
 from server.sessions import Session
+from server.sqlite_util import Connections
 from server.sqlite_util import enable_wal
 
 #: Version of the SQLite schema, kept in ``PRAGMA user_version``.
@@ -129,18 +129,6 @@ class ChangeTable:
     def close(self) -> None:
         """Unmap the table."""
         self._map.close()
-
-
-#: How many times this process is removed from its ancestor by ``fork`` (cheaper than getpid).
-_forks = 0
-
-
-def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children only
-    global _forks  # one counter for the whole process, by design
-    _forks += 1
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class SessionStoreError(AuthError):
@@ -381,10 +369,6 @@ class MemoryStore:
 # --------------------------------------------------------------------------- sqlite
 
 
-class _Connection(sqlite3.Connection):
-    """A connection that can be weakly referenced, so ``close()`` can reach every thread's."""
-
-
 class SQLiteStore:
     """Sessions in a SQLite file shared by threads and worker processes; survives restarts.
 
@@ -400,42 +384,20 @@ class SQLiteStore:
     def __init__(self, path: str | os.PathLike[str], now: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
         self._now = now
-        self._local = threading.local()
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        self._closed = False
+        self._db = Connections(
+            self.path, name="session store", error=SessionStoreError, busy_timeout=BUSY_TIMEOUT
+        )
         # key -> (stamps when read, expires, monotonic time when read, session)
         self._cache: dict[bytes, tuple[bytes, float, float, Session]] = {}
         try:
-            self._create_file()
+            self._db.create_file()
             self._migrate()
             self._changes = ChangeTable(self.path.with_name(self.path.name + "-changes"))
         except (sqlite3.Error, OSError, ValueError) as exc:
             raise SessionStoreError(f"cannot open the session store {self.path}: {exc}") from exc
 
-    def _create_file(self) -> None:
-        """Create the folder (0700) and the file (0600) before SQLite does, with tight modes."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            if os.fstat(fd).st_mode & 0o077:
-                os.fchmod(fd, 0o600)
-        finally:
-            os.close(fd)
-
-    def _open(self) -> _Connection:
-        conn = sqlite3.connect(
-            self.path,
-            timeout=BUSY_TIMEOUT,
-            isolation_level=None,  # autocommit: each statement is its own transaction
-            check_same_thread=False,  # only so that close() can close it from another thread
-            factory=_Connection,
-        )
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
-
     def _migrate(self) -> None:
-        conn = self._open()
+        conn = self._db.open()
         try:
             if enable_wal(conn, BUSY_TIMEOUT) != "wal":  # pragma: no cover
                 # e.g. a network file system without shared memory: refuse rather than
@@ -461,20 +423,7 @@ class SQLiteStore:
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection (a new one after ``fork``: they must not be shared)."""
-        local = self._local
-        conn: _Connection | None = getattr(local, "conn", None)
-        if conn is not None and local.forks == _forks and not self._closed:
-            return conn
-        with self._lock:
-            if self._closed:
-                raise SessionStoreError("the session store is closed")
-            try:
-                conn = self._open()
-            except sqlite3.Error as exc:
-                raise SessionStoreError(f"cannot open the session store: {exc}") from exc
-            self._connections.add(conn)
-        local.conn, local.forks = conn, _forks
-        return conn
+        return self._db.get()
 
     def get(self, session_id: str) -> Session | None:
         """The session under ``session_id`` if its TTL has not ended.
@@ -482,7 +431,7 @@ class SQLiteStore:
         One indexed SELECT, or none when this process read the session less than
         ``CACHE_MAX_AGE`` ago and no process has written it since (see the module docstring).
         """
-        if self._closed:
+        if self._db.closed:
             raise SessionStoreError("the session store is closed")
         key = hash_session_id(session_id)
         changes = self._changes
@@ -568,13 +517,8 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Close every thread's connection; later calls raise SessionStoreError."""
-        with self._lock:
-            self._closed = True
-            connections = list(self._connections)
-            self._connections.clear()
-            self._cache.clear()
-        for conn in connections:
-            conn.close()
+        self._cache.clear()
+        self._db.close()
 
     def _write(self, sql: str, params: tuple[object, ...], slot: int) -> int:
         """Run one write, then stamp ``slot`` as changed (after the commit, even on error:
@@ -584,5 +528,5 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise SessionStoreError(f"cannot write a session: {exc}") from exc
         finally:
-            if not self._closed:
+            if not self._db.closed:
                 self._changes.changed(slot)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 import time
+import typing as t
+import weakref
+from pathlib import Path
 
 
 def enable_wal(conn: sqlite3.Connection, timeout: float) -> str:
@@ -21,3 +26,89 @@ def enable_wal(conn: sqlite3.Connection, timeout: float) -> str:
             if "locked" not in str(exc) or time.monotonic() >= deadline:
                 raise
             time.sleep(0.01)
+
+
+#: How many times this process is removed from its ancestor by ``fork`` (cheaper than getpid).
+_forks = 0
+
+
+def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children only
+    global _forks  # one counter for the whole process, by design
+    _forks += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that can be weakly referenced, so ``close()`` can reach every thread's."""
+
+
+class Connections:
+    """One SQLite connection per thread (and a new one after ``fork``), all closable at once.
+
+    waitress serves from a thread pool and ``serve --workers`` forks: a connection must not
+    cross either. Connections are in autocommit mode (transactions are explicit), with
+    ``synchronous=NORMAL`` and a busy timeout. ``error`` is the exception the owner raises, so
+    a store failure reaches the web layer as that owner's error (fail closed).
+    """
+
+    def __init__(
+        self, path: Path, *, name: str, error: type[Exception], busy_timeout: float
+    ) -> None:
+        self.path = path
+        self.name = name
+        self.error = error
+        self.busy_timeout = busy_timeout
+        self.closed = False
+        self._local = threading.local()
+        self._all: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def create_file(self) -> None:
+        """Create the folder (0700) and the file (0600) before SQLite does, with tight modes."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+    def open(self) -> sqlite3.Connection:
+        """A new connection (for one-off work such as migrations; the caller closes it)."""
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,  # autocommit: each statement is its own transaction
+            check_same_thread=False,  # only so that close() can close it from another thread
+            factory=_Connection,
+        )
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def get(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        local = self._local
+        conn: _Connection | None = getattr(local, "conn", None)
+        if conn is not None and local.forks == _forks and not self.closed:
+            return conn
+        with self._lock:
+            if self.closed:
+                raise self.error(f"the {self.name} is closed")
+            try:
+                conn = t.cast("_Connection", self.open())
+            except sqlite3.Error as exc:
+                raise self.error(f"cannot open the {self.name}: {exc}") from exc
+            self._all.add(conn)
+        local.conn, local.forks = conn, _forks
+        return conn
+
+    def close(self) -> None:
+        """Close every thread's connection; later ``get`` calls raise ``error``."""
+        with self._lock:
+            self.closed = True
+            connections = list(self._all)
+            self._all.clear()
+        for conn in connections:
+            conn.close()

@@ -29,12 +29,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sqlite3
-import threading
 import time
 import typing as t
-import weakref
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
@@ -47,6 +44,7 @@ from server.crypto import SecretBox
 from server.crypto import key_file_is_private
 from server.crypto import read_key_file
 from server.errors import AuthError
+from server.sqlite_util import Connections
 from server.sqlite_util import enable_wal
 
 if t.TYPE_CHECKING:
@@ -169,22 +167,6 @@ class Ban:
     created: float
 
 
-#: How many times this process is removed from its ancestor by ``fork``.
-_forks = 0
-
-
-def _after_fork_in_child() -> None:  # pragma: no cover - runs in forked children only
-    global _forks  # one counter for the whole process, by design
-    _forks += 1
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class _Connection(sqlite3.Connection):
-    """A connection that can be weakly referenced, so ``close()`` can reach every thread's."""
-
-
 def _totp_aad(username: str) -> bytes:
     return b"totp_configurations\x00" + username.encode("utf-8")
 
@@ -213,10 +195,9 @@ class Storage:
         self.path = Path(config.path)
         self.key_file = Path(config.encryption_key_file)
         self._now = now
-        self._local = threading.local()
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._lock = threading.Lock()
-        self._closed = False
+        self._db = Connections(
+            self.path, name="storage database", error=StorageError, busy_timeout=BUSY_TIMEOUT
+        )
         self._box: SecretBox | None = None
         if require_key:
             try:
@@ -229,7 +210,7 @@ class Storage:
                     self.key_file,
                 )
         try:
-            self._create_file()
+            self._db.create_file()
             self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(f"cannot open the storage database {self.path}: {exc}") from exc
@@ -239,29 +220,8 @@ class Storage:
 
     # ------------------------------------------------------------------ connections
 
-    def _create_file(self) -> None:
-        """Create the folder (0700) and the file (0600) before SQLite does, with tight modes."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            if os.fstat(fd).st_mode & 0o077:
-                os.fchmod(fd, 0o600)
-        finally:
-            os.close(fd)
-
-    def _open(self) -> _Connection:
-        conn = sqlite3.connect(
-            self.path,
-            timeout=BUSY_TIMEOUT,
-            isolation_level=None,  # autocommit; transactions are explicit
-            check_same_thread=False,  # only so that close() can close it from another thread
-            factory=_Connection,
-        )
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
-
     def _migrate(self) -> None:
-        conn = self._open()
+        conn = self._db.open()
         try:
             if enable_wal(conn, BUSY_TIMEOUT) != "wal":  # pragma: no cover
                 raise sqlite3.OperationalError("cannot switch the database to WAL mode")
@@ -321,20 +281,7 @@ class Storage:
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection (a new one after ``fork``: they must not be shared)."""
-        local = self._local
-        conn: _Connection | None = getattr(local, "conn", None)
-        if conn is not None and local.forks == _forks and not self._closed:
-            return conn
-        with self._lock:
-            if self._closed:
-                raise StorageError("the storage is closed")
-            try:
-                conn = self._open()
-            except sqlite3.Error as exc:
-                raise StorageError(f"cannot open the storage database: {exc}") from exc
-            self._connections.add(conn)
-        local.conn, local.forks = conn, _forks
-        return conn
+        return self._db.get()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -373,12 +320,7 @@ class Storage:
 
     def close(self) -> None:
         """Close every thread's connection; later calls raise StorageError."""
-        with self._lock:
-            self._closed = True
-            connections = list(self._connections)
-            self._connections.clear()
-        for conn in connections:
-            conn.close()
+        self._db.close()
 
     # ------------------------------------------------------------------ TOTP
 

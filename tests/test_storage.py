@@ -174,7 +174,7 @@ class TestSchema:
         def refuse() -> sqlite3.Connection:
             raise sqlite3.OperationalError("unable to open database file")
 
-        monkeypatch.setattr(storage, "_open", refuse)
+        monkeypatch.setattr(storage._db, "open", refuse)
         errors: list[BaseException] = []
 
         def other() -> None:
