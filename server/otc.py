@@ -56,6 +56,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from server.errors import AuthError
+from server.jsonstrict import no_duplicate_keys
 
 if t.TYPE_CHECKING:
     import sqlite3
@@ -292,15 +293,6 @@ class Claims:
     stamp: str
 
 
-def _no_duplicates(pairs: list[tuple[str, t.Any]]) -> dict[str, t.Any]:
-    out: dict[str, t.Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
-
-
 class SignedTokens:
     """Issue, verify, consume and revoke HMAC-signed single-use tokens.
 
@@ -367,7 +359,7 @@ class SignedTokens:
         if not hmac.compare_digest(mac.encode("ascii"), _b64encode(self._mac(payload)).encode()):
             raise InvalidToken("bad signature")
         try:
-            data = json.loads(_b64decode(payload), object_pairs_hook=_no_duplicates)
+            data = json.loads(_b64decode(payload), object_pairs_hook=no_duplicate_keys)
         except (binascii.Error, ValueError, RecursionError):
             raise InvalidToken("bad payload") from None
         if not isinstance(data, dict):

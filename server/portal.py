@@ -19,6 +19,7 @@ from webob import Response
 from server.cookies import session_ids
 from server.errors import Banned
 from server.forwarded import TrustedProxies
+from server.jsonstrict import no_duplicate_keys
 from server.names import canonical_username
 from server.rules import AccessRequest
 from server.sessions import SessionGoneError
@@ -70,15 +71,6 @@ def ko(status: int, message: str, data: dict[str, object] | None = None) -> Resp
     if data is not None:
         body["data"] = data
     return Response(json_body=body, status=status, charset="utf-8")
-
-
-def _no_duplicates(pairs: list[tuple[str, t.Any]]) -> dict[str, t.Any]:
-    out: dict[str, t.Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key!r}")
-        out[key] = value
-    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +154,7 @@ class PortalApi:
         if len(raw) > MAX_BODY:
             raise ApiError(413, "Request body too large.")
         try:
-            data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+            data = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicate_keys)
         except (ValueError, RecursionError):
             raise ApiError(400, "Malformed JSON body.") from None
         if not isinstance(data, dict):
