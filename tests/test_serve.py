@@ -34,7 +34,7 @@ class Server:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.config = folder / "authctl.toml"
-        env = {**os.environ, "AUTHCTL_CONFIG": str(self.config), "COVERAGE_PROCESS_START": ""}
+        env = {**os.environ, "AUTHCTL_CONFIG": str(self.config)}
         self.proc = subprocess.Popen(
             [AUTHCTL, "serve", "--address", "127.0.0.1:0"],
             stderr=subprocess.PIPE,
