@@ -43,7 +43,6 @@ from server.errors import AuthError
 from server.sessions import Level
 from server.sessions import Session
 from server.sqlite_util import Connections
-from server.sqlite_util import enable_wal
 
 #: Version of the SQLite schema, kept in ``PRAGMA user_version``.
 SCHEMA_VERSION = 1
@@ -369,6 +368,19 @@ class MemoryStore:
 # --------------------------------------------------------------------------- sqlite
 
 
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring the schema to ``SCHEMA_VERSION``; refuse a newer one."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise sqlite3.DatabaseError(
+            f"schema version {version} is newer than this authctl ({SCHEMA_VERSION})"
+        )
+    for step in range(version, SCHEMA_VERSION):
+        for statement in MIGRATIONS[step]:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
 class SQLiteStore:
     """Sessions in a SQLite file shared by threads and worker processes; survives restarts.
 
@@ -397,29 +409,7 @@ class SQLiteStore:
             raise SessionStoreError(f"cannot open the session store {self.path}: {exc}") from exc
 
     def _migrate(self) -> None:
-        conn = self._db.open()
-        try:
-            if enable_wal(conn, BUSY_TIMEOUT) != "wal":  # pragma: no cover
-                # e.g. a network file system without shared memory: refuse rather than
-                # run with rollback journals that block readers during every write.
-                raise sqlite3.OperationalError("cannot switch the database to WAL mode")
-            conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it
-            try:
-                version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version > SCHEMA_VERSION:
-                    raise sqlite3.DatabaseError(
-                        f"schema version {version} is newer than this authctl ({SCHEMA_VERSION})"
-                    )
-                for step in range(version, SCHEMA_VERSION):
-                    for statement in MIGRATIONS[step]:
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.close()
+        self._db.set_up(_upgrade)
 
     def _conn(self) -> sqlite3.Connection:
         """This thread's connection (a new one after ``fork``: they must not be shared)."""

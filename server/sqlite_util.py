@@ -87,6 +87,29 @@ class Connections:
         conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
+    def set_up(self, apply: t.Callable[[sqlite3.Connection], None]) -> None:
+        """Switch the file to WAL, then run ``apply`` (schema migrations, checks) in one
+        ``BEGIN IMMEDIATE`` transaction: one process migrates, the others wait, then see it.
+
+        Raises:
+            sqlite3.Error: WAL is unavailable (e.g. a network file system without shared
+                memory: refused rather than run with journals that block readers), or
+                ``apply`` failed; nothing it did is kept.
+        """
+        conn = self.open()
+        try:
+            if enable_wal(conn, self.busy_timeout) != "wal":  # pragma: no cover
+                raise sqlite3.OperationalError("cannot switch the database to WAL mode")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                apply(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.close()
+
     def get(self) -> sqlite3.Connection:
         """This thread's connection."""
         local = self._local

@@ -45,7 +45,6 @@ from server.crypto import key_file_is_private
 from server.crypto import read_key_file
 from server.errors import AuthError
 from server.sqlite_util import Connections
-from server.sqlite_util import enable_wal
 
 if t.TYPE_CHECKING:
     from server.config import StorageConfig
@@ -221,20 +220,11 @@ class Storage:
     # ------------------------------------------------------------------ connections
 
     def _migrate(self) -> None:
-        conn = self._db.open()
-        try:
-            if enable_wal(conn, BUSY_TIMEOUT) != "wal":  # pragma: no cover
-                raise sqlite3.OperationalError("cannot switch the database to WAL mode")
-            conn.execute("BEGIN IMMEDIATE")  # one process migrates; the others wait, then see it
-            try:
-                self._upgrade(conn)
-                self._check_key(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.close()
+        def apply(conn: sqlite3.Connection) -> None:
+            self._upgrade(conn)
+            self._check_key(conn)
+
+        self._db.set_up(apply)
 
     def _upgrade(self, conn: sqlite3.Connection) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
