@@ -31,6 +31,7 @@ from server.rules import Decision
 from server.urls import Target
 from server.urls import build_target
 from server.urls import parse_target
+from server.urls import safe_redirect
 
 if t.TYPE_CHECKING:
     from server.config import Config
@@ -196,17 +197,21 @@ class Authorizer:
         cookie = self._cookie_for(target.host)
         if cookie is None:
             raise BadRequest(f"host {target.host!r} is outside every cookie domain")
+        # only the legacy endpoint reads its own query string (rd, auth); parse it once
+        legacy_query = (
+            parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
+            if endpoint is Endpoint.LEGACY
+            else None
+        )
         portal = (
-            cookie.portal_url
-            if endpoint is not Endpoint.LEGACY
-            else self._portal_url(endpoint, environ, cookie)
+            cookie.portal_url if legacy_query is None else self._legacy_portal(legacy_query, cookie)
         )
         client_ip = self._proxies.client_ip(peer, _header(environ, "HTTP_X_FORWARDED_FOR"))
 
         identity: Identity | None = None
         basic_failed = False
-        legacy_basic = endpoint is Endpoint.LEGACY and self._legacy_basic(environ)
-        basic_header = self._basic_header(endpoint, environ)
+        legacy_basic = legacy_query is not None and legacy_query.get("auth", [""])[0] == "basic"
+        basic_header = self._basic_header(legacy_query is not None, legacy_basic, environ)
         if basic_header is not None or legacy_basic:
             try:
                 creds = parse_basic(basic_header)
@@ -343,36 +348,27 @@ class Authorizer:
             rest = "/" + rest
         return rest or "/"
 
-    def _portal_url(
-        self, endpoint: Endpoint, environ: t.Mapping[str, t.Any], cookie: CookieConfig
-    ) -> str | None:
-        """The portal to send the user to. Only the legacy endpoint reads ``rd``, which must
-        itself be an https URL inside the same cookie domain."""
-        if endpoint is not Endpoint.LEGACY:
-            return cookie.portal_url
-        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+    @staticmethod
+    def _legacy_portal(query: dict[str, list[str]], cookie: CookieConfig) -> str | None:
+        """The legacy endpoint's portal: ``rd``, which must itself be an https URL inside the
+        same cookie domain; without ``rd`` there is none (plain 401)."""
         rd = query.get("rd")
         if not rd:
             return None
-        from server.urls import safe_redirect
-
         portal = safe_redirect(rd[0], [cookie.domain])
         if portal is None:
             raise BadRequest("rd is not an https URL inside the cookie domain")
         return portal.rstrip("/")
 
     @staticmethod
-    def _legacy_basic(environ: t.Mapping[str, t.Any]) -> bool:
-        query: dict[str, list[str]] = parse_qs(
-            str(environ.get("QUERY_STRING", "")), keep_blank_values=True
-        )
-        return query.get("auth", [""])[0] == "basic"
-
-    def _basic_header(self, endpoint: Endpoint, environ: t.Mapping[str, t.Any]) -> str | None:
-        if endpoint is Endpoint.LEGACY:
-            if self._legacy_basic(environ):
-                return _header(environ, "HTTP_AUTHORIZATION")
-            return None
+    def _basic_header(
+        legacy: bool, legacy_basic: bool, environ: t.Mapping[str, t.Any]
+    ) -> str | None:
+        """The Basic credentials header to check: on the legacy endpoint ``Authorization``
+        only with ``?auth=basic``; elsewhere ``Authorization`` or ``Proxy-Authorization``
+        when it carries the Basic scheme (other schemes are the app's business)."""
+        if legacy:
+            return _header(environ, "HTTP_AUTHORIZATION") if legacy_basic else None
         value = _header(environ, "HTTP_AUTHORIZATION")
         if value and value.lstrip()[:6].lower() == "basic ":
             return value
