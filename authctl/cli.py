@@ -59,6 +59,17 @@ class State:
 
 pass_state = click.make_pass_decorator(State)
 
+
+def username_callback(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Canonicalise a user name argument; an invalid one is a usage error (exit 2)."""
+    from server.names import check_username
+
+    try:
+        return check_username(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 #: name -> "module:attribute"; modules are imported on first use.
 COMMANDS: dict[str, str] = {
     "init": "authctl.cmd_init:init",

@@ -18,20 +18,11 @@ import click
 from authctl.cli import DataError
 from authctl.cli import State
 from authctl.cli import pass_state
+from authctl.cli import username_callback
 
 if t.TYPE_CHECKING:
     from server.config import Config
     from server.storage import Storage
-
-
-def _name(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """Canonicalise a user name; an invalid one is a usage error (exit 2)."""
-    from server.names import check_username
-
-    try:
-        return check_username(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 def open_storage(config: Config, *, require_key: bool = True) -> Storage:
@@ -45,13 +36,14 @@ def open_storage(config: Config, *, require_key: bool = True) -> Storage:
         raise DataError(str(exc)) from None
 
 
-def has_totp(config: Config, username: str) -> bool:
-    """True when ``username`` has a TOTP secret (for ``user show``); reads no secret.
-
-    A database that does not exist yet holds no enrolment and is not created.
+def _on_storage(
+    config: Config, username: str, action: t.Callable[[Storage, str], bool]
+) -> bool:
+    """Run ``action(storage, canonical username)`` without the key; False when no database
+    exists yet (nothing to find, and none is created).
 
     Raises:
-        DataError: the storage database cannot be read (exit 3).
+        DataError: the storage database cannot be used (exit 3).
     """
     from server.names import canonical_username
     from server.storage import StorageError
@@ -60,11 +52,22 @@ def has_totp(config: Config, username: str) -> bool:
         return False
     storage = open_storage(config, require_key=False)
     try:
-        return storage.has_totp(canonical_username(username))
+        return action(storage, canonical_username(username))
     except StorageError as exc:
         raise DataError(str(exc)) from None
     finally:
         storage.close()
+
+
+def has_totp(config: Config, username: str) -> bool:
+    """True when ``username`` has a TOTP secret (for ``user show``); reads no secret.
+
+    Raises:
+        DataError: the storage database cannot be read (exit 3).
+    """
+    from server.storage import Storage
+
+    return _on_storage(config, username, Storage.has_totp)
 
 
 def remove_totp(config: Config, username: str) -> bool:
@@ -73,18 +76,9 @@ def remove_totp(config: Config, username: str) -> bool:
     Raises:
         DataError: the storage database cannot be written (exit 3).
     """
-    from server.names import canonical_username
-    from server.storage import StorageError
+    from server.storage import Storage
 
-    if not config.storage.path.exists():
-        return False
-    storage = open_storage(config, require_key=False)
-    try:
-        return storage.delete_totp(canonical_username(username))
-    except StorageError as exc:
-        raise DataError(str(exc)) from None
-    finally:
-        storage.close()
+    return _on_storage(config, username, Storage.delete_totp)
 
 
 def _qr(uri: str) -> str:
@@ -104,7 +98,7 @@ def totp() -> None:
 
 
 @totp.command("add")
-@click.argument("name", callback=_name)
+@click.argument("name", callback=username_callback)
 @click.option(
     "--force", is_flag=True, help="Replace an existing secret (the old app stops working)."
 )
@@ -152,7 +146,7 @@ def add(state: State, name: str, force: bool, as_json: bool) -> None:
 
 
 @totp.command("remove")
-@click.argument("name", callback=_name)
+@click.argument("name", callback=username_callback)
 @pass_state
 def remove(state: State, name: str) -> None:
     """Remove NAME's TOTP secret (two_factor rules then refuse NAME until a new enrolment).

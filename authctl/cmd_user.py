@@ -17,22 +17,13 @@ import click
 
 from authctl.cli import State
 from authctl.cli import pass_state
+from authctl.cli import username_callback
 from authctl.cmd_totp import totp
 
 if t.TYPE_CHECKING:
     from server.userfile import UsersFile
     from server.users import User
     from server.users import UserDatabase
-
-
-def _name(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """Canonicalise a user name; an invalid one is a usage error (exit 2)."""
-    from server.names import check_username
-
-    try:
-        return check_username(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
 
 
 def _groups(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -55,7 +46,7 @@ def _text(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
-name_argument = click.argument("name", callback=_name)
+name_argument = click.argument("name", callback=username_callback)
 password_stdin_option = click.option(
     "--password-stdin",
     is_flag=True,
