@@ -36,9 +36,7 @@ def open_storage(config: Config, *, require_key: bool = True) -> Storage:
         raise DataError(str(exc)) from None
 
 
-def _on_storage(
-    config: Config, username: str, action: t.Callable[[Storage, str], bool]
-) -> bool:
+def _on_storage(config: Config, username: str, action: t.Callable[[Storage, str], bool]) -> bool:
     """Run ``action(storage, canonical username)`` without the key; False when no database
     exists yet (nothing to find, and none is created).
 
