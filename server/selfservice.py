@@ -182,7 +182,8 @@ class RateLimited(ApiError):
 def _envelope(
     handler: Callable[[SelfServiceApi, Request], Response],
 ) -> Callable[[SelfServiceApi, Request], Response]:
-    """Turn the failures of a handler into KO envelopes (with ``data`` and ``Retry-After``).
+    """Turn rate limits (``Retry-After``) and store and mail failures into KO envelopes; other
+    ``ApiError``s reach ``App.api_request``, which answers them with their ``data``.
 
     Storage, session-store and mail failures fail closed with a generic 503; the details go to
     the log only.
@@ -196,8 +197,6 @@ def _envelope(
             resp = ko(exc.status, exc.message)
             resp.headers["Retry-After"] = retry_after_header(exc.wait)
             return resp
-        except ApiError as exc:
-            return ko(exc.status, exc.message, exc.data)
         except (StorageError, SessionStoreError):
             log.exception("storage failed during a self-service request")
             return ko(503, UNAVAILABLE)
