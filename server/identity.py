@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
+from server.blocking import check as check_blocking
 from server.errors import Banned
 from server.hashcap import Busy
 from server.hashcap import HashGate
@@ -180,6 +181,7 @@ class IdentityResolver:
         storage error fails closed. When no hashing slot comes free in time the attempt is
         refused without being counted: no password was tried.
         """
+        check_blocking()  # regulation reads storage, hashing waits for a slot: pool threads only
         name = canonical_username(username)
         banned = False
         if self.regulator is not None:

@@ -41,6 +41,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import WatchError
 from redis.retry import Retry
 
+from server.blocking import check as check_blocking
 from server.session_store import SessionStoreError
 from server.session_store import hash_session_id
 from server.session_store import session_from_json
@@ -75,6 +76,8 @@ class RedisStore:
         SessionStoreError: Redis is unreachable, timed out, refused the command, or holds a
             record that is not a session; also after ``close()``.
     """
+
+    inline_reads = False  # no local cache: every read is a round trip to Redis
 
     def __init__(
         self,
@@ -121,6 +124,7 @@ class RedisStore:
 
     def _call(self, operation: Callable[[], t.Any]) -> t.Any:
         """Run ``operation``; any Redis failure is a SessionStoreError (fail closed)."""
+        check_blocking()  # a network round trip: never in waitress's I/O thread
         if self._closed:
             raise SessionStoreError("the session store is closed")
         if self._monotonic() < self._down_until:

@@ -142,6 +142,11 @@ class SessionStoreError(AuthError):
 class SessionStore(t.Protocol):
     """What ``SessionManager`` needs from a store. Every method may raise SessionStoreError."""
 
+    #: True when ``get`` can often answer from this process's memory, so verify is worth
+    #: trying in waitress's I/O thread (``server.inline``); False when every read is a
+    #: network round trip (Redis), which must never happen there.
+    inline_reads: bool
+
     def get(self, session_id: str) -> Session | None:
         """The session stored under ``session_id`` and not past its TTL, or None."""
         ...
@@ -274,6 +279,8 @@ class MemoryStore:
     SQLite or Redis.
     """
 
+    inline_reads = True  # a dict and a lock held for microseconds
+
     def __init__(self, now: Callable[[], float] = time.time) -> None:
         self._now = now
         self._lock = threading.Lock()
@@ -392,6 +399,8 @@ class SQLiteStore:
     Raises (from every method, and from the constructor):
         SessionStoreError: the file cannot be opened, has a newer schema, or SQLite failed.
     """
+
+    inline_reads = True  # the per-process cache; a miss is WouldBlock (sqlite_util)
 
     def __init__(self, path: str | os.PathLike[str], now: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
@@ -513,8 +522,9 @@ class SQLiteStore:
     def _write(self, sql: str, params: tuple[object, ...], slot: int) -> int:
         """Run one write, then stamp ``slot`` as changed (after the commit, even on error:
         a failed statement may still have changed something)."""
+        conn = self._conn()  # raises before anything was written (closed, WouldBlock)
         try:
-            return self._conn().execute(sql, params).rowcount
+            return conn.execute(sql, params).rowcount
         except sqlite3.Error as exc:
             raise SessionStoreError(f"cannot write a session: {exc}") from exc
         finally:

@@ -10,6 +10,8 @@ import typing as t
 import weakref
 from pathlib import Path
 
+from server.blocking import check as check_blocking
+
 
 def enable_wal(conn: sqlite3.Connection, timeout: float) -> str:
     """Switch ``conn``'s database to WAL and return the journal mode now in force.
@@ -111,7 +113,8 @@ class Connections:
             conn.close()
 
     def get(self) -> sqlite3.Connection:
-        """This thread's connection."""
+        """This thread's connection (``WouldBlock`` in the I/O thread: SQLite may wait)."""
+        check_blocking()
         local = self._local
         conn: _Connection | None = getattr(local, "conn", None)
         if conn is not None and local.forks == _forks and not self.closed:

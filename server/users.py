@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
+from server.blocking import check as check_blocking
 from server.config import read_toml
 from server.errors import Problem
 from server.errors import UserStoreError
@@ -422,13 +423,15 @@ class UsersSource:
         Cheap on the hot path: one clock call, and a ``stat`` at most every ``interval``. While
         one thread re-reads, the others keep answering from the previous snapshot.
         """
-        if self.watch and self._now() >= self._next_check and self._lock.acquire(blocking=False):
-            try:
-                if self._now() >= self._next_check:
-                    self._check(force=False)
-                    self._next_check = self._now() + self.interval
-            finally:
-                self._lock.release()
+        if self.watch and self._now() >= self._next_check:
+            check_blocking()  # a stat, maybe a re-read: for a thread-pool thread
+            if self._lock.acquire(blocking=False):
+                try:
+                    if self._now() >= self._next_check:
+                        self._check(force=False)
+                        self._next_check = self._now() + self.interval
+                finally:
+                    self._lock.release()
         return self._db
 
     def reload(self) -> bool:
