@@ -62,19 +62,28 @@ def make_server(
     threads: int,
     listen: dict[str, t.Any] | None = None,
     sockets: list[socket.socket] | None = None,
+    *,
+    inline: t.Callable[[dict[str, t.Any]], bool] | None = None,
 ) -> t.Any:
     """A waitress server for ``app`` with authctl's fixed settings.
 
     Either ``listen`` (``listen_kwargs``: waitress binds) or ``sockets`` (already bound and
-    listening, e.g. inherited from the ``--workers`` parent). The benchmark's baseline apps
-    are served through this function too, so they run on exactly the same settings.
+    listening, e.g. inherited from the ``--workers`` parent). ``inline`` (the app's
+    ``decide_inline``) lets authz requests be answered in the I/O thread (``server.inline``).
+    The benchmark's baseline apps are served through this function too, so they run on
+    exactly the same settings.
     """
     from waitress.server import create_server
 
     where: dict[str, t.Any] = {"sockets": sockets} if sockets is not None else dict(listen or {})
-    server = create_server(app, threads=threads, **where, **WAITRESS_FIXED)
+    socket_map: dict[int, t.Any] = {}
+    server = create_server(app, map=socket_map, threads=threads, **where, **WAITRESS_FIXED)
     dispatcher = server.task_dispatcher
     dispatcher.queue_logger = QueueDepthLogger(dispatcher.queue_logger)  # type: ignore[assignment]
+    if inline is not None:
+        from server.inline import install
+
+        install(list(socket_map.values()), inline)
     return server
 
 
@@ -196,7 +205,7 @@ def _run(server: t.Any) -> None:
 def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
     """One process: the app and waitress's thread pool."""
     app = _build_app(config)
-    server = make_server(app, config.server.threads, listen)
+    server = make_server(app, config.server.threads, listen, inline=app.decide_inline)
     _stop_on_sigterm()
     where = listen.get("unix_socket") or f"{listen['host']}:{server.effective_port}"
     click.echo(f"authctl serving on {where} (config {config.path})", err=True)
@@ -227,7 +236,7 @@ def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int) -> in
         except click.ClickException as exc:
             exc.show()
             return exc.exit_code
-        server = make_server(app, config.server.threads, sockets=[sock])
+        server = make_server(app, config.server.threads, sockets=[sock], inline=app.decide_inline)
         _stop_on_sigterm()
         ready()
         _run(server)

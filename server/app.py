@@ -78,6 +78,25 @@ _AUTHZ_ROUTES: dict[str, tuple[Endpoint, frozenset[str] | None]] = {
 }
 
 Handler = Callable[[Request], Response]
+#: The environ key of an answer decided in waitress's I/O thread (``App.decide_inline``).
+#: No request can set it: waitress names every header ``HTTP_*``.
+INLINE_ANSWER = "authctl.inline_answer"
+
+
+def _authz_route(path: str) -> tuple[Endpoint, frozenset[str] | None] | None:
+    """The authz endpoint and allowed methods (None: any) of ``path``; None for the portal."""
+    route = _AUTHZ_ROUTES.get(path)
+    if route is None and path.startswith("/api/authz/ext-authz/"):
+        route = _AUTHZ_ROUTES["/api/authz/ext-authz"]
+    return route
+
+
+def _log_level(answer: Answer) -> int | None:
+    """The level the decision log records ``answer`` at, or None when it is not logged."""
+    if not answer.log:
+        return None
+    level = logging.DEBUG if answer.log.get("decision") == "allow" else logging.INFO
+    return level if decisions.isEnabledFor(level) else None
 
 
 class App:
@@ -90,8 +109,12 @@ class App:
         portal: PortalApi,
         assets: dict[str, Asset],
         selfservice: SelfServiceApi | None = None,
+        *,
+        inline_authz: bool = False,
     ) -> None:
         self.config = config
+        #: Whether ``decide_inline`` may answer (the session store reads from memory).
+        self.inline_authz = inline_authz
         self.authorizer = authorizer
         self.portal = portal
         self.assets = assets
@@ -110,10 +133,7 @@ class App:
             self.api.setdefault(path, {}).update(methods)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "")
-        route = _AUTHZ_ROUTES.get(path)
-        if route is None and path.startswith("/api/authz/ext-authz/"):
-            route = _AUTHZ_ROUTES["/api/authz/ext-authz"]
+        route = _authz_route(environ.get("PATH_INFO", ""))
         if route is not None:
             return self.authz(route[0], route[1], environ, start_response)
         try:
@@ -133,24 +153,48 @@ class App:
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> Iterable[bytes]:
-        if methods is not None and environ.get("REQUEST_METHOD") not in methods:
-            answer = Answer(405, [("Allow", "GET, HEAD")], b"405 Method Not Allowed")
-        else:
-            answer = self.authorizer(endpoint, environ)
-        if answer.log:
-            level = logging.DEBUG if answer.log.get("decision") == "allow" else logging.INFO
-            if decisions.isEnabledFor(level):
-                fields = {
-                    "request_id": secrets.token_hex(8),
-                    "endpoint": endpoint.value,
-                    "status": answer.status,
-                    **answer.log,
-                }
-                decisions.log(level, "authz decision", extra={"fields": fields})
+        answer = environ.pop(INLINE_ANSWER, None)
+        if not isinstance(answer, Answer):
+            if methods is not None and environ.get("REQUEST_METHOD") not in methods:
+                answer = Answer(405, [("Allow", "GET, HEAD")], b"405 Method Not Allowed")
+            else:
+                answer = self.authorizer(endpoint, environ)
+        level = _log_level(answer)
+        if level is not None:
+            fields = {
+                "request_id": secrets.token_hex(8),
+                "endpoint": endpoint.value,
+                "status": answer.status,
+                **answer.log,
+            }
+            decisions.log(level, "authz decision", extra={"fields": fields})
         body = b"" if environ.get("REQUEST_METHOD") == "HEAD" else answer.body
         answer.headers.append(("Content-Length", str(len(body))))
         start_response(STATUS_LINES[answer.status], answer.headers)
         return [body]
+
+    def decide_inline(self, environ: WSGIEnvironment) -> bool:
+        """Decide an authz request from memory alone, for waitress's I/O thread.
+
+        True when the answer is ready: it is kept in ``environ`` and sent by the WSGI call
+        that follows. False sends the request to the thread pool as usual: not an authz
+        request, a session store without in-memory reads (Redis), anything that would block
+        (``Authorizer.decide_inline``), or an answer to be logged (a log handler may block).
+        See ``server.inline``.
+        """
+        if not self.inline_authz:
+            return False
+        route = _authz_route(environ.get("PATH_INFO", ""))
+        if route is None:
+            return False
+        endpoint, methods = route
+        if methods is not None and environ.get("REQUEST_METHOD") not in methods:
+            return False
+        answer = self.authorizer.decide_inline(endpoint, environ)
+        if answer is None or _log_level(answer) is not None:
+            return False
+        environ[INLINE_ANSWER] = answer
+        return True
 
     # ------------------------------------------------------------------ portal
 
@@ -274,4 +318,11 @@ def make_app(
     selfservice = SelfServiceApi.build(
         config, portal, storage, notifier=notifier, now=now, sleep=sleep
     )
-    return App(config, authorizer, portal, load_assets(), selfservice)
+    return App(
+        config,
+        authorizer,
+        portal,
+        load_assets(),
+        selfservice,
+        inline_authz=store.inline_reads,
+    )

@@ -176,6 +176,20 @@ class Authorizer:
             log.exception("authz failed; refusing the request")
             return self._bad_request(endpoint, "internal error")
 
+    def decide_inline(self, endpoint: Endpoint, environ: t.Mapping[str, t.Any]) -> Answer | None:
+        """The answer when memory alone gives it, else None.
+
+        For waitress's I/O thread (``server.inline``), inside ``server.blocking.forbidden``: a
+        session missing from this process's cache, a due activity write, a Basic password to
+        hash or a due users-file check raise ``WouldBlock`` before anything changed. Any
+        exception gives None, and a pool thread then decides the request afresh, behind the
+        error boundary of ``__call__`` and with its log line.
+        """
+        try:
+            return self._decide(endpoint, environ)
+        except Exception:
+            return None
+
     def _bad_request(self, endpoint: Endpoint, reason: str) -> Answer:
         status = endpoint.bad_request_status
         return Answer(

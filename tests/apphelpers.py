@@ -17,6 +17,7 @@ from server.config import PasswordHashConfig
 from server.config import load_config
 from server.passwords import PasswordHasher
 from server.session_store import MemoryStore
+from server.session_store import SessionStore
 from server.users import UsersSource
 
 CHEAP = PasswordHashConfig(memory_kib=8, iterations=1, parallelism=1)
@@ -123,7 +124,7 @@ class Harness:
     app: App
     config: Config
     users: UsersSource
-    store: MemoryStore
+    store: SessionStore
     clock: t.Any
     hasher: PasswordHasher
 
@@ -213,8 +214,19 @@ class Harness:
         self.users.reload()
 
 
-def build(tmp_path: Path, clock: t.Any, config_text: str = APP_CONFIG) -> Harness:
-    """A harness over a fresh folder holding the config and users file."""
+def build(
+    tmp_path: Path,
+    clock: t.Any,
+    config_text: str = APP_CONFIG,
+    *,
+    store: SessionStore | None = None,
+    users_interval: float = 0.0,
+) -> Harness:
+    """A harness over a fresh folder holding the config and users file.
+
+    ``users_interval`` 0 re-checks the users file on every request (edits are seen at once);
+    ``store`` replaces the memory store.
+    """
     hasher = PasswordHasher(CHEAP)
     (tmp_path / "authctl.toml").write_text(config_text, encoding="utf-8")
     (tmp_path / "users.toml").write_text(users_toml(hasher), encoding="utf-8")
@@ -222,7 +234,8 @@ def build(tmp_path: Path, clock: t.Any, config_text: str = APP_CONFIG) -> Harnes
     (tmp_path / "secrets" / "storage.key").write_text(secrets.token_hex(32) + "\n")
     (tmp_path / "secrets" / "storage.key").chmod(0o600)
     config = load_config(tmp_path / "authctl.toml")
-    users = UsersSource(config.users.file, interval=0.0)
-    store = MemoryStore()
+    users = UsersSource(config.users.file, interval=users_interval)
+    if store is None:
+        store = MemoryStore()
     app = make_app(config, now=clock, store=store, users=users, hasher=hasher)
     return Harness(app, config, users, store, clock, hasher)

@@ -1,0 +1,508 @@
+"""Authz answered in waitress's I/O thread (server.inline, server.blocking, App.decide_inline).
+
+Three layers: the guard (every place that may block refuses inside ``blocking.forbidden``,
+before changing anything), the app's decision (answers from memory only, and the same answer
+the thread pool would give), and a real waitress server on a socket (keep-alive, pipelining
+order, connection close, fallbacks to the pool).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+import threading
+import typing as t
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from authctl.cmd_serve import make_server
+from server import blocking
+from server.app import INLINE_ANSWER
+from server.blocking import WouldBlock
+from server.redis_store import RedisStore
+from server.session_store import SQLiteStore
+from server.sqlite_util import Connections
+from server.users import UsersSource
+from tests.apphelpers import PASSWORDS
+from tests.apphelpers import Harness
+from tests.apphelpers import build
+
+# --------------------------------------------------------------------------- the guard
+
+
+def test_check_is_silent_outside_forbidden() -> None:
+    blocking.check()
+
+
+def test_check_raises_inside_forbidden_and_nests() -> None:
+    with blocking.forbidden:
+        with blocking.forbidden, pytest.raises(WouldBlock):
+            blocking.check()
+        with pytest.raises(WouldBlock):
+            blocking.check()
+    blocking.check()
+
+
+def test_forbidden_is_per_thread() -> None:
+    seen: list[bool] = []
+
+    def other() -> None:
+        try:
+            blocking.check()
+            seen.append(True)
+        except WouldBlock:
+            seen.append(False)
+
+    with blocking.forbidden:
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+    assert seen == [True]
+
+
+def test_sqlite_connection_refused_inside_forbidden(tmp_path: Path) -> None:
+    connections = Connections(
+        tmp_path / "x.db", name="test database", error=RuntimeError, busy_timeout=1.0
+    )
+    connections.get().execute("SELECT 1")  # this thread already has one: still refused
+    with blocking.forbidden, pytest.raises(WouldBlock):
+        connections.get()
+    connections.close()
+
+
+def test_sqlite_store_answers_from_its_cache_only(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "sessions.db")
+    try:
+        cookie = build(tmp_path, _Clock(), store=store, users_interval=3600).login()
+        session_id = cookie.split("=", 1)[1]
+        store._cache.clear()
+        with blocking.forbidden, pytest.raises(WouldBlock):
+            store.get(session_id)  # not cached: a SELECT would be needed
+        assert store.get(session_id) is not None  # read, and now cached
+        with blocking.forbidden:
+            assert store.get(session_id) is not None
+    finally:
+        store.close()
+
+
+def test_sqlite_touch_refused_before_anything_changes(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "sessions.db")
+    try:
+        harness = build(tmp_path, _Clock(), store=store, users_interval=3600)
+        session_id = harness.login().split("=", 1)[1]
+        session = store.get(session_id)
+        assert session is not None
+        table = store._changes._map
+        before = bytes(table)
+        with blocking.forbidden, pytest.raises(WouldBlock):
+            store.touch(session_id, session.last_activity + 100)
+        assert bytes(table) == before  # no change was announced to other processes
+        assert store.get(session_id).last_activity == session.last_activity  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
+def test_users_check_refused_only_when_due(tmp_path: Path) -> None:
+    harness = build(tmp_path, _Clock())
+    clock = _Clock(0.0)
+    users = UsersSource(harness.config.users.file, interval=10, now=clock)
+    with blocking.forbidden:
+        assert "alice" in users.current()  # not due: the snapshot in memory
+        clock.now = 11
+        with pytest.raises(WouldBlock):
+            users.current()
+    assert "alice" in users.current()
+
+
+def test_redis_refused_before_any_round_trip() -> None:
+    # nothing listens on port 1: reaching the network would be a SessionStoreError instead
+    store = RedisStore.from_url("redis://127.0.0.1:1/0")
+    with blocking.forbidden, pytest.raises(WouldBlock):
+        store.get("x" * 43)
+    assert store.inline_reads is False
+
+
+def test_password_check_refused(tmp_path: Path) -> None:
+    harness = build(tmp_path, _Clock())
+    with blocking.forbidden, pytest.raises(WouldBlock):
+        harness.app.portal.identities.check_password("alice", PASSWORDS["alice"])
+
+
+# --------------------------------------------------------------------------- the app's decision
+
+
+class _Clock:
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Harness:
+    return build(tmp_path, _Clock(), users_interval=3600)
+
+
+@contextmanager
+def decision_log_level(level: int) -> Iterator[None]:
+    """Set the decision log's level (what it logs is never answered inline)."""
+    decisions = logging.getLogger("authctl.authz")
+    before = decisions.level
+    decisions.setLevel(level)
+    try:
+        yield
+    finally:
+        decisions.setLevel(before)
+
+
+def _environ(
+    path: str = "/api/authz/forward-auth",
+    *,
+    method: str = "GET",
+    url: str = "https://app.example.com/",
+    headers: dict[str, str] | None = None,
+) -> dict[str, t.Any]:
+    scheme, _, rest = url.partition("://")
+    host, slash, uri = rest.partition("/")
+    environ: dict[str, t.Any] = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "REMOTE_ADDR": "127.0.0.1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_X_FORWARDED_PROTO": scheme,
+        "HTTP_X_FORWARDED_HOST": host,
+        "HTTP_X_FORWARDED_URI": slash + uri,
+        "HTTP_X_FORWARDED_METHOD": "GET",
+        "HTTP_ACCEPT": "text/html",
+    }
+    for name, value in (headers or {}).items():
+        environ["HTTP_" + name.upper().replace("-", "_")] = value
+    return environ
+
+
+def _call(harness: Harness, environ: dict[str, t.Any]) -> tuple[str, list[tuple[str, str]]]:
+    answer: list[t.Any] = []
+    body = harness.app(environ, lambda status, headers: answer.extend([status, headers]))
+    assert list(body) is not None
+    return answer[0], answer[1]
+
+
+def _decide(harness: Harness, environ: dict[str, t.Any]) -> bool:
+    with blocking.forbidden:
+        return harness.app.decide_inline(environ)
+
+
+def test_signed_in_verify_is_answered_inline(harness: Harness) -> None:
+    environ = _environ(headers={"Cookie": harness.login()})
+    assert _decide(harness, environ)
+    assert INLINE_ANSWER in environ
+    status, headers = _call(harness, environ)
+    assert status == "200 OK"
+    assert ("Remote-User", "alice") in headers
+    assert INLINE_ANSWER not in environ  # used once
+
+
+def test_inline_answer_equals_the_pool_answer(harness: Harness) -> None:
+    cookie = harness.login()
+    inline = _environ(headers={"Cookie": cookie})
+    assert _decide(harness, inline)
+    assert _call(harness, inline) == _call(harness, _environ(headers={"Cookie": cookie}))
+
+
+@pytest.mark.parametrize(
+    ("path", "method"),
+    [
+        ("/api/health", "GET"),
+        ("/", "GET"),
+        ("/api/firstfactor", "POST"),
+        ("/api/authz/forward-auth", "POST"),  # 405: the pool answers it
+    ],
+)
+def test_other_requests_go_to_the_pool(harness: Harness, path: str, method: str) -> None:
+    environ = _environ(path, method=method)
+    assert not _decide(harness, environ)
+    assert INLINE_ANSWER not in environ
+
+
+def test_logged_answers_go_to_the_pool(harness: Harness) -> None:
+    cookie = harness.login()
+    with decision_log_level(logging.INFO):
+        assert not _decide(harness, _environ())  # 302, logged at INFO
+        assert _decide(harness, _environ(headers={"Cookie": cookie}))
+    with decision_log_level(logging.DEBUG):  # now the allow is logged too
+        assert not _decide(harness, _environ(headers={"Cookie": cookie}))
+    with decision_log_level(logging.WARNING):
+        assert _decide(harness, _environ())  # an unlogged redirect needs nothing but memory
+
+
+def test_store_without_memory_reads_never_inline(harness: Harness) -> None:
+    harness.app.inline_authz = False
+    assert not _decide(harness, _environ(headers={"Cookie": harness.login()}))
+
+
+def test_due_users_check_goes_to_the_pool(tmp_path: Path) -> None:
+    harness = build(tmp_path, _Clock())  # interval 0: every request checks the file
+    assert not _decide(harness, _environ(headers={"Cookie": harness.login()}))
+
+
+def test_basic_inline_only_with_a_warm_cache(harness: Harness) -> None:
+    credentials = base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode()
+    headers = {"Authorization": f"Basic {credentials}"}
+    assert not _decide(harness, _environ(headers=headers))  # argon2 needed
+    status, _ = _call(harness, _environ(headers=headers))  # the pool checks the password
+    assert status == "200 OK"
+    assert _decide(harness, _environ(headers=headers))
+
+
+def test_due_activity_write_goes_to_the_pool(tmp_path: Path) -> None:
+    clock = _Clock()
+    store = SQLiteStore(tmp_path / "sessions.db", now=clock)
+    try:
+        harness = build(tmp_path, clock, store=store, users_interval=3600)
+        cookie = harness.login()
+        assert not _decide(harness, _environ(headers={"Cookie": cookie}))  # not read yet
+        assert _call(harness, _environ(headers={"Cookie": cookie}))[0] == "200 OK"
+        assert _decide(harness, _environ(headers={"Cookie": cookie}))  # cached now
+        clock.now += harness.app.portal.identities.sessions.touch_interval + 1
+        store._cache.clear()
+        assert _call(harness, _environ(headers={"Cookie": cookie}))[0] == "200 OK"  # re-read
+        assert not _decide(harness, _environ(headers={"Cookie": cookie}))  # touch is due
+        assert _call(harness, _environ(headers={"Cookie": cookie}))[0] == "200 OK"  # written
+        store._cache.clear()
+        assert _call(harness, _environ(headers={"Cookie": cookie}))[0] == "200 OK"
+        assert _decide(harness, _environ(headers={"Cookie": cookie}))
+    finally:
+        store.close()
+
+
+def test_a_failing_decision_goes_to_the_pool(harness: Harness) -> None:
+    environ = _environ(headers={"Cookie": harness.login()})
+    environ["REMOTE_ADDR"] = object()  # not a string: the decision raises
+    assert not _decide(harness, environ)
+    assert _call(harness, environ)[0] == "400 Bad Request"
+
+
+_HEADER_VALUES = st.sampled_from(["", "x", "GET", "https", "/", "text/html", "*/*", "basic x"])
+
+
+@given(
+    url=st.sampled_from(
+        [
+            "https://app.example.com/",
+            "https://public.example.com/a",
+            "https://app.example.com/public/x",
+            "http://app.example.com/",
+            "https://nowhere.test/",
+            "https://admin.example.com/?q=1",
+        ]
+    ),
+    signed_in=st.booleans(),
+    extra=st.dictionaries(
+        st.sampled_from(["X-Forwarded-Method", "Accept", "X-Requested-With", "Authorization"]),
+        _HEADER_VALUES,
+        max_size=3,
+    ),
+    path=st.sampled_from(["/api/authz/forward-auth", "/api/verify", "/api/authz/auth-request"]),
+)
+def test_inline_and_pool_always_agree(
+    tmp_path_factory: pytest.TempPathFactory,
+    url: str,
+    signed_in: bool,
+    extra: dict[str, str],
+    path: str,
+) -> None:
+    harness = _shared_harness(tmp_path_factory)
+    headers = dict(extra)
+    if signed_in:
+        headers["Cookie"] = _shared_cookie(harness)
+    if path == "/api/authz/auth-request":
+        headers["X-Original-URL"] = url
+    with decision_log_level(logging.WARNING):  # nothing logged: every answer may be inline
+        inline = _environ(path, url=url, headers=headers)
+        if _decide(harness, inline):
+            answered = _call(harness, inline)
+            assert answered == _call(harness, _environ(path, url=url, headers=headers))
+
+
+_SHARED: dict[str, t.Any] = {}
+
+
+def _shared_harness(factory: pytest.TempPathFactory) -> Harness:
+    if "harness" not in _SHARED:
+        _SHARED["harness"] = build(factory.mktemp("inline"), _Clock(), users_interval=3600)
+    return t.cast(Harness, _SHARED["harness"])
+
+
+def _shared_cookie(harness: Harness) -> str:
+    if "cookie" not in _SHARED:
+        _SHARED["cookie"] = harness.login()
+    return t.cast(str, _SHARED["cookie"])
+
+
+# --------------------------------------------------------------------------- a real server
+
+
+class Served:
+    """The harness app behind a real waitress server with the inline path, in a thread."""
+
+    def __init__(self, harness: Harness, decide: t.Callable[[dict[str, t.Any]], bool]) -> None:
+        self.harness = harness
+        self.inline = 0
+        self._decide = decide
+        self.server = make_server(
+            harness.app, 2, {"host": "127.0.0.1", "port": 0}, inline=self.decide
+        )
+        self.port = self.server.effective_port
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+
+    def decide(self, environ: dict[str, t.Any]) -> bool:
+        answered = self._decide(environ)
+        self.inline += answered
+        return answered
+
+    def exchange(self, raw: bytes, *, until_close: bool = False, answers: int = 1) -> bytes:
+        """Send ``raw`` on a new connection; read ``answers`` whole answers (or until the
+        server closes the connection)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as conn:
+            conn.sendall(raw)
+            data = b""
+            while until_close or _complete(data) < answers:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            return data
+
+    def stop(self) -> None:
+        self.server.close()
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def served(harness: Harness) -> Iterator[Served]:
+    running = Served(harness, harness.app.decide_inline)
+    yield running
+    running.stop()
+
+
+def _request(
+    path: str = "/api/authz/forward-auth",
+    *,
+    cookie: str | None = None,
+    method: str = "GET",
+    version: str = "1.1",
+    extra: str = "",
+) -> bytes:
+    lines = [
+        f"{method} {path} HTTP/{version}",
+        "Host: auth.internal",
+        "X-Forwarded-Proto: https",
+        "X-Forwarded-Host: app.example.com",
+        "X-Forwarded-Uri: /",
+        "X-Forwarded-Method: GET",
+        "Accept: text/html",
+    ]
+    if cookie:
+        lines.append(f"Cookie: {cookie}")
+    return ("\r\n".join(lines) + "\r\n" + extra + "\r\n").encode()
+
+
+def _answers(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """The complete answers in ``data``: (status, head, body), framed by Content-Length."""
+    answers = []
+    while b"\r\n\r\n" in data:
+        head, data = data.split(b"\r\n\r\n", 1)
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        if len(data) < length:
+            break
+        answers.append((int(head.split(b" ", 2)[1]), head, data[:length]))
+        data = data[length:]
+    return answers
+
+
+def _complete(data: bytes) -> int:
+    return len(_answers(data))
+
+
+def _statuses(data: bytes) -> list[int]:
+    return [status for status, _, _ in _answers(data)]
+
+
+def test_keep_alive_verifies_are_answered_inline(served: Served) -> None:
+    cookie = served.harness.login()
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as conn:
+        for _ in range(20):
+            conn.sendall(_request(cookie=cookie))
+            answer = conn.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
+            assert b"\r\nRemote-User: alice\r\n" in answer
+    assert served.inline == 20
+
+
+def test_pipelined_answers_keep_their_order(served: Served) -> None:
+    cookie = served.harness.login()
+    raw = (
+        _request(cookie=cookie)  # inline, 200
+        + _request("/no-such-page", method="GET")  # the pool: 404
+        + _request(cookie=cookie)  # after a pool answer
+        + _request(method="POST")  # 405 (pool)
+        + _request(cookie=cookie)
+    )
+    data = served.exchange(raw, answers=5)
+    assert _statuses(data) == [200, 404, 200, 405, 200]
+    assert served.inline >= 1
+
+
+def test_connection_close_and_http_1_0(served: Served) -> None:
+    cookie = served.harness.login()
+    data = served.exchange(_request(cookie=cookie, extra="Connection: close\r\n"), until_close=True)
+    assert _statuses(data) == [200]
+    data = served.exchange(_request(cookie=cookie, version="1.0"), until_close=True)
+    assert data.startswith(b"HTTP/1.0 200 OK\r\n")
+    assert served.inline == 2
+
+
+def test_head_has_no_body(served: Served) -> None:
+    with decision_log_level(logging.WARNING):  # the redirect is not logged: inline
+        data = served.exchange(_request(method="HEAD"))
+    assert data.startswith(b"HTTP/1.1 302 Found\r\n")
+    assert b"\r\nContent-Length: 0\r\n" in data
+    assert data.endswith(b"\r\n\r\n")
+    assert served.inline == 1
+
+
+def test_a_raising_decision_falls_back_to_the_pool(harness: Harness) -> None:
+    def broken(environ: dict[str, t.Any]) -> bool:
+        raise RuntimeError("boom")
+
+    running = Served(harness, broken)
+    try:
+        data = running.exchange(_request(cookie=harness.login()), answers=1)
+        assert _statuses(data) == [200]
+        assert running.inline == 0
+    finally:
+        running.stop()
+
+
+def test_too_much_waiting_output_goes_to_the_pool(served: Served) -> None:
+    from server.inline import MAX_BUFFERED
+    from server.inline import InlineChannel
+
+    waiting = SimpleNamespace(
+        requests=[SimpleNamespace(error=None)], total_outbufs_len=MAX_BUFFERED + 1
+    )
+    assert InlineChannel.try_inline(waiting) is False  # type: ignore[arg-type]
