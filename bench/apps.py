@@ -7,6 +7,10 @@ when it runs on the same server settings as authctl, so this launcher builds its
 ``waitress-serve``'s defaults.
 
     .venv/bin/python bench/apps.py bare|authz|empty --port PORT [--threads 4]
+    .venv/bin/python bench/apps.py pool --config authctl.toml --port PORT
+
+``pool`` is authctl itself with every request served by waitress's thread pool, i.e. without
+the inline authz path of ``server.inline``: the benchmark shows what that path is worth.
 """
 
 from __future__ import annotations
@@ -60,16 +64,28 @@ def authz(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[b
 APPS: dict[str, WSGIApplication] = {"bare": bare, "empty": empty, "authz": authz}
 
 
+def _authctl(config_path: str | None) -> WSGIApplication:
+    """authctl's app for ``config_path``, to be served without ``inline``."""
+    from server.app import make_app
+    from server.config import load_config
+
+    if config_path is None:
+        raise SystemExit("pool needs --config")
+    return make_app(load_config(Path(config_path)))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Serve one app on 127.0.0.1 until SIGTERM."""
     from authctl.cmd_serve import make_server
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("app", choices=sorted(APPS))
+    parser.add_argument("app", choices=[*sorted(APPS), "pool"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--config", help="the authctl config (for pool)")
     args = parser.parse_args(argv)
-    server = make_server(APPS[args.app], args.threads, {"host": "127.0.0.1", "port": args.port})
+    app = _authctl(args.config) if args.app == "pool" else APPS[args.app]
+    server = make_server(app, args.threads, {"host": "127.0.0.1", "port": args.port})
 
     def stop(_signum: int, _frame: object) -> None:
         raise SystemExit(0)

@@ -7,7 +7,8 @@ swing by ±30 %, see ``reference/proxies.md`` §4), and the baselines are served
 authctl's waitress settings (``bench/apps.py`` uses ``authctl.cmd_serve.make_server``).
 
 Rows: bare waitress "hello" (the floor), verify with a session cookie (SQLite store, the
-default, and the memory store), Basic credentials with a warm cache, an anonymous redirect,
+default, and the memory store; and the SQLite store through waitress's thread pool only, i.e.
+without ``server.inline``), Basic credentials with a warm cache, an anonymous redirect,
 nginx TLS without auth, nginx ``auth_request`` to authctl and to a trivial waitress check;
 then CPU time per request (``/proc/PID/stat``), RSS, 1,000 rules, 10,000 users, verify p99
 under a login flood (argon2 at default parameters), and ``serve --workers 2`` against 1.
@@ -722,6 +723,22 @@ def run(settings: Settings, work: Path) -> Report:
             )
         )
         sqlite = start(lambda: start_authctl("authctl-sqlite", sqlite_config, logs / "sqlite.log"))
+        pool = start(
+            lambda: Service(
+                "authctl-pool",
+                [
+                    PY,
+                    str(BENCH / "apps.py"),
+                    "pool",
+                    "--config",
+                    str(sqlite_config),
+                    "--port",
+                    str(port := free_port()),
+                ],
+                port,
+                logs / "pool.log",
+            )
+        )
         memory = start(lambda: start_authctl("authctl-memory", memory_config, logs / "memory.log"))
         idle_rss = rss_kib(sqlite.pid)
         status, sqlite_cookie = login(sqlite.port)
@@ -752,6 +769,14 @@ def run(settings: Settings, work: Path) -> Report:
                 cookie_row,
                 200,
                 settings.repeats,
+            ),
+            (
+                "verify_pool",
+                "V0 verify, as V, thread pool only (no inline)",
+                pool,
+                cookie_row,
+                200,
+                max(1, settings.repeats - 1),
             ),
             (
                 "verify_memory",
@@ -891,6 +916,12 @@ def run(settings: Settings, work: Path) -> Report:
         f"     [verify / A throughput {verify_r.rps / plain.rps:.2f}, p99 "
         f"{verify_r.p99_ms / plain.p99_ms:.2f}, CPU "
         f"{(verify_r.cpu_us_per_request or 0) / (plain.cpu_us_per_request or 1):.2f}]"
+    )
+    pool_r = best["verify_pool"]
+    report.add(
+        f"     [V0, without the inline path: throughput {pool_r.rps / bare_r.rps:.2f}, p99 "
+        f"{pool_r.p99_ms / bare_r.p99_ms:.2f}, CPU "
+        f"{(pool_r.cpu_us_per_request or 0) / (bare_r.cpu_us_per_request or 1):.2f}]"
     )
     ratio = verify_r.rps / bare_r.rps
     report.check("verify / bare throughput", ratio, ">= 0.85", ratio >= 0.85)
