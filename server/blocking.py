@@ -30,6 +30,28 @@ def check() -> None:
         raise WouldBlock
 
 
+class Lock:
+    """A ``threading.Lock`` for ``with``; inside ``forbidden`` it is only taken when free.
+
+    Another thread may hold it for long (a purge of every expired session): the I/O thread
+    then gets ``WouldBlock`` instead of waiting.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> None:
+        if not _state.depth:
+            self._lock.acquire()
+        elif not self._lock.acquire(blocking=False):
+            raise WouldBlock
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
 class _Forbidden:
     """``with forbidden:`` makes ``check()`` raise in this thread (nests)."""
 

@@ -32,13 +32,13 @@ import json
 import mmap
 import os
 import sqlite3
-import threading
 import time
 import typing as t
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from server import blocking
 from server.errors import AuthError
 from server.sessions import Level
 from server.sessions import Session
@@ -279,11 +279,11 @@ class MemoryStore:
     SQLite or Redis.
     """
 
-    inline_reads = True  # a dict and a lock held for microseconds
+    inline_reads = True  # a dict; its lock refuses the I/O thread while a purge holds it
 
     def __init__(self, now: Callable[[], float] = time.time) -> None:
         self._now = now
-        self._lock = threading.Lock()
+        self._lock = blocking.Lock()
         self._sessions: dict[str, tuple[Session, float]] = {}
         self._by_user: dict[str, set[str]] = {}
         self._closed = False

@@ -130,6 +130,8 @@ def test_quick_run_prints_every_row() -> None:
     for row in (
         "A  bare waitress hello",
         "V  verify, cookie, SQLite store",
+        "V0 verify, as V, thread pool only",
+        "[V0, without the inline path: throughput",
         "V' verify, cookie, memory store",
         "B  verify, Basic auth",
         "R  verify, anonymous",

@@ -506,3 +506,28 @@ def test_too_much_waiting_output_goes_to_the_pool(served: Served) -> None:
         requests=[SimpleNamespace(error=None)], total_outbufs_len=MAX_BUFFERED + 1
     )
     assert InlineChannel.try_inline(waiting) is False  # type: ignore[arg-type]
+
+
+def test_busy_memory_store_lock_refuses_the_io_thread() -> None:
+    from server.session_store import MemoryStore
+
+    store = MemoryStore()
+    holding = threading.Event()
+    release = threading.Event()
+
+    def purge() -> None:  # stands for a long purge holding the lock
+        with store._lock:
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=purge)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        with blocking.forbidden, pytest.raises(WouldBlock):
+            store.get("x" * 43)
+    finally:
+        release.set()
+        thread.join()
+    with blocking.forbidden:
+        assert store.get("x" * 43) is None  # free again: taken at once
