@@ -63,7 +63,7 @@ def make_server(
     listen: dict[str, t.Any] | None = None,
     sockets: list[socket.socket] | None = None,
     *,
-    inline: t.Callable[[dict[str, t.Any]], bool] | None = None,
+    inline: t.Callable[[dict[str, t.Any]], t.Any] | None = None,
 ) -> t.Any:
     """A waitress server for ``app`` with authctl's fixed settings.
 

@@ -1,9 +1,10 @@
 """The WSGI application: routing, security headers and the error boundary.
 
 The authz endpoints run on the bare environ (``server.authz``), because they are the hot
-path; the portal API and pages go through webob. This is the only module that wires the
-core together; ``make_app`` takes its collaborators as arguments so tests pass fakes
-(a clock, a memory store) instead of patching.
+path, and ``App.decide_inline`` lets ``server.inline`` answer them in waitress's I/O thread
+when memory alone decides; the portal API and pages go through webob. This is the only
+module that wires the core together; ``make_app`` takes its collaborators as arguments so
+tests pass fakes (a clock, a memory store) instead of patching.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from server.authz import STATUS_LINES
 from server.authz import Answer
 from server.authz import Authorizer
 from server.authz import Endpoint
+from server.authz import Reply
 from server.identity import IdentityResolver
 from server.portal import ApiError
 from server.portal import PortalApi
@@ -78,9 +80,6 @@ _AUTHZ_ROUTES: dict[str, tuple[Endpoint, frozenset[str] | None]] = {
 }
 
 Handler = Callable[[Request], Response]
-#: The environ key of an answer decided in waitress's I/O thread (``App.decide_inline``).
-#: No request can set it: waitress names every header ``HTTP_*``.
-INLINE_ANSWER = "authctl.inline_answer"
 
 
 def _authz_route(path: str) -> tuple[Endpoint, frozenset[str] | None] | None:
@@ -89,6 +88,13 @@ def _authz_route(path: str) -> tuple[Endpoint, frozenset[str] | None] | None:
     if route is None and path.startswith("/api/authz/ext-authz/"):
         route = _AUTHZ_ROUTES["/api/authz/ext-authz"]
     return route
+
+
+def _reply(answer: Answer, environ: WSGIEnvironment) -> Reply:
+    """What to send for ``answer``: no body for HEAD, and always a Content-Length."""
+    body = b"" if environ.get("REQUEST_METHOD") == "HEAD" else answer.body
+    answer.headers.append(("Content-Length", str(len(body))))
+    return STATUS_LINES[answer.status], answer.headers, body
 
 
 def _log_level(answer: Answer) -> int | None:
@@ -153,12 +159,10 @@ class App:
         environ: WSGIEnvironment,
         start_response: StartResponse,
     ) -> Iterable[bytes]:
-        answer = environ.pop(INLINE_ANSWER, None)
-        if not isinstance(answer, Answer):
-            if methods is not None and environ.get("REQUEST_METHOD") not in methods:
-                answer = Answer(405, [("Allow", "GET, HEAD")], b"405 Method Not Allowed")
-            else:
-                answer = self.authorizer(endpoint, environ)
+        if methods is not None and environ.get("REQUEST_METHOD") not in methods:
+            answer = Answer(405, [("Allow", "GET, HEAD")], b"405 Method Not Allowed")
+        else:
+            answer = self.authorizer(endpoint, environ)
         level = _log_level(answer)
         if level is not None:
             fields = {
@@ -168,33 +172,31 @@ class App:
                 **answer.log,
             }
             decisions.log(level, "authz decision", extra={"fields": fields})
-        body = b"" if environ.get("REQUEST_METHOD") == "HEAD" else answer.body
-        answer.headers.append(("Content-Length", str(len(body))))
-        start_response(STATUS_LINES[answer.status], answer.headers)
+        status, headers, body = _reply(answer, environ)
+        start_response(status, headers)
         return [body]
 
-    def decide_inline(self, environ: WSGIEnvironment) -> bool:
-        """Decide an authz request from memory alone, for waitress's I/O thread.
+    def decide_inline(self, environ: WSGIEnvironment) -> Reply | None:
+        """The response to an authz request when memory alone gives it, for waitress's I/O
+        thread (``server.inline``): the status line, headers and body ``authz`` would send.
 
-        True when the answer is ready: it is kept in ``environ`` and sent by the WSGI call
-        that follows. False sends the request to the thread pool as usual: not an authz
-        request, a session store without in-memory reads (Redis), anything that would block
-        (``Authorizer.decide_inline``), or an answer to be logged (a log handler may block).
-        See ``server.inline``.
+        None sends the request to the thread pool as usual: not an authz request (or not an
+        allowed method), a session store without in-memory reads (Redis), anything that
+        would block (``Authorizer.decide_inline``), or an answer to be logged (a log handler
+        may block).
         """
         if not self.inline_authz:
-            return False
+            return None
         route = _authz_route(environ.get("PATH_INFO", ""))
         if route is None:
-            return False
+            return None
         endpoint, methods = route
         if methods is not None and environ.get("REQUEST_METHOD") not in methods:
-            return False
+            return None
         answer = self.authorizer.decide_inline(endpoint, environ)
         if answer is None or _log_level(answer) is not None:
-            return False
-        environ[INLINE_ANSWER] = answer
-        return True
+            return None
+        return _reply(answer, environ)
 
     # ------------------------------------------------------------------ portal
 

@@ -98,6 +98,10 @@ class Answer:
     log: dict[str, object] = field(default_factory=dict)
 
 
+#: An answer as sent: status line, headers (with Content-Length) and body.
+Reply = tuple[str, list[tuple[str, str]], bytes]
+
+
 class BadRequest(Exception):
     """Input the endpoint refuses outright (never a redirect, never an allow)."""
 

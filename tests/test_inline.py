@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import socket
 import threading
 import typing as t
@@ -24,7 +25,7 @@ from hypothesis import strategies as st
 
 from authctl.cmd_serve import make_server
 from server import blocking
-from server.app import INLINE_ANSWER
+from server.authz import Reply
 from server.blocking import WouldBlock
 from server.redis_store import RedisStore
 from server.session_store import SQLiteStore
@@ -189,33 +190,32 @@ def _environ(
     return environ
 
 
-def _call(harness: Harness, environ: dict[str, t.Any]) -> tuple[str, list[tuple[str, str]]]:
+def _call(harness: Harness, environ: dict[str, t.Any]) -> Reply:
+    """The pool's answer: the WSGI call."""
     answer: list[t.Any] = []
     body = harness.app(environ, lambda status, headers: answer.extend([status, headers]))
-    assert list(body) is not None
-    return answer[0], answer[1]
+    return answer[0], answer[1], b"".join(body)
 
 
-def _decide(harness: Harness, environ: dict[str, t.Any]) -> bool:
+def _decide(harness: Harness, environ: dict[str, t.Any]) -> Reply | None:
     with blocking.forbidden:
         return harness.app.decide_inline(environ)
 
 
 def test_signed_in_verify_is_answered_inline(harness: Harness) -> None:
-    environ = _environ(headers={"Cookie": harness.login()})
-    assert _decide(harness, environ)
-    assert INLINE_ANSWER in environ
-    status, headers = _call(harness, environ)
+    reply = _decide(harness, _environ(headers={"Cookie": harness.login()}))
+    assert reply is not None
+    status, headers, body = reply
     assert status == "200 OK"
     assert ("Remote-User", "alice") in headers
-    assert INLINE_ANSWER not in environ  # used once
+    assert ("Content-Length", "0") in headers
+    assert body == b""
 
 
 def test_inline_answer_equals_the_pool_answer(harness: Harness) -> None:
     cookie = harness.login()
-    inline = _environ(headers={"Cookie": cookie})
-    assert _decide(harness, inline)
-    assert _call(harness, inline) == _call(harness, _environ(headers={"Cookie": cookie}))
+    reply = _decide(harness, _environ(headers={"Cookie": cookie}))
+    assert reply == _call(harness, _environ(headers={"Cookie": cookie}))
 
 
 @pytest.mark.parametrize(
@@ -228,9 +228,7 @@ def test_inline_answer_equals_the_pool_answer(harness: Harness) -> None:
     ],
 )
 def test_other_requests_go_to_the_pool(harness: Harness, path: str, method: str) -> None:
-    environ = _environ(path, method=method)
-    assert not _decide(harness, environ)
-    assert INLINE_ANSWER not in environ
+    assert _decide(harness, _environ(path, method=method)) is None
 
 
 def test_logged_answers_go_to_the_pool(harness: Harness) -> None:
@@ -258,7 +256,7 @@ def test_basic_inline_only_with_a_warm_cache(harness: Harness) -> None:
     credentials = base64.b64encode(f"alice:{PASSWORDS['alice']}".encode()).decode()
     headers = {"Authorization": f"Basic {credentials}"}
     assert not _decide(harness, _environ(headers=headers))  # argon2 needed
-    status, _ = _call(harness, _environ(headers=headers))  # the pool checks the password
+    status = _call(harness, _environ(headers=headers))[0]  # the pool checks the password
     assert status == "200 OK"
     assert _decide(harness, _environ(headers=headers))
 
@@ -327,10 +325,9 @@ def test_inline_and_pool_always_agree(
     if path == "/api/authz/auth-request":
         headers["X-Original-URL"] = url
     with decision_log_level(logging.WARNING):  # nothing logged: every answer may be inline
-        inline = _environ(path, url=url, headers=headers)
-        if _decide(harness, inline):
-            answered = _call(harness, inline)
-            assert answered == _call(harness, _environ(path, url=url, headers=headers))
+        reply = _decide(harness, _environ(path, url=url, headers=headers))
+        if reply is not None:
+            assert reply == _call(harness, _environ(path, url=url, headers=headers))
 
 
 _SHARED: dict[str, t.Any] = {}
@@ -354,21 +351,27 @@ def _shared_cookie(harness: Harness) -> str:
 class Served:
     """The harness app behind a real waitress server with the inline path, in a thread."""
 
-    def __init__(self, harness: Harness, decide: t.Callable[[dict[str, t.Any]], bool]) -> None:
+    def __init__(
+        self, harness: Harness, decide: t.Callable[[dict[str, t.Any]], Reply | None] | None
+    ) -> None:
         self.harness = harness
         self.inline = 0
         self._decide = decide
         self.server = make_server(
-            harness.app, 2, {"host": "127.0.0.1", "port": 0}, inline=self.decide
+            harness.app,
+            2,
+            {"host": "127.0.0.1", "port": 0},
+            inline=self.decide if decide is not None else None,
         )
         self.port = self.server.effective_port
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
 
-    def decide(self, environ: dict[str, t.Any]) -> bool:
-        answered = self._decide(environ)
-        self.inline += answered
-        return answered
+    def decide(self, environ: dict[str, t.Any]) -> Reply | None:
+        assert self._decide is not None
+        reply = self._decide(environ)
+        self.inline += reply is not None
+        return reply
 
     def exchange(self, raw: bytes, *, until_close: bool = False, answers: int = 1) -> bytes:
         """Send ``raw`` on a new connection; read ``answers`` whole answers (or until the
@@ -384,8 +387,14 @@ class Served:
             return data
 
     def stop(self) -> None:
-        self.server.close()
+        """Close every socket from the loop's own thread (no race with select), then stop
+        the pool."""
+        from waitress import wasyncore
+
+        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
         self.thread.join(timeout=10)
+        assert not self.thread.is_alive()
+        self.server.task_dispatcher.shutdown()
 
 
 @pytest.fixture
@@ -486,7 +495,7 @@ def test_head_has_no_body(served: Served) -> None:
 
 
 def test_a_raising_decision_falls_back_to_the_pool(harness: Harness) -> None:
-    def broken(environ: dict[str, t.Any]) -> bool:
+    def broken(environ: dict[str, t.Any]) -> Reply | None:
         raise RuntimeError("boom")
 
     running = Served(harness, broken)
@@ -531,3 +540,98 @@ def test_busy_memory_store_lock_refuses_the_io_thread() -> None:
         thread.join()
     with blocking.forbidden:
         assert store.get("x" * 43) is None  # free again: taken at once
+
+
+# --------------------------------------------------------------------------- the same bytes
+
+
+@pytest.fixture
+def both(harness: Harness) -> Iterator[tuple[Served, Served]]:
+    """One app behind two servers: with the inline path, and through the pool only."""
+    inline = Served(harness, harness.app.decide_inline)
+    pool = Served(harness, None)
+    yield inline, pool
+    inline.stop()
+    pool.stop()
+
+
+def _without_date(data: bytes) -> bytes:
+    return re.sub(rb"\r\nDate: [^\r]*", b"\r\nDate: -", data)
+
+
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+@pytest.mark.parametrize("connection", [None, "close", "keep-alive", "Keep-Alive", "Upgrade"])
+@pytest.mark.parametrize(
+    ("method", "who", "extra"),
+    [
+        ("GET", "alice", ""),  # 200 with the Remote-* headers
+        ("HEAD", "alice", ""),
+        ("GET", None, ""),  # 302 with a body
+        ("HEAD", None, ""),  # 302 without
+        ("GET", None, "X-Requested-With: XMLHttpRequest\r\n"),  # 401 + Location
+        ("GET", "bob", "X-Forwarded-Host: admin.example.com\r\n"),  # 403 or 200, by rule
+    ],
+)
+def test_inline_bytes_are_waitress_bytes(
+    both: tuple[Served, Served],
+    version: str,
+    connection: str | None,
+    method: str,
+    who: str | None,
+    extra: str,
+) -> None:
+    inline, pool = both
+    cookie = inline.harness.login(who) if who else None
+    if connection:
+        extra += f"Connection: {connection}\r\n"
+    raw = _request(cookie=cookie, method=method, version=version, extra=extra)
+    if "admin.example.com" in extra:
+        raw = raw.replace(b"X-Forwarded-Host: app.example.com\r\n", b"")
+    closes = version == "1.0" and connection != "keep-alive" and connection != "Keep-Alive"
+    closes = closes or (connection == "close")
+    with decision_log_level(logging.WARNING):  # nothing is logged: every answer is inline
+        got = inline.exchange(raw, until_close=closes)
+        want = pool.exchange(raw, until_close=closes)
+    assert inline.inline == 1
+    assert _without_date(got) == _without_date(want)
+    assert _answers(got), got
+
+
+def test_render_refuses_what_waitress_refuses() -> None:
+    from server.inline import render
+
+    ok: Reply = ("200 OK", [("Remote-Name", "Zoë"), ("Content-Length", "0")], b"")
+    data, close = render("1.1", "", ok, "authctl", 0.0)
+    assert b"\r\nRemote-Name: Zo\xeb\r\n" in data
+    assert not close
+    for headers, why in (
+        ([("Remote-Name", "a\r\nSet-Cookie: x=1")], "line feed"),
+        ([("Remote-Name\n", "a")], "line feed"),
+        ([("Connection", "close")], "hop-by-hop"),
+        ([("Transfer-Encoding", "chunked")], "hop-by-hop"),
+        ([("date", "Thu, 01 Jan 1970 00:00:00 GMT")], "waitress's"),
+        ([("Server", "other")], "waitress's"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            render("1.1", "", ("200 OK", headers, b""), "authctl", 0.0)
+    with pytest.raises(UnicodeEncodeError):
+        render("1.1", "", ("200 OK", [("Remote-Name", "雪")], b""), "authctl", 0.0)
+
+
+def test_render_memo_stays_bounded_and_dates_move() -> None:
+    from server import inline
+
+    for i in range(inline.MEMO_SIZE + 300):
+        reply: Reply = ("302 Found", [(f"X-Header-{i}", "v"), ("Location", f"/{i}")], b"")
+        inline.render("1.1", "", reply, "authctl", 0.0)
+    assert len(inline._heads) <= inline.MEMO_SIZE
+    assert len(inline._names) <= 256
+    ok: Reply = ("200 OK", [("Content-Length", "2")], b"ok")
+    first, _ = inline.render("1.1", "", ok, "authctl", 0.0)
+    later, _ = inline.render("1.1", "", ok, "authctl", 86400.0)
+    assert b"\r\nDate: Thu, 01 Jan 1970 00:00:00 GMT\r\n" in first
+    assert b"\r\nDate: Fri, 02 Jan 1970 00:00:00 GMT\r\n" in later
+    assert first.endswith(b"\r\n\r\nok")
+    assert first.replace(b"Thu, 01", b"Fri, 02") == later
+    anonymous, _ = inline.render("1.1", "", ok, "", 0.0)  # waitress with ident=""
+    assert b"\r\nServer:" not in anonymous
