@@ -352,7 +352,10 @@ class Served:
     """The harness app behind a real waitress server with the inline path, in a thread."""
 
     def __init__(
-        self, harness: Harness, decide: t.Callable[[dict[str, t.Any]], Reply | None] | None
+        self,
+        harness: Harness,
+        decide: t.Callable[[dict[str, t.Any]], Reply | None] | None,
+        sockets: list[socket.socket] | None = None,
     ) -> None:
         self.harness = harness
         self.inline = 0
@@ -361,9 +364,10 @@ class Served:
             harness.app,
             2,
             {"host": "127.0.0.1", "port": 0},
+            sockets,
             inline=self.decide if decide is not None else None,
         )
-        self.port = self.server.effective_port
+        self.port = sockets[0].getsockname()[1] if sockets else self.server.effective_port
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
 
@@ -390,8 +394,11 @@ class Served:
         """Close every socket from the loop's own thread (no race with select), then stop
         the pool."""
         from waitress import wasyncore
+        from waitress.server import BaseWSGIServer
 
-        self.server.trigger.pull_trigger(lambda: wasyncore.close_all(self.server._map))
+        socket_map = getattr(self.server, "_map", None) or self.server.map
+        server = next(s for s in socket_map.values() if isinstance(s, BaseWSGIServer))
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(socket_map))
         self.thread.join(timeout=10)
         assert not self.thread.is_alive()
         self.server.task_dispatcher.shutdown()
@@ -635,3 +642,21 @@ def test_render_memo_stays_bounded_and_dates_move() -> None:
     assert first.replace(b"Thu, 01", b"Fri, 02") == later
     anonymous, _ = inline.render("1.1", "", ok, "", 0.0)  # waitress with ident=""
     assert b"\r\nServer:" not in anonymous
+
+
+def test_every_listening_socket_gets_the_inline_path(harness: Harness) -> None:
+    listeners = []
+    for _ in range(2):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listeners.append(listener)
+    running = Served(harness, harness.app.decide_inline, listeners)  # MultiSocketServer
+    try:
+        cookie = harness.login()
+        for listener in listeners:
+            running.port = listener.getsockname()[1]
+            assert _statuses(running.exchange(_request(cookie=cookie))) == [200]
+        assert running.inline == 2
+    finally:
+        running.stop()
