@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from authctl.cmd_serve import make_server
@@ -658,5 +659,32 @@ def test_every_listening_socket_gets_the_inline_path(harness: Harness) -> None:
             running.port = listener.getsockname()[1]
             assert _statuses(running.exchange(_request(cookie=cookie))) == [200]
         assert running.inline == 2
+    finally:
+        running.stop()
+
+
+_KINDS = {
+    # kind: (request bytes builder, status); cookie filled in per example
+    "allow": (lambda cookie: _request(cookie=cookie), 200),  # inline
+    "redirect": (lambda cookie: _request(), 302),  # inline (decision log quiet)
+    "missing": (lambda cookie: _request("/no-such-page"), 404),  # pool
+    "post": (lambda cookie: _request(method="POST"), 405),  # pool
+    "bad": (lambda cookie: _request(cookie=cookie).replace(b"https", b"http"), 400),  # pool
+}
+
+
+@settings(max_examples=40)
+@given(kinds=st.lists(st.sampled_from(sorted(_KINDS)), min_size=1, max_size=12))
+def test_pipelined_mixes_keep_their_order(
+    tmp_path_factory: pytest.TempPathFactory, kinds: list[str]
+) -> None:
+    harness = _shared_harness(tmp_path_factory)
+    cookie = _shared_cookie(harness)
+    running = Served(harness, harness.app.decide_inline)
+    try:
+        raw = b"".join(_KINDS[kind][0](cookie) for kind in kinds)
+        with decision_log_level(logging.WARNING):
+            data = running.exchange(raw, answers=len(kinds))
+        assert _statuses(data) == [_KINDS[kind][1] for kind in kinds]
     finally:
         running.stop()
