@@ -37,25 +37,23 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger("authctl.identity")
 
-#: Nice value of the threads that run argon2 where SCHED_IDLE is not available.
+#: Nice value of the threads that run argon2.
 HASH_NICE = 19
 
 
 def _lower_priority() -> None:  # pragma: no cover - platform dependent
-    """Run this (hashing) thread, and the lane threads argon2 starts from it, only on CPU
-    time that nothing else wants: Linux's SCHED_IDLE policy, else the lowest nice value.
+    """Run this (hashing) thread, and the lane threads argon2 starts from it, at the lowest
+    nice value, so verifies come first but logins still get some CPU time.
 
-    Linux keeps both per thread, so the server's own threads are unaffected. Measured with
-    50 clients logging in while wrk verifies on the same core (``bench/run.py``): verify p99
-    18 ms with SCHED_IDLE, 24 ms at nice 19, 27 ms at nice 10. The cost: while verifies keep
-    a core completely busy, logins on that core wait (they are refused once every hashing
-    slot is taken, so the wait never holds more than ``gate.max_concurrent`` threads).
+    Linux keeps the nice value per thread, so the server's own threads are unaffected.
+    Measured with 50 clients logging in as fast as they can while wrk verifies on the same
+    core (``bench/run.py``, 2026-11-27, verify answered in the I/O thread): at nice 19
+    verify p99 10-12 ms (SPEC: < 20) and 0.4 logins/s still succeed; under Linux's
+    SCHED_IDLE policy p99 was 6-7 ms but not one login succeeded while wrk kept the core
+    busy, so a flood of requests could lock every user out. Logins that find every hashing
+    slot taken are refused at once, so the wait never holds more than
+    ``gate.max_concurrent`` threads.
     """
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        return
-    except (AttributeError, OSError):
-        pass
     if hasattr(os, "setpriority") and os.uname().sysname == "Linux":
         with contextlib.suppress(OSError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HASH_NICE)

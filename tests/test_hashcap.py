@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +13,7 @@ from server.errors import InvalidCredentials
 from server.hashcap import Busy
 from server.hashcap import HashGate
 from server.hashcap import default_max_concurrent
+from tests.apphelpers import build
 
 
 @pytest.mark.parametrize(("threads", "cap"), [(1, 1), (2, 1), (3, 1), (4, 2), (8, 6), (64, 62)])
@@ -109,3 +112,15 @@ def test_run_passes_arguments() -> None:
         return phc, password, strict
 
     assert gate.run(verify, "$argon2id$", "pw", strict=True) == ("$argon2id$", "pw", True)
+
+
+def test_hashing_runs_at_nice_19_and_leaves_other_threads_alone(tmp_path: Path) -> None:
+    """argon2 gets the CPU time verifies leave, but some even when they leave none."""
+
+    def at_nice_19() -> bool:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 19
+
+    identities = build(tmp_path, time.time).app.portal.identities
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    assert identities._hash(at_nice_19) is True  # the hashing thread
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # not this one
