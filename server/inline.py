@@ -5,7 +5,7 @@ through a pipe when the answer is written: per request a condition-variable wake
 hand-offs between threads, and a pipe write and read. A bare "hello" pays that too, but
 verify with a cached session is a few microseconds of in-memory work, so the hand-off cost
 more than the work: against a bare waitress "hello" (``bench/run.py``, same run, SPEC §5)
-verify reached 0.53 of its throughput through the pool and 0.89 answered here.
+verify reached about half its throughput through the pool, and about 0.9 answered here.
 
 ``install`` gives the servers a channel class whose requests, when waitress hands them to
 the pool from the I/O thread, first go to ``decide(environ)`` (``App.decide_inline``). It
