@@ -223,16 +223,13 @@ class InlineChannel(HTTPChannel):
         return True
 
 
-def install(servers: Iterable[object], decide: Decide) -> int:
-    """Serve the connections of ``servers`` (waitress's socket map values) through
-    ``InlineChannel`` with ``decide``; how many servers were changed."""
+def install(servers: Iterable[object], decide: Decide) -> None:
+    """Serve the connections of ``servers`` (waitress's socket map values: listeners,
+    channels, triggers) through ``InlineChannel`` with ``decide``."""
     channel_class = type("InlineChannel", (InlineChannel,), {"decide": staticmethod(decide)})
-    count = 0
     for server in servers:
         if isinstance(server, BaseWSGIServer):
             _install(server, channel_class)
-            count += 1
-    return count
 
 
 def _install(server: BaseWSGIServer, channel_class: type[InlineChannel]) -> None:
