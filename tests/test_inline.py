@@ -35,6 +35,7 @@ from server.users import UsersSource
 from tests.apphelpers import PASSWORDS
 from tests.apphelpers import Harness
 from tests.apphelpers import build
+from tests.conftest import Clock
 
 # --------------------------------------------------------------------------- the guard
 
@@ -82,7 +83,7 @@ def test_sqlite_connection_refused_inside_forbidden(tmp_path: Path) -> None:
 def test_sqlite_store_answers_from_its_cache_only(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "sessions.db")
     try:
-        cookie = build(tmp_path, _Clock(), store=store, users_interval=3600).login()
+        cookie = build(tmp_path, Clock(), store=store, users_interval=3600).login()
         session_id = cookie.split("=", 1)[1]
         store._cache.clear()
         with blocking.forbidden, pytest.raises(WouldBlock):
@@ -97,7 +98,7 @@ def test_sqlite_store_answers_from_its_cache_only(tmp_path: Path) -> None:
 def test_sqlite_touch_refused_before_anything_changes(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "sessions.db")
     try:
-        harness = build(tmp_path, _Clock(), store=store, users_interval=3600)
+        harness = build(tmp_path, Clock(), store=store, users_interval=3600)
         session_id = harness.login().split("=", 1)[1]
         session = store.get(session_id)
         assert session is not None
@@ -112,8 +113,8 @@ def test_sqlite_touch_refused_before_anything_changes(tmp_path: Path) -> None:
 
 
 def test_users_check_refused_only_when_due(tmp_path: Path) -> None:
-    harness = build(tmp_path, _Clock())
-    clock = _Clock(0.0)
+    harness = build(tmp_path, Clock())
+    clock = Clock(0.0)
     users = UsersSource(harness.config.users.file, interval=10, now=clock)
     with blocking.forbidden:
         assert "alice" in users.current()  # not due: the snapshot in memory
@@ -132,7 +133,7 @@ def test_redis_refused_before_any_round_trip() -> None:
 
 
 def test_password_check_refused(tmp_path: Path) -> None:
-    harness = build(tmp_path, _Clock())
+    harness = build(tmp_path, Clock())
     with blocking.forbidden, pytest.raises(WouldBlock):
         harness.app.portal.identities.check_password("alice", PASSWORDS["alice"])
 
@@ -140,17 +141,9 @@ def test_password_check_refused(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the app's decision
 
 
-class _Clock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def harness(tmp_path: Path) -> Harness:
-    return build(tmp_path, _Clock(), users_interval=3600)
+    return build(tmp_path, Clock(), users_interval=3600)
 
 
 @contextmanager
@@ -249,7 +242,7 @@ def test_store_without_memory_reads_never_inline(harness: Harness) -> None:
 
 
 def test_due_users_check_goes_to_the_pool(tmp_path: Path) -> None:
-    harness = build(tmp_path, _Clock())  # interval 0: every request checks the file
+    harness = build(tmp_path, Clock())  # interval 0: every request checks the file
     assert not _decide(harness, _environ(headers={"Cookie": harness.login()}))
 
 
@@ -263,7 +256,7 @@ def test_basic_inline_only_with_a_warm_cache(harness: Harness) -> None:
 
 
 def test_due_activity_write_goes_to_the_pool(tmp_path: Path) -> None:
-    clock = _Clock()
+    clock = Clock()
     store = SQLiteStore(tmp_path / "sessions.db", now=clock)
     try:
         harness = build(tmp_path, clock, store=store, users_interval=3600)
@@ -336,7 +329,7 @@ _SHARED: dict[str, t.Any] = {}
 
 def _shared_harness(factory: pytest.TempPathFactory) -> Harness:
     if "harness" not in _SHARED:
-        _SHARED["harness"] = build(factory.mktemp("inline"), _Clock(), users_interval=3600)
+        _SHARED["harness"] = build(factory.mktemp("inline"), Clock(), users_interval=3600)
     return t.cast(Harness, _SHARED["harness"])
 
 
