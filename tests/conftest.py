@@ -22,7 +22,6 @@ settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 
 #: A config that exercises every section, written by the ``config_file`` fixture.
 BASE_CONFIG = """\
