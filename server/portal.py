@@ -12,6 +12,7 @@ import logging
 import typing as t
 from dataclasses import dataclass
 from dataclasses import replace
+from urllib.parse import urlsplit
 
 from webob import Request
 from webob import Response
@@ -239,8 +240,23 @@ class PortalApi:
                     origin.cookie.default_redirect_url if origin.cookie else None
                 )
                 or "",
+                "target_host": self.target_host(req),
             }
         )
+
+    def target_host(self, req: Request) -> str:
+        """``host[:port]`` of the query's one ``rd`` if the redirect check passes it, else "".
+
+        The sign-in page names the site the user will return to only from this value, never
+        from its own URL: a phishing link ``/?rd=https://evil-phish.com/`` must not make the
+        portal say "continue to evil-phish.com" (SPEC §3.2, §3.5).
+        """
+        try:
+            values = req.GET.getall("rd")
+        except (UnicodeDecodeError, ValueError):
+            return ""
+        safe = safe_redirect(values[0], self.domains) if len(values) == 1 else None
+        return urlsplit(safe).netloc if safe else ""
 
     def configuration(self, req: Request) -> Response:
         origin = self.origin(req)
