@@ -58,11 +58,36 @@ def check_group(name: str) -> str:
     return name
 
 
+#: Unicode categories refused in display text: controls (Cc), invisible formatting such as
+#: bidi overrides and zero-width characters (Cf, e.g. U+202E), lone surrogates (Cs) and the
+#: line and paragraph separators (Zl, Zp). They could hide or reorder what an admin reads in
+#: ``user list`` or what an application shows from ``Remote-Name``.
+REFUSED_TEXT_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def _describe(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X}" + (f" ({name})" if name else "")
+
+
 def check_display_text(value: str, what: str) -> str:
-    """Return ``value`` if it has no control characters (it ends up in HTTP headers)."""
+    """Return ``value`` if it has no control or invisible formatting characters (it ends up in
+    HTTP headers and on an admin's terminal).
+
+    Raises:
+        ValueError: naming ``what`` (the field) and the character.
+    """
     if value.isascii() and not _ASCII_CONTROL.search(value):
         return value  # the common case, without a per-character Unicode lookup
     for ch in value:
-        if unicodedata.category(ch) == "Cc" or ch in "\u2028\u2029":
-            raise ValueError(f"{what} contains a control character (such as a newline); remove it")
+        category = unicodedata.category(ch)
+        if category == "Cc":
+            raise ValueError(
+                f"{what} contains a control character ({_describe(ch)}, such as a newline); "
+                "remove it"
+            )
+        if category in REFUSED_TEXT_CATEGORIES:
+            raise ValueError(
+                f"{what} contains an invisible formatting character {_describe(ch)}; remove it"
+            )
     return value

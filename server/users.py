@@ -199,9 +199,13 @@ def _text(c: _Checker, entry: dict[str, t.Any], parts: tuple[str | int, ...], na
         c.error(here, f"expected a string, got {_kind(raw)}", f'write {name} = "…"')
         return ""
     try:
-        check_display_text(raw, name)
+        check_display_text(raw, f"the {name} of user {parts[-1]!r}")
     except ValueError as exc:
-        c.error(here, str(exc), "keep it on one line, without control characters")
+        c.error(
+            here,
+            str(exc),
+            "keep it on one line, without control or invisible formatting characters",
+        )
         return ""
     return raw
 

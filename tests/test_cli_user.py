@@ -143,8 +143,22 @@ def test_add_canonicalises(runner: CliRunner, config_file: Path) -> None:
         (["alice", "--group", "domain admins"], "white space"),
         (["alice", "--displayname", "Alice\nX-Evil: 1"], "control character"),
         (["alice", "--email", "a@example.com\r"], "control character"),
+        (["alice", "--displayname", "Alice\u202eecilA"], "invisible formatting character U+202E"),
+        (["alice", "--email", "a\u200b@example.com"], "invisible formatting character U+200B"),
+        (["alice", "--group", "adm\u2066ins"], "control character"),
     ],
-    ids=["space", "option-like", "comma", "group-comma", "group-space", "newline-name", "cr-email"],
+    ids=[
+        "space",
+        "option-like",
+        "comma",
+        "group-comma",
+        "group-space",
+        "newline-name",
+        "cr-email",
+        "rlo-name",
+        "zwsp-email",
+        "bidi-group",
+    ],
 )
 def test_add_bad_input_is_usage_error(
     runner: CliRunner, config_file: Path, args: list[str], message: str

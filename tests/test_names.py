@@ -20,7 +20,7 @@ def slow_group_ok(name: str) -> bool:
 
 
 def slow_text_ok(value: str) -> bool:
-    return all(unicodedata.category(ch) != "Cc" and ch not in "\u2028\u2029" for ch in value)
+    return all(unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp") for ch in value)
 
 
 def accepts(check: object, value: str) -> bool:
@@ -54,3 +54,41 @@ def test_bad_groups(name: str) -> None:
     """Empty names, commas, white space and invisible characters are refused."""
     with pytest.raises(ValueError, match="group name"):
         check_group(name)
+
+
+INVISIBLE = [
+    ("\u202e", "RIGHT-TO-LEFT OVERRIDE"),
+    ("\u202a", "LEFT-TO-RIGHT EMBEDDING"),
+    ("\u2066", "LEFT-TO-RIGHT ISOLATE"),
+    ("\u200f", "RIGHT-TO-LEFT MARK"),
+    ("\u200b", "ZERO WIDTH SPACE"),
+    ("\ufeff", "ZERO WIDTH NO-BREAK SPACE"),
+    ("\u00ad", "SOFT HYPHEN"),
+    ("\u2028", "LINE SEPARATOR"),
+    ("\u2029", "PARAGRAPH SEPARATOR"),
+]
+
+
+@pytest.mark.parametrize(("char", "name"), INVISIBLE, ids=[n for _, n in INVISIBLE])
+def test_display_text_refuses_invisible_formatting(char: str, name: str) -> None:
+    """Bidi overrides and other invisible format characters (Cf, Zl, Zp) are refused like
+    control characters, and the message names the field and the character."""
+    with pytest.raises(ValueError, match="invisible formatting character") as caught:
+        check_display_text(f"Alice{char}ecilA", "the displayname of user 'alice'")
+    message = str(caught.value)
+    assert "the displayname of user 'alice'" in message
+    assert f"U+{ord(char):04X}" in message
+    assert name in message
+
+
+@pytest.mark.parametrize("char", ["\u202e", "\u200b", "\u2066"])
+def test_group_refuses_invisible_formatting(char: str) -> None:
+    """Group names refuse the same characters."""
+    with pytest.raises(ValueError, match="group name"):
+        check_group(f"adm{char}ins")
+
+
+@pytest.mark.parametrize("value", ["Zoë Ångström", "李小龍", "Олег", "محمد", "👩‍💻"[0]])
+def test_display_text_keeps_visible_unicode(value: str) -> None:
+    """Ordinary non-ASCII names pass unchanged."""
+    assert check_display_text(value, "x") == value

@@ -256,6 +256,22 @@ MALFORMED: list[tuple[str, str | bytes | None, str, str, int | None]] = [
         3,
     ),
     ("control-email", entry('email = "a@b.c\\u0000"'), "users.alice.email", "control char", 3),
+    (
+        "rlo-displayname",
+        entry('displayname = "Alice\\u202eecilA"'),
+        "users.alice.displayname",
+        "the displayname of user 'alice' contains an invisible formatting character U+202E "
+        "(RIGHT-TO-LEFT OVERRIDE)",
+        3,
+    ),
+    (
+        "zwsp-email",
+        entry('email = "al\\u200bice@example.com"'),
+        "users.alice.email",
+        "the email of user 'alice' contains an invisible formatting character U+200B",
+        3,
+    ),
+    ("bidi-group", entry('groups = ["adm\\u2066ins"]'), "users.alice.groups[0]", "control", 3),
     ("email-not-address", entry('email = "alice"'), "users.alice.email", "not an e-mail", 3),
     ("displayname-int", entry("displayname = 5"), "users.alice.displayname", "a string", 3),
     ("disabled-string", entry('disabled = "yes"'), "users.alice.disabled", "true or false", 3),
