@@ -1,8 +1,9 @@
 """``authctl init [DIR]``: write a working starter setup, never overwriting anything.
 
-It writes ``authctl.toml`` (commented, every section with its default), an empty ``users.toml``
-(mode 0600) and ``secrets/storage.key`` (32 random bytes as hex, mode 0600, folder 0700). If
-any of them exists, nothing at all is written: a half-initialised folder would be worse than
+It writes ``authctl.toml`` (commented, every section with its default; mode 0600, since it may
+come to hold secrets such as a Redis URL with a password), an empty ``users.toml`` (mode 0600)
+and ``secrets/storage.key`` (32 random bytes as hex, mode 0600, folder 0700). If any of them
+exists, nothing at all is written: a half-initialised folder would be worse than
 none, and an existing key or users file must never be replaced by accident.
 """
 
@@ -59,7 +60,7 @@ def init(directory: str) -> None:
     secrets_dir = folder / "secrets"
     key = secrets_dir / "storage.key"
     plan = [
-        (config, STARTER_CONFIG, 0o644),
+        (config, STARTER_CONFIG, 0o600),
         (users, STARTER_USERS, 0o600),
         (key, secrets.token_hex(KEY_BYTES) + "\n", 0o600),
     ]

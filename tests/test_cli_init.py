@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -40,11 +42,30 @@ def test_init_writes_working_setup(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_init_modes(runner: CliRunner, tmp_path: Path) -> None:
-    """The users file and key are 0600 and the secrets folder 0700."""
+    """The config, the users file and the key are 0600 and the secrets folder 0700."""
     assert runner.invoke(cli, ["init", str(tmp_path)]).exit_code == 0
     assert mode(tmp_path / "users.toml") == 0o600
     assert mode(tmp_path / "secrets" / "storage.key") == 0o600
     assert mode(tmp_path / "secrets") == 0o700
+    assert mode(tmp_path / "authctl.toml") == 0o600
+
+
+@pytest.mark.slow
+def test_init_config_is_private_under_open_umask(tmp_path: Path) -> None:
+    """A real ``authctl init`` under umask 000 still writes authctl.toml 0600: it may come to
+    hold secrets (a Redis URL with a password)."""
+    script = Path(sys.executable).parent / "authctl"
+    folder = tmp_path / "demo"
+    done = subprocess.run(
+        ["sh", "-c", 'umask 000; exec "$0" init "$1"', str(script), str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert mode(folder / "authctl.toml") == 0o600
+    assert mode(folder / "users.toml") == 0o600
 
 
 def test_init_keys_differ(runner: CliRunner, tmp_path: Path) -> None:
