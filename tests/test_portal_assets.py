@@ -421,3 +421,12 @@ def test_script_is_valid_javascript() -> None:
     assert node is not None
     result = subprocess.run([node, "--check", str(JS)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
+
+
+def test_script_names_the_target_only_from_the_server() -> None:
+    """The site the page names is the server's checked ``target_host``, never the raw ``rd``
+    (a phishing link ``/?rd=https://evil-phish.com/``); the browser test shows it for real."""
+    source = js_source()
+    assert "state.target_host" in source
+    assert not re.search(r"hostOf\(\s*query\.get\(", source)
+    assert not re.search(r"textContent\s*=\s*[^;]*\brd\b", source)

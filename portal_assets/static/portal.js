@@ -3,8 +3,9 @@
  * Rules this file keeps (the portal is served under a strict CSP, see SPEC §3.4):
  * - no inline anything: the HTML pages carry no script or style, everything is wired here;
  * - dynamic text is set with textContent only, never as HTML;
- * - URLs that come from the query string are shown (their host) but never followed; only URLs the
- *   server returns (already validated there, §3.5) are navigated to, and only if they are http(s);
+ * - URLs that come from the query string are neither shown nor followed: the site a page names is
+ *   the host the server's redirect check gave (`target_host` of /api/state?rd=…), and only URLs
+ *   the server returns (already validated there, §3.5) are navigated to, if they are http(s);
  * - every state-changing call is a same-origin fetch with a JSON body.
  */
 (function () {
@@ -199,8 +200,20 @@
     });
   }
 
-  function showTargetHost(containerId, hostId) {
-    const host = hostOf(query.get("rd"));
+  /** `/api/state`, asking the server to check this page's `rd` (it answers `target_host`). */
+  function stateWithTarget(feature) {
+    const rd = query.get("rd");
+    const qs = rd ? "?" + new URLSearchParams({ rd: rd }).toString() : "";
+    return api("GET", "/api/state" + qs, undefined, feature);
+  }
+
+  /**
+   * Name the site the user will return to: only the host the server's redirect check passed
+   * (`state.target_host`), never one read from this page's URL, where a phishing link can put
+   * any site.
+   */
+  function showTargetHost(containerId, hostId, state) {
+    const host = state && typeof state.target_host === "string" ? state.target_host : "";
     if (!host) return "";
     $(hostId).textContent = host;
     $(containerId).hidden = false;
@@ -272,8 +285,6 @@
     const err = $("login-error");
     const status = $("login-status");
 
-    if (showTargetHost("target", "target-host")) $("login-lead").hidden = true;
-    showTargetHost("signed-in-target", "signed-in-target-host");
     submit.disabled = false;
     clearInvalidOnInput([user, pass]);
 
@@ -362,12 +373,14 @@
 
     let state;
     try {
-      state = await api("GET", "/api/state", undefined, "Sign-in");
+      state = await stateWithTarget("Sign-in");
     } catch (e) {
       showLogin(true);
       say(err, e.message);
       return;
     }
+    if (showTargetHost("target", "target-host", state)) $("login-lead").hidden = true;
+    showTargetHost("signed-in-target", "signed-in-target-host", state);
     if (state.remember_me === false) remember.closest("label").hidden = true;
     const level = Number(state.authentication_level) || 0;
     if (level >= 1) {
@@ -391,7 +404,6 @@
     const err = $("code-error");
     const status = $("code-status");
 
-    showTargetHost("target", "target-host");
     verify.disabled = false;
     clearInvalidOnInput([code]);
     codeField(code, function () {
@@ -434,12 +446,13 @@
 
     let state;
     try {
-      state = await api("GET", "/api/state", undefined, "Two-factor sign-in");
+      state = await stateWithTarget("Two-factor sign-in");
     } catch (e) {
       showView("view-code");
       say(err, e.message);
       return;
     }
+    showTargetHost("target", "target-host", state);
     const level = Number(state.authentication_level) || 0;
     if (level < 1) {
       window.location.replace(withTarget("/"));
