@@ -126,6 +126,10 @@ class Cookie:
     user: str
     value: str
     born: float
+    #: From when the server must allow it: a login right after ``enable`` or ``passwd`` can
+    #: succeed on a worker that has read the change while another has not yet (within the
+    #: reload bound), and that one may rightly refuse the new session until the bound.
+    allowed_from: float = 0.0
     #: When the CLI command that ends the session started and returned (monotonic clock).
     dead_start: float | None = None
     dead_done: float | None = None
@@ -183,10 +187,13 @@ class Model:
         self.users[state.name] = state
         self.groups[state.name] = [GroupsChange(-1e9, -1e9, frozenset(state.groups))]
 
-    def add_cookie(self, user: str, value: str, born: float) -> Cookie:
+    def add_cookie(
+        self, user: str, value: str, born: float, allowed_from: float | None = None
+    ) -> Cookie:
         """Register a cookie from a login that returned at ``born``."""
         with self.lock:
-            cookie = Cookie(len(self.cookies), user, value, born)
+            start = born if allowed_from is None else max(born, allowed_from)
+            cookie = Cookie(len(self.cookies), user, value, born, start)
             self.cookies.append(cookie)
             self.newest[user] = cookie.id
             return cookie
@@ -241,6 +248,10 @@ class Verdict:
     server_errors: int = 0
     stale_groups: int = 0
     wrongly_denied: int = 0
+    #: Live cookies refused within the reload bound after the edit that allowed them.
+    denied_within_bound: int = 0
+    #: Cookie id -> (first, last, count) of its wrong denials.
+    denied: dict[int, tuple[float, float, int]] = field(default_factory=dict)
     unexpected: Counter[str] = field(default_factory=Counter)
     #: 200s for a revoked cookie sent after the CLI returned but within the reload bound.
     allowed_within_bound: int = 0
@@ -254,8 +265,20 @@ class Verdict:
             self.details.append(text)
 
 
-def judge(records: Iterable[Record], model: Model, t0: float) -> Verdict:
+def history(edits: Iterable[Edit], user: str, before: float, t0: float) -> str:
+    """The user's last CLI commands started before ``before``, with their times."""
+    mine = [e for e in edits if e.user == user and e.start <= before][-3:]
+    return "; ".join(
+        f"`user {e.op}` t={e.start - t0:.3f}-{e.done - t0:.3f}s{'' if e.ok else ' FAILED'}"
+        for e in mine
+    )
+
+
+def judge(
+    records: Iterable[Record], model: Model, t0: float, edits: Iterable[Edit] = ()
+) -> Verdict:
     """Judge every answer against the model (after the run: every time is known by then)."""
+    edits = list(edits)
     v = Verdict()
     for sent, received, kind, cookie_id, status, remote_user, remote_groups in records:
         v.requests += 1
@@ -272,13 +295,26 @@ def judge(records: Iterable[Record], model: Model, t0: float) -> Verdict:
         cookie = model.cookies[cookie_id]
         alive = cookie.dead_start is None or sent < cookie.dead_start
         if status != 200:
-            if status in (302, 401) and alive:
+            if status in (302, 401) and alive and sent < cookie.allowed_from:
+                v.denied_within_bound += 1
+            elif status in (302, 401) and alive:
                 v.wrongly_denied += 1
-                v.note(f"{at} {KIND_NAMES[kind]} for {cookie.user}'s live cookie: {status}")
+                first, last, count = v.denied.get(cookie.id, (sent, sent, 0))
+                v.denied[cookie.id] = (min(first, sent), max(last, sent), count + 1)
             elif status not in (302, 401, 403) or (status == 403 and kind == COOKIE_APP):
                 v.unexpected[f"{KIND_NAMES[kind]} {status}"] += 1
             continue
+        wrong = v.wrongly_allowed
         _judge_allowed(v, model, cookie, kind, sent, received, remote_user, remote_groups, at)
+        if v.wrongly_allowed > wrong and len(v.details) < 20:
+            v.details[-1] += f" [{history(edits, cookie.user, sent, t0)}]"
+    for cookie_id, (first, last, count) in sorted(v.denied.items()):
+        cookie = model.cookies[cookie_id]
+        v.note(
+            f"{cookie.user}'s live cookie #{cookie_id} (login returned t={cookie.born - t0:.3f}s) "
+            f"refused {count}x from t={first - t0:.3f}s to t={last - t0:.3f}s "
+            f"[{history(edits, cookie.user, first, t0)}]"
+        )
     return v
 
 
@@ -621,16 +657,29 @@ class Editor:
         self.port = port
         self.rng = random.Random(seed)  # noqa: S311 - a load mix, not a secret
         self.logins = 0
+        #: Logins refused within the reload bound after the edit that allows them (retried).
+        self.early_logins = 0
         self.login_failures: list[str] = []
 
-    def sign_in(self, state: UserState) -> None:
-        """A fresh session for the user, registered when the login returned."""
-        status, cookie = login(self.port, state.name, state.password)
-        self.logins += 1
-        if status != 200 or not cookie:
-            self.login_failures.append(f"{state.name}: login answered {status}")
-            return
-        self.model.add_cookie(state.name, cookie, time.monotonic())
+    def sign_in(self, state: UserState, edited: float | None = None) -> None:
+        """A fresh session for the user, registered when the login returned.
+
+        ``edited``: when the CLI command that made the login possible (add, enable, passwd)
+        returned. Until the reload bound has passed the server may rightly still refuse it,
+        so the login is retried until then; only a refusal after the bound is a failure.
+        """
+        while True:
+            status, cookie = login(self.port, state.name, state.password)
+            self.logins += 1
+            if status == 200 and cookie:
+                after = None if edited is None else edited + RELOAD_BOUND
+                self.model.add_cookie(state.name, cookie, time.monotonic(), after)
+                return
+            if edited is None or time.monotonic() > edited + RELOAD_BOUND:
+                self.login_failures.append(f"{state.name}: login answered {status}")
+                return
+            self.early_logins += 1
+            time.sleep(0.1)
 
     def choose(self, state: UserState, now: float) -> str | None:
         """A random edit that is valid for the user now (None: nothing to do yet)."""
@@ -669,36 +718,38 @@ class Editor:
     def do_add(self, state: UserState) -> None:
         state.password = secrets.token_urlsafe(12)
         state.groups = {g for g in GROUPS if self.rng.random() < 0.5}
-        ok = self._groups_edit(state, "add", add_args(state), stdin=state.password + "\n")
+        edit = self._groups_edit(state, "add", add_args(state), stdin=state.password + "\n")
         state.exists, state.disabled = True, False
-        if ok:
-            self.sign_in(state)
+        if edit.ok:
+            self.sign_in(state, edit.done)
         else:
             self.resync(state)
 
     def do_disable(self, state: UserState) -> None:
         state.disabled = True
-        if not self._ending_edit(state, "disable"):
+        if not self._ending_edit(state, "disable").ok:
             self.resync(state)
 
     def do_enable(self, state: UserState) -> None:
         state.disabled = False
-        if self.cli.run("enable", state.name).ok:
-            self.sign_in(state)
+        edit = self.cli.run("enable", state.name)
+        if edit.ok:
+            self.sign_in(state, edit.done)
         else:
             self.resync(state)
 
     def do_passwd(self, state: UserState) -> None:
         new = secrets.token_urlsafe(12)
-        if self._ending_edit(state, "passwd", stdin=new + "\n", args=("--password-stdin",)):
+        edit = self._ending_edit(state, "passwd", stdin=new + "\n", args=("--password-stdin",))
+        if edit.ok:
             state.password = new
-            self.sign_in(state)
+            self.sign_in(state, edit.done)
         else:
             self.resync(state)
 
     def do_remove(self, state: UserState) -> None:
         state.exists = False
-        if not self._ending_edit(state, "remove"):
+        if not self._ending_edit(state, "remove").ok:
             self.resync(state)
 
     def do_groups(self, state: UserState) -> None:
@@ -706,12 +757,12 @@ class Editor:
         leave = group in state.groups
         flag = "--remove" if leave else "--add"
         state.groups = state.groups - {group} if leave else state.groups | {group}
-        if not self._groups_edit(state, "groups", [flag, group]):
+        if not self._groups_edit(state, "groups", [flag, group]).ok:
             self.resync(state)
 
     def _groups_edit(
         self, state: UserState, op: str, args: list[str], stdin: str | None = None
-    ) -> bool:
+    ) -> Edit:
         """A command that sets the user's groups to ``state.groups``, kept in the history."""
         change = GroupsChange(time.monotonic(), None, frozenset(state.groups))
         history = self.model.groups[state.name]
@@ -719,11 +770,11 @@ class Editor:
         edit = self.cli.run(op, state.name, *args, stdin=stdin)
         change.start = edit.start
         change.done = edit.done
-        return edit.ok
+        return edit
 
     def _ending_edit(
         self, state: UserState, op: str, stdin: str | None = None, args: tuple[str, ...] = ()
-    ) -> bool:
+    ) -> Edit:
         """A command that ends the user's sessions: its cookies die when it returns."""
         start = time.monotonic()
         killed = self.model.kill_cookies(state.name, start, f"user {op} {state.name}")
@@ -732,7 +783,7 @@ class Editor:
             # failed: the sessions may live on, so no answer for them can be judged wrong
             cookie.dead_done = edit.done if edit.ok else None
         state.quiet_until = edit.done + QUIET
-        return edit.ok
+        return edit
 
     def loop(self, stop: threading.Event, interval: float) -> None:
         """Edit until ``stop``; a failed command is recorded, and the loop goes on."""
@@ -925,7 +976,7 @@ def run_soak(
     if server.proc.poll() is not None:
         raise RuntimeError(f"authctl serve exited with {server.proc.returncode} during the soak")
     records = [r for per_client in shared.records for r in per_client]
-    verdict = judge(records, model, t0)
+    verdict = judge(records, model, t0, cli.edits)
     lost = lost_users(model, cli.list_users())
     log_errors = [
         line
@@ -974,6 +1025,8 @@ def summary(result: Result) -> dict[str, t.Any]:
         "stale_groups": v.stale_groups,
         "connection_errors": sum(result.connection_errors.values()),
         "wrongly_denied": v.wrongly_denied,
+        "wrongly_denied_cookies": len(v.denied),
+        "denied_within_bound": v.denied_within_bound,
         "unexpected": sum(v.unexpected.values()),
         "unexpected_statuses": dict(v.unexpected),
         "edits": len(edits),
@@ -982,6 +1035,7 @@ def summary(result: Result) -> dict[str, t.Any]:
         "cli_max_s": round(max(durations), 3) if durations else 0.0,
         "logins": sum(e.logins for e in result.editors),
         "login_failures": sum(len(e.login_failures) for e in result.editors),
+        "logins_refused_within_bound": sum(e.early_logins for e in result.editors),
         "cookies": len(result.cookies),
         "revoked_cookies": sum(c.dead_done is not None for c in result.cookies),
         "allowed_within_bound": v.allowed_within_bound,
@@ -1011,11 +1065,14 @@ def table(data: dict[str, t.Any]) -> str:
         f"  {'verify latency p50 / p99':<34} {data['p50_ms']:>6.2f} ms / {data['p99_ms']:.2f} ms",
         f"  {'CLI edits':<34} {data['edits']:>9}   ({ops}); "
         f"{data['cli_mean_s']:.2f} s mean, {data['cli_max_s']:.2f} s max",
-        f"  {'logins / failed':<34} {data['logins']:>9}   / {data['login_failures']}",
+        f"  {'logins / failed':<34} {data['logins']:>9}   / {data['login_failures']} "
+        f"({data['logins_refused_within_bound']} refused within the 1 s bound, retried)",
         f"  {'cookies issued / revoked':<34} {data['cookies']:>9}   / {data['revoked_cookies']}",
         f"  {'allowed within the 1 s bound':<34} {data['allowed_within_bound']:>9}   "
         f"(latest {data['max_revocation_lag_s']:.3f} s after the CLI returned)",
-        f"  {'wrongly denied (live cookie)':<34} {data['wrongly_denied']:>9}",
+        f"  {'wrongly denied (live cookie)':<34} {data['wrongly_denied']:>9}   "
+        f"({data['wrongly_denied_cookies']} cookies; {data['denied_within_bound']} more "
+        "within the 1 s bound after enable/passwd)",
         f"  {'other unexpected statuses':<34} {data['unexpected']:>9}   "
         f"{data['unexpected_statuses'] or ''}",
     ]
