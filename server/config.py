@@ -29,6 +29,9 @@ from server.errors import FileProblemError
 from server.errors import Problem
 from server.names import check_group
 from server.names import check_username
+from server.regex import Regex
+from server.regex import RegexError
+from server.regex import compile_rule_regex
 from server.tomlpos import key_at
 from server.tomlpos import locate
 from server.tomlpos import locate_position
@@ -240,7 +243,7 @@ class QueryCondition:
     key: str
     operator: str
     value: str | None = None
-    pattern: re.Pattern[str] | None = None
+    pattern: Regex | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +261,8 @@ class RuleConfig:
     index: int
     policy: str
     domain: tuple[str, ...] = ()
-    domain_regex: tuple[re.Pattern[str], ...] = ()
-    resources: tuple[re.Pattern[str], ...] = ()
+    domain_regex: tuple[Regex, ...] = ()
+    resources: tuple[Regex, ...] = ()
     methods: tuple[str, ...] = ()
     networks: tuple[NetworkRef, ...] = ()
     subject: tuple[tuple[str, ...], ...] = ()
@@ -917,11 +920,12 @@ def _log(r: _Reader, data: dict[str, t.Any]) -> LogConfig:
 # --------------------------------------------------------------------------- access control
 
 
-def _regex(r: _Reader, key: str, text: str) -> re.Pattern[str] | None:
+def _regex(r: _Reader, key: str, text: str) -> Regex | None:
+    """``text`` compiled with RE2 (linear-time matching, Go's syntax as in Authelia)."""
     try:
-        return re.compile(text)
-    except re.error as exc:
-        r.error(key, f"invalid regular expression {text!r}: {exc}", "fix the pattern")
+        return compile_rule_regex(text)
+    except RegexError as exc:
+        r.error(key, f"invalid regular expression {text!r}: {exc.reason}", exc.fix)
         return None
 
 

@@ -13,10 +13,12 @@ certain (e.g. rule B is shadowed only when rule A matches *every* request B coul
 judged criterion by criterion), so a clean result does not prove a policy right; keep it
 under test with ``authctl rules test``.
 
-Regexes are inspected through the parse tree of Python's own ``re`` parser (``re._parser``,
-private but stable since 3.11); if it is unavailable, the regex checks are skipped. Every
-"cannot match" verdict is also confirmed against probe strings, so a parser surprise can
-only hide a finding, never invent one.
+Rules match with RE2 (``server.regex``), but regexes are inspected through the parse tree of
+Python's own ``re`` parser (``re._parser``, private but stable since 3.11), which reads the
+syntax both share; a regex written in RE2-only syntax (``\\z``, ``\\pL``) or the parser's
+absence skips the regex checks for it. Every "cannot match" verdict is also confirmed against
+probe strings with the compiled RE2 regex, so a parser surprise or a difference between the
+two engines (RE2's ``\\w`` is ASCII only) can only hide a finding, never invent one.
 
 Pure core: standard library only (no webob, waitress, click or rich).
 """
@@ -33,6 +35,7 @@ if t.TYPE_CHECKING:
     from server.config import CookieConfig
     from server.config import RuleConfig
     from server.errors import FileProblemError
+    from server.regex import Regex
 
 ERROR = "error"
 WARNING = "warning"
@@ -163,13 +166,13 @@ _HOST_START = "abcdefghijklmnopqrstuvwxyz0123456789"
 _Items = list[tuple[t.Any, t.Any]]
 
 
-def _tree(pattern: re.Pattern[str]) -> tuple[_Items, bool] | None:
+def _tree(pattern: Regex) -> tuple[_Items, bool] | None:
     """The top-level items of ``pattern`` and whether it ignores case; None if unknown."""
     if _parser is None:  # pragma: no cover
         return None
     try:
         parsed = _parser.parse(pattern.pattern, pattern.flags)
-    except Exception:  # pragma: no cover - it compiled, so it parses
+    except Exception:  # RE2-only syntax (\z, \pL, \Q...\E): no analysis
         return None
     return list(parsed), bool(parsed.state.flags & re.IGNORECASE)
 
@@ -379,7 +382,7 @@ def _sample(items: _Items) -> str | None:
     return "".join(out)
 
 
-def _literal_prefix(pattern: re.Pattern[str]) -> tuple[str, bool] | None:
+def _literal_prefix(pattern: Regex) -> tuple[str, bool] | None:
     """For a pattern anchored by a leading ``^``: the literal text that every match starts
     with, and whether the pattern is nothing but that text. None otherwise."""
     tree = _tree(pattern)
@@ -408,7 +411,7 @@ _PATH_PROBES = ("/", "/a", "/admin", "/public/x", "/x?y=1", "/A/B", "/index.html
 _HOST_PROBES = ("example.com", "app.example.com", "a", "x.y.z", "localhost", "a-b.c0m", "0")
 
 
-def _universal(pattern: re.Pattern[str]) -> bool:
+def _universal(pattern: Regex) -> bool:
     return pattern.pattern in _UNIVERSAL
 
 
@@ -496,7 +499,7 @@ def _regex_findings(view: _View, cookies: t.Sequence[CookieConfig]) -> list[Find
     return out
 
 
-def _unanchored_example(pattern: re.Pattern[str], items: _Items) -> str | None:
+def _unanchored_example(pattern: Regex, items: _Items) -> str | None:
     """A protected-looking path the unanchored ``pattern`` matches, to show the danger."""
     sample = _sample(items)
     if sample is None:

@@ -29,6 +29,7 @@ if t.TYPE_CHECKING:
     from server.config import AccessControlConfig
     from server.config import QueryCondition
     from server.config import RuleConfig
+    from server.regex import Regex
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -155,7 +156,7 @@ def _condition_holds(cond: QueryCondition, values: dict[str, str]) -> bool:
     if op == "not equal":
         return got != cond.value
     # config compiles the pattern of the (not) pattern operators; a missing one never matches
-    found = cond.pattern is not None and cond.pattern.search(got) is not None
+    found = cond.pattern is not None and cond.pattern.search(got)
     return found if op == "pattern" else not found
 
 
@@ -265,8 +266,8 @@ class _Rule:
         self.wildcards = tuple(wildcards)
         self.user_suffixes = tuple(users)
         self.group_suffixes = tuple(groups)
-        plain: list[re.Pattern[str]] = []
-        binding: list[tuple[re.Pattern[str], bool, bool]] = []
+        plain: list[Regex] = []
+        binding: list[tuple[Regex, bool, bool]] = []
         for pattern in config.domain_regex:
             has_user = "User" in pattern.groupindex
             has_group = "Group" in pattern.groupindex
@@ -327,10 +328,10 @@ class _Rule:
                 bind = (None, label) if "." + rest == suffix else _NOBODY
                 found.append((f"'{{group}}{suffix}'", bind))
         for pattern, has_user, has_group in self.bind_regexes:
-            match = pattern.search(host)
-            if match:
-                user = (match.group("User") or "") if has_user else None
-                group = (match.group("Group") or "") if has_group else None
+            groups = pattern.captures(host)
+            if groups is not None:
+                user = groups["User"] if has_user else None
+                group = groups["Group"] if has_group else None
                 found.append((f"regex '{pattern.pattern}'", (user, group)))
         return found
 

@@ -1399,7 +1399,7 @@ def test_rule_criteria(write_config: WriteConfig) -> None:
     )
     r = load_config(write_config(text)).access_control.rules[3]
     assert r.domain == ()
-    assert r.domain_regex[0].fullmatch("alice.example.com")
+    assert r.domain_regex[0].captures("alice.example.com") == {"User": "alice"}
     assert r.resources[0].pattern == "^/api"
     assert r.methods == ("GET", "PROPFIND")
     first, second = r.query

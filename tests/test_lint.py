@@ -201,7 +201,6 @@ def test_catch_all_needs_every_cookie_domain() -> None:
         ("/public/", "bypass", "unanchored-bypass"),
         ("public", "bypass", "unanchored-bypass"),
         ("^/a|/b", "bypass", "unanchored-bypass"),
-        ("(?=/x)/x", "bypass", "unanchored-bypass"),
         ("/public/", "one_factor", None),
         ("^/public", "bypass", "bypass-prefix"),
         ("^/public/", "bypass", None),
@@ -228,7 +227,6 @@ def test_catch_all_needs_every_cookie_domain() -> None:
         ("^(?:a|)/", "one_factor", None),
         ("^\\W", "one_factor", None),
         ("^.", "one_factor", None),
-        ("^(?=/)", "one_factor", None),
         ("^[^x]", "one_factor", None),
         ("^(?i:A)", "one_factor", None),
         ("^(?:b|/)", "one_factor", None),
@@ -267,9 +265,6 @@ def test_resource_regex_checks(pattern: str, policy: str, code: str | None) -> N
         ("(pub)+lic", "/admin?x=public"),
         ("(?:ab|cd)pub", "/admin?x=abpub"),
         ("[^/a-z0-9._-]pub", None),
-        ("(?:(?=a)a|b)pub", None),
-        ("(?:a(?=b))+", None),
-        ("(?:(?=a)a)pub", None),
         ("\\dpub", None),
     ],
 )
@@ -289,7 +284,7 @@ def test_unanchored_bypass_shows_the_bypass() -> None:
     (finding,) = lint(load(rule(policy="bypass", resources='["/public/"]')))
     assert "'/admin?x=/public/'" in finding.message
     assert finding.fix == "anchor it: '^/public/'"
-    (finding,) = lint(load(rule(policy="bypass", resources='["(?=/x)/x"]')))
+    (finding,) = lint(load(rule(policy="bypass", resources='["\\\\dpub"]')))
     assert "also matches" not in finding.message
     (finding,) = lint(load(rule(policy="bypass", resources='["public"]')))
     assert finding.fix == "anchor it: '^/(.*/)?public'"

@@ -11,6 +11,7 @@ and neither the host's case nor the order of groups changes a decision.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import re
 import typing as t
@@ -24,6 +25,7 @@ from server.config import NetworkRef
 from server.config import QueryCondition
 from server.config import RuleConfig
 from server.config import parse_network
+from server.regex import Regex
 from server.rules import AccessControl
 from server.rules import AccessRequest
 from server.rules import Decision
@@ -34,7 +36,7 @@ DOMAINS = (
     "{user}.example.com", "{group}.example.com", "john.example.com", "other.org", "*.org",
 )  # fmt: skip
 DOMAIN_REGEXES = tuple(
-    re.compile(p)
+    Regex(p)
     for p in (
         r"^app\.",
         r"^(?P<User>[a-z.]+)\.example\.com$",
@@ -44,7 +46,7 @@ DOMAIN_REGEXES = tuple(
         r"^api-[0-9]+",
     )
 )
-RESOURCES = tuple(re.compile(p) for p in ("^/admin", "^/api([/?].*)?$", "public", "^/$", "x=1"))
+RESOURCES = tuple(Regex(p) for p in ("^/admin", "^/api([/?].*)?$", "public", "^/$", "x=1"))
 METHODS = ("GET", "POST", "DELETE")
 NETWORKS = tuple(
     NetworkRef(text, (parse_network(text),))
@@ -56,8 +58,8 @@ CONDITIONS = (
     QueryCondition("debug", "absent"),
     QueryCondition("mode", "equal", "admin"),
     QueryCondition("mode", "not equal", "admin"),
-    QueryCondition("id", "pattern", "^[0-9]+$", re.compile("^[0-9]+$")),
-    QueryCondition("id", "not pattern", "^[0-9]+$", re.compile("^[0-9]+$")),
+    QueryCondition("id", "pattern", "^[0-9]+$", Regex("^[0-9]+$")),
+    QueryCondition("id", "not pattern", "^[0-9]+$", Regex("^[0-9]+$")),
 )
 #: Subject and query criteria (outer OR of inner AND), drawn whole: cheaper than nested lists.
 SUBJECT_CHOICES: tuple[tuple[tuple[str, ...], ...], ...] = (
@@ -156,6 +158,13 @@ def requests(draw: st.DrawFn) -> AccessRequest:
 # --------------------------------------------------------------------------- reference
 
 
+@functools.cache
+def _py(pattern: Regex) -> re.Pattern[str]:
+    """The reference matches with Python's own engine (the patterns here mean the same in
+    both), so the engine's RE2 calls and literal shortcuts are held to an independent one."""
+    return re.compile(pattern.pattern)
+
+
 def _has_subject(rule: RuleConfig) -> bool:
     return bool(
         rule.subject
@@ -185,7 +194,7 @@ def _domain_ok(rule: RuleConfig, host: str, req: AccessRequest) -> bool:
         if host == entry:
             return True
     for pattern in rule.domain_regex:
-        found = pattern.search(host)
+        found = _py(pattern).search(host)
         if not found:
             continue
         names = pattern.groupindex
@@ -205,8 +214,8 @@ def _condition(cond: QueryCondition, values: dict[str, str]) -> bool:
         "absent": cond.key not in values,
         "equal": got == cond.value,
         "not equal": got != cond.value,
-        "pattern": bool(cond.pattern and cond.pattern.search(got)),
-        "not pattern": not (cond.pattern and cond.pattern.search(got)),
+        "pattern": bool(cond.pattern and _py(cond.pattern).search(got)),
+        "not pattern": not (cond.pattern and _py(cond.pattern).search(got)),
     }[cond.operator]
 
 
@@ -223,7 +232,7 @@ def naive(rules: t.Sequence[RuleConfig], default: str, req: AccessRequest) -> De
     for rule in rules:
         if not _domain_ok(rule, host, req):
             continue
-        if rule.resources and not any(p.search(resource) for p in rule.resources):
+        if rule.resources and not any(_py(p).search(resource) for p in rule.resources):
             continue
         if rule.query and not any(all(_condition(c, values) for c in g) for g in rule.query):
             continue
