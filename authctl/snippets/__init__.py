@@ -8,7 +8,11 @@ listen address and the TLS files) by one module per proxy, and every one of them
 
 - removes client-sent ``Remote-*`` headers (and their ``Remote_*`` spellings) on every site,
   protected, bypass and portal alike, before anything else sees the request;
-- passes the original method and URL to the authz endpoint that suits the proxy;
+- passes the original method and URL to the authz endpoint that suits the proxy, built only
+  from what the proxy routed: a Host that is not ``host[:port]`` or names another host than the
+  one routed is refused, ``Upgrade: h2c`` is refused, and the client's ``X-Original-*``,
+  ``X-Forwarded-*`` and ``Forwarded`` never reach authctl (a second review sent raw requests
+  with absolute-form targets and Hosts like ``app:8443/static/x?`` through every config);
 - serves the portal host, proxied to authctl with ``X-Forwarded-Proto``/``-Host``.
 
 Pure text generation on the standard library; no click, so it is cheap to import and test.
@@ -35,6 +39,30 @@ IDENTITY_HEADERS = ("Remote-User", "Remote-Groups", "Remote-Name", "Remote-Email
 #: same ``HTTP_REMOTE_USER``, so a client could smuggle one past a proxy that strips the other.
 UNDERSCORE_HEADERS = tuple(h.replace("-", "_") for h in IDENTITY_HEADERS)
 STRIPPED_HEADERS = IDENTITY_HEADERS + UNDERSCORE_HEADERS
+
+#: Headers that tell a forward-auth server which request to judge. A client's copies must
+#: never reach authctl: what it judges is built by the proxy from what the proxy routed.
+FORWARDING_HEADERS = (
+    "X-Original-URL",
+    "X-Original-URI",
+    "X-Original-Method",
+    "X-Original-Host",
+    "X-Forwarded-Host",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Uri",
+    "X-Forwarded-Method",
+    "X-Forwarded-Prefix",
+    "X-Forwarded-Port",
+    "X-Forwarded-Server",
+    "X-Forwarded-Ssl",
+    "Forwarded",
+)
+#: A Host header a proxy may judge: a DNS name and an optional port, nothing else (no ``/``,
+#: ``?``, ``#``, ``@``, comma or space that a URL parser would read as more than a host).
+HOST_HEADER_RE = r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
+#: ``Upgrade`` values that would open an HTTP/2 cleartext tunnel to the app (h2c smuggling:
+#: the proxy asks authctl about the upgrade request only, never about what follows inside).
+H2C_UPGRADE_RE = r"(?i)(h2|http/2)"
 
 FORWARD_AUTH = "/api/authz/forward-auth"
 AUTH_REQUEST = "/api/authz/auth-request"

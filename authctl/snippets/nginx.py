@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from authctl.snippets import FORWARDING_HEADERS
 from authctl.snippets import IDENTITY_HEADERS
 from authctl.snippets import Plan
 from authctl.snippets import Rendered
@@ -65,6 +66,36 @@ def _proxy_headers(forwarded_for: str) -> list[str]:
     ]
 
 
+#: Forwarding headers the auth location sets itself; the client's others are cleared.
+OWN_FORWARDING = {
+    "X-Original-URL": "$scheme://$http_host$request_uri",
+    "X-Original-Method": "$request_method",
+    "X-Forwarded-Proto": "$scheme",
+    "X-Forwarded-Host": "$http_host",
+    "X-Forwarded-Uri": "$request_uri",
+    "X-Forwarded-Method": "$request_method",
+}
+
+
+def _guards() -> list[str]:
+    """The server-level refusals every site (protected and portal) starts with."""
+    return [
+        "# The judged URL is built from the Host header: refuse (421) one that is not",
+        "# host[:port] (nginx takes `app:8443?` or `app:8443/x` in Host) or that names another",
+        "# host than the one nginx routed by ($host, from an absolute-form target if any).",
+        "if ($authctl_host_ok = 0) { return 421; }",
+        "# h2c upgrade: a tunnel to the app whose requests authctl would never see. nginx 1.22",
+        "# reads only the first Upgrade line; every h2c upgrade also carries HTTP2-Settings.",
+        'if ($http_upgrade ~* "h2|http/2") { return 400; }',
+        "if ($http_http2_settings) { return 400; }",
+    ]
+
+
+def _no_client_forwarding(skip: tuple[str, ...] = ()) -> list[str]:
+    """Clear the client's forwarding headers: authctl must judge what nginx routed."""
+    return [f'proxy_set_header {name} "";' for name in FORWARDING_HEADERS if name not in skip]
+
+
 def dropin(plan: Plan) -> str:
     """The upstreams and server blocks, for the ``http { }`` block of nginx.conf."""
     lines = header(plan, "authctl forward auth for nginx (auth_request).")
@@ -85,17 +116,29 @@ def dropin(plan: Plan) -> str:
         "    keepalive 16;",
         "}",
         "",
+        "# 1 when the Host header is host[:port] and its host is the one nginx routed by ($host).",
+        'map "$http_host|$host" $authctl_host_ok {',
+        "    default 0;",
+        '    "~*^([a-z0-9.-]+)(:[0-9]{1,5})?\\|\\1$" 1;',
+        "}",
+        "",
         "# ---- The portal, served by authctl itself ----",
         "server {",
         f"    {_listen(plan)}",
         f"    server_name {' '.join(plan.portals)};",
         *("    " + line for line in _tls(plan)),
+        *("    " + line for line in _guards()),
         "",
         "    location / {",
         f"        proxy_pass http://{AUTHCTL_UPSTREAM};",
         *("        " + line for line in _proxy_headers("$remote_addr")),
         "        # identity headers come from authctl only, never from the client",
         *(f'        proxy_set_header {name} "";' for name in IDENTITY_HEADERS),
+        "        # nor does authctl get the client's idea of which request to judge",
+        *(
+            "        " + line
+            for line in _no_client_forwarding(("X-Forwarded-Proto", "X-Forwarded-Host"))
+        ),
         "    }",
         "}",
         "",
@@ -104,6 +147,7 @@ def dropin(plan: Plan) -> str:
         f"    {_listen(plan)}",
         f"    server_name {' '.join(plan.hosts)};",
         *("    " + line for line in _tls(plan)),
+        *("    " + line for line in _guards()),
         "",
         "    # The auth sub-request; `internal` keeps clients from calling it directly.",
         f"    location = {AUTH_LOCATION} {{",
@@ -115,9 +159,11 @@ def dropin(plan: Plan) -> str:
         "        # reach authctl, or it waits for a body that never comes.",
         "        proxy_pass_request_body off;",
         '        proxy_set_header Content-Length "";',
-        "        # what authctl decides on: the original method and the full original URL",
-        "        proxy_set_header X-Original-Method $request_method;",
-        "        proxy_set_header X-Original-URL $scheme://$http_host$request_uri;",
+        "        # What authctl decides on: the original method and the full original URL, from",
+        "        # the Host checked above and the request line nginx routed; the same in the",
+        "        # X-Forwarded-* triple. Every other forwarding header of the client is cleared.",
+        *(f"        proxy_set_header {name} {value};" for name, value in OWN_FORWARDING.items()),
+        *("        " + line for line in _no_client_forwarding(tuple(OWN_FORWARDING))),
         "        proxy_set_header X-Forwarded-For $remote_addr;",
         "    }",
         "",

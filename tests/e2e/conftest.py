@@ -349,12 +349,29 @@ def run_cli(args: list[str], folder: Path, **kwargs: t.Any) -> subprocess.Comple
     return result
 
 
-def build_stack(proxy: str, folder: Path, echo_port: int) -> Stack:
-    """Write the config, certificate and proxy config, then start authctl and the proxy."""
+def build_stack(
+    proxy: str,
+    folder: Path,
+    echo_port: int,
+    *,
+    config: str = CONFIG,
+    authctl_port: int | None = None,
+    proxy_authctl_port: int | None = None,
+) -> Stack:
+    """Write the config, certificate and proxy config, then start authctl and the proxy.
+
+    ``config`` is a template like :data:`CONFIG`. With ``proxy_authctl_port`` the proxy is
+    configured to reach authctl there (a recording relay, say) while authctl itself listens on
+    ``authctl_port``.
+    """
     find_tool(BINARIES[proxy])
-    proxy_port, authctl_port = free_port(), free_port()
+    proxy_port = free_port()
+    authctl_port = authctl_port or free_port()
     folder.parent.mkdir(parents=True, exist_ok=True)
-    make_folder(folder, CONFIG.format(authctl_port=authctl_port, proxy_port=proxy_port))
+    make_folder(
+        folder,
+        config.format(authctl_port=proxy_authctl_port or authctl_port, proxy_port=proxy_port),
+    )
 
     # TLS: the certificate proxy-snippet picks up by default (certs/ beside the config)
     run_cli(
@@ -369,6 +386,11 @@ def build_stack(proxy: str, folder: Path, echo_port: int) -> Stack:
         args += ["--host", f"{sub}.{DOMAIN}"]
     rendered = run_cli(args, folder)
     start = shlex.split(rendered.stdout.strip().splitlines()[-1])
+    if proxy_authctl_port is not None:
+        # the proxy config names the relay; authctl itself listens on its own port
+        (folder / "authctl.toml").write_text(
+            config.format(authctl_port=authctl_port, proxy_port=proxy_port), encoding="utf-8"
+        )
 
     totp_secrets = {}
     for user in ("alice", "bob"):
