@@ -80,18 +80,18 @@ def _users_file(state: State) -> UsersFile:
 
 
 def _peek(users: UsersFile, name: str) -> User | None:
-    """The user as the file has it now, or None; a missing or empty file has no users.
+    """The user as the file has it now, or None; a missing or empty file that never held
+    users has none (one that was emptied or cut short after authctl wrote it is refused).
 
     Checked before asking for a password, so that nobody types one twice for nothing.
     """
-    try:
-        if not users.path.read_bytes().strip():
-            return None
-    except FileNotFoundError:
+    from server.users import parse_users
+    from server.users import read_users_text
+
+    text, data = read_users_text(users.path, missing_ok=True)
+    if not text:
         return None
-    except OSError:
-        pass  # read() explains it
-    return users.read().get(name)
+    return parse_users(text, data, users.path).get(name)
 
 
 def _unknown(users: UsersFile, name: str) -> Exception:

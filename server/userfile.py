@@ -34,16 +34,20 @@ from pathlib import Path
 import tomli
 import tomli_w
 
-from server.config import read_toml
 from server.errors import Problem
 from server.errors import UserError
 from server.errors import UserStoreError
 from server.names import canonical_username
 from server.names import check_username
+from server.users import END_MARKER
+from server.users import USER_KEYS
 from server.users import User
 from server.users import UserDatabase
+from server.users import backup_path
 from server.users import key_path
+from server.users import load_users
 from server.users import parse_users
+from server.users import read_users_text
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +75,36 @@ class UsersFile:
         """``users.toml.lock`` beside the file."""
         return self.path.with_name(self.path.name + ".lock")
 
+    @property
+    def backup_path(self) -> Path:
+        """``users.toml.bak``: the last good copy, the file as this class last wrote it."""
+        return backup_path(self.path)
+
     def read(self) -> UserDatabase:
         """Load and validate the file (readers need no lock: writes are atomic).
 
         Raises:
-            UserStoreError: the file is missing or invalid.
+            UserStoreError: the file is missing, invalid, or emptied or cut short after
+                authctl wrote it.
         """
-        text, data = read_toml(self.path, error=UserStoreError)
-        return parse_users(text, data, self.path)
+        return load_users(self.path)
+
+    def clean_stale_temp_files(self) -> list[Path]:
+        """Remove temp files left by writers that were killed; returns what was removed.
+
+        Only while holding the lock, which every writer holds as long as its temp file exists:
+        so a live writer's temp file is never touched. When another writer holds the lock now,
+        nothing is done (that writer cleans up before it writes).
+        """
+        if not self._stale_temp_files():
+            return []  # the common case: no lock file created, nothing opened
+        try:
+            with self._locked(wait=False):
+                return self._remove_stale_temp_files()
+        except _Busy:
+            return []
+        except UserStoreError:
+            return []  # the lock file cannot be created: this account cannot clean up either
 
     # ------------------------------------------------------------------ operations
 
@@ -208,6 +234,7 @@ class UsersFile:
         """
         canon = _canonical(name)
         with self._locked():
+            self._remove_stale_temp_files()
             text, data = self._load(create)
             raw_users = data.get("users", {})
             if not isinstance(raw_users, dict):
@@ -221,6 +248,8 @@ class UsersFile:
             if before is not None and not isinstance(before, dict):
                 parse_users(text, data, self.path)
             entry = change(dict(before) if isinstance(before, dict) else None)
+            if entry is not None:
+                entry = _ordered(entry)
             new_users: dict[str, t.Any] = {}
             for key, value in raw_users.items():
                 if key != old_key:
@@ -232,22 +261,17 @@ class UsersFile:
             new_data = (
                 {**data, "users": new_users} if "users" in data else {"users": new_users, **data}
             )
-            new_text = render(text, new_data, old_key, canon, entry)
+            body = without_end_marker(text)
+            new_text = with_end_marker(render(body, new_data, old_key, canon, entry))
             db = self._validate(text, data, new_text, new_data)
             self._write(new_text)
+            self._write_backup(new_text)
             return db
 
     def _load(self, create: bool) -> tuple[str, dict[str, t.Any]]:
-        if create:
-            try:
-                raw = self.path.read_bytes()
-            except FileNotFoundError:
-                return "", {}
-            except OSError:
-                raw = b"?"  # let read_toml explain
-            if not raw.strip():
-                return "", {}
-        return read_toml(self.path, error=UserStoreError)
+        """The file as ``(text, data)``; ``create``: a missing file that never held users is
+        empty. An emptied or cut file that authctl wrote before is refused (data error)."""
+        return read_users_text(self.path, missing_ok=create)
 
     def _validate(
         self, text: str, data: dict[str, t.Any], new_text: str, new_data: dict[str, t.Any]
@@ -266,8 +290,13 @@ class UsersFile:
             raise UserStoreError(problems) from None
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Hold the exclusive lock on ``users.toml.lock`` (polling, up to ``lock_timeout``)."""
+    def _locked(self, *, wait: bool = True) -> Iterator[None]:
+        """Hold the exclusive lock on ``users.toml.lock`` (polling, up to ``lock_timeout``).
+
+        Raises:
+            _Busy: ``wait`` is False and another writer holds the lock.
+            UserStoreError: the lock file cannot be created, or the wait timed out.
+        """
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
@@ -289,6 +318,8 @@ class UsersFile:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    if not wait:
+                        raise _Busy from None
                     if time.monotonic() >= deadline:
                         raise UserStoreError(
                             [
@@ -305,17 +336,65 @@ class UsersFile:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
+    def _stale_temp_files(self) -> list[Path]:
+        """``users.toml.tmp.<pid>`` and ``users.toml.bak.tmp.<pid>`` in the folder."""
+        pattern = re.compile(re.escape(self.path.name) + r"(?:\.bak)?\.tmp\.[0-9]+")
+        try:
+            with os.scandir(self.path.parent) as entries:
+                return [
+                    Path(entry.path)
+                    for entry in entries
+                    if pattern.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False)
+                ]
+        except OSError:
+            return []
+
+    def _remove_stale_temp_files(self) -> list[Path]:
+        """Under the lock: every temp file is a dead writer's (writers hold the lock while
+        theirs exists), and it may hold password hashes. Remove them all."""
+        removed = []
+        for stale in self._stale_temp_files():
+            try:
+                stale.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("cannot remove the stale temp file %s: %s", stale, exc.strerror)
+                continue
+            removed.append(stale)
+        return removed
+
     def _write(self, text: str) -> None:
         """Write ``text`` atomically: temp file, fsync, rename, fsync the folder; mode 0600."""
-        folder = self.path.parent
-        tmp = folder / f"{self.path.name}.tmp.{os.getpid()}"
+        self._write_file(self.path, text)
+
+    def _write_backup(self, text: str) -> None:
+        """Keep ``text`` (just written and validated) as the last good copy, the same way.
+
+        If that fails, an older copy is removed rather than left to be restored by mistake
+        (it could re-enable a user this edit disabled).
+        """
+        try:
+            self._write_file(self.backup_path, text)
+        except UserStoreError as exc:
+            log.warning("the last good copy %s was not updated: %s", self.backup_path, exc)
+            with contextlib.suppress(OSError):
+                self.backup_path.unlink()
+
+    def _write_file(self, target: Path, text: str) -> None:
+        """Write ``text`` to ``target`` atomically, mode 0600, keeping the users file's owner.
+
+        The temp file is created with ``O_EXCL`` (never through a link planted at its name).
+        """
+        folder = target.parent
+        tmp = folder / f"{target.name}.tmp.{os.getpid()}"
         try:
             owner = self.path.stat()
         except OSError:
             owner = None
         try:
             fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
             )
             try:
                 os.fchmod(fd, 0o600)
@@ -328,10 +407,13 @@ class UsersFile:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            tmp.replace(self.path)
+            tmp.replace(target)
         except BaseException as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            if not (
+                isinstance(exc, OSError) and exc.filename == str(tmp) and exc.errno == errno.EEXIST
+            ):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
             if isinstance(exc, OSError) and exc.errno == errno.EBUSY:
                 raise UserStoreError(
                     [
@@ -347,10 +429,10 @@ class UsersFile:
                 raise UserStoreError(
                     [
                         Problem(
-                            self.path,
+                            target,
                             "",
                             f"cannot be written: {exc.strerror or exc}",
-                            "nothing was changed",
+                            "nothing was changed" if target == self.path else "",
                         )
                     ]
                 ) from None
@@ -361,6 +443,30 @@ class UsersFile:
                 os.fsync(dir_fd)
             finally:
                 os.close(dir_fd)
+
+
+class _Busy(Exception):
+    """Another writer holds the lock (raised only when not waiting for it)."""
+
+
+def _ordered(entry: Entry) -> Entry:
+    """The entry with the known keys first, in :data:`USER_KEYS` order (``disabled`` first)."""
+    known = {key: entry[key] for key in USER_KEYS if key in entry}
+    return {**known, **{k: v for k, v in entry.items() if k not in known}}
+
+
+def without_end_marker(text: str) -> str:
+    """``text`` without its end-marker lines (the writer puts one back at the end)."""
+    if END_MARKER not in text:
+        return text
+    lines = text.splitlines(keepends=True)
+    kept = "".join(line for line in lines if line.strip() != END_MARKER)
+    return kept.rstrip(" \t\r\n") + "\n" if kept.strip() else ""
+
+
+def with_end_marker(text: str) -> str:
+    """``text`` ending with one blank line and the end-marker line."""
+    return text.rstrip(" \t\r\n") + "\n\n" + END_MARKER + "\n"
 
 
 def _canonical(name: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import logging
+import os
 import re
 import stat
 import threading
@@ -40,8 +41,14 @@ from server.tomlpos import locate
 
 log = logging.getLogger(__name__)
 
-#: The keys of a user entry, in the order they are written. Other keys are kept, not refused.
-USER_KEYS = ("displayname", "password", "email", "groups", "disabled")
+#: The keys of a user entry, in the order they are written: the safety-relevant ones first, so
+#: a file cut short can drop ``groups`` or ``email`` but never ``disabled = true`` alone (a cut
+#: before ``password`` makes the entry invalid). Other keys are kept, not refused.
+USER_KEYS = ("disabled", "password", "groups", "displayname", "email")
+#: The comment line authctl's writer always puts last in the users file. Once authctl has
+#: written the file (its last good copy ``users.toml.bak`` lies beside it), a file without this
+#: line was cut short and is refused. See ``man 5 users.toml``, "TRUNCATION".
+END_MARKER = "# end of users.toml (authctl)"
 #: Unknown-key warnings reported per load; more are summed up in one line.
 MAX_WARNINGS = 20
 
@@ -80,7 +87,7 @@ class UserDatabase(Mapping[str, User]):
     a string finds nothing.
     """
 
-    __slots__ = ("_users", "path", "warnings")
+    __slots__ = ("_users", "blank", "marked", "path", "warnings")
 
     def __init__(
         self,
@@ -88,6 +95,8 @@ class UserDatabase(Mapping[str, User]):
         *,
         path: Path | None = None,
         warnings: Iterable[Problem] = (),
+        marked: bool = False,
+        blank: bool = False,
     ) -> None:
         self._users: dict[str, User] = {}
         for user in users:
@@ -96,6 +105,10 @@ class UserDatabase(Mapping[str, User]):
             self._users[user.name] = user
         self.path = path
         self.warnings: tuple[Problem, ...] = tuple(warnings)
+        #: The text had the end-marker line (see :data:`END_MARKER`).
+        self.marked = marked
+        #: The file was empty (no users because it never held any).
+        self.blank = blank
 
     def __getitem__(self, name: str) -> User:
         if not isinstance(name, str):
@@ -312,19 +325,156 @@ def parse_users(text: str, data: Mapping[str, t.Any], path: Path | None = None) 
                 users.append(user)
     if c.problems:
         raise UserStoreError(c.problems)
-    return UserDatabase(users, path=path, warnings=c.finish_warnings())
+    return UserDatabase(users, path=path, warnings=c.finish_warnings(), marked=has_end_marker(text))
+
+
+# --------------------------------------------------------------------------- truncation
+
+
+def has_end_marker(text: str) -> bool:
+    """True when a line of ``text`` is the end marker (hand-added users may follow it)."""
+    return END_MARKER in text and any(line.strip() == END_MARKER for line in text.splitlines())
+
+
+def backup_path(path: Path) -> Path:
+    """``users.toml.bak``: the last good copy authctl wrote, beside the real file (a symbolic
+    link is followed, as the writer follows it)."""
+    real = Path(os.path.realpath(path))
+    return real.with_name(real.name + ".bak")
+
+
+def _backup_count(backup: Path) -> int | None:
+    """How many users the last good copy holds (None when it is unreadable)."""
+    try:
+        text, data = read_toml(backup, error=UserStoreError)
+        return len(parse_users(text, data, backup))
+    except (UserStoreError, OSError):
+        return None
+
+
+def _held(backup: Path) -> str:
+    count = _backup_count(backup)
+    if count is None:
+        return f"its last good copy {backup}"
+    return f"its last good copy {backup} ({count} user{'' if count == 1 else 's'})"
+
+
+def _restore(path: Path, backup: Path) -> str:
+    return f"restore it with `cp -p {backup} {path}`"
+
+
+def _missing(path: Path) -> UserStoreError:
+    backup = backup_path(path)
+    if backup.exists():
+        return UserStoreError(
+            [
+                Problem(
+                    path,
+                    "",
+                    f"file not found, but authctl wrote it before: {_held(backup)} is kept",
+                    f"{_restore(path, backup)}; or, to start a new users file, delete {backup} "
+                    "and run `authctl user add NAME`",
+                )
+            ]
+        )
+    return UserStoreError(
+        [
+            Problem(
+                path,
+                "",
+                "file not found",
+                "create it with `authctl user add NAME` (or fix users.file in the config)",
+            )
+        ]
+    )
+
+
+def _emptied(path: Path, backup: Path) -> UserStoreError:
+    return UserStoreError(
+        [
+            Problem(
+                path,
+                "",
+                f"is empty, but it held users: {_held(backup)} is kept; the file was probably "
+                "truncated (an empty file is read as no users only if authctl never wrote it)",
+                f"{_restore(path, backup)}; to really remove every user, run "
+                "`authctl user remove NAME` for each",
+            )
+        ]
+    )
+
+
+def _cut(path: Path, backup: Path) -> Problem:
+    return Problem(
+        path,
+        "",
+        f"does not have the end-marker line {END_MARKER!r} that authctl writes last: it was "
+        f"probably cut short ({_held(backup)} is kept)",
+        f"compare it with the last good copy and {_restore(path, backup)}; if the file is "
+        f"complete (edited by hand), add the line {END_MARKER!r} at its end, or delete {backup} "
+        "to stop this check",
+    )
+
+
+def read_users_text(path: Path, *, missing_ok: bool = False) -> tuple[str, dict[str, t.Any]]:
+    """Read the users file as ``(text, data)``, refusing a file that was emptied or cut short.
+
+    An empty file is ``("", {})`` (no users) only when authctl never wrote it (no
+    ``users.toml.bak`` beside it); so is a missing one when ``missing_ok``. Once authctl has
+    written the file, it must have the end-marker line (see :data:`END_MARKER`).
+
+    Raises:
+        UserStoreError: the file is missing, unreadable, invalid TOML, emptied or cut short.
+    """
+    backup = backup_path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if missing_ok and not backup.exists():
+            return "", {}
+        raise _missing(path) from None
+    except OSError:
+        raw = b"?"  # let read_toml explain
+    if not raw.strip():
+        if backup.exists():
+            raise _emptied(path, backup)
+        return "", {}
+    try:
+        text, data = read_toml(path, error=UserStoreError)
+    except UserStoreError as exc:
+        if backup.exists() and END_MARKER.encode() not in raw:
+            raise UserStoreError([*exc.problems, _cut(path, backup)]) from None
+        raise
+    if not has_end_marker(text) and backup.exists():
+        raise UserStoreError([_cut(path, backup)])
+    return text, data
+
+
+def empty_warning(path: Path) -> Problem:
+    """The warning for an empty users file that never held users."""
+    return Problem(
+        path,
+        "",
+        "is empty: there are no users, so nobody can sign in",
+        "add one with `authctl user add NAME`",
+        severity="warning",
+    )
 
 
 def load_users(path: Path) -> UserDatabase:
     """Read and validate the users file at ``path``.
 
-    An empty file is an error (a truncated write must not look like "no users"); a file with
-    just ``[users]`` is a valid, empty database.
+    An empty file is no users (with a warning) only if authctl never wrote it; after that an
+    empty file, or one without the end-marker line, was truncated and is an error, so a cut
+    file never looks like "fewer users" (see :func:`read_users_text`). A file with just
+    ``[users]`` is a valid, empty database.
 
     Raises:
         UserStoreError: the file is missing, unreadable or invalid; every problem is listed.
     """
-    text, data = read_toml(path, error=UserStoreError)
+    text, data = read_users_text(path)
+    if not text:
+        return UserDatabase(path=path, warnings=[empty_warning(path)], blank=True)
     return parse_users(text, data, path)
 
 
@@ -407,6 +557,7 @@ class UsersSource:
         self._now = now
         self._loader = loader
         self._lock = threading.Lock()
+        _clean_stale_temp_files(path)
         self._signature = _signature_or_none(path)
         self._digest = _digest_or_none(path)
         self._db = loader(path)
@@ -479,11 +630,44 @@ class UsersSource:
             self._problem = UserStoreError([Problem(self.path, "", f"cannot be read: {exc}")])
             log.exception("users file %s cannot be read; still using the last good copy", self.path)
             return
+        if db.blank and len(self._db):
+            # An editor that truncates before it writes, or `> users.toml`: never "no users".
+            self._problem = UserStoreError(
+                [
+                    Problem(
+                        self.path,
+                        "",
+                        f"is empty, but the copy in use has {len(self._db)} users: it was "
+                        "probably truncated",
+                        "write the users back (or `[users]` alone to remove every user)",
+                    )
+                ]
+            )
+            log.error(
+                "users file %s is empty; still using the last good copy (%d users): %s",
+                self.path,
+                len(self._db),
+                self._problem,
+            )
+            return
         self._db = db
         self._problem = None
         self.generation += 1
         log.info("users file %s reloaded: %d users", self.path, len(db))
         _log_warnings(db)
+
+
+def _clean_stale_temp_files(path: Path) -> None:
+    """At server start, remove temp files (with password hashes) left by a killed writer."""
+    from server.userfile import UsersFile  # userfile imports this module
+
+    try:
+        removed = UsersFile(path).clean_stale_temp_files()
+    except Exception:  # never keep the server from starting over a clean-up
+        log.exception("cannot clean stale temp files beside %s", path)
+        return
+    for stale in removed:
+        log.warning("removed %s, left behind by a users-file writer that was killed", stale)
 
 
 def _log_warnings(db: UserDatabase) -> None:

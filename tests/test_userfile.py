@@ -26,6 +26,7 @@ from server.passwords import PasswordHasher
 from server.userfile import UsersFile
 from server.userfile import render_entry
 from server.userfile import splice
+from server.users import END_MARKER
 from server.users import User
 from server.users import load_users
 from tests.conftest import ROOT
@@ -84,11 +85,12 @@ def test_add_appends_canonical_entry(users: UsersFile) -> None:
     assert text.startswith(ORIGINAL)
     assert text[len(ORIGINAL) :] == (
         "\n[users.carol]\n"
-        'displayname = "Carol"\n'
-        f'password = "{HASH}"\n'
-        'email = ""\n'
-        'groups = ["dev", "ops"]\n'
         "disabled = false\n"
+        f'password = "{HASH}"\n'
+        'groups = ["dev", "ops"]\n'
+        'displayname = "Carol"\n'
+        'email = ""\n'
+        f"\n{END_MARKER}\n"
     )
 
 
@@ -144,7 +146,7 @@ def test_remove(users: UsersFile) -> None:
     """remove() drops the user's blocks and the comment attached to them, nothing else."""
     users.remove("alice")
     text = text_of(users)
-    assert text == "# Users of the example team.\n[users]\n\n" + BOB_BLOCK
+    assert text == "# Users of the example team.\n[users]\n\n" + BOB_BLOCK + f"\n{END_MARKER}\n"
     assert list(load_users(users.path)) == ["bob"]
 
 
@@ -180,7 +182,7 @@ def test_set_password_keeps_bob_and_unknown_keys(users: UsersFile) -> None:
     changed = users.set_password("ALICE", HASH2)
     assert changed.password == HASH2
     text = text_of(users)
-    assert text.endswith(BOB_BLOCK)
+    assert text.endswith(BOB_BLOCK + f"\n{END_MARKER}\n")
     assert "[users.alice]\n" in text
     assert "[users.Alice]" not in text
     assert "# Alice runs the place.\n[users.alice]" in text
@@ -340,10 +342,10 @@ def test_mode_is_0600(users: UsersFile) -> None:
 
 
 def test_lock_and_temp_files(users: UsersFile) -> None:
-    """The lock file sits beside the users file; no temp file is left behind."""
+    """The lock file and the last good copy sit beside the users file; no temp file is left."""
     users.set_disabled("bob", True)
     names = sorted(p.name for p in users.path.parent.iterdir())
-    assert names == ["users.toml", "users.toml.lock"]
+    assert names == ["users.toml", "users.toml.bak", "users.toml.lock"]
     assert users.lock_path == users.path.with_name("users.toml.lock")
 
 

@@ -220,8 +220,6 @@ MALFORMED: list[tuple[str, str | bytes | None, str, str, int | None]] = [
     ("group-not-string", entry('groups = ["dev", 1]'), "users.alice.groups[1]", "a string", 3),
     ("duplicate-table", GOOD + "[users.alice]\n", "", "invalid TOML", 12),
     ("duplicate-key", entry(f'password = "{HASH}"'), "", "invalid TOML", 3),
-    ("empty", "", "", "is empty", None),
-    ("blank", "  \n\n", "", "is empty", None),
     ("missing-file", None, "", "file not found", None),
     ("directory", "<dir>", "", "is a directory", None),
     ("memory-4GiB", pw(f'"{BIG_M}"'), ALICE_PW, "'alice' asks for 4194304 KiB", 2),
@@ -312,6 +310,18 @@ def test_malformed_users_file(
         assert problem.line == line, str(caught.value)
         assert f"{path}:{line}" in str(caught.value)
     assert problem.hint
+
+
+@pytest.mark.parametrize("content", ["", "  \n\n"], ids=["empty", "blank"])
+def test_empty_file_that_held_users_is_refused(tmp_path: Path, content: str) -> None:
+    """An empty file with a last good copy beside it (authctl wrote it) is an error naming the
+    file and the copy; without one it is no users (tests/test_users_integrity.py)."""
+    path = write(tmp_path, content)
+    (tmp_path / "users.toml.bak").write_text(GOOD, encoding="utf-8")
+    with pytest.raises(UserStoreError, match="is empty, but it held users") as caught:
+        load_users(path)
+    assert str(path) in str(caught.value)
+    assert f"{path}.bak (2 users)" in str(caught.value)
 
 
 def test_every_problem_is_reported(tmp_path: Path) -> None:
