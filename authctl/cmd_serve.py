@@ -28,10 +28,54 @@ WAITRESS_FIXED: dict[str, t.Any] = {
     "max_request_body_size": 64 * 1024,
     "max_request_header_size": 64 * 1024,
     "channel_timeout": 30,
-    "connection_limit": 1000,
     "channel_request_lookahead": 0,
     "ident": "authctl",
+    # select() cannot watch a descriptor above 1023: about 1,000 idle connections made
+    # waitress's loop raise "filedescriptor out of range in select()" and the server die
+    "asyncore_use_poll": True,
 }
+#: The soft ``RLIMIT_NOFILE`` that ``serve`` raises itself to, within the hard limit: enough
+#: for tens of thousands of connections, without one process watching unboundedly many.
+FD_TARGET = 65536
+#: Connections one process accepts at most. waitress's loop visits every connection on each
+#: wake-up, so far more would make every answer slow (measured in tests/test_serve_idle.py).
+MAX_CONNECTIONS = 20000
+
+
+def raise_fd_limit(target: int = FD_TARGET) -> int:
+    """Raise the soft ``RLIMIT_NOFILE`` towards ``target`` (never above the hard limit, never
+    lowering it); the soft limit now in force. Forked workers inherit it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = target if hard == resource.RLIM_INFINITY else min(target, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):  # a container may refuse; the old limit still works
+            pass
+    return soft
+
+
+def connection_limit(threads: int, fd_limit: int | None = None) -> int:
+    """waitress's ``connection_limit`` for a process allowed ``fd_limit`` descriptors (the
+    soft ``RLIMIT_NOFILE`` by default).
+
+    Headroom stays free for everything else a process opens: the listening sockets and
+    waitress's trigger pipe, log and users files, the SQLite files of each thread's
+    connections (storage and sessions, with their journals), Redis connections. Reaching the
+    limit makes waitress stop accepting (new connections wait in the listen backlog) instead
+    of failing ``accept()`` with EMFILE in a busy loop.
+    """
+    import resource
+
+    if fd_limit is None:
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if fd_limit == resource.RLIM_INFINITY:
+        fd_limit = FD_TARGET
+    headroom = 128 + 8 * threads
+    return max(1, min(MAX_CONNECTIONS, max(fd_limit - headroom, fd_limit // 2)))
 
 
 class QueueDepthLogger:
@@ -75,11 +119,21 @@ def make_server(
     """
     from waitress.server import create_server
 
+    from server.drain import accept_in_batches
+
     where: dict[str, t.Any] = {"sockets": sockets} if sockets is not None else dict(listen or {})
     socket_map: dict[int, t.Any] = {}
-    server = create_server(app, map=socket_map, threads=threads, **where, **WAITRESS_FIXED)
+    server = create_server(
+        app,
+        map=socket_map,
+        threads=threads,
+        connection_limit=connection_limit(threads),
+        **where,
+        **WAITRESS_FIXED,
+    )
     dispatcher = server.task_dispatcher
     dispatcher.queue_logger = QueueDepthLogger(dispatcher.queue_logger)  # type: ignore[assignment]
+    accept_in_batches(socket_map)
     if inline is not None:
         from server.inline import install
 
@@ -151,6 +205,7 @@ def serve(state: State, address: str | None, workers: int) -> None:
     if problems:
         raise DataError("\n".join(problems))
     configure_logging(config.log)
+    raise_fd_limit()
     _check_notifier(config)
     if workers == 1:
         _serve_one(config, listen)
@@ -183,34 +238,21 @@ def _check_notifier(config: Config) -> None:
         raise DataError(f"notifier: {exc}") from None
 
 
-def _stop_on_sigterm() -> None:
-    import signal
+def _run(server: t.Any, config: Config, started: t.Callable[[], None] = lambda: None) -> None:
+    """Serve until SIGTERM or SIGINT, then answer what was received (``server.drain``)."""
+    from server.drain import serve_until_stopped
 
-    def stop(_signum: int, _frame: object) -> None:
-        # waitress's run() turns SystemExit into a graceful shutdown of its task threads
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
-
-
-def _run(server: t.Any) -> None:
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.close()
+    serve_until_stopped(server, config.server.shutdown_grace, started)
 
 
 def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
     """One process: the app and waitress's thread pool."""
     app = _build_app(config)
     server = make_server(app, config.server.threads, listen, inline=app.decide_inline)
-    _stop_on_sigterm()
     where = listen.get("unix_socket") or f"{listen['host']}:{server.effective_port}"
     click.echo(f"authctl serving on {where} (config {config.path})", err=True)
     try:
-        _run(server)
+        _run(server, config)
     finally:
         if app.selfservice is not None:
             app.selfservice.close()  # send what the outbox still holds
@@ -237,9 +279,7 @@ def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int) -> in
             exc.show()
             return exc.exit_code
         server = make_server(app, config.server.threads, sockets=[sock], inline=app.decide_inline)
-        _stop_on_sigterm()
-        ready()
-        _run(server)
+        _run(server, config, ready)
         return 0
 
     def announce() -> None:

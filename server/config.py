@@ -70,7 +70,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "server", "users", "storage", "session", "totp", "regulation", "notifier",
         "password_policy", "log", "access_control",
     ),
-    "server": ("address", "trusted_proxies", "threads"),
+    "server": ("address", "trusted_proxies", "threads", "shutdown_grace"),
     "users": ("file", "watch", "password_hash"),
     "users.password_hash": ("memory_kib", "iterations", "parallelism"),
     "storage": ("path", "encryption_key_file"),
@@ -113,6 +113,8 @@ class ServerConfig:
         ipaddress.ip_network("::1/128"),
     )
     threads: int = 8
+    #: Seconds SIGTERM waits for answers to requests already received (``server.drain``).
+    shutdown_grace: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -640,7 +642,8 @@ def _server(r: _Reader, data: dict[str, t.Any]) -> ServerConfig:
                 'write "127.0.0.1/32" or "10.0.0.0/8"',
             )
     threads = r.integer(tbl, key, "threads", default.threads, 1, 256)
-    return ServerConfig(address, host, port, unix, tuple(proxies), threads)
+    grace = r.duration(tbl, key, "shutdown_grace", default.shutdown_grace)
+    return ServerConfig(address, host, port, unix, tuple(proxies), threads, grace)
 
 
 def _users(r: _Reader, data: dict[str, t.Any], base: Path) -> UsersConfig:

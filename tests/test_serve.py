@@ -11,7 +11,9 @@ import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
+import typing as t
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,33 +33,47 @@ AUTHCTL = str(Path(sys.executable).with_name("authctl"))
 class Server:
     """A running ``authctl serve`` child process."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        extra: tuple[str, ...] = (),
+        preexec_fn: t.Callable[[], None] | None = None,
+    ) -> None:
         self.folder = folder
         self.config = folder / "authctl.toml"
         env = {**os.environ, "AUTHCTL_CONFIG": str(self.config)}
         self.proc = subprocess.Popen(
-            [AUTHCTL, "serve", "--address", "127.0.0.1:0"],
+            [AUTHCTL, "serve", "--address", "127.0.0.1:0", *extra],
             stderr=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             text=True,
             env=env,
+            preexec_fn=preexec_fn,
         )
+        self.lines: list[str] = []
         self.port = self._wait_for_port()
+        # keep reading stderr, so a chatty server never blocks on a full pipe
+        self.drain = threading.Thread(target=self._drain, daemon=True)
+        self.drain.start()
 
     def _wait_for_port(self) -> int:
         assert self.proc.stderr is not None
         deadline = time.monotonic() + 20
-        lines = []
         while time.monotonic() < deadline:
             line = self.proc.stderr.readline()
             if not line:
                 break
-            lines.append(line)
+            self.lines.append(line)
             found = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
             if found:
                 return int(found.group(1))
         self.proc.kill()
-        raise AssertionError("server did not start:\n" + "".join(lines))
+        raise AssertionError("server did not start:\n" + "".join(self.lines))
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.lines.append(line)
 
     def request(
         self,
@@ -110,6 +126,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.drain.join(timeout=10)
         if self.proc.stderr:
             self.proc.stderr.close()
         return self.proc.returncode
