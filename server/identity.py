@@ -18,13 +18,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from server.blocking import check as check_blocking
-from server.errors import Banned
-from server.hashcap import Busy
 from server.hashcap import HashGate
-from server.names import canonical_username
 from server.session_store import SessionStoreError
 from server.sessions import user_stamp
-from server.storage import StorageError
+from server.signin import PasswordCheck
 
 if t.TYPE_CHECKING:
     from server.passwords import PasswordHasher
@@ -116,6 +113,14 @@ class IdentityResolver:
         # (snapshot, canonical name -> _Known): replaced as a whole when the users file is
         # re-read, so an entry is only ever found next to the snapshot it was taken from.
         self._known: tuple[object, dict[str, _Known]] = (None, {})
+        self.signin = PasswordCheck(
+            users=users,
+            lookup=self.lookup,
+            hasher=hasher,
+            gate=self.gate,
+            run=self._hash,
+            regulator=regulator,
+        )
 
     def _lookup(self, username: str) -> _Known | None:
         db = self.users.current()
@@ -171,43 +176,15 @@ class IdentityResolver:
     def check_password(
         self, username: str, password: str, *, ip: str | None = None, kind: str = "1FA"
     ) -> tuple[Identity, str] | None:
-        """Verify a password under regulation and the hash gate.
+        """Verify a password under regulation and the hash gate (:mod:`server.signin`).
 
-        Unknown, disabled, wrong and banned all cost one argon2 verification and give None,
-        so neither the answer nor its timing tells them apart (SPEC §3.4). A ban is checked
-        before the password, so during a ban the right password fails too (Authelia). A
-        storage error fails closed. When no hashing slot comes free in time the attempt is
-        refused without being counted: no password was tried.
+        Unknown, disabled, wrong and banned all give None in the same time (SPEC §3.4); a ban
+        is decided before any hashing, so during a ban the right password fails too
+        (Authelia). A storage error fails closed.
         """
         check_blocking()  # regulation reads storage, hashing waits for a slot: pool threads only
-        name = canonical_username(username)
-        banned = False
-        if self.regulator is not None:
-            try:
-                self.regulator.check(name, ip)
-            except Banned:
-                banned = True
-            except StorageError:
-                log.exception("regulation store failed; refusing the login")
-                return None
-        user = None if banned else self.lookup(name)
-        try:
-            if user is None:
-                ok = self._hash(self.hasher.dummy_verify, password)
-            else:
-                ok = self._hash(self.hasher.verify, user.password, password)
-        except Busy:
-            log.warning(
-                "password hashing is saturated; refusing a login", extra={"fields": {"user": name}}
-            )
-            return None
-        if self.regulator is not None:
-            try:
-                self.regulator.record(name, ip, kind, ok, banned=banned)
-            except StorageError:
-                log.exception("regulation store failed; refusing the login")
-                return None
-        if not ok or user is None:
+        user = self.signin.check(username, password, ip=ip, kind=kind)
+        if user is None:
             return None
         return _identity(user, 1), stamp_of(user.password)
 

@@ -7,7 +7,6 @@ message, and re-serialises any redirect it returns from the parsed URL (§3.5).
 
 from __future__ import annotations
 
-import json
 import logging
 import typing as t
 from dataclasses import dataclass
@@ -17,10 +16,10 @@ from urllib.parse import urlsplit
 from webob import Request
 from webob import Response
 
+from server import jsonstrict
 from server.cookies import session_ids
 from server.errors import Banned
 from server.forwarded import TrustedProxies
-from server.jsonstrict import no_duplicate_keys
 from server.names import canonical_username
 from server.rules import AccessRequest
 from server.sessions import SessionGoneError
@@ -155,7 +154,7 @@ class PortalApi:
         if len(raw) > MAX_BODY:
             raise ApiError(413, "Request body too large.")
         try:
-            data = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicate_keys)
+            data = jsonstrict.loads(raw.decode("utf-8"))
         except (ValueError, RecursionError):
             raise ApiError(400, "Malformed JSON body.") from None
         if not isinstance(data, dict):

@@ -10,7 +10,18 @@ after a failure that was not refused by a ban, the newest ``max_retries`` attemp
 checked before any password or code work, whatever ``modes`` says, so during a ban the right
 password gets exactly the answer a wrong one gets.
 
-Two differences from Authelia, both on purpose:
+Sign-ins and TOTP checks do not use :meth:`Regulator.check` and :meth:`Regulator.record`
+directly but :meth:`Regulator.reserve` before any password or code work and
+:meth:`Reservation.settle` after it. Check, hash, record let six parallel guesses all pass a
+limit of three (each checks before any is recorded), and then the right password too. A
+reservation is counted as a failure until it is settled, so with ``max_retries = 3`` at most
+three attempts of one user (or IP) are ever in flight or failed at once; the others are
+refused like banned ones. With nothing in flight one attempt always goes ahead, so a ban that
+ran out (or was cleared) gives one more try, as in Authelia, whose failure bans again. The
+in-flight counts live in this process: with ``serve --workers N`` each worker keeps its own,
+so at most N times ``max_retries`` guesses get in before the ban (the ban itself is shared).
+
+Three differences from Authelia, all on purpose (the third is the reservation above):
 
 - TOTP failures count too (Authelia counts only first-factor attempts), as the issue asks:
   otherwise someone holding the password could guess codes without limit. They are a stream
@@ -31,9 +42,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import threading
 import time
 import typing as t
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from server.errors import Banned
 from server.names import canonical_username
@@ -41,6 +55,7 @@ from server.storage import ATTEMPT_KINDS
 
 if t.TYPE_CHECKING:
     from server.config import RegulationConfig
+    from server.storage import Attempt
     from server.storage import Ban
     from server.storage import Storage
 
@@ -88,6 +103,45 @@ def max_failures_per_hour(config: RegulationConfig) -> float | None:
     return max(slow, banned)
 
 
+#: A counter a reservation holds: ``(by, value, stream)``, e.g. ``("username", "alice", "1FA")``.
+CounterKey = tuple[str, str, str]
+
+
+@dataclass(slots=True)
+class Reservation:
+    """One attempt let through by :meth:`Regulator.reserve`; settle or release it exactly once.
+
+    Use it as a context manager: leaving the ``with`` without :meth:`settle` releases it
+    uncounted (no password or code was judged, e.g. no hashing slot was free).
+    """
+
+    regulator: Regulator
+    username: str
+    ip: str
+    kind: str
+    keys: tuple[CounterKey, ...]
+    done: bool = False
+
+    def settle(self, success: bool) -> None:
+        """Log the attempt's outcome (and ban if need be), then free its place.
+
+        Raises:
+            StorageError: the log could not be written; the place is freed anyway and the
+                caller denies.
+        """
+        self.regulator._settle(self, success)
+
+    def release(self) -> None:
+        """Free the place without logging anything (idempotent)."""
+        self.regulator._release(self)
+
+    def __enter__(self) -> Reservation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class Regulator:
     """Authelia's regulation on :class:`server.storage.Storage`, on the injected clock.
 
@@ -101,6 +155,94 @@ class Regulator:
         self.config = config
         self.storage = storage
         self._now = now
+        # attempts reserved and not settled yet, per counter; guarded by _lock, which also
+        # makes "check, count, reserve" and "record, ban, free" one step each
+        self._lock = threading.Lock()
+        self._pending: Counter[CounterKey] = Counter()
+
+    def reserve(self, username: str | None, ip: str | None, kind: str) -> Reservation:
+        """Let one attempt go ahead, counting it as a failure until it is settled.
+
+        Refused (:class:`Banned`, and logged as a banned attempt) when the user or IP is
+        banned, or when attempts in flight plus failures since the last success already reach
+        ``max_retries`` on one of the counters ``modes`` names (see the module doc).
+
+        Raises:
+            Banned: answer as for wrong credentials, without any password or code work.
+            StorageError: the store failed; deny.
+        """
+        if kind not in ATTEMPT_KINDS:
+            raise ValueError(f"unknown attempt kind {kind!r}")
+        name, address = user_key(username), ip_key(ip)
+        keys = self._counters(name, address, kind)
+        with self._lock:
+            now = self._now()
+            try:
+                self.check(name, address)
+                for key in keys:
+                    pending = self._pending[key]
+                    if pending and pending + self._failures(key, now) >= self.config.max_retries:
+                        raise Banned()
+            except Banned:
+                self.storage.append_log(now, name, address, kind, False, True)
+                raise
+            self._pending.update(keys)
+        return Reservation(self, name, address, kind, keys)
+
+    def _counters(self, name: str, address: str, kind: str) -> tuple[CounterKey, ...]:
+        if self.config.max_retries <= 0:
+            return ()
+        stream = STREAMS[kind][0]
+        keys: list[CounterKey] = []
+        for mode in self.config.modes:
+            by, value = ("username", name) if mode == "user" else ("ip", address)
+            if value:
+                keys.append((by, value, stream))
+        return tuple(keys)
+
+    def _failures(self, key: CounterKey, now: float) -> int:
+        """Failures logged on ``key`` within ``find_time``, newest first, up to a success."""
+        by, value, stream = key
+        return self._count(self._attempts(by, value, STREAMS[stream], now))
+
+    def _attempts(self, by: str, value: str, kinds: tuple[str, ...], now: float) -> list[Attempt]:
+        return self.storage.recent_attempts(
+            by=by,
+            value=value,
+            kinds=kinds,
+            since=now - self.config.find_time,
+            limit=self.config.max_retries,
+        )
+
+    @staticmethod
+    def _count(attempts: list[Attempt]) -> int:
+        failures = 0
+        for attempt in attempts:
+            if attempt.success:
+                break
+            failures += 1
+        return failures
+
+    def _settle(self, reservation: Reservation, success: bool) -> None:
+        with self._lock:
+            if reservation.done:
+                raise RuntimeError("this attempt was settled or released already")
+            try:
+                self.record(reservation.username, reservation.ip, reservation.kind, success)
+            finally:
+                self._free(reservation)
+
+    def _release(self, reservation: Reservation) -> None:
+        with self._lock:
+            if not reservation.done:
+                self._free(reservation)
+
+    def _free(self, reservation: Reservation) -> None:
+        reservation.done = True
+        self._pending.subtract(reservation.keys)
+        for key in reservation.keys:
+            if self._pending[key] <= 0:
+                del self._pending[key]
 
     def check(self, username: str | None, ip: str | None) -> None:
         """Do nothing, or raise :class:`Banned` if the user or the IP is banned now.
@@ -150,18 +292,8 @@ class Regulator:
     ) -> None:
         if not value:
             return
-        attempts = self.storage.recent_attempts(
-            by=by,
-            value=value,
-            kinds=kinds,
-            since=when - self.config.find_time,
-            limit=self.config.max_retries,
-        )
-        failures = 0
-        for attempt in attempts:
-            if attempt.success:
-                break
-            failures += 1
+        attempts = self._attempts(by, value, kinds, when)
+        failures = self._count(attempts)
         if failures < self.config.max_retries:
             return
         until = attempts[0].time + self.config.ban_time

@@ -38,7 +38,6 @@ from urllib.parse import quote
 from urllib.parse import urlencode
 
 from server.errors import AuthError
-from server.errors import Banned
 from server.errors import UserError
 from server.names import canonical_username
 
@@ -317,16 +316,13 @@ class TotpService:
         token = parse_code(code, DIGITS)
         name = canonical_username(username)
         if self.regulator is not None:
-            try:
-                self.regulator.check(name, ip)
-            except Banned:
-                self.regulator.record(name, ip, "TOTP", False, banned=True)
-                raise
+            # reserved before the check, so parallel guesses cannot all pass the ban check
+            with self.regulator.reserve(name, ip, "TOTP") as attempt:  # Banned: logged
+                ok = self._verify(name, token)
+                attempt.settle(ok)
+            return ok
         ok = self._verify(name, token)
-        if self.regulator is not None:
-            self.regulator.record(name, ip, "TOTP", ok)
-        else:
-            self.storage.append_log(self._now(), name, ip, "TOTP", ok)
+        self.storage.append_log(self._now(), name, ip, "TOTP", ok)
         return ok
 
     def _verify(self, name: str, token: str) -> bool:
