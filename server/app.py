@@ -27,10 +27,12 @@ from server.authz import Answer
 from server.authz import Authorizer
 from server.authz import Endpoint
 from server.authz import Reply
+from server.errors import StoreUnavailable
 from server.identity import IdentityResolver
 from server.portal import ApiError
 from server.portal import PortalApi
 from server.portal import ko
+from server.portal import ok
 from server.rules import AccessControl
 
 if t.TYPE_CHECKING:
@@ -80,6 +82,8 @@ _AUTHZ_ROUTES: dict[str, tuple[Endpoint, frozenset[str] | None]] = {
 }
 
 Handler = Callable[[Request], Response]
+#: What ``/api/health`` runs: the names of the failing parts with why, empty when healthy.
+HealthCheck = Callable[[], list[str]]
 
 
 def _authz_route(path: str) -> tuple[Endpoint, frozenset[str] | None] | None:
@@ -117,8 +121,10 @@ class App:
         selfservice: SelfServiceApi | None = None,
         *,
         inline_authz: bool = False,
+        health: HealthCheck | None = None,
     ) -> None:
         self.config = config
+        self._health = health
         #: Whether ``decide_inline`` may answer (the session store reads from memory).
         self.inline_authz = inline_authz
         self.authorizer = authorizer
@@ -126,7 +132,7 @@ class App:
         self.assets = assets
         self.selfservice = selfservice
         self.api: dict[str, dict[str, Handler]] = {
-            "/api/health": {"GET": portal.health, "HEAD": portal.health},
+            "/api/health": {"GET": self.health, "HEAD": self.health},
             "/api/state": {"GET": portal.state},
             "/api/configuration": {"GET": portal.configuration},
             "/api/user/info": {"GET": portal.user_info},
@@ -244,8 +250,41 @@ class App:
             resp = handler(req)
         except ApiError as exc:
             resp = ko(exc.status, exc.message, exc.data)
+        except StoreUnavailable as exc:
+            # the store logged the outage (once); the details may name hosts and paths
+            resp = ko(503, f"The {exc.part} is unavailable; try again in a moment.")
+            resp.headers["Retry-After"] = "5"
         resp.headers["X-Request-Id"] = request_id
         return resp
+
+    def health(self, req: Request) -> Response:
+        """``/api/health``: 200 ``{"status":"OK"}``, or 503 naming every part that cannot be
+        used now (session store, storage, users file), so a load balancer takes this host
+        out instead of sending it users it cannot sign in."""
+        problems = self._health() if self._health is not None else []
+        if problems:
+            return ko(503, "; ".join(problems))
+        return ok()
+
+
+def health_check(store: SessionStore, storage: Storage, users: UsersSource) -> HealthCheck:
+    """The ``/api/health`` check of the three things every sign-in needs."""
+
+    def check() -> list[str]:
+        problems = []
+        for part in (store, storage):
+            try:
+                part.check()
+            except StoreUnavailable as exc:
+                problems.append(exc.public)
+        if users.problem is not None:
+            problems.append(
+                "users file unusable: its last change cannot be read or is invalid "
+                "(the last good copy is in use; see the log)"
+            )
+        return problems
+
+    return check
 
 
 def session_db_path(config: Config) -> Path:
@@ -256,18 +295,27 @@ def session_db_path(config: Config) -> Path:
 
 
 def make_session_store(config: Config) -> SessionStore:
-    """The store named by ``session.store``."""
+    """The store named by ``session.store``. SQLite and Redis records are sealed with a key
+    derived from ``storage.encryption_key_file`` (the same file on every host).
+
+    Raises:
+        ValueError: the key file is missing or invalid (the message says how to fix it).
+        SessionStoreError: the SQLite store cannot be opened.
+    """
+    from server.crypto import read_key_file
     from server.session_store import MemoryStore
     from server.session_store import SQLiteStore
 
     if config.session.store == "memory":
         return MemoryStore()
     if config.session.store == "sqlite":
-        return SQLiteStore(session_db_path(config))
+        key = read_key_file(Path(config.storage.encryption_key_file))
+        return SQLiteStore(session_db_path(config), key=key)
     if config.session.store == "redis":
         from server.redis_store import RedisStore
 
-        return RedisStore.from_url(config.session.redis_url)
+        key = read_key_file(Path(config.storage.encryption_key_file))
+        return RedisStore.from_url(config.session.redis_url, key=key)
     raise ValueError(f"unknown session.store {config.session.store!r}")
 
 
@@ -327,4 +375,5 @@ def make_app(
         load_assets(),
         selfservice,
         inline_authz=store.inline_reads,
+        health=health_check(store, storage, users),
     )

@@ -34,6 +34,9 @@ TAG_BYTES = 16
 _SALT = b"authctl storage v1"
 _INFO_AEAD = b"authctl storage aes-256-gcm"
 _INFO_CHECK = b"authctl storage key check"
+#: HKDF label of the key that seals session records (``server.session_store``): the same
+#: key file, a key of its own.
+INFO_SESSIONS = b"authctl session records aes-256-gcm"
 #: How to make a new key, for error messages.
 NEW_KEY_HINT = "run `authctl init` in a new folder, or `openssl rand -hex 32 > FILE` (mode 0600)"
 
@@ -85,10 +88,11 @@ class SecretBox:
 
     __slots__ = ("_aead", "check_value")
 
-    def __init__(self, material: bytes) -> None:
+    def __init__(self, material: bytes, *, info: bytes = _INFO_AEAD) -> None:
+        """A box whose key is HKDF(``material``, ``info``): one label per use of a key file."""
         if len(material) < MIN_KEY_BYTES:
             raise ValueError(f"key material must be at least {MIN_KEY_BYTES} bytes")
-        self._aead = AESGCM(_derive(material, _INFO_AEAD))
+        self._aead = AESGCM(_derive(material, info))
         #: Stored in the database; a different key file gives a different value.
         self.check_value = _derive(material, _INFO_CHECK)
 

@@ -51,6 +51,27 @@ class FileProblemError(AuthError, ValueError):
         super().__init__("\n".join(str(p) for p in problems))
 
 
+class StoreUnavailable(AuthError):
+    """A store (the session store, the storage database) cannot be used right now: down,
+    unreachable, read-only, locked, full, or closed.
+
+    The API answers 503 with ``public`` (never the details, which may name hosts and paths);
+    authz endpoints refuse (never 200). ``part`` names the store for messages and health.
+    """
+
+    part = "store"
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        #: A short cause safe to show to anyone (``/api/health``), e.g. "disk full".
+        self.reason = reason
+
+    @property
+    def public(self) -> str:
+        """``"<part> unavailable[: reason]"``: what a client may be told."""
+        return f"{self.part} unavailable" + (f": {self.reason}" if self.reason else "")
+
+
 class ConfigError(FileProblemError):
     """The config file cannot be read or is invalid."""
 

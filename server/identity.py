@@ -162,8 +162,8 @@ class IdentityResolver:
         try:
             session = self.sessions.load(session_id, cookie_domain)
         except SessionStoreError:
-            # fail closed: a store we cannot read means "not signed in", never "allowed"
-            log.exception("session store failed; treating the request as anonymous")
+            # fail closed: a store we cannot read means "not signed in", never "allowed";
+            # the store logs an outage when it starts and ends, not once per request
             return None
         if session is None or session.username is None or session.level < 1:
             return None

@@ -8,20 +8,27 @@ set per user.
 
 Layout (``PREFIX`` = ``authctl:``):
 
-- ``authctl:session:<hex SHA-256 of the id>`` -> ``session_to_json`` of the session, with
-  the session's TTL. The id itself is never stored (a leaked dump or ``MONITOR`` output does
-  not hand out live cookies), exactly like ``SQLiteStore``.
+- ``authctl:session:<hex SHA-256 of the id>`` -> the session sealed by ``RecordSeal``
+  (AES-256-GCM, key from ``secrets/storage.key``, the hashed id as associated data), with the
+  session's TTL. The id itself is never stored (a leaked dump or ``MONITOR`` output does not
+  hand out live cookies), exactly like ``SQLiteStore``; and whoever can write to Redis cannot
+  forge, copy or raise a session: a record that does not open is no session.
 - ``authctl:user:<name>`` -> the set of that user's session keys, for ``delete_user``
   (password change, disable, removal). Its TTL is raised to the longest member's, never
   lowered, so the index outlives every session it lists (needs Redis >= 7.0: ``PEXPIRE`` NX
-  and GT).
+  and GT). It grants nothing: ``delete_user`` only deletes members that are session keys
+  (64 hex digits, under the session prefix), so a planted member can at worst end a session,
+  which write access to Redis allows anyway.
 
 Failure handling (security.md §3 R5): every Redis error becomes ``SessionStoreError``,
 which the web layer answers as "not signed in" (302/401), never 200. Connect and command
 timeouts are ``TIMEOUT`` (1 s) and redis-py's own retries are off, so a stopped or
-unreachable Redis costs one request at most ~1 s; after a failure the store stays "down"
-for ``RETRY_AFTER`` seconds and fails at once (no thread waits on a dead server meanwhile),
-then tries again, so it recovers by itself within about a second of Redis coming back.
+unreachable Redis costs one request at most ~1 s; after a connection failure the store stays
+"down" for ``RETRY_AFTER`` seconds and fails at once (no thread waits on a dead server
+meanwhile), then tries again, so it recovers by itself within about a second of Redis coming
+back. An outage is logged when it starts and when it ends, with the count of failed calls,
+never once per request. A refused command (a read-only replica, out of memory) fails that
+command only: reads go on.
 ``purge_expired`` has nothing to do: Redis expires keys itself.
 """
 
@@ -37,15 +44,19 @@ from dataclasses import replace
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 from redis.retry import Retry
 
 from server.blocking import check as check_blocking
+from server.outage import Outage
+from server.session_store import RecordSeal
 from server.session_store import SessionStoreError
 from server.session_store import hash_session_id
-from server.session_store import session_from_json
-from server.session_store import session_to_json
+from server.session_store import log
 from server.sessions import Session
 
 PREFIX = "authctl:"
@@ -61,7 +72,9 @@ TOUCH_ATTEMPTS = 5
 _DELETE_USER = """
 local n = 0
 for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-    n = n + redis.call('DEL', ARGV[1] .. key)
+    if string.len(key) == 64 and not string.find(key, '[^0-9a-f]') then
+        n = n + redis.call('DEL', ARGV[1] .. key)
+    end
 end
 redis.call('DEL', KEYS[1])
 return n
@@ -83,19 +96,25 @@ class RedisStore:
         self,
         client: redis.Redis,
         *,
+        key: bytes | None = None,
         prefix: str = PREFIX,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``key``: the storage key file's material, the same on every host (None: a key of
+        this process only, for tests)."""
         self._redis = client
+        self._seal = RecordSeal(key)
         self._prefix = prefix
         self._monotonic = monotonic
         self._down_until = 0.0
         self._closed = False
         self._lock = threading.Lock()
         self._delete_user = client.register_script(_DELETE_USER)
+        self.outage = Outage("session store (Redis)", log, monotonic)
+        self.write_outage = Outage("session store (Redis) writes", log, monotonic)
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = PREFIX) -> RedisStore:
+    def from_url(cls, url: str, *, key: bytes | None = None, prefix: str = PREFIX) -> RedisStore:
         """A store on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``), with
         short timeouts and no client-side retries.
 
@@ -110,68 +129,104 @@ class RedisStore:
             retry_on_timeout=False,
             health_check_interval=0,
         )
-        return cls(client, prefix=prefix)
+        return cls(client, key=key, prefix=prefix)
 
     # ------------------------------------------------------------------ keys
 
-    def _key(self, session_id: str) -> str:
-        return f"{self._prefix}session:{hash_session_id(session_id).hex()}"
+    def _key(self, session_id: str) -> tuple[str, bytes]:
+        """The Redis key of a session, and the hashed id its record is bound to."""
+        hashed = hash_session_id(session_id)
+        return f"{self._prefix}session:{hashed.hex()}", hashed
 
     def _user_key(self, username: str) -> str:
         return f"{self._prefix}user:{username}"
 
     # ------------------------------------------------------------------ error boundary
 
-    def _call(self, operation: Callable[[], t.Any]) -> t.Any:
-        """Run ``operation``; any Redis failure is a SessionStoreError (fail closed)."""
+    def _call(self, operation: Callable[[], t.Any], *, write: bool = False) -> t.Any:
+        """Run ``operation``; any Redis failure is a SessionStoreError (fail closed).
+
+        A failure to reach Redis starts (or counts in) the outage and keeps the store down
+        for ``RETRY_AFTER``; a refused command (read-only, out of memory) fails alone and,
+        for a ``write``, counts in the write outage.
+        """
         check_blocking()  # a network round trip: never in waitress's I/O thread
         if self._closed:
             raise SessionStoreError("the session store is closed")
         if self._monotonic() < self._down_until:
-            raise SessionStoreError("Redis failed a moment ago; not retrying yet")
+            self.outage.failed(self.outage.error or SessionStoreError("Redis is down"))
+            raise SessionStoreError(
+                "Redis failed a moment ago; not retrying yet", reason="cannot reach Redis"
+            )
         try:
-            return operation()
-        except (RedisError, OSError) as exc:
+            result = operation()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self._down_until = self._monotonic() + RETRY_AFTER
-            raise SessionStoreError(f"Redis: {type(exc).__name__}: {exc}") from None
+            error = SessionStoreError(
+                f"Redis: {type(exc).__name__}: {exc}",
+                reason="Redis timed out"
+                if isinstance(exc, RedisTimeoutError)
+                else "cannot reach Redis",
+            )
+            self.outage.failed(error)
+            raise error from None
+        except RedisError as exc:
+            self.outage.ok()  # it answered
+            why = "Redis is read-only" if isinstance(exc, ReadOnlyError) else "Redis refused"
+            error = SessionStoreError(f"Redis: {type(exc).__name__}: {exc}", reason=why)
+            if write:
+                self.write_outage.failed(error)
+            raise error from None
+        self.outage.ok()
+        if write:
+            self.write_outage.ok()
+        return result
 
     # ------------------------------------------------------------------ the protocol
 
     def get(self, session_id: str) -> Session | None:
-        """The session under ``session_id``; Redis drops it when its TTL ends."""
-        raw = self._call(lambda: self._redis.get(self._key(session_id)))
+        """The session under ``session_id``; Redis drops it when its TTL ends. A record that
+        does not authenticate is no session."""
+        key, hashed = self._key(session_id)
+        raw = self._call(lambda: self._redis.get(key))
         if raw is None:
             return None
-        return session_from_json(session_id, raw)
+        return self._seal.open(hashed, session_id, raw)
 
     def put(self, session: Session, ttl: float) -> None:
         """Insert or replace ``session`` for ``ttl`` seconds (and list it under its user)."""
-        key = self._key(session.id)
+        key, hashed = self._key(session.id)
         ms = max(1, math.ceil(ttl * 1000))
-        record = session_to_json(session)
+        record = self._seal.seal(hashed, session)
 
         def write() -> None:
             with self._redis.pipeline(transaction=True) as pipe:
                 pipe.set(key, record, px=ms)
                 if session.username is not None:
                     user_key = self._user_key(session.username)
-                    pipe.sadd(user_key, key[len(self._prefix) + len("session:") :])
+                    pipe.sadd(user_key, hashed.hex())
                     pipe.pexpire(user_key, ms, nx=True)  # a new index: this TTL
                     pipe.pexpire(user_key, ms, gt=True)  # an existing one: never shorter
                 pipe.execute()
 
-        self._call(write)
+        self._call(write, write=True)
 
     def delete(self, session_id: str) -> bool:
         """Remove one session; True when this call removed it (DEL is atomic)."""
-        return bool(self._call(lambda: self._redis.delete(self._key(session_id))))
+        key = self._key(session_id)[0]
+        return bool(self._call(lambda: self._redis.delete(key), write=True))
+
+    def discard(self, session_id: str) -> None:
+        """Remove a dead session (Redis never waits on a lock; failures are the caller's)."""
+        self.delete(session_id)
 
     def delete_user(self, username: str) -> int:
         """Remove every session of ``username``."""
         count = self._call(
             lambda: self._delete_user(
                 keys=[self._user_key(username)], args=[f"{self._prefix}session:"]
-            )
+            ),
+            write=True,
         )
         return int(count)
 
@@ -181,7 +236,7 @@ class RedisStore:
         An optimistic transaction (WATCH, read, SET KEEPTTL): a concurrent change makes it
         read again, and a session deleted meanwhile stays deleted.
         """
-        key = self._key(session_id)
+        key, hashed = self._key(session_id)
 
         def update() -> None:
             for _ in range(TOUCH_ATTEMPTS):
@@ -191,18 +246,18 @@ class RedisStore:
                         raw = pipe.get(key)
                         if raw is None:
                             return
-                        session = session_from_json(session_id, t.cast(bytes, raw))
-                        if session.last_activity >= last_activity:
+                        session = self._seal.open(hashed, session_id, t.cast(bytes, raw))
+                        if session is None or session.last_activity >= last_activity:
                             return
                         pipe.multi()
                         touched = replace(session, last_activity=last_activity)
-                        pipe.set(key, session_to_json(touched), keepttl=True, xx=True)
+                        pipe.set(key, self._seal.seal(hashed, touched), keepttl=True, xx=True)
                         pipe.execute()
                         return
                     except WatchError:
                         continue
 
-        self._call(update)
+        self._call(update)  # best effort: not counted as a write outage (the caller logs it)
 
     def purge_expired(self, now: float) -> int:
         """Nothing to do: Redis expires sessions itself."""
@@ -222,6 +277,14 @@ class RedisStore:
     def ping(self) -> bool:
         """True when Redis answers now (for health reporting)."""
         try:
-            return bool(self._call(self._redis.ping))
+            self.check()
         except SessionStoreError:
             return False
+        return True
+
+    def check(self) -> None:
+        """Raise SessionStoreError unless Redis answers PING now and its last write worked."""
+        self._call(self._redis.ping)
+        error = self.write_outage.error
+        if isinstance(error, SessionStoreError):
+            raise SessionStoreError(f"writes fail: {error}", reason=error.reason)

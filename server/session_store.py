@@ -9,8 +9,18 @@ Security choices, each against a named risk:
 
 - The SQLite store keys rows by SHA-256 of the session id and never stores the id itself, so
   a leaked database file (or backup) does not hand out live cookies.
-- Every store failure is raised as ``SessionStoreError``; the web layer answers "log in",
-  never "allow" (fail closed; oauth2-proxy #3093 tells "no such session" from "store error").
+- Records are sealed (``RecordSeal``): AES-256-GCM under a key derived by HKDF from the
+  storage key file (``secrets/storage.key``, the same on every host) with a label of its own,
+  the hashed id as associated data. Whoever can write the database (or Redis) cannot copy a
+  victim's record under a cookie of their choosing, nor raise its level to skip TOTP: a record
+  that does not authenticate is no session, and is logged (at most once a minute) as possible
+  tampering. Opening happens on a cold read only; the per-process cache holds opened records.
+- Every store failure is raised as ``SessionStoreError`` (a ``StoreUnavailable``); the web
+  layer answers "log in", never "allow" (fail closed; oauth2-proxy #3093 tells "no such
+  session" from "store error"), and the API 503. Failures are logged by the store when they
+  start and when they end (``server.outage``), not once per request.
+- ``touch`` and ``discard`` are best effort and never wait long for a lock another process
+  holds (``QUICK_BUSY_TIMEOUT``): a store that can read but not write still answers verify.
 - The database is created mode 0600 in a folder created mode 0700.
 - ``SQLiteStore.get`` is the hot path of every verify. It keeps the sessions it read in a
   per-process cache, and trusts an entry only while a shared table of random stamps
@@ -20,17 +30,21 @@ Security choices, each against a named risk:
   stamp before it queries. So a logout, a disable or a new factor in any worker is seen by the
   next verify in every worker, exactly as without the cache; an entry is also never trusted
   for more than ``CACHE_MAX_AGE`` seconds, which bounds a writer killed between its commit
-  and its stamp.
+  and its stamp. The table's blocks are allocated when it is created and it is written with
+  ``pwrite``, never through the map, so a full disk is an error, never a SIGBUS.
 
-Pure core: standard library only (no webob, waitress, click or rich).
+Pure core: standard library and ``cryptography`` (no webob, waitress, click or rich).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import mmap
 import os
+import secrets
 import sqlite3
 import time
 import typing as t
@@ -39,16 +53,26 @@ from dataclasses import replace
 from pathlib import Path
 
 from server import blocking
-from server.errors import AuthError
+from server.crypto import INFO_SESSIONS
+from server.crypto import SecretBox
+from server.errors import StoreUnavailable
+from server.outage import Outage
+from server.outage import Throttled
 from server.sessions import Level
 from server.sessions import Session
 from server.sqlite_util import Connections
+from server.sqlite_util import explain
+from server.sqlite_util import reason
+
+log = logging.getLogger("authctl.sessions")
 
 #: Version of the SQLite schema, kept in ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _LEVELS = {int(level): level for level in Level}
 #: Seconds a connection waits for another writer (another thread or worker) before failing.
 BUSY_TIMEOUT = 5.0
+#: Seconds a best-effort write (``touch``, ``discard``) waits for a lock held elsewhere.
+QUICK_BUSY_TIMEOUT = 0.2
 
 #: ``MIGRATIONS[n]`` takes a database from ``user_version`` n to n + 1.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -69,17 +93,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX sessions_expires ON sessions (expires)",
         "CREATE INDEX sessions_username ON sessions (username)",
     ),
+    (
+        # version 1 rows are not sealed, so none can be trusted: every user signs in again
+        "DROP TABLE sessions",
+        """CREATE TABLE sessions (
+            key BLOB PRIMARY KEY,            -- SHA-256 of the session id; the id is not stored
+            username TEXT,                   -- for delete_user; must match the sealed record
+            expires REAL NOT NULL,           -- absolute end (the TTL given to put), for purge
+            record BLOB NOT NULL             -- RecordSeal.seal of the session
+        ) WITHOUT ROWID""",
+        "CREATE INDEX sessions_expires ON sessions (expires)",
+        "CREATE INDEX sessions_username ON sessions (username)",
+    ),
 )
 
-_COLUMNS = (
-    "cookie_domain, username, level, created, last_activity, auth_time, remember_me, "
-    "user_stamp, data"
-)
-_GET = f"SELECT {_COLUMNS}, expires FROM sessions WHERE key = ? AND expires > ?"  # noqa: S608
-_PUT = (
-    f"INSERT OR REPLACE INTO sessions ({_COLUMNS}, expires, key) "  # noqa: S608
-    f"VALUES ({', '.join('?' * 11)})"
-)
+_GET = "SELECT username, record, expires FROM sessions WHERE key = ? AND expires > ?"
+_PUT = "INSERT OR REPLACE INTO sessions (key, username, expires, record) VALUES (?, ?, ?, ?)"
 
 
 #: Slots of the shared change table (one stamp covers the sessions whose key hashes there).
@@ -102,12 +131,22 @@ class ChangeTable:
     """
 
     def __init__(self, path: Path) -> None:
+        """Open (or create) the table at ``path``.
+
+        Raises:
+            OSError: it cannot be created, or its blocks cannot be allocated (a full disk).
+        """
         size = (CHANGE_SLOTS + 1) * _STAMP
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            if os.fstat(fd).st_size < size:
-                os.ftruncate(fd, size)  # zeros; a second process doing this changes nothing
-            self._map = mmap.mmap(fd, size)  # MAP_SHARED: one table for all processes
+            # real blocks, not a sparse file: on a full disk this fails here, at start-up
+            # (zeros where the file was shorter; a second process doing this changes nothing)
+            os.posix_fallocate(fd, 0, size)
+            # read-only: written with pwrite, which fails with ENOSPC where a store through a
+            # map would kill the process with SIGBUS (copy-on-write file systems, a file cut
+            # short by hand); MAP_SHARED, so every process sees every stamp at once
+            self._map = mmap.mmap(fd, size, prot=mmap.PROT_READ)
         finally:
             os.close(fd)
 
@@ -122,20 +161,30 @@ class ChangeTable:
         return table[:_STAMP] + table[slot * _STAMP : (slot + 1) * _STAMP]
 
     def changed(self, slot: int) -> None:
-        """Record a change in ``slot`` (0: maybe every session)."""
-        self._map[slot * _STAMP : (slot + 1) * _STAMP] = os.urandom(_STAMP)
+        """Record a change in ``slot`` (0: maybe every session).
+
+        Raises:
+            OSError: the table cannot be written.
+        """
+        fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.pwrite(fd, os.urandom(_STAMP), slot * _STAMP)
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         """Unmap the table."""
         self._map.close()
 
 
-class SessionStoreError(AuthError):
-    """The session store failed (unreadable, locked, corrupt, closed).
+class SessionStoreError(StoreUnavailable):
+    """The session store failed (unreachable, locked, read-only, full, corrupt, closed).
 
     Never means "no session" and never means "allow": the web layer answers as for an
-    anonymous request (log in) and logs the cause.
+    anonymous request (log in), the API 503; the store logs the outage.
     """
+
+    part = "session store"
 
 
 @t.runtime_checkable
@@ -164,7 +213,19 @@ class SessionStore(t.Protocol):
         ...
 
     def touch(self, session_id: str, last_activity: float) -> None:
-        """Move a stored session's ``last_activity`` forward; no-op when it is gone."""
+        """Move a stored session's ``last_activity`` forward; no-op when it is gone.
+
+        Best effort: fails (SessionStoreError) rather than wait long for a lock held elsewhere.
+        """
+        ...
+
+    def discard(self, session_id: str) -> None:
+        """Remove a session the caller found dead; best effort, like ``touch`` (a failure
+        leaves it to expire: it is refused on every read anyway)."""
+        ...
+
+    def check(self) -> None:
+        """Raise SessionStoreError unless the store can be used now (``/api/health``)."""
         ...
 
     def purge_expired(self, now: float) -> int:
@@ -269,6 +330,57 @@ def hash_session_id(session_id: str) -> bytes:
     return hashlib.sha256(session_id.encode("utf-8")).digest()
 
 
+#: Key material for stores made without a key file (tests, tools): random per process, so
+#: their records are refused by any other process and after a restart.
+_EPHEMERAL_KEY = secrets.token_bytes(32)
+_AAD = b"authctl session\x00"
+_refused = Throttled(log)
+
+
+class RecordSeal:
+    """Seals session records so that only authctl, holding the key file, can make one.
+
+    AES-256-GCM (``server.crypto.SecretBox``) under HKDF(key file, ``INFO_SESSIONS``), with
+    the record's store key (SHA-256 of the id) as associated data: a record copied under
+    another key, edited, or sealed with another key file does not open.
+    """
+
+    __slots__ = ("_box",)
+
+    def __init__(self, material: bytes | None) -> None:
+        """``material``: the storage key file's bytes; None: this process's random key."""
+        self._box = SecretBox(_EPHEMERAL_KEY if material is None else material, info=INFO_SESSIONS)
+
+    def seal(self, key: bytes, session: Session) -> bytes:
+        """The sealed record of ``session`` stored under ``key``."""
+        return self._box.seal(session_to_json(session).encode("utf-8"), _AAD + key)
+
+    def open(self, key: bytes, session_id: str, sealed: bytes) -> Session | None:
+        """The session sealed in ``sealed`` under ``key``; None (and a throttled warning)
+        when it does not authenticate.
+
+        Raises:
+            SessionStoreError: it authenticates but is not a session (cannot happen unless
+                this code wrote it wrong).
+        """
+        try:
+            plain = self._box.open(sealed, _AAD + key)
+        except ValueError:
+            refused()
+            return None
+        return session_from_json(session_id, plain)
+
+
+def refused() -> None:
+    """Log (at most once a minute) that a stored record was refused as forged."""
+    _refused.hit(
+        logging.WARNING,
+        "refused a session record that does not authenticate (copied under another id, "
+        "edited, or sealed with another secrets/storage.key): possible tampering with the "
+        "session store; the request is treated as signed out",
+    )
+
+
 # --------------------------------------------------------------------------- memory
 
 
@@ -339,6 +451,14 @@ class MemoryStore:
                 session = replace(entry[0], last_activity=last_activity)
                 self._sessions[session_id] = (session, entry[1])
 
+    def discard(self, session_id: str) -> None:
+        """Remove a dead session."""
+        self.delete(session_id)
+
+    def check(self) -> None:
+        """Fails only once closed."""
+        self._check_open()
+
     def purge_expired(self, now: float) -> int:
         """Remove sessions whose TTL ended by ``now``."""
         with self._lock:
@@ -395,6 +515,8 @@ class SQLiteStore:
     the last sessions, never corrupt the file), a busy timeout, and one connection per thread
     (waitress serves from a thread pool; a connection must not cross a ``fork``). A ``get`` is
     one indexed SELECT. Use a file of its own: the schema version lives in ``user_version``.
+    ``key`` is the storage key file's material (records are sealed with a key derived from
+    it); None seals with a key of this process only.
 
     Raises (from every method, and from the constructor):
         SessionStoreError: the file cannot be opened, has a newer schema, or SQLite failed.
@@ -402,12 +524,21 @@ class SQLiteStore:
 
     inline_reads = True  # the per-process cache; a miss is WouldBlock (sqlite_util)
 
-    def __init__(self, path: str | os.PathLike[str], now: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        now: Callable[[], float] = time.time,
+        *,
+        key: bytes | None = None,
+    ) -> None:
         self.path = Path(path)
         self._now = now
+        self._seal = RecordSeal(key)
         self._db = Connections(
             self.path, name="session store", error=SessionStoreError, busy_timeout=BUSY_TIMEOUT
         )
+        self.outage = Outage("session store", log)
+        self.write_outage = Outage("session store writes", log)
         # key -> (stamps when read, expires, monotonic time when read, session)
         self._cache: dict[bytes, tuple[bytes, float, float, Session]] = {}
         try:
@@ -415,7 +546,10 @@ class SQLiteStore:
             self._migrate()
             self._changes = ChangeTable(self.path.with_name(self.path.name + "-changes"))
         except (sqlite3.Error, OSError, ValueError) as exc:
-            raise SessionStoreError(f"cannot open the session store {self.path}: {exc}") from exc
+            raise SessionStoreError(
+                f"cannot open the session store {self.path}: {explain(exc, self.path)}",
+                reason=reason(exc),
+            ) from exc
 
     def _migrate(self) -> None:
         self._db.set_up(_upgrade)
@@ -424,11 +558,18 @@ class SQLiteStore:
         """This thread's connection (a new one after ``fork``: they must not be shared)."""
         return self._db.get()
 
+    def _failed(self, doing: str, exc: Exception, outage: Outage) -> SessionStoreError:
+        """``exc`` as the SessionStoreError to raise, counted in ``outage``'s log."""
+        error = SessionStoreError(f"cannot {doing}: {explain(exc, self.path)}", reason=reason(exc))
+        outage.failed(error)
+        return error
+
     def get(self, session_id: str) -> Session | None:
         """The session under ``session_id`` if its TTL has not ended.
 
         One indexed SELECT, or none when this process read the session less than
         ``CACHE_MAX_AGE`` ago and no process has written it since (see the module docstring).
+        A record that does not authenticate is no session (and is not cached).
         """
         if self._db.closed:
             raise SessionStoreError("the session store is closed")
@@ -449,26 +590,22 @@ class SQLiteStore:
             and cached[3].id == session_id
         ):
             return cached[3]
+        conn = self._conn()  # WouldBlock in the I/O thread, before anything is read
         try:
-            row = self._conn().execute(_GET, (key, now)).fetchone()
-            if row is None:
-                self._cache.pop(key, None)
-                return None
-            domain, username, level, created, last, auth_time, remember, user, data, expires = row
-            session = _session(
-                session_id,
-                domain,
-                username,
-                level,
-                created,
-                last,
-                auth_time,
-                remember,
-                user,
-                {} if data is None else json.loads(data),
-            )
-        except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
-            raise SessionStoreError(f"cannot read a session: {exc}") from exc
+            row = conn.execute(_GET, (key, now)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._failed("read a session", exc, self.outage) from exc
+        self.outage.ok()
+        if row is None:
+            self._cache.pop(key, None)
+            return None
+        username, record, expires = row
+        session = self._seal.open(key, session_id, bytes(record))
+        if session is None or session.username != username:
+            if session is not None:
+                refused()  # the clear user name was edited: delete_user would miss it
+            self._cache.pop(key, None)
+            return None
         if len(self._cache) >= CACHE_SIZE:
             self._cache.clear()
         self._cache[key] = (stamp, float(expires), read_at, session)
@@ -476,20 +613,8 @@ class SQLiteStore:
 
     def put(self, session: Session, ttl: float) -> None:
         """Insert or replace ``session`` for ``ttl`` seconds."""
-        data = json.dumps(dict(session.data), separators=(",", ":")) if session.data else None
-        values = (
-            session.cookie_domain,
-            session.username,
-            int(session.level),
-            session.created,
-            session.last_activity,
-            session.auth_time,
-            int(session.remember_me),
-            session.user_stamp,
-            data,
-            self._now() + ttl,
-            key := hash_session_id(session.id),
-        )
+        key = hash_session_id(session.id)
+        values = (key, session.username, self._now() + ttl, self._seal.seal(key, session))
         self._write(_PUT, values, ChangeTable.slot(key))
 
     def delete(self, session_id: str) -> bool:
@@ -497,22 +622,48 @@ class SQLiteStore:
         key = hash_session_id(session_id)
         return self._write("DELETE FROM sessions WHERE key = ?", (key,), ChangeTable.slot(key)) > 0
 
+    def discard(self, session_id: str) -> None:
+        """Remove a dead session, waiting at most ``QUICK_BUSY_TIMEOUT`` for the lock."""
+        key = hash_session_id(session_id)
+        with self._quick(ChangeTable.slot(key)) as conn:
+            conn.execute("DELETE FROM sessions WHERE key = ?", (key,))
+
     def delete_user(self, username: str) -> int:
         """Remove every session of ``username``."""
         return self._write("DELETE FROM sessions WHERE username = ?", (username,), 0)
 
     def touch(self, session_id: str, last_activity: float) -> None:
-        """Move ``last_activity`` forward (never back) if the session is still stored."""
+        """Move ``last_activity`` forward (never back) if the session is still stored.
+
+        Opens and re-seals the record in one write transaction, waiting at most
+        ``QUICK_BUSY_TIMEOUT`` for a lock held elsewhere.
+        """
         key = hash_session_id(session_id)
-        self._write(
-            "UPDATE sessions SET last_activity = ? WHERE key = ? AND last_activity < ?",
-            (last_activity, key, last_activity),
-            ChangeTable.slot(key),
-        )
+        with self._quick(ChangeTable.slot(key)) as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            row = conn.execute(
+                "SELECT username, record FROM sessions WHERE key = ?", (key,)
+            ).fetchone()
+            session = None if row is None else self._seal.open(key, session_id, bytes(row[1]))
+            if session is not None and session.last_activity < last_activity:
+                touched = replace(session, last_activity=last_activity)
+                conn.execute(
+                    "UPDATE sessions SET record = ? WHERE key = ?",
+                    (self._seal.seal(key, touched), key),
+                )
+            conn.execute("COMMIT")
 
     def purge_expired(self, now: float) -> int:
         """Remove sessions whose TTL ended by ``now`` (uses the ``expires`` index)."""
         return self._write("DELETE FROM sessions WHERE expires <= ?", (now,), 0)
+
+    def check(self) -> None:
+        """Raise SessionStoreError unless a read works, the disk has room and the last
+        write (if any failed) has not failed since."""
+        self._db.check()
+        error = self.write_outage.error
+        if isinstance(error, SessionStoreError):
+            raise SessionStoreError(f"writes fail: {error}", reason=error.reason)
 
     def close(self) -> None:
         """Close every thread's connection; later calls raise SessionStoreError."""
@@ -524,9 +675,45 @@ class SQLiteStore:
         a failed statement may still have changed something)."""
         conn = self._conn()  # raises before anything was written (closed, WouldBlock)
         try:
-            return conn.execute(sql, params).rowcount
+            count = conn.execute(sql, params).rowcount
         except sqlite3.Error as exc:
-            raise SessionStoreError(f"cannot write a session: {exc}") from exc
+            raise self._failed("write a session", exc, self.write_outage) from exc
         finally:
-            if not self._db.closed:
-                self._changes.changed(slot)
+            self._stamp(slot)
+        self.write_outage.ok()
+        return count
+
+    def _stamp(self, slot: int) -> None:
+        """Mark ``slot`` changed. If the table cannot be written, other processes may use
+        their cached copy for up to ``CACHE_MAX_AGE``; this one forgets its own."""
+        if self._db.closed:
+            return
+        try:
+            self._changes.changed(slot)
+        except OSError as exc:
+            self._cache.clear()
+            self.write_outage.failed(
+                SessionStoreError(f"cannot write {self._changes.path}: {exc}", reason=reason(exc))
+            )
+
+    @contextlib.contextmanager
+    def _quick(self, slot: int) -> t.Iterator[sqlite3.Connection]:
+        """This thread's connection with a short busy timeout, for best-effort writes; a
+        transaction left open is rolled back, then ``slot`` is stamped. A failure is the
+        caller's to report (``SessionManager`` logs skipped activity writes, throttled)."""
+        conn = self._conn()
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(QUICK_BUSY_TIMEOUT * 1000)}")
+            try:
+                yield conn
+            finally:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        except sqlite3.Error as exc:
+            raise SessionStoreError(
+                f"cannot update a session: {explain(exc, self.path)}", reason=reason(exc)
+            ) from exc
+        finally:
+            self._stamp(slot)

@@ -12,14 +12,18 @@ stolen, stale or fixed id useless (OWASP Session Management CS, ASVS 5.0 §7):
 - ``destroy_user`` ends every session of a user (password change, disable, removal), and
   ``user_stamp`` lets the web layer notice a password change made by another process.
 
-``touch`` coalesces activity writes so that verify, the hot path, stays read-mostly. Pure core:
-standard library only (no webob, waitress, click or rich).
+``touch`` coalesces activity writes so that verify, the hot path, stays read-mostly, and is
+best effort: a store that can read but not write (full disk, a lock held elsewhere, a
+read-only Redis) still answers verify from what it read; a failed activity write is logged at
+most once a minute and not retried for ``WRITE_RETRY`` seconds. Pure core: standard library
+only (no webob, waitress, click or rich).
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
+import logging
 import re
 import secrets
 import time
@@ -32,7 +36,9 @@ from dataclasses import replace
 from types import MappingProxyType
 
 from server.errors import AuthError
+from server.errors import StoreUnavailable
 from server.names import canonical_username
+from server.outage import Throttled
 
 if t.TYPE_CHECKING:
     from server.config import SessionConfig
@@ -46,6 +52,10 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
 MAX_TOUCH_INTERVAL = 5.0
 #: How often ``create`` sweeps expired sessions out of the store, in seconds.
 PURGE_INTERVAL = 60.0
+#: Seconds without activity writes after one failed (a verify never waits on a broken store).
+WRITE_RETRY = 1.0
+
+log = logging.getLogger("authctl.sessions")
 
 _SAME_SITE = {"lax": "Lax", "strict": "Strict", "none": "None"}
 _EMPTY: Mapping[str, str] = MappingProxyType({})
@@ -152,6 +162,8 @@ class SessionManager:
         self.now = now
         self._domains = frozenset(cookie.domain for cookie in config.cookies)
         self._next_purge = 0.0
+        self._writes_paused_until = 0.0
+        self._write_failures = Throttled(log)
         inactivity = config.inactivity
         self._touch_interval = 0.0 if inactivity <= 0 else min(MAX_TOUCH_INTERVAL, inactivity / 10)
 
@@ -246,7 +258,7 @@ class SessionManager:
         if session is None:
             return None
         if session.cookie_domain != cookie_domain or not self._alive(session, self.now()):
-            self.store.delete(session_id)
+            self._best_effort(self.store.discard, session_id)
             return None
         return session
 
@@ -255,15 +267,32 @@ class SessionManager:
 
         Writes at most once per ``touch_interval`` per session, and never for remember-me
         sessions or when inactivity is disabled, so verify stays read-mostly. The session
-        is not resurrected if it was deleted meanwhile.
+        is not resurrected if it was deleted meanwhile. Best effort: a store failure is
+        logged (throttled) and the request goes on; no write is tried for ``WRITE_RETRY``.
         """
         interval = self._touch_interval
         if session.remember_me or interval <= 0:
             return False
         now = self.now()
-        if now - session.last_activity < interval:
+        if now - session.last_activity < interval or now < self._writes_paused_until:
             return False
-        self.store.touch(session.id, now)
+        return self._best_effort(self.store.touch, session.id, now)
+
+    def _best_effort(
+        self, write: t.Callable[[str, float], None] | t.Callable[[str], None], *args: t.Any
+    ) -> bool:
+        """Run a write whose failure must not fail the request; True when it worked."""
+        try:
+            write(*args)
+        except StoreUnavailable as exc:
+            self._writes_paused_until = self.now() + WRITE_RETRY
+            self._write_failures.hit(
+                logging.WARNING,
+                "session store write skipped (activity not recorded, or a dead session "
+                "left to expire): %s",
+                exc,
+            )
+            return False
         return True
 
     def elevate(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import sqlite3
 import threading
@@ -11,6 +13,38 @@ import weakref
 from pathlib import Path
 
 from server.blocking import check as check_blocking
+from server.errors import StoreUnavailable
+
+
+def reason(exc: BaseException) -> str:
+    """A short cause of a SQLite or OS failure, safe to show to anyone (``/api/health``)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL or getattr(exc, "errno", None) == errno.ENOSPC:
+        return "disk full"
+    if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc):
+        return "database locked"
+    if code == sqlite3.SQLITE_READONLY or getattr(exc, "errno", None) == errno.EROFS:
+        return "read-only"
+    return "database error"
+
+
+def explain(exc: BaseException, path: Path) -> str:
+    """``exc`` as a message for an operator: SQLite's words, and what to do when the disk
+    is full (SQLite only says "database or disk is full")."""
+    text = str(exc)
+    if reason(exc) == "disk full":
+        text += f" (the disk is full: free space on the file system holding {path.parent})"
+    return text
+
+
+def free_bytes(path: Path) -> int:
+    """Bytes an unprivileged writer can still use on the file system holding ``path``."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+#: Free space below which a database's file system counts as full for health reports.
+MIN_FREE_BYTES = 64 * 1024
 
 
 def enable_wal(conn: sqlite3.Connection, timeout: float) -> str:
@@ -56,7 +90,7 @@ class Connections:
     """
 
     def __init__(
-        self, path: Path, *, name: str, error: type[Exception], busy_timeout: float
+        self, path: Path, *, name: str, error: type[StoreUnavailable], busy_timeout: float
     ) -> None:
         self.path = path
         self.name = name
@@ -107,10 +141,25 @@ class Connections:
                 apply(conn)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # SQLite has already rolled back after some errors (SQLITE_FULL): a failing
+                # ROLLBACK must not hide the error that matters
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
         finally:
             conn.close()
+
+    def check(self) -> None:
+        """Raise ``error`` unless the database answers a trivial read now and its file
+        system has room for writes (for ``/api/health``)."""
+        try:
+            self.get().execute("SELECT count(*) FROM sqlite_master").fetchone()
+            full = free_bytes(self.path) < MIN_FREE_BYTES
+        except (sqlite3.Error, OSError) as exc:
+            raise self.error(f"the {self.name} failed: {exc}", reason=reason(exc)) from exc
+        if full:
+            raise self.error(f"the disk holding {self.path} is full", reason="disk full")
 
     def get(self) -> sqlite3.Connection:
         """This thread's connection (``WouldBlock`` in the I/O thread: SQLite may wait)."""
@@ -125,7 +174,9 @@ class Connections:
             try:
                 conn = t.cast("_Connection", self.open())
             except sqlite3.Error as exc:
-                raise self.error(f"cannot open the {self.name}: {exc}") from exc
+                raise self.error(
+                    f"cannot open the {self.name}: {explain(exc, self.path)}", reason=reason(exc)
+                ) from exc
             self._all.add(conn)
         local.conn, local.forks = conn, _forks
         return conn

@@ -43,8 +43,10 @@ from pathlib import Path
 from server.crypto import SecretBox
 from server.crypto import key_file_is_private
 from server.crypto import read_key_file
-from server.errors import AuthError
+from server.errors import StoreUnavailable
 from server.sqlite_util import Connections
+from server.sqlite_util import explain
+from server.sqlite_util import reason
 
 if t.TYPE_CHECKING:
     from server.config import StorageConfig
@@ -123,11 +125,14 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
-class StorageError(AuthError):
-    """The storage failed (cannot open, newer schema, locked, corrupt, closed).
+class StorageError(StoreUnavailable):
+    """The storage failed (cannot open, newer schema, locked, corrupt, full, closed).
 
-    Never means "no record" and never "allow": callers deny and log (fail closed).
+    Never means "no record" and never "allow": callers deny and log (fail closed); the API
+    answers 503.
     """
+
+    part = "storage"
 
 
 class StorageKeyError(StorageError):
@@ -212,7 +217,10 @@ class Storage:
             self._db.create_file()
             self._migrate()
         except (sqlite3.Error, OSError) as exc:
-            raise StorageError(f"cannot open the storage database {self.path}: {exc}") from exc
+            raise StorageError(
+                f"cannot open the storage database {self.path}: {explain(exc, self.path)}",
+                reason=reason(exc),
+            ) from exc
 
     def __repr__(self) -> str:
         return f"<Storage {self.path}>"
@@ -280,7 +288,7 @@ class Storage:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StorageError(f"storage failed: {exc}") from exc
+            raise StorageError(f"storage failed: {exc}", reason=reason(exc)) from exc
         try:
             yield conn
             conn.execute("COMMIT")
@@ -288,25 +296,29 @@ class Storage:
             with contextlib.suppress(sqlite3.Error):  # a broken connection cannot roll back
                 conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise StorageError(f"storage failed: {exc}") from exc
+                raise StorageError(f"storage failed: {exc}", reason=reason(exc)) from exc
             raise
 
     def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[t.Any]:
         try:
             return self._conn().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise StorageError(f"storage failed: {exc}") from exc
+            raise StorageError(f"storage failed: {exc}", reason=reason(exc)) from exc
 
     def _write(self, sql: str, params: tuple[object, ...]) -> int:
         try:
             return self._conn().execute(sql, params).rowcount
         except sqlite3.Error as exc:
-            raise StorageError(f"storage failed: {exc}") from exc
+            raise StorageError(f"storage failed: {exc}", reason=reason(exc)) from exc
 
     def _sealer(self) -> SecretBox:
         if self._box is None:
             raise StorageKeyError("the storage was opened without its key; TOTP secrets need it")
         return self._box
+
+    def check(self) -> None:
+        """Raise StorageError unless a trivial read works and the disk has room (health)."""
+        self._db.check()
 
     def close(self) -> None:
         """Close every thread's connection; later calls raise StorageError."""

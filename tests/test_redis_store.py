@@ -10,6 +10,7 @@ these tests fail (CI installs it), they are never skipped.
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -18,6 +19,7 @@ import signal
 import socket
 import subprocess
 import time
+import typing as t
 from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
@@ -250,13 +252,93 @@ def test_a_dead_redis_fails_closed_and_fast(tmp_path: Path) -> None:
     store.close()
 
 
-def test_corrupt_record_is_a_store_error(store: SessionStore, shared_redis: RedisServer) -> None:
-    """A record that is not a session (foreign data under our key) fails closed."""
+def test_corrupt_record_is_no_session(store: SessionStore, shared_redis: RedisServer) -> None:
+    """A record that is not a session (foreign data under our key) fails closed: no session."""
     session = make_session()
     with shared_redis.client() as client:
         client.set(f"authctl:session:{hash_session_id(session.id).hex()}", b'{"level": 9}')
-    with pytest.raises(SessionStoreError):
-        store.get(session.id)
+    assert store.get(session.id) is None
+
+
+def session_key(session_id: str) -> str:
+    """The Redis key a session is stored under."""
+    return f"authctl:session:{hash_session_id(session_id).hex()}"
+
+
+def test_record_copied_under_another_id_is_refused(
+    store: SessionStore, shared_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whoever can write to Redis copies a victim's record under a cookie of their choosing:
+    no session (sealed to the victim's hashed id); the victim's still works; logged once."""
+    victim = make_session(level=contract.Level.TWO_FACTOR)
+    store.put(victim, 60)
+    chosen = contract.new_session_id()
+    with shared_redis.client() as client:
+        client.set(session_key(chosen), t.cast(bytes, client.get(session_key(victim.id))))
+    with caplog.at_level("WARNING", logger="authctl.sessions"):
+        assert all(store.get(chosen) is None for _ in range(5))
+    assert store.get(victim.id) == victim
+    assert len([r for r in caplog.records if "possible tampering" in r.getMessage()]) <= 1
+
+
+def test_record_with_raised_level_is_refused(
+    store: SessionStore, shared_redis: RedisServer
+) -> None:
+    """Raising a record's level to skip TOTP, by any edit, gives no session."""
+    session = make_session(level=contract.Level.ONE_FACTOR)
+    store.put(session, 60)
+    with shared_redis.client() as client:
+        raw = t.cast(bytes, client.get(session_key(session.id)))
+    try:  # an unsealed record (before records were sealed): edit the JSON
+        record = json.loads(raw)
+        record["level"] = 2
+        candidates = [json.dumps(record).encode()]
+    except ValueError:
+        raised = dataclasses.replace(session, level=contract.Level.TWO_FACTOR)
+        candidates = contract.forgeries(raw, raised)
+    for forged in candidates:
+        with shared_redis.client() as client:
+            client.set(session_key(session.id), forged, keepttl=True)
+        got = store.get(session.id)
+        assert got is None or got.level is contract.Level.ONE_FACTOR
+        assert got is None
+
+
+def test_record_sealed_on_a_host_with_another_key_is_refused(shared_redis: RedisServer) -> None:
+    """Hosts share sessions only with the same secrets/storage.key."""
+    with shared_redis.client() as client:
+        client.flushdb()
+    ours = RedisStore.from_url(shared_redis.url, key=b"k" * 32)
+    theirs = RedisStore.from_url(shared_redis.url, key=b"x" * 32)
+    same = RedisStore.from_url(shared_redis.url, key=b"k" * 32)
+    session = make_session()
+    ours.put(session, 60)
+    assert same.get(session.id) == session
+    assert theirs.get(session.id) is None
+    for each in (ours, theirs, same):
+        each.close()
+
+
+def test_planted_index_members_end_only_sessions(
+    store: SessionStore, shared_redis: RedisServer
+) -> None:
+    """The per-user index grants nothing: members that are not session keys are ignored by
+    delete_user (no other key is deleted), and listing a session under a user does not make
+    it that user's."""
+    mine = make_session("mallory")
+    alice = make_session("alice")
+    store.put(mine, 60)
+    store.put(alice, 60)
+    with shared_redis.client() as client:
+        client.set("authctl:user:bob", b"keep")
+        client.set("authctl:session:x", b"keep")
+        client.sadd(
+            "authctl:user:mallory", "../user:bob", "x", "*", hash_session_id(alice.id).hex()
+        )
+        assert store.delete_user("mallory") == 2  # mallory's own, and the planted real key
+        assert client.get("authctl:user:bob") == b"keep"
+        assert client.get("authctl:session:x") == b"keep"
+    assert store.get(mine.id) is None
 
 
 # --------------------------------------------------------------------------- through the server
@@ -327,8 +409,10 @@ def test_two_servers_share_sessions(tmp_path: Path, own_redis: RedisServer) -> N
     """Signed in through one authctl, accepted by another; logged out there, refused here."""
     first = make_folder(tmp_path / "one", redis_config(own_redis.url))
     second = make_folder(tmp_path / "two", redis_config(own_redis.url))
-    # one users file for both hosts, as a real deployment has (the password stamp matches)
+    # one users file and one storage key for both hosts, as a real deployment has (the
+    # password stamp matches, and records sealed by one host open on the other)
     shutil.copy(first / "users.toml", second / "users.toml")
+    shutil.copy(first / "secrets" / "storage.key", second / "secrets" / "storage.key")
     one = Server(first)
     two = Server(second)
     try:

@@ -8,6 +8,7 @@ file modes, schema versioning and fail-closed errors.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import shutil
@@ -289,6 +290,34 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "sessions.db"
 
 
+def copy_row(conn: sqlite3.Connection, key: bytes, to: bytes) -> None:
+    """Copy the sessions row under ``key`` to the key ``to``, whatever the columns are."""
+    columns = [row[1] for row in conn.execute("PRAGMA table_info(sessions)")]
+    row = dict(
+        zip(
+            columns,
+            conn.execute("SELECT * FROM sessions WHERE key = ?", (key,)).fetchone(),
+            strict=True,
+        )
+    )
+    row["key"] = to
+    conn.execute(
+        f"INSERT INTO sessions ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",  # noqa: S608
+        list(row.values()),
+    )
+
+
+def forgeries(record: bytes, raised: Session) -> list[bytes]:
+    """What someone without the key can put in place of a sealed ``record`` to get
+    ``raised``: its plain JSON (the unsealed format), and the record with a byte changed in
+    each part (format, nonce, ciphertext, tag)."""
+    out = [session_to_json(raised).encode()]
+    for at in (0, 1, 13, 20, len(record) - 20, len(record) - 1):
+        out.append(record[:at] + bytes([record[at] ^ 1]) + record[at + 1 :])
+    out.append(record[:-1])
+    return out
+
+
 def raw_connect(path: Path) -> sqlite3.Connection:
     """A plain autocommit connection to inspect or damage the store file."""
     return sqlite3.connect(path, isolation_level=None)
@@ -518,28 +547,85 @@ class TestSQLite:
             store.get(new_session_id())
         store.close()
 
-    @pytest.mark.parametrize(
-        ("column", "value"),
-        [
-            ("data", "not json"),
-            ("data", '["a list"]'),
-            ("data", '{"k": 1}'),
-            ("level", 7),
-            ("level", "two"),
-            ("username", None),
-            ("created", "yesterday"),
-            ("remember_me", "maybe"),
-        ],
-    )
-    def test_corrupt_row_fails_closed(self, db_path: Path, column: str, value: object) -> None:
-        """A damaged row is a SessionStoreError, never a session with made-up fields."""
+    def test_row_copied_under_another_id_is_refused(
+        self, db_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Whoever can write the file copies a victim's row under the hash of an id of their
+        choosing: the copy is no session (sealed to the victim's key), the victim's still is,
+        and the refusal is logged once, not once per request."""
         store = SQLiteStore(db_path)
-        session = make_session()
-        store.put(session, 60)
+        victim = make_session(level=Level.TWO_FACTOR)
+        store.put(victim, 60)
+        chosen = new_session_id()
         with raw_connect(db_path) as conn:
-            conn.execute(f"UPDATE sessions SET {column} = ?", (value,))  # noqa: S608
-        with pytest.raises(SessionStoreError):
-            store.get(session.id)
+            copy_row(conn, hash_session_id(victim.id), hash_session_id(chosen))
+        with caplog.at_level("WARNING", logger="authctl.sessions"):
+            assert all(store.get(chosen) is None for _ in range(5))
+        assert store.get(victim.id) == victim
+        refusals = [r for r in caplog.records if "possible tampering" in r.getMessage()]
+        assert len(refusals) <= 1
+        store.close()
+
+    def test_row_with_raised_level_is_refused(self, db_path: Path) -> None:
+        """Raising a row's level (to skip TOTP), by any edit of the row, gives no session."""
+        store = SQLiteStore(db_path)
+        session = make_session(level=Level.ONE_FACTOR)
+        store.put(session, 60)
+        key = hash_session_id(session.id)
+        with raw_connect(db_path) as conn:
+            columns = [row[1] for row in conn.execute("PRAGMA table_info(sessions)")]
+        if "level" in columns:  # an unsealed row (before records were sealed)
+            edits: list[tuple[str, object]] = [("level", 2)]
+        else:
+            with raw_connect(db_path) as conn:
+                record = bytes(
+                    conn.execute("SELECT record FROM sessions WHERE key = ?", (key,)).fetchone()[0]
+                )
+            raised = dataclasses.replace(session, level=Level.TWO_FACTOR)
+            edits = [("record", forged) for forged in forgeries(record, raised)]
+            edits.append(("username", "bob"))  # the clear column delete_user goes by
+        for column, value in edits:
+            store.put(session, 60)
+            with raw_connect(db_path) as conn:
+                conn.execute(
+                    f"UPDATE sessions SET {column} = ? WHERE key = ?",  # noqa: S608
+                    (value, key),
+                )
+            store._cache.clear()  # a change made behind authctl's back (no stamp)
+            got = store.get(session.id)
+            assert got is None or got.level is Level.ONE_FACTOR, column
+            assert got is None, column
+        store.close()
+
+    def test_record_sealed_with_another_key_is_refused(self, db_path: Path) -> None:
+        """A host with another secrets/storage.key cannot read (or have accepted) a record."""
+        ours = SQLiteStore(db_path, key=b"k" * 32)
+        session = make_session()
+        ours.put(session, 60)
+        assert ours.get(session.id) == session
+        theirs = SQLiteStore(db_path, key=b"x" * 32)
+        assert theirs.get(session.id) is None
+        same = SQLiteStore(db_path, key=b"k" * 32)
+        assert same.get(session.id) == session
+        for store in (ours, theirs, same):
+            store.close()
+
+    def test_version_1_rows_are_dropped(self, db_path: Path) -> None:
+        """Unsealed rows of schema 1 cannot be trusted: the upgrade removes them."""
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        with raw_connect(db_path) as conn:
+            from server.session_store import MIGRATIONS
+
+            for statement in MIGRATIONS[0]:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO sessions VALUES (?, 'example.com', 'alice', 2, 0, 0, 0, 0, '', "
+                "NULL, 9e99)",
+                (hash_session_id(ids := new_session_id()),),
+            )
+            conn.execute("PRAGMA user_version = 1")
+        store = SQLiteStore(db_path)
+        assert store.get(ids) is None
         store.close()
 
     def test_closes_connections_of_other_threads(self, db_path: Path) -> None:
