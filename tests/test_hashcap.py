@@ -124,3 +124,66 @@ def test_hashing_runs_at_nice_19_and_leaves_other_threads_alone(tmp_path: Path) 
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert identities._hash(at_nice_19) is True  # the hashing thread
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # not this one
+
+
+def test_one_client_gets_only_its_share() -> None:
+    """A client over its share is refused at once; others (and it, later) get in. IPv6
+    addresses of one /64 are one client; the share is given back on errors too."""
+    gate = HashGate(6, wait_seconds=0)
+    assert (gate.per_client, gate.max_padding) == (2, 3)
+    with gate.client("192.0.2.1"), gate.client("::ffff:192.0.2.1"):
+        assert gate.client_in_use("192.0.2.1") == 2
+        with pytest.raises(Busy), gate.client("192.0.2.1"):
+            pass
+        with gate.client("192.0.2.2"):
+            pass
+
+    def fail_inside() -> None:
+        with gate.client("2001:db8::1"), gate.client("2001:db8::ffff"):
+            assert gate.client_in_use("2001:db8::2") == 2
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        fail_inside()
+    assert gate.client_in_use("2001:db8::1") == 0
+    with gate.client("2001:db8:0:1::1"), gate.client("2001:db8:0:2::1"):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("ip", "key"),
+    [("192.0.2.1", "192.0.2.1"), ("2001:db8::5", "2001:db8::/64"), ("junk", ""), (None, "")],
+)
+def test_client_key(ip: str | None, key: str) -> None:
+    from server.hashcap import client_key
+
+    assert client_key(ip) == key
+
+
+def test_padding_slots_are_capped_and_take_a_hash_slot() -> None:
+    """Banned attempts wait in at most ``max_padding`` slots, each one of the shared slots."""
+    gate = HashGate(4, wait_seconds=0, max_padding=2)
+    with gate.pad_slot(), gate.pad_slot():
+        assert gate.in_use == 2
+        with pytest.raises(Busy), gate.pad_slot():
+            pass
+        with gate.slot(), gate.slot(), pytest.raises(Busy), gate.slot():
+            pass
+    assert gate.in_use == 0
+    with pytest.raises(ValueError, match="at least 1"):
+        HashGate(4, per_client=0)
+
+
+def test_timer_floor_is_the_upper_decile_and_pad_sleeps_the_rest() -> None:
+    """The floor is the 90th percentile of recent durations; pad sleeps what is left of it."""
+    from server.hashcap import HashTimer
+
+    timer = HashTimer(samples=10)
+    assert timer.floor() == 0.0
+    for ms in range(10, 110, 10):
+        timer.add(ms / 1000)
+    assert timer.floor() == pytest.approx(0.09)
+    slept: list[float] = []
+    timer.pad(5.0, clock=lambda: 5.03, sleep=slept.append)
+    timer.pad(5.0, clock=lambda: 5.2, sleep=slept.append)
+    assert slept == [pytest.approx(0.06)]

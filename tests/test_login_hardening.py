@@ -288,3 +288,21 @@ def test_failed_logins_are_padded_to_the_configured_hash_time(h: Harness) -> Non
     started = time.monotonic()
     assert sign_in(h, "alice", PASSWORDS["alice"]).status_int == 200
     assert time.monotonic() - started < 0.14
+
+
+@pytest.mark.parametrize(
+    "text", ['"\\ud800"', '["ok", "\\udfff"]', '{"a": {"\\ud800": 1}}', '{"a": [["\\udc00"]]}']
+)
+def test_strict_json_refuses_lone_surrogates_anywhere(text: str) -> None:
+    from server import jsonstrict
+
+    with pytest.raises(ValueError):  # noqa: PT011 - UnicodeEncodeError is the ValueError
+        jsonstrict.loads(text)
+
+
+def test_strict_json_keeps_real_text() -> None:
+    from server import jsonstrict
+
+    assert jsonstrict.loads('{"n": "\\ud83d\\ude00 \\u00e9"}') == {"n": "\U0001f600 \u00e9"}
+    with pytest.raises(ValueError, match="duplicate"):
+        jsonstrict.loads('{"a": 1, "a": 2}')

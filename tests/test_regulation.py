@@ -383,3 +383,94 @@ def test_store_error_while_counting_fails_closed(
     monkeypatch.setattr(storage, "recent_attempts", broken)
     with pytest.raises(StorageError, match="disk"):
         reg.record("alice", "10.0.0.1", "1FA", False)
+
+
+# --------------------------------------------------------------------------- reservations
+
+
+def test_reservations_count_as_failures_until_settled(storage: Storage, clock: Clock) -> None:
+    """Three attempts in flight fill a limit of three: the fourth is refused (and logged as a
+    banned attempt, not counted); settled as failures they ban."""
+    reg = regulator(storage, clock)
+    held = [reg.reserve("alice", "10.0.0.1", "1FA") for _ in range(3)]
+    with pytest.raises(Banned):
+        reg.reserve("ALICE", "10.0.0.2", "1FA")
+    assert not banned(reg)  # no ban yet: the three may still succeed
+    for attempt in held:
+        attempt.settle(False)
+    assert banned(reg)
+    rows = storage._read("SELECT success, banned FROM authentication_logs ORDER BY id")
+    assert rows == [(0, 1), (0, 0), (0, 0), (0, 0)]
+
+
+def test_a_success_in_flight_ends_the_count(storage: Storage, clock: Clock) -> None:
+    """Released or successful reservations free their place; a success resets the count."""
+    reg = regulator(storage, clock)
+    first, second = reg.reserve("alice", None, "1FA"), reg.reserve("alice", None, "1FA")
+    first.release()
+    second.settle(True)
+    for _ in range(2):
+        reg.reserve("alice", None, "1FA").settle(False)
+    assert not banned(reg)
+    with reg.reserve("alice", None, "1FA"):
+        pass  # left without settling: released, uncounted
+    assert not banned(reg)
+    with pytest.raises(RuntimeError, match="settled"):
+        second.settle(False)
+
+
+def test_one_attempt_after_a_ban_ends_or_is_cleared(storage: Storage, clock: Clock) -> None:
+    """As in Authelia, once a ban is over (or lifted) one attempt goes ahead, and only one
+    at a time while the old failures are still within find_time."""
+    config = RegulationConfig(max_retries=3, find_time=600, ban_time=30, modes=("user",))
+    reg = regulator(storage, clock, config)
+    for _ in range(3):
+        reg.reserve("alice", None, "1FA").settle(False)
+    assert banned(reg)
+    clock.advance(31)
+    attempt = reg.reserve("alice", None, "1FA")
+    with pytest.raises(Banned):
+        reg.reserve("alice", None, "1FA")
+    attempt.settle(True)
+    reg.reserve("alice", None, "1FA").release()
+
+
+def test_streams_and_modes_have_their_own_places(storage: Storage, clock: Clock) -> None:
+    """TOTP attempts in flight do not use up the password stream, nor one user another's."""
+    config = RegulationConfig(max_retries=2, find_time=600, ban_time=30, modes=("user", "ip"))
+    reg = regulator(storage, clock, config)
+    totp = [reg.reserve("alice", "10.0.0.1", "TOTP") for _ in range(2)]
+    reg.reserve("alice", "10.0.0.1", "1FA").release()
+    reg.reserve("bob", "10.0.0.2", "TOTP").release()
+    with pytest.raises(Banned):  # same IP, same stream
+        reg.reserve("bob", "10.0.0.1", "TOTP")
+    for attempt in totp:
+        attempt.release()
+
+
+@pytest.mark.slow
+def test_parallel_reservations_let_exactly_max_retries_through(
+    storage: Storage, clock: Clock
+) -> None:
+    """Twelve threads race for a limit of three: exactly three get a reservation."""
+    import threading
+
+    reg = regulator(storage, clock)
+    start = threading.Barrier(12)
+    got: list[bool] = []
+
+    def race() -> None:
+        start.wait()
+        try:
+            reg.reserve("alice", "10.0.0.1", "BASIC")
+        except Banned:
+            got.append(False)
+        else:
+            got.append(True)
+
+    threads = [threading.Thread(target=race) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert got.count(True) == 3
