@@ -219,7 +219,15 @@ def _explain(
         )
     except _Bad as exc:
         raise click.BadParameter(exc.message, param_hint=f"'{exc.option}'") from None
-    explanation = _engine(config).explain(request)
+    from server.errors import InvalidTargetError
+
+    try:
+        explanation = _engine(config).explain(request)
+    except InvalidTargetError as exc:
+        raise click.BadParameter(
+            f"the server refuses this request (400; auth-request 403): {exc}",
+            param_hint="'--explain'",
+        ) from None
     notes = _notes(config, url, request)
     if as_json:
         echo_json(_explain_json(explanation, config, request, notes))
@@ -487,8 +495,16 @@ def test(state: State, cases_file: Path, as_json: bool) -> None:
     engine = _engine(config)
     failures: list[tuple[_Case, Explanation]] = []
     passed: list[_Case] = []
+    from server.errors import InvalidTargetError
+
     for case in cases:
-        explanation = engine.explain(case.request)
+        try:
+            explanation = engine.explain(case.request)
+        except InvalidTargetError as exc:
+            raise DataError(
+                f"{_case_title(case)}: the server refuses this request (400; auth-request "
+                f"403) before any policy applies: {exc}; change the case's url"
+            ) from None
         if explanation.policy == case.expect:
             passed.append(case)
         else:

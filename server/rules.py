@@ -25,6 +25,8 @@ import typing as t
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
+from server.errors import InvalidTargetError
+
 if t.TYPE_CHECKING:
     from server.config import AccessControlConfig
     from server.config import QueryCondition
@@ -118,46 +120,103 @@ _NOBODY: _Bind = ("", "")
 
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
-
-def _query_unescape(text: str) -> str | None:
-    if "%" in text and _BAD_ESCAPE.search(text):
-        return None
-    return unquote_plus(text, errors="surrogateescape")
+#: Values of one query key, in order; an absent key reads as ("",), as Go's ``Get`` gives "".
+QueryValues = dict[str, tuple[str, ...]]
+_ABSENT: tuple[str, ...] = ("",)
 
 
-def parse_query(raw: str) -> dict[str, str]:
-    """Parse a raw query string into key -> FIRST value, as Go's ``url.Query().Get`` reads it.
+class AmbiguousQueryError(InvalidTargetError):
+    """A query a rule must judge but that applications read in different ways."""
 
-    Pairs split on ``&``; a pair holding ``;`` or a malformed ``%`` escape is skipped (Go
-    1.17+ ``ParseQuery``); ``+`` is a space; a key without ``=`` has the value ''.
+
+def parse_query(raw: str) -> QueryValues:
+    """Parse a raw query string into key -> every value, in order; refuse what is ambiguous.
+
+    Pairs split on ``&``, ``+`` is a space, a key without ``=`` has the value '', empty pairs
+    are skipped, and escapes are decoded once as UTF-8 (invalid UTF-8 becomes U+FFFD, as
+    Go's regexp reads it). Two things are read differently by different applications, so a
+    rule cannot judge them and :class:`AmbiguousQueryError` is raised (the caller answers
+    400; auth-request 403) instead of guessing:
+
+    * a ``;`` anywhere: Go 1.17+ drops the pair, Rack before 3 and old Python split on it,
+      PHP and Express keep it in the value, so ``?x=1;debug=1`` may or may not carry
+      ``debug``; an application that means a literal ``;`` sends ``%3B``;
+    * a ``%`` not followed by two hex digits (``%zz``, ``1%``): Go drops the pair, most others
+      keep the text as it is.
+
+    Only a request that reaches a rule with a ``query`` criterion is refused: on hosts whose
+    rules do not look at the query, any query passes through untouched.
     """
-    values: dict[str, str] = {}
+    if ";" in raw:
+        raise AmbiguousQueryError("';' in the query (send it as %3B)")
+    if "%" in raw and _BAD_ESCAPE.search(raw):
+        raise AmbiguousQueryError("a '%' that is not a two-digit escape in the query")
+    values: dict[str, list[str]] = {}
     for pair in raw.split("&"):
-        if not pair or ";" in pair:
+        if not pair:
             continue
         key, _, value = pair.partition("=")
-        k = _query_unescape(key)
-        v = _query_unescape(value)
-        if k is None or v is None:
-            continue
-        values.setdefault(k, v)
-    return values
+        k = unquote_plus(key, errors="replace")
+        values.setdefault(k, []).append(unquote_plus(value, errors="replace"))
+    return {k: tuple(v) for k, v in values.items()}
 
 
-def _condition_holds(cond: QueryCondition, values: dict[str, str]) -> bool:
+def _value_holds(cond: QueryCondition, value: str) -> bool:
+    op = cond.operator
+    if op == "equal":
+        return value == cond.value
+    if op == "not equal":
+        return value != cond.value
+    # config compiles the pattern of the (not) pattern operators; a missing one never matches
+    found = cond.pattern is not None and cond.pattern.search(value)
+    return found if op == "pattern" else not found
+
+
+def _condition_holds(cond: QueryCondition, values: QueryValues) -> bool | None:
+    """One condition: True, False, or None when a repeated key's values disagree.
+
+    Applications read a repeated key as its first value (Go, Express's ``req.query`` for
+    some parsers), its last (PHP) or all of them, so ``?format=rss&format=html`` must not get
+    a bypass meant for rss, nor ``?lang=en&lang=../x`` escape a deny for a language that is
+    not en: the condition is decided only when every value gives the same answer.
+    """
     op = cond.operator
     if op == "present":
         return cond.key in values
     if op == "absent":
         return cond.key not in values
-    got = values.get(cond.key, "")
-    if op == "equal":
-        return got == cond.value
-    if op == "not equal":
-        return got != cond.value
-    # config compiles the pattern of the (not) pattern operators; a missing one never matches
-    found = cond.pattern is not None and cond.pattern.search(got)
-    return found if op == "pattern" else not found
+    got = values.get(cond.key, _ABSENT)
+    first = _value_holds(cond, got[0])
+    if len(got) > 1 and any(_value_holds(cond, v) != first for v in got[1:]):
+        return None
+    return first
+
+
+def _query_result(query: tuple[tuple[QueryCondition, ...], ...], values: QueryValues) -> bool:
+    """The query criterion (outer OR of inner AND) in three-valued logic: a condition left
+    undecided by disagreeing values only matters when no decided one settles its group and
+    no other group holds, and then the request is refused (AmbiguousQueryError)."""
+    undecided: QueryCondition | None = None
+    for all_of in query:
+        group: bool | None = True
+        open_cond: QueryCondition | None = None
+        for cond in all_of:
+            result = _condition_holds(cond, values)
+            if result is False:
+                group = False
+                break
+            if result is None:
+                group, open_cond = None, cond
+        if group:
+            return True
+        if group is None:
+            undecided = open_cond
+    if undecided is not None:
+        raise AmbiguousQueryError(
+            f"query key {undecided.key!r} is repeated with values that "
+            f"'{_describe_condition(undecided)}' judges differently"
+        )
+    return False
 
 
 def _describe_condition(cond: QueryCondition) -> str:
@@ -353,8 +412,8 @@ class _Rule:
     def resource_holds(self, resource: str) -> bool:
         return any(p.search(resource) for p in self.resources or ())
 
-    def query_holds(self, values: dict[str, str]) -> bool:
-        return any(all(_condition_holds(c, values) for c in all_of) for all_of in self.query or ())
+    def query_holds(self, values: QueryValues) -> bool:
+        return _query_result(self.query or (), values)
 
     def network_holds(self, ip: tuple[int, int] | None) -> bool:
         if ip is None:
@@ -418,13 +477,17 @@ class AccessControl:
 
     def evaluate(self, req: AccessRequest) -> Decision:
         """The decision for ``req``: the first rule that matches (or, for an anonymous
-        request, may match once the user signs in), else the default policy."""
+        request, may match once the user signs in), else the default policy.
+
+        Raises AmbiguousQueryError (an InvalidTargetError: 400) when a rule whose other
+        criteria hold must judge a query that applications read in different ways.
+        """
         candidates = self._candidates(req.host.lower())
         if not candidates:
             return self._default
         user = req.user
         resource: str | None = None
-        values: dict[str, str] | None = None
+        values: QueryValues | None = None
         method: str | None = None
         ip: tuple[int, int] | _Miss | None = _DOMAIN_MISS
         groups_fold: frozenset[str] | None = None
@@ -464,10 +527,17 @@ class AccessControl:
         return self._default
 
     def explain(self, req: AccessRequest) -> Explanation:
-        """Evaluate every rule on its own and say, per rule, hit, miss or maybe and why."""
+        """Evaluate every rule on its own and say, per rule, hit, miss or maybe and why.
+
+        Raises AmbiguousQueryError exactly when ``evaluate`` does (the server refuses).
+        """
+        self.evaluate(req)  # raises AmbiguousQueryError where the server refuses the request
         host = req.host.lower()
         resource = req.path + "?" + req.query if req.query else req.path
-        values = parse_query(req.query)
+        try:
+            values: QueryValues | str = parse_query(req.query)
+        except AmbiguousQueryError as exc:
+            values = str(exc)  # only rules after the deciding one can reach it
         ip = _ip_key(req.ip)
         results = tuple(
             self._explain_rule(rule, req, host, resource, values, ip) for rule in self._rules
@@ -483,7 +553,7 @@ class AccessControl:
         req: AccessRequest,
         host: str,
         resource: str,
-        values: dict[str, str],
+        values: QueryValues | str,
         ip: tuple[int, int] | None,
     ) -> RuleResult:
         user = req.user
@@ -527,7 +597,14 @@ class AccessControl:
                 for all_of in rule.query
             )
             shown = repr(req.query) if req.query else "(empty)"
-            if not rule.query_holds(values):
+            try:
+                if isinstance(values, str):
+                    raise AmbiguousQueryError(values)
+                holds = rule.query_holds(values)
+            except AmbiguousQueryError as exc:
+                # only a rule after the deciding one gets here (explain evaluated first)
+                return miss(f"query {shown} would be refused (400) at this rule: {exc}")
+            if not holds:
                 return miss(f"query {shown} does not satisfy {wanted}")
             hits.append(f"query {shown} satisfies {wanted}")
         if rule.methods is not None:

@@ -479,3 +479,36 @@ def test_module_imports_only_click() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+QUERY_RULE = BASE_CONFIG.replace(
+    '[[access_control.rules]]\ndomain = ["public.example.com"]',
+    '[[access_control.rules]]\ndomain = "app.example.com"\n'
+    'query = [[{ key = "debug", operator = "present" }]]\npolicy = "deny"\n\n'
+    '[[access_control.rules]]\ndomain = ["public.example.com"]',
+)
+
+
+def test_explain_ambiguous_query_says_refused(
+    runner: CliRunner, write_config: Callable[[str], Path]
+) -> None:
+    """A query the server refuses (';' or a malformed '%') is reported as a 400, not a policy."""
+    path = write_config(QUERY_RULE)
+    result = run(runner, path, "check", "--explain", "https://app.example.com/x?a=1;debug=1")
+    assert result.exit_code == 2, result.output
+    assert "refuses this request (400" in " ".join(result.output.split())
+    result = run(runner, path, "check", "--explain", "https://app.example.com/x?debug=1")
+    assert result.exit_code == 0, result.output
+
+
+def test_rules_test_ambiguous_query_names_the_case(
+    runner: CliRunner, write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    path = write_config(QUERY_RULE)
+    case_file = cases(
+        tmp_path, '[[cases]]\nurl = "https://app.example.com/?debug=%zz"\nexpect = "deny"\n'
+    )
+    result = run(runner, path, "test", str(case_file))
+    assert result.exit_code == 3, result.output
+    assert "case 0" in result.output
+    assert "refuses this request" in " ".join(result.output.split())

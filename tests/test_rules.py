@@ -21,6 +21,7 @@ from server.config import parse_config
 from server.rules import HOST_CACHE_SIZE
 from server.rules import AccessControl
 from server.rules import AccessRequest
+from server.rules import AmbiguousQueryError
 from server.rules import Decision
 from server.rules import parse_query
 
@@ -468,21 +469,23 @@ CASES: list[tuple[str, AccessRequest, Expect]] = [
     ("resource-subject", request("private.example.com", who=JOHN), ("two_factor", 3)),
     ("resource-subject", request("private.example.com", who=BOB), ("deny", None)),
     ("resource-subject", request("private.example.com", who=ANON), ("two_factor", 3)),
-    # Query criteria: first value wins, absent keys read as '', + is a space.
+    # Query criteria: a repeated key must satisfy equal/pattern with every value and
+    # not equal/not pattern with none; absent keys read as '', + is a space.
     ("query", request("q.example.com", query="debug"), ("deny", 0)),
     ("query", request("q.example.com", query="debug="), ("deny", 0)),
     ("query", request("q.example.com", query="mode=admin"), ("two_factor", 1)),
     ("query", request("q.example.com", query="mode=admin&token=x"), ("one_factor", 2)),
-    ("query", request("q.example.com", query="mode=user&mode=admin"), ("one_factor", 2)),
-    ("query", request("q.example.com", query="mode=admin&mode=user"), ("two_factor", 1)),
+    ("query", request("q.example.com", query="mode=admin&mode=admin"), ("two_factor", 1)),
+    ("query", request("q.example.com", query="lang=en&lang=fr"), ("bypass", 4)),
+    ("query", request("q.example.com", query="lang=de&lang=it"), ("deny", 3)),
+    ("query", request("q.example.com", query="id=42&id=7"), ("one_factor", 2)),
+    ("query", request("q.example.com", query="mode=admin&mode=user&token=1"), ("one_factor", 2)),
     ("query", request("q.example.com", query="id=42"), ("one_factor", 2)),
     ("query", request("q.example.com", query="id=4x2"), ("deny", 3)),
     ("query", request("q.example.com", query="lang=en"), ("bypass", 4)),
     ("query", request("q.example.com", query="lang=de"), ("deny", 3)),
     ("query", request("q.example.com"), ("deny", 3)),
     ("query", request("q.example.com", query="m%6Fde=adm%69n"), ("two_factor", 1)),
-    ("query", request("q.example.com", query="lang=e%zzn&lang=fr"), ("bypass", 4)),
-    ("query", request("q.example.com", query="debug;x=1&lang=en"), ("bypass", 4)),
     ("query", request("q.example.com", query="lang=en+"), ("deny", 3)),
     # Mixed-case hosts against every rule type (GHSA-j748).
     ("mixed", request("EXACT.Example.COM", who=BOB), ("one_factor", 0)),
@@ -709,22 +712,88 @@ def test_explain_marks_rules_after_the_decision() -> None:
     ("raw", "parsed"),
     [
         ("", {}),
-        ("a=1", {"a": "1"}),
-        ("a=1&a=2", {"a": "1"}),
-        ("a", {"a": ""}),
-        ("a=", {"a": ""}),
-        ("=x", {"": "x"}),
-        ("a=b=c", {"a": "b=c"}),
-        ("a+b=c+d", {"a b": "c d"}),
-        ("a=%41%42", {"a": "AB"}),
-        ("a=%zz&b=1", {"b": "1"}),
-        ("a=1;b=2&c=3", {"c": "3"}),
-        ("&&a=1&", {"a": "1"}),
-        ("a=%ff", {"a": "\udcff"}),
+        ("a=1", {"a": ("1",)}),
+        ("a=1&a=2", {"a": ("1", "2")}),
+        ("a", {"a": ("",)}),
+        ("a=", {"a": ("",)}),
+        ("=x", {"": ("x",)}),
+        ("a=b=c", {"a": ("b=c",)}),
+        ("a+b=c+d", {"a b": ("c d",)}),
+        ("a=%41%42", {"a": ("AB",)}),
+        ("a=%3B", {"a": (";",)}),
+        ("&&a=1&", {"a": ("1",)}),
+        ("a=%ff", {"a": ("\ufffd",)}),
+        ("%61=1&a=2", {"a": ("1", "2")}),
     ],
-    ids=["empty", "one", "first-value", "bare-key", "empty-value", "empty-key", "equals-in-value",
-         "plus", "escapes", "bad-escape", "semicolon", "empty-pairs", "invalid-utf8"],
+    ids=["empty", "one", "every-value", "bare-key", "empty-value", "empty-key",
+         "equals-in-value", "plus", "escapes", "encoded-semicolon", "empty-pairs",
+         "invalid-utf8", "encoded-key"],
 )  # fmt: skip
-def test_parse_query(raw: str, parsed: dict[str, str]) -> None:
-    """Queries parse like Go's url.Query(): first value, + as space, bad pairs dropped."""
+def test_parse_query(raw: str, parsed: dict[str, tuple[str, ...]]) -> None:
+    """Queries parse like Go's url.Query(), keeping every value of a repeated key."""
     assert parse_query(raw) == parsed
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["a=%zz&b=1", "debug=%zz", "debug=1%", "a=%4", "%=1", "a=1;b=2&c=3", "x=1;debug=1", ";"],
+)
+def test_ambiguous_query_is_refused(raw: str) -> None:
+    """A ';' or a malformed '%' is read differently by different apps: no rule guesses."""
+    with pytest.raises(AmbiguousQueryError):
+        parse_query(raw)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "debug=%zz", "debug=1%", "x=1;debug=1", "lang=e%zzn&lang=fr", "debug;x=1&lang=en",
+        "mode=admin&mode=user", "mode=user&mode=admin", "lang=en&lang=de", "lang=de&lang=en",
+        "lang=en&lang", "id=42&id=4x2",
+    ],
+)  # fmt: skip
+def test_ambiguous_query_fails_closed(query: str) -> None:
+    """No rule is evaded by a query Go would drop part of, or by a repeated key whose values
+    the rule judges differently (apps read the first, the last or all): refused (item 6)."""
+    access = engine("query")
+    with pytest.raises(AmbiguousQueryError):
+        access.evaluate(request("q.example.com", query=query))
+    with pytest.raises(AmbiguousQueryError):
+        access.explain(request("q.example.com", query=query))
+
+
+def test_ambiguous_query_passes_where_no_rule_reads_it() -> None:
+    """Only a request that reaches a query criterion is refused."""
+    access = engine("query")
+    req = request("other.example.com", query="a=1;b=%zz")
+    assert access.evaluate(req) == access.explain(req).decision
+
+
+def test_repeated_key_gets_no_bypass_meant_for_one_value() -> None:
+    """?format=rss&format=html does not get the bypass meant for rss."""
+    access = build(
+        "[[access_control.rules]]\n"
+        'domain = "q.example.com"\n'
+        'query = [[{ key = "format", value = "rss" }]]\n'
+        'policy = "bypass"\n'
+    )
+    assert access.evaluate(request("q.example.com", query="format=rss")).policy == "bypass"
+    assert access.evaluate(request("q.example.com", query="format=rss&format=rss")).rule == 0
+    for query in ("format=rss&format=html", "format=html&format=rss", "format=rss&format"):
+        with pytest.raises(AmbiguousQueryError, match="'format' is repeated"):
+            access.evaluate(request("q.example.com", query=query))
+
+
+def test_explain_marks_later_ambiguous_rules() -> None:
+    """Explain shows where a rule after the deciding one would refuse the query."""
+    access = build(
+        '[[access_control.rules]]\ndomain = "q.example.com"\npolicy = "bypass"\n\n'
+        '[[access_control.rules]]\ndomain = "q.example.com"\n'
+        'query = [[{ key = "a", value = "1" }]]\npolicy = "deny"\n'
+    )
+    for query in ("a=1&a=2", "a=1;b"):
+        explanation = access.explain(request("q.example.com", query=query))
+        assert explanation.decision == access.evaluate(request("q.example.com", query=query))
+        assert explanation.rule == 0
+        assert explanation.rules[1].result == "miss"
+        assert "refused (400)" in explanation.rules[1].reason

@@ -17,6 +17,7 @@ import re
 import typing as t
 from urllib.parse import parse_qsl
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,6 +26,7 @@ from server.config import NetworkRef
 from server.config import QueryCondition
 from server.config import RuleConfig
 from server.config import parse_network
+from server.errors import InvalidTargetError
 from server.regex import Regex
 from server.rules import AccessControl
 from server.rules import AccessRequest
@@ -77,7 +79,10 @@ HOSTS = (
     "api-1.example.com", "j.doe.example.com", "x.org", "example.net",
 )  # fmt: skip
 PATHS = ("/", "/admin", "/admin/x", "/api", "/public/a", "/x")
-QUERIES = ("", "x=1", "debug", "mode=admin", "id=42", "mode=user&id=x", "mode=admin&mode=user")
+QUERIES = (
+    "", "x=1", "debug", "mode=admin", "id=42", "mode=user&id=x", "mode=admin&mode=user",
+    "mode=admin&mode=admin", "id=1&id=22", "id=1&id=x&mode=", "debug=%zz", "x=1;debug", "mode",
+)  # fmt: skip
 IPS = (None, "10.1.1.1", "192.168.1.5", "fec0::5", "::ffff:10.2.2.2", "8.8.8.8")
 USERS = (None, "john", "bob", "sam", "j.doe")
 GROUPS = ("dev", "admins", "Dev")
@@ -207,25 +212,62 @@ def _domain_ok(rule: RuleConfig, host: str, req: AccessRequest) -> bool:
     return not rule.domain and not rule.domain_regex
 
 
-def _condition(cond: QueryCondition, values: dict[str, str]) -> bool:
-    got = values.get(cond.key, "")
-    return {
-        "present": cond.key in values,
-        "absent": cond.key not in values,
-        "equal": got == cond.value,
-        "not equal": got != cond.value,
-        "pattern": bool(cond.pattern and _py(cond.pattern).search(got)),
-        "not pattern": not (cond.pattern and _py(cond.pattern).search(got)),
-    }[cond.operator]
+#: Kleene's three values as numbers: AND is min, OR is max.
+_F, _UNKNOWN, _T = 0, 1, 2
 
 
-def naive(rules: t.Sequence[RuleConfig], default: str, req: AccessRequest) -> Decision:
+def _condition(cond: QueryCondition, values: dict[str, list[str]]) -> int:
+    """A condition over every value of its key: unknown when the values disagree."""
+    if cond.operator in ("present", "absent"):
+        return _T if (cond.key in values) == (cond.operator == "present") else _F
+    answers = set()
+    for got in values.get(cond.key, [""]):
+        answers.add(
+            {
+                "equal": got == cond.value,
+                "not equal": got != cond.value,
+                "pattern": bool(cond.pattern and _py(cond.pattern).search(got)),
+                "not pattern": not (cond.pattern and _py(cond.pattern).search(got)),
+            }[cond.operator]
+        )
+    return _UNKNOWN if len(answers) > 1 else (_T if answers.pop() else _F)
+
+
+class Refused(Exception):
+    """The reference refuses the request (400)."""
+
+
+def _query_ok(rule: RuleConfig, raw: str) -> bool:
+    if ";" in raw or re.search("%(?![0-9a-fA-F]{2})", raw):
+        raise Refused
+    values: dict[str, list[str]] = {}
+    for key, value in parse_qsl(raw, keep_blank_values=True, errors="replace"):
+        values.setdefault(key, []).append(value)
+    result = max(min(_condition(c, values) for c in group) for group in rule.query)
+    if result == _UNKNOWN:
+        raise Refused
+    return result == _T
+
+
+def decide(access: AccessControl, req: AccessRequest) -> Decision | str:
+    """The engine's decision, or "refused" when it raises (the server answers 400)."""
+    try:
+        return access.evaluate(req)
+    except InvalidTargetError:
+        return "refused"
+
+
+def naive(rules: t.Sequence[RuleConfig], default: str, req: AccessRequest) -> Decision | str:
     """First-match evaluation, criterion by criterion, with no index and no cache."""
+    try:
+        return _naive(rules, default, req)
+    except Refused:
+        return "refused"
+
+
+def _naive(rules: t.Sequence[RuleConfig], default: str, req: AccessRequest) -> Decision:
     host = req.host.lower()
     resource = f"{req.path}?{req.query}" if req.query else req.path
-    values: dict[str, str] = {}
-    for key, value in parse_qsl(req.query, keep_blank_values=True):
-        values.setdefault(key, value)
     ip = req.ip
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
@@ -234,7 +276,7 @@ def naive(rules: t.Sequence[RuleConfig], default: str, req: AccessRequest) -> De
             continue
         if rule.resources and not any(_py(p).search(resource) for p in rule.resources):
             continue
-        if rule.query and not any(all(_condition(c, values) for c in g) for g in rule.query):
+        if rule.query and not _query_ok(rule, req.query):
             continue
         if rule.methods and req.method not in rule.methods:
             continue
@@ -270,7 +312,7 @@ def test_engine_equals_naive_reference(
     """The indexed, cached engine decides exactly like the naive first-match reference."""
     access = engine(rules, default)
     for req in reqs:
-        assert access.evaluate(req) == naive(rules, default, req)
+        assert decide(access, req) == naive(rules, default, req)
 
 
 @given(rule_sets, defaults, requests())
@@ -279,8 +321,13 @@ def test_explain_equals_evaluate(
 ) -> None:
     """``explain`` reports the decision of ``evaluate`` and one result per rule."""
     access = engine(rules, default)
+    decision = decide(access, req)
+    if decision == "refused":
+        with pytest.raises(InvalidTargetError):
+            access.explain(req)
+        return
     explanation = access.explain(req)
-    assert explanation.decision == access.evaluate(req)
+    assert explanation.decision == decision
     assert len(explanation.rules) == len(rules)
     if explanation.rule is not None:
         assert all(r.result == "miss" for r in explanation.rules[: explanation.rule])
@@ -298,12 +345,12 @@ def test_rules_after_the_match_change_nothing(
     data: st.DataObject,
 ) -> None:
     """Inserting rules anywhere after the deciding rule never changes the decision."""
-    before = engine(rules, default).evaluate(req)
-    if before.rule is None:
+    before = decide(engine(rules, default), req)
+    if isinstance(before, str) or before.rule is None:
         return
     at = data.draw(st.integers(before.rule + 1, len(rules)))
     grown = reindex([*rules[:at], *extra, *rules[at:]])
-    assert engine(grown, default).evaluate(req) == before
+    assert decide(engine(grown, default), req) == before
 
 
 @given(rule_sets, defaults, requests(), st.data())
@@ -314,7 +361,7 @@ def test_host_case_never_matters(
     access = engine(rules, default)
     flips = data.draw(st.lists(st.booleans(), min_size=len(req.host), max_size=len(req.host)))
     host = "".join(c.upper() if flip else c for c, flip in zip(req.host, flips, strict=True))
-    assert access.evaluate(dataclasses.replace(req, host=host)) == access.evaluate(req)
+    assert decide(access, dataclasses.replace(req, host=host)) == decide(access, req)
 
 
 @given(rule_sets, defaults, requests(), st.randoms(use_true_random=False))
@@ -325,7 +372,8 @@ def test_group_order_never_matters(
     access = engine(rules, default)
     shuffled = list(req.groups)
     rnd.shuffle(shuffled)
-    assert access.evaluate(dataclasses.replace(req, groups=tuple(shuffled))) == access.evaluate(req)
+    shuffled_req = dataclasses.replace(req, groups=tuple(shuffled))
+    assert decide(access, shuffled_req) == decide(access, req)
 
 
 @given(rule_sets, defaults, requests())
@@ -333,7 +381,9 @@ def test_no_match_means_default_policy(
     rules: tuple[RuleConfig, ...], default: str, req: AccessRequest
 ) -> None:
     """When no rule decides, the default policy applies with no rule and no subject."""
-    decision = engine(rules, default).evaluate(req)
+    decision = decide(engine(rules, default), req)
+    if isinstance(decision, str):
+        return
     if decision.rule is None:
         assert decision == Decision(default, None, False)
     else:
