@@ -27,9 +27,10 @@ Attacks and failures defended:
   negotiates TLS and logs in at startup, so ``authctl serve`` fails at once instead of on the
   first password reset (skipped with ``startup_check = false``).
 
-:class:`Outbox` sends in the background (one thread), for the messages whose sending time must
-not show in the response time (the reset start answers in the same time whether the user
-exists or not) or must not fail the request (notices). Pure core: standard library only.
+:class:`Outbox` sends in the background (one thread, a bounded queue), for every message: a
+hung relay must not hold a request thread (the portal would stall), the reset start answers in
+the same time whether the user exists or not, and a notice must not fail the request. Pure
+core: standard library only.
 """
 
 from __future__ import annotations
@@ -390,25 +391,63 @@ def make_notifier(
 # --------------------------------------------------------------------------- background
 
 
-class Outbox:
-    """Sends messages from one background thread, so the caller never waits for delivery.
+class OutboxFull(NotifierError):
+    """The outbox already holds as many messages as it may (the relay is slow or hung)."""
 
-    Failures are logged (never raised to the caller). :meth:`flush` waits until everything
-    queued so far was handled (tests, and a clean shutdown). The thread starts on first use,
-    so a server that forks workers after building the app gets one thread per worker.
+
+#: Messages an :class:`Outbox` holds by default before it refuses more.
+OUTBOX_CAPACITY = 100
+
+
+class Outbox:
+    """Sends messages from one background thread, so a request never waits for the relay.
+
+    A slow or hung SMTP relay (each socket operation may take ``[notifier.smtp] timeout``)
+    then stalls only this thread, never the request threads that serve the portal. The queue
+    is bounded: when ``capacity`` messages wait already, :meth:`submit` refuses at once with
+    :class:`OutboxFull`, so the caller can tell the user to try again shortly instead of
+    piling up mail (and memory) behind a dead relay.
+
+    Failures are logged (never raised to the caller), and the message's ``on_failure``
+    callback runs (in the outbox thread), e.g. to revoke the code the mail carried.
+    :meth:`flush` waits until everything queued so far was handled (tests, and a clean
+    shutdown). The thread starts on first use, so a server that forks workers after building
+    the app gets one thread per worker.
     """
 
-    def __init__(self, notifier: Notifier) -> None:
+    def __init__(self, notifier: Notifier, *, capacity: int = OUTBOX_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError(f"the outbox capacity must be at least 1, not {capacity}")
         self.notifier = notifier
-        self._queue: queue.Queue[Message] = queue.Queue()
+        self.capacity = capacity
+        self._queue: queue.Queue[tuple[Message, Callable[[], object] | None]] = queue.Queue(
+            maxsize=capacity
+        )
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._idle = threading.Condition()
+        self._unfinished = 0
 
-    def submit(self, message: Message) -> None:
-        """Queue ``message`` for sending and return at once."""
+    def submit(self, message: Message, *, on_failure: Callable[[], object] | None = None) -> None:
+        """Queue ``message`` for sending and return at once.
+
+        Raises:
+            OutboxFull: ``capacity`` messages are waiting already; nothing was queued.
+        """
         self._start()
-        self._queue.put(message)
+        with self._idle:
+            try:
+                self._queue.put_nowait((message, on_failure))
+            except queue.Full:
+                raise OutboxFull(
+                    f"the mail queue is full ({self.capacity} messages wait for the relay)"
+                ) from None
+            self._unfinished += 1
+
+    def full(self) -> bool:
+        """Whether :meth:`submit` would refuse now."""
+        return self._queue.full()
 
     def _start(self) -> None:
         with self._lock:
@@ -421,17 +460,32 @@ class Outbox:
 
     def _run(self) -> None:
         while True:
-            message = self._queue.get()
+            message, on_failure = self._queue.get()
             try:
-                self.notifier.send(message)
-            except Exception:
-                log.exception("a notification could not be sent")
+                self._deliver(message, on_failure)
             finally:
-                self._queue.task_done()
+                with self._idle:
+                    self._unfinished -= 1
+                    self._idle.notify_all()
 
-    def flush(self) -> None:
-        """Wait until every queued message has been sent (or has failed and been logged)."""
-        self._queue.join()
+    def _deliver(self, message: Message, on_failure: Callable[[], object] | None) -> None:
+        try:
+            self.notifier.send(message)
+        except Exception:
+            log.exception("a notification could not be sent")
+            if on_failure is not None:
+                try:
+                    on_failure()
+                except Exception:
+                    log.exception("the clean-up after a failed notification failed")
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every queued message has been sent (or has failed and been logged).
+
+        Returns False when ``timeout`` seconds passed first (a hung relay at shutdown).
+        """
+        with self._idle:
+            return self._idle.wait_for(lambda: self._unfinished == 0, timeout)
 
 
 # --------------------------------------------------------------------------- messages

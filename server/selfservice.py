@@ -38,6 +38,13 @@ reload the users, end every session of the user (ASVS 3.3.3 / 7.4.1) and mail a 
 under a NEW id with the new password stamp, its level and its absolute expiry unchanged (its
 elevation is dropped). After a reset every session ends, including the reset's own.
 
+Every mail (code, reset link, notice) goes through the bounded background outbox
+(:class:`server.notifier.Outbox`): a slow or hung SMTP relay holds that one thread, never a
+request thread, so the portal keeps answering. When the queue is full, a code request or a
+reset start answers 503 "The mail queue is full. Try again shortly." with ``Retry-After`` (the
+reset start decides this before it looks at the name, so the answer is the same for every
+name), and a notice is dropped and logged. A code whose mail fails is revoked.
+
 Code requests, code checks, reset starts and finishes are rate limited per user and per IP
 (:mod:`server.ratelimit`, in memory: with several workers each keeps its own counters). A limit
 on a reset start *per user* is silent (same answer, no mail), so it neither reveals the account
@@ -68,8 +75,10 @@ from server.errors import UserError
 from server.errors import UserStoreError
 from server.hashcap import Busy
 from server.names import canonical_username
+from server.notifier import OUTBOX_CAPACITY
 from server.notifier import NotifierError
 from server.notifier import Outbox
+from server.notifier import OutboxFull
 from server.notifier import elevation_code_message
 from server.notifier import make_notifier
 from server.notifier import notice_message
@@ -143,6 +152,9 @@ CODE_INVALID = "The code is wrong, was already used or has expired. Ask for a ne
 NOT_SIGNED_IN = "Sign in first."
 UNAVAILABLE = "The service is unavailable right now. Try again in a moment."
 TOO_MANY = "Too many requests. Wait a few minutes and try again."
+MAIL_QUEUE_FULL = "The mail queue is full. Try again shortly."
+#: ``Retry-After`` (seconds) sent with :data:`MAIL_QUEUE_FULL`.
+MAIL_QUEUE_RETRY = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +181,8 @@ class SelfServiceSettings:
     reset_start_ip: tuple[Limit, ...] = limits((5, 600), (10, 900), (15, 1800))
     reset_finish_user: tuple[Limit, ...] = limits((5, 300))
     reset_finish_ip: tuple[Limit, ...] = limits((10, 60), (15, 120))
+    #: Mails that may wait for the relay before requests that send one get a 503.
+    mail_queue: int = OUTBOX_CAPACITY
 
 
 class RateLimited(ApiError):
@@ -186,7 +200,7 @@ def _envelope(
     ``ApiError``s reach ``App.api_request``, which answers them with their ``data``.
 
     Storage, session-store and mail failures fail closed with a generic 503; the details go to
-    the log only.
+    the log only. A full mail queue is a 503 that says so, with ``Retry-After``.
     """
 
     @functools.wraps(handler)
@@ -200,6 +214,11 @@ def _envelope(
         except (StorageError, SessionStoreError):
             log.exception("storage failed during a self-service request")
             return ko(503, UNAVAILABLE)
+        except OutboxFull as exc:
+            log.warning("%s; refused a request that sends mail", exc)
+            resp = ko(503, MAIL_QUEUE_FULL)
+            resp.headers["Retry-After"] = str(MAIL_QUEUE_RETRY)
+            return resp
         except NotifierError:
             log.exception("a notification could not be sent")
             return ko(503, "The email could not be sent. Try again later.")
@@ -248,8 +267,8 @@ class SelfServiceApi:
         self.sessions = portal.sessions
         self.totp = portal.totp
         self.notifier = notifier
-        self.outbox = Outbox(notifier)
         self.settings = settings or SelfServiceSettings()
+        self.outbox = Outbox(notifier, capacity=self.settings.mail_queue)
         self.now = now
         self.sleep = sleep
         self.monotonic = monotonic
@@ -327,9 +346,11 @@ class SelfServiceApi:
         """
         self.notifier.startup_check()
 
-    def close(self) -> None:
-        """Send what is still queued (a clean shutdown)."""
-        self.outbox.flush()
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Send what is still queued (a clean shutdown), waiting at most ``timeout`` seconds
+        (a hung relay must not hang the shutdown)."""
+        if not self.outbox.flush(timeout):
+            log.warning("shutting down with mail still queued for the relay")
 
     # ------------------------------------------------------------------ helpers
 
@@ -374,6 +395,8 @@ class SelfServiceApi:
             return
         try:
             self.outbox.submit(notice_message(email, name, subject, what, ip))
+        except OutboxFull:
+            log.warning("no notice sent: the mail queue is full (%s)", subject)
         except ValueError:
             log.warning("no notice sent: the user's email address cannot be used")
 
@@ -450,8 +473,10 @@ class SelfServiceApi:
             identity.email, identity.displayname, issued.code, minutes, origin.client_ip
         )
         try:
-            self.notifier.send(message)
-        except NotifierError:
+            # from the outbox: a slow or hung relay must not hold this request thread; a code
+            # that could not be mailed is revoked (it reached nobody)
+            self.outbox.submit(message, on_failure=lambda: self.codes.revoke(issued.id))
+        except OutboxFull:
             self.codes.revoke(issued.id)
             raise
         self._update(session, {OTC_ID: issued.id})
@@ -648,6 +673,8 @@ class SelfServiceApi:
         origin, cookie = self.portal.require_https_origin(req)
         data = self.portal.json_body(req)
         username = self.portal.field(data, "username", str, required=True)
+        if self.outbox.full():  # decided before the name is looked at: no enumeration
+            raise OutboxFull("the mail queue is full")
         self._limit(("reset_start_ip", origin.client_ip))
         try:
             self._send_reset_link(username, origin, cookie)

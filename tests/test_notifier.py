@@ -8,12 +8,15 @@ login, so smtplib's real protocol exchange is what is tested, not a mock.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import email
 import email.policy
 import logging
 import socket
 import ssl
 import stat
+import threading
+import time
 import typing as t
 from dataclasses import dataclass
 from dataclasses import field
@@ -30,6 +33,7 @@ from server.notifier import FileNotifier
 from server.notifier import Message
 from server.notifier import NotifierError
 from server.notifier import Outbox
+from server.notifier import OutboxFull
 from server.notifier import SmtpNotifier
 from server.notifier import elevation_code_message
 from server.notifier import make_notifier
@@ -219,6 +223,150 @@ def test_outbox_logs_failures(caplog: pytest.LogCaptureFixture) -> None:
         outbox.submit(message())
         outbox.flush()
     assert "could not be sent" in caplog.text
+
+
+class Blocking:
+    """A notifier whose relay hangs until released: ``started`` is set when a send begins."""
+
+    def __init__(self) -> None:
+        self.sent: list[Message] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def send(self, msg: Message) -> None:
+        self.started.set()
+        assert self.release.wait(10), "never released"
+        self.sent.append(msg)
+
+    def startup_check(self) -> None:
+        """Nothing to check."""
+
+
+def test_outbox_is_bounded() -> None:
+    """With the relay hung, the outbox queues up to its capacity and then refuses at once."""
+    relay = Blocking()
+    outbox = Outbox(relay, capacity=2)
+    outbox.submit(message(subject="m0"))
+    assert relay.started.wait(5)  # m0 is in the relay's hands, not in the queue
+    outbox.submit(message(subject="m1"))
+    outbox.submit(message(subject="m2"))
+    assert outbox.full()
+    started = time.monotonic()
+    with pytest.raises(OutboxFull, match="mail queue is full"):
+        outbox.submit(message(subject="m3"))
+    assert time.monotonic() - started < 0.1
+    assert not outbox.flush(timeout=0.05)  # still stuck
+    relay.release.set()
+    assert outbox.flush(timeout=5)
+    assert [m.subject for m in relay.sent] == ["m0", "m1", "m2"]
+    assert not outbox.full()
+    outbox.submit(message(subject="m4"))
+    assert outbox.flush(timeout=5)
+    assert relay.sent[-1].subject == "m4"
+
+
+def test_outbox_capacity_must_be_positive() -> None:
+    """A zero or negative capacity is a programming error (``queue.Queue`` would be unbounded)."""
+    with pytest.raises(ValueError, match="capacity"):
+        Outbox(Recorder(), capacity=0)
+
+
+def test_outbox_runs_the_failure_callback() -> None:
+    """``on_failure`` runs (in the outbox thread) only when the delivery failed."""
+    calls: list[str] = []
+    failing = Outbox(Recorder(fail=True))
+    failing.submit(message(), on_failure=lambda: calls.append("failed"))
+    working = Outbox(Recorder())
+    working.submit(message(), on_failure=lambda: calls.append("wrong"))
+    assert failing.flush(timeout=5)
+    assert working.flush(timeout=5)
+    assert calls == ["failed"]
+
+
+def test_outbox_survives_a_failing_callback(caplog: pytest.LogCaptureFixture) -> None:
+    """A callback that raises is logged; the next message is still sent."""
+    recorder = Recorder(fail=True)
+    outbox = Outbox(recorder)
+
+    def boom() -> None:
+        raise RuntimeError("callback broke")
+
+    with caplog.at_level(logging.ERROR, logger="server.notifier"):
+        outbox.submit(message(), on_failure=boom)
+        assert outbox.flush(timeout=5)
+    assert "callback broke" in caplog.text
+    recorder.fail = False
+    outbox.submit(message(subject="after"))
+    assert outbox.flush(timeout=5)
+    assert [m.subject for m in recorder.sent] == ["after"]
+
+
+class HungRelay:
+    """A TCP server on loopback that accepts connections and never says a word (a hung SMTP
+    relay). ``connected`` is set at the first connection; :meth:`close` drops them all."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.connected = threading.Event()
+        self.clients: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.clients.append(client)
+            self.connected.set()
+
+    def close(self) -> None:
+        """Stop listening (``shutdown`` wakes the blocked ``accept``) and hang up on everyone."""
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
+        self._thread.join(5)
+        self.server.close()
+        for client in self.clients:
+            client.close()
+
+
+@pytest.fixture
+def hung_relay() -> t.Iterator[HungRelay]:
+    """A hung relay, closed after the test."""
+    relay = HungRelay()
+    try:
+        yield relay
+    finally:
+        relay.close()
+
+
+@pytest.mark.slow
+def test_smtp_hung_relay_times_out(hung_relay: HungRelay) -> None:
+    """A relay that accepts and never answers fails the send after ``timeout``, not never."""
+    notifier = SmtpNotifier(smtp_config(hung_relay.port, timeout=1))
+    started = time.monotonic()
+    with pytest.raises(NotifierError, match=r"cannot send mail through 127\.0\.0\.1"):
+        notifier.send(message())
+    assert 0.9 < time.monotonic() - started < 5
+    assert hung_relay.connected.is_set()
+
+
+@pytest.mark.slow
+def test_outbox_over_a_hung_relay_answers_at_once(hung_relay: HungRelay) -> None:
+    """Through the outbox, a hung relay costs the caller nothing; a full queue is refused at
+    once; the failure is logged when the relay hangs up."""
+    outbox = Outbox(SmtpNotifier(smtp_config(hung_relay.port, timeout=30)), capacity=1)
+    started = time.monotonic()
+    outbox.submit(message(subject="m0"))
+    assert hung_relay.connected.wait(5)
+    outbox.submit(message(subject="m1"))
+    with pytest.raises(OutboxFull):
+        outbox.submit(message(subject="m2"))
+    assert time.monotonic() - started < 1
+    hung_relay.close()  # m0 fails at once, then m1 cannot connect
+    assert outbox.flush(timeout=10)
 
 
 # --------------------------------------------------------------------------- SMTP

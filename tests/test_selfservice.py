@@ -24,17 +24,21 @@ from aiosmtpd.controller import Controller
 from server.hashcap import Busy
 from server.notifier import Message
 from server.notifier import NotifierError
+from server.notifier import Outbox
 from server.otc import SignedTokens
 from server.ratelimit import RateLimiter
 from server.ratelimit import limits
 from server.selfservice import SelfServiceApi
+from server.selfservice import SelfServiceSettings
 from server.totp import totp_at
 from server.userfile import UsersFile
 from tests.apphelpers import APP_CONFIG
 from tests.apphelpers import PASSWORDS
 from tests.apphelpers import Harness
 from tests.apphelpers import build
+from tests.test_notifier import Blocking
 from tests.test_notifier import Handler
+from tests.test_notifier import HungRelay
 from tests.test_notifier import Received
 from tests.test_notifier import free_port
 
@@ -311,15 +315,18 @@ class Failing:
         raise NotifierError("relay down")
 
 
-def test_mail_failure_is_503_and_revokes_the_code(ss: SS) -> None:
-    """When the code cannot be mailed the user gets 503, and the code is dead."""
-    ss.svc.notifier = Failing()
+def test_mail_failure_revokes_the_code(ss: SS, caplog: pytest.LogCaptureFixture) -> None:
+    """The code is mailed from the outbox: the request answers at once; when the relay then
+    fails, the failure is logged and the code is dead (it reached nobody)."""
+    ss.svc.outbox.notifier = Failing()
     one = ss.h.login("alice")
     resp = ss.h.api("/api/user/session/elevation", {}, cookie=one)
-    assert resp.status_int == 503
-    assert resp.json["message"] == "The email could not be sent. Try again later."
+    assert resp.status_int == 200
+    assert ss.svc.outbox.flush(timeout=5)
     rows = ss.svc.codes._table.storage._read("SELECT consumed_ip FROM one_time_codes")
     assert [r[0] for r in rows] == ["revoked"]
+    assert "a notification could not be sent" in caplog.text
+    ss.svc.notifier = Failing()
     with pytest.raises(NotifierError):
         ss.svc.startup_check()
 
@@ -1155,6 +1162,7 @@ def test_reset_and_elevation_through_real_smtp(tmp_path: Path, clock: t.Any) -> 
         ss.svc.startup_check()
         one = ss.h.login("alice")
         assert ss.h.api("/api/user/session/elevation", {}, cookie=one).status_int == 200
+        assert ss.svc.outbox.flush(timeout=10)
         mail = received.mails[-1]
         assert mail.get_content_type() == "multipart/alternative"
         plain = mail.get_body(("plain",))
@@ -1184,6 +1192,126 @@ def test_reset_and_elevation_through_real_smtp(tmp_path: Path, clock: t.Any) -> 
         assert login_ok(ss, "bob", NEW_PASSWORD)
     finally:
         controller.stop()
+
+
+MAIL_QUEUE_FULL = {"status": "KO", "message": "The mail queue is full. Try again shortly."}
+
+
+@pytest.fixture
+def hung_relay() -> t.Iterator[HungRelay]:
+    """An SMTP relay on loopback that accepts and never answers, closed after the test."""
+    relay = HungRelay()
+    try:
+        yield relay
+    finally:
+        relay.close()
+
+
+def smtp_ss(tmp_path: Path, clock: t.Any, port: int, timeout: int = 30) -> SS:
+    """The app with ``[notifier.smtp]`` pointing at a relay on loopback port ``port``."""
+    config = APP_CONFIG + (
+        f'\n[notifier.smtp]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'sender = "authctl <auth@example.com>"\nstarttls = false\ntimeout = "{timeout}s"\n'
+    )
+    return make_ss(tmp_path, clock, config)
+
+
+def timed(call: t.Callable[[], t.Any]) -> tuple[t.Any, float]:
+    """``call()`` and how long it took, in seconds."""
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_hung_relay_does_not_stall_the_portal(
+    tmp_path: Path, clock: t.Any, hung_relay: HungRelay
+) -> None:
+    """With an SMTP relay that accepts and never answers, asking for a code answers at once
+    (the outbox thread waits, not the request), and the portal keeps answering."""
+    ss = smtp_ss(tmp_path, clock, hung_relay.port)
+    try:
+        alice, bob = ss.h.login("alice"), ss.h.login("bob")
+        resp, took = timed(lambda: ss.h.api("/api/user/session/elevation", {}, cookie=alice))
+        assert resp.status_int == 200, resp.text
+        assert took < 1
+        assert hung_relay.connected.wait(5)  # the outbox thread is stuck in the relay now
+        for call in (
+            lambda: ss.h.api("/api/user/session/elevation", {}, cookie=bob),
+            lambda: ss.h.api("/api/state", method="GET", cookie=alice),
+            lambda: reset_start(ss, "carol"),
+            lambda: ss.h.api("/api/firstfactor", {"username": "carol", "password": "x"}),
+        ):
+            resp, took = timed(call)
+            assert resp.status_int in (200, 401), resp.text
+            assert took < 1.5  # reset start is padded to 0.5 s + jitter
+    finally:
+        hung_relay.close()
+        assert ss.svc.outbox.flush(timeout=10)
+
+
+@pytest.mark.slow
+def test_full_mail_queue_is_a_clear_503(
+    tmp_path: Path, clock: t.Any, hung_relay: HungRelay
+) -> None:
+    """When the relay is hung and the bounded queue is full, a code request gets 503 "mail
+    queue full" at once (its code revoked), and a reset start gets the same 503 whether the
+    user exists or not; the portal keeps answering."""
+    ss = smtp_ss(tmp_path, clock, hung_relay.port)
+    ss.svc.outbox = Outbox(ss.svc.notifier, capacity=1)
+    try:
+        alice, bob, alice2 = ss.h.login("alice"), ss.h.login("bob"), ss.h.login("alice")
+        assert ss.h.api("/api/user/session/elevation", {}, cookie=alice).status_int == 200
+        assert hung_relay.connected.wait(5)
+        assert ss.h.api("/api/user/session/elevation", {}, cookie=bob).status_int == 200
+        resp, took = timed(lambda: ss.h.api("/api/user/session/elevation", {}, cookie=alice2))
+        assert (resp.status_int, resp.json) == (503, MAIL_QUEUE_FULL)
+        assert resp.headers["Retry-After"] == "30"
+        assert took < 1
+        rows = ss.svc.codes._table.storage._read(
+            "SELECT username, COALESCE(consumed_ip, '') FROM one_time_codes"
+        )
+        assert sorted(tuple(r) for r in rows) == [
+            ("alice", ""),
+            ("alice", "revoked"),
+            ("bob", ""),
+        ]
+        answers = [strip(reset_start(ss, name)) for name in ("alice", "nobody")]
+        assert answers[0] == answers[1]
+        assert answers[0][0] == 503
+        assert ss.h.api("/api/state", method="GET", cookie=alice).status_int == 200
+    finally:
+        hung_relay.close()
+        assert ss.svc.outbox.flush(timeout=10)
+
+
+def test_notice_dropped_when_the_queue_is_full(ss: SS, caplog: pytest.LogCaptureFixture) -> None:
+    """A full queue does not fail a password change (already done); the lost notice is logged."""
+    relay = Blocking()
+    ss.svc.outbox = Outbox(relay, capacity=1)
+    try:
+        ss.svc.outbox.submit(Message("x@example.com", "busy", "busy"))
+        assert relay.started.wait(5)
+        ss.svc.outbox.submit(Message("x@example.com", "waiting", "waiting"))
+        one = ss.h.login("bob")
+        assert change(ss, one, PASSWORDS["bob"], NEW_PASSWORD).status_int == 200
+        assert "no notice sent: the mail queue is full" in caplog.text
+    finally:
+        relay.release.set()
+        assert ss.svc.outbox.flush(timeout=5)
+
+
+def test_mail_queue_size_comes_from_the_settings(tmp_path: Path, clock: t.Any) -> None:
+    """``SelfServiceSettings.mail_queue`` bounds the outbox (100 by default)."""
+    ss = make_ss(tmp_path, clock)
+    assert ss.svc.outbox.capacity == 100
+    svc = SelfServiceApi.build(
+        ss.h.config,
+        ss.h.app.portal,
+        ss.svc.codes._table.storage,
+        settings=SelfServiceSettings(mail_queue=3),
+    )
+    assert svc.outbox.capacity == 3
 
 
 # =========================================================================== odd corners

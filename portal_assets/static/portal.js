@@ -524,7 +524,12 @@
       await api("POST", "/api/user/session/elevation", {}, "Identity check by email");
       $("elevation-send-row").hidden = true;
       elevForm.hidden = false;
-      say(elevStatus, "We emailed you a verification code. It is valid for a few minutes.");
+      // the server queues the mail and answers at once (a slow relay must not hold the page)
+      say(
+        elevStatus,
+        "A verification code is on its way to your email address; it should arrive within a " +
+          "minute and is valid for a few minutes.",
+      );
       otc.focus();
     }
 
@@ -842,7 +847,7 @@
         await api("POST", "/api/reset-password/identity/start", { username: username }, "Password reset");
         showView("view-sent");
         $("sent-title").focus();
-        say($("sent-status"), "If the account exists, we sent a link to reset its password to its email address.");
+        say($("sent-status"), "If the account exists, a link to reset its password is on its way to its email address.");
       });
       return undefined;
     });
