@@ -4,7 +4,8 @@ Names are canonicalised (``Alice`` is stored as ``alice``); a name that is not v
 error (exit 2), an unknown or duplicate user a data error (exit 3). Edits go through
 :class:`server.userfile.UsersFile` (locked, atomic), so they are safe to run in parallel and
 while the server runs. Passwords come from a hidden prompt asked twice, or from one line of
-stdin with ``--password-stdin``; they never travel in argv. Only click is imported at the top:
+stdin with ``--password-stdin``; they never travel in argv, and must pass ``[password_policy]``
+as in the portal (``--force`` overrides it, with a warning). Only click is imported at the top:
 ``server.*``, argon2 and rich load inside the commands.
 """
 
@@ -52,6 +53,11 @@ password_stdin_option = click.option(
     is_flag=True,
     help="Read the password from the first line of stdin instead of prompting.",
 )
+force_option = click.option(
+    "--force",
+    is_flag=True,
+    help="Store the password even if [password_policy] refuses it (a warning says so).",
+)
 
 
 def read_password(from_stdin: bool) -> str:
@@ -98,6 +104,33 @@ def _unknown(users: UsersFile, name: str) -> Exception:
     from server.errors import UserError
 
     return UserError(f"no user {name!r} in {users.path} (list them with `authctl user list`)")
+
+
+def _policy(state: State, name: str, password: str, force: bool) -> str:
+    """``password`` if ``[password_policy]`` accepts it, as the portal would.
+
+    With ``force`` a refused password is kept, and a warning on stderr says so.
+
+    Raises:
+        click.BadParameter: the policy refuses it and ``force`` is not given (exit 2).
+    """
+    from server.password_policy import PasswordPolicy
+    from server.password_policy import WeakPassword
+
+    try:
+        PasswordPolicy(state.config().password_policy).check(password, username=name)
+    except WeakPassword as exc:
+        if not force:
+            raise click.BadParameter(
+                f"{exc} ([password_policy] in the config; --force stores it anyway)",
+                param_hint="'password'",
+            ) from None
+        click.echo(
+            f"WARNING: {exc} It is stored anyway because of --force: [password_policy] was "
+            f"not applied to {name}'s password.",
+            err=True,
+        )
+    return password
 
 
 def _hash(state: State, password: str) -> str:
@@ -160,6 +193,7 @@ def user() -> None:
     help="A group to join (repeat for more).",
 )
 @password_stdin_option
+@force_option
 @pass_state
 def add(
     state: State,
@@ -168,14 +202,18 @@ def add(
     email: str,
     groups: tuple[str, ...],
     password_stdin: bool,
+    force: bool,
 ) -> None:
-    """Add the user NAME (stored in canonical form: lower case, NFKC)."""
+    """Add the user NAME (stored in canonical form: lower case, NFKC).
+
+    The password must pass [password_policy], as in the portal, unless --force is given.
+    """
     users = _users_file(state)
     if _peek(users, name) is not None:
         from server.errors import UserError
 
         raise UserError(f"user {name!r} already exists in {users.path}")
-    phc = _hash(state, read_password(password_stdin))
+    phc = _hash(state, _policy(state, name, read_password(password_stdin), force))
     added = users.add(name, password=phc, displayname=displayname, email=email, groups=groups)
     _say(f"Added {_describe(added)} to {users.path}")
 
@@ -250,13 +288,18 @@ def show(state: State, name: str, as_json: bool) -> None:
 @user.command("passwd")
 @name_argument
 @password_stdin_option
+@force_option
 @pass_state
-def passwd(state: State, name: str, password_stdin: bool) -> None:
-    """Set a new password for NAME (the server ends the user's sessions)."""
+def passwd(state: State, name: str, password_stdin: bool, force: bool) -> None:
+    """Set a new password for NAME (the server ends the user's sessions).
+
+    The password must pass [password_policy], as in the portal, unless --force is given.
+    """
     users = _users_file(state)
     if users.read().get(name) is None:
         raise _unknown(users, name)
-    changed = users.set_password(name, _hash(state, read_password(password_stdin)))
+    password = _policy(state, name, read_password(password_stdin), force)
+    changed = users.set_password(name, _hash(state, password))
     _say(f"Changed the password of {changed.name}")
 
 

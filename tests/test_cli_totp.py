@@ -38,7 +38,9 @@ def setup(runner: CliRunner, config_file: Path) -> Path:
     key.parent.mkdir(mode=0o700)
     key.write_text("4d" * 32 + "\n")
     key.chmod(0o600)
-    result = run(runner, config_file, "user", "add", "alice", "--password-stdin", stdin="pw\n")
+    result = run(
+        runner, config_file, "user", "add", "alice", "--password-stdin", stdin="pw-pw-pw\n"
+    )
     assert result.exit_code == 0, result.output
     return config_file
 

@@ -19,6 +19,8 @@ from server.users import load_users
 from tests.conftest import ROOT
 
 CHEAP = PasswordHasher(PasswordHashConfig(memory_kib=8, iterations=1, parallelism=1))
+#: A password [password_policy] accepts (the CLI applies it since issue 14 item 5).
+FIRST = "first long passphrase"
 
 
 def run(runner: CliRunner, config: Path, *args: str, stdin: str | None = None) -> Result:
@@ -31,7 +33,7 @@ def users_path(config: Path) -> Path:
     return config.parent / "users.toml"
 
 
-def add(runner: CliRunner, config: Path, name: str, *extra: str, typed: str = "pw") -> Result:
+def add(runner: CliRunner, config: Path, name: str, *extra: str, typed: str = FIRST) -> Result:
     """Add a user with --password-stdin and check that it worked."""
     result = run(
         runner, config, "user", "add", name, *extra, "--password-stdin", stdin=typed + "\n"
@@ -89,24 +91,27 @@ def test_add_uses_configured_parameters(runner: CliRunner, config_file: Path) ->
     add(runner, config_file, "alice")
     stored = load_users(users_path(config_file))["alice"].password
     assert stored.startswith("$argon2id$v=19$m=8,t=1,p=1$")
-    assert CHEAP.verify(stored, "pw")
+    assert CHEAP.verify(stored, FIRST)
 
 
 def test_add_with_prompt(runner: CliRunner, config_file: Path) -> None:
     """Without --password-stdin the password is asked twice, hidden."""
-    result = run(runner, config_file, "user", "add", "alice", stdin="s3cret\ns3cret\n")
+    typed = "s3cret handshake"
+    result = run(runner, config_file, "user", "add", "alice", stdin=f"{typed}\n{typed}\n")
     assert result.exit_code == 0, result.output
-    assert "s3cret" not in result.output
+    assert typed not in result.output
     assert "Repeat for confirmation" in result.output
-    assert CHEAP.verify(load_users(users_path(config_file))["alice"].password, "s3cret")
+    assert CHEAP.verify(load_users(users_path(config_file))["alice"].password, typed)
 
 
 def test_add_prompt_mismatch_asks_again(runner: CliRunner, config_file: Path) -> None:
     """Two different entries at the prompt are refused and asked again."""
-    result = run(runner, config_file, "user", "add", "alice", stdin="one\ntwo\nthree\nthree\n")
+    typed = "one long pass\ntwo long pass\nthree long pass\nthree long pass\n"
+    result = run(runner, config_file, "user", "add", "alice", stdin=typed)
     assert result.exit_code == 0, result.output
     assert "do not match" in result.output
-    assert CHEAP.verify(load_users(users_path(config_file))["alice"].password, "three")
+    stored = load_users(users_path(config_file))["alice"].password
+    assert CHEAP.verify(stored, "three long pass")
 
 
 def test_password_stdin_strips_only_the_newline(runner: CliRunner, config_file: Path) -> None:
@@ -286,11 +291,13 @@ def test_unknown_user_is_data_error(runner: CliRunner, config_file: Path, args: 
 def test_passwd(runner: CliRunner, config_file: Path) -> None:
     """user passwd stores a new hash for the user."""
     add(runner, config_file, "alice")
-    result = run(runner, config_file, "user", "passwd", "Alice", "--password-stdin", stdin="new\n")
+    result = run(
+        runner, config_file, "user", "passwd", "Alice", "--password-stdin", stdin="new long one\n"
+    )
     assert result.exit_code == 0, result.output
     stored = load_users(users_path(config_file))["alice"].password
-    assert CHEAP.verify(stored, "new")
-    assert not CHEAP.verify(stored, "pw")
+    assert CHEAP.verify(stored, "new long one")
+    assert not CHEAP.verify(stored, FIRST)
 
 
 def test_disable_enable(runner: CliRunner, config_file: Path) -> None:
@@ -381,3 +388,75 @@ def test_twenty_parallel_processes(config_file: Path, tmp_path: Path) -> None:
     assert sorted(db) == sorted(f"u{n}" for n in range(20))
     assert CHEAP.verify(db["u7"].password, "password-7")
     assert users_path(config_file).stat().st_mode & 0o777 == 0o600
+
+
+# --------------------------------------------------------------------------- password policy
+
+
+@pytest.mark.parametrize(
+    ("typed", "reason"),
+    [("pw", "at least 8 characters"), ("password", "too common"), ("Password1", "too common")],
+    ids=["short", "common", "common-case"],
+)
+def test_add_applies_password_policy(
+    runner: CliRunner, config_file: Path, typed: str, reason: str
+) -> None:
+    """``user add`` refuses what the portal would refuse (exit 2), and writes nothing."""
+    result = run(
+        runner, config_file, "user", "add", "alice", "--password-stdin", stdin=typed + "\n"
+    )
+    assert result.exit_code == 2, result.output
+    assert reason in result.output
+    assert "--force" in result.output
+    assert not users_path(config_file).exists()
+
+
+def test_add_refuses_the_user_name_as_password(runner: CliRunner, config_file: Path) -> None:
+    """The user's own name is refused, as in the portal."""
+    result = run(
+        runner, config_file, "user", "add", "alicealice", "--password-stdin", stdin="AliceAlice\n"
+    )
+    assert result.exit_code == 2, result.output
+    assert "user name" in result.output
+
+
+def test_passwd_applies_password_policy(runner: CliRunner, config_file: Path) -> None:
+    """``user passwd`` refuses a weak password and keeps the old hash."""
+    add(runner, config_file, "alice")
+    before = users_path(config_file).read_bytes()
+    result = run(runner, config_file, "user", "passwd", "alice", "--password-stdin", stdin="pw\n")
+    assert result.exit_code == 2, result.output
+    assert "at least 8 characters" in result.output
+    assert users_path(config_file).read_bytes() == before
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["add", "passwd"])
+def test_force_stores_a_weak_password_loudly(config_file: Path, command: str) -> None:
+    """A real ``authctl user add|passwd --force`` stores a weak password and says so on stderr."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def real(*args: str, stdin: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*authctl_command(), "--config", str(config_file), "user", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env=env,
+            timeout=50,
+            check=False,
+        )
+
+    if command == "passwd":
+        done = real("add", "alice", "--password-stdin", stdin=FIRST + "\n")
+        assert done.returncode == 0, done.stderr
+    refused = real(command, "alice", "--password-stdin", stdin="pw\n")
+    assert refused.returncode == 2, refused.stderr
+    assert "at least 8 characters" in refused.stderr
+    done = real(command, "alice", "--password-stdin", "--force", stdin="pw\n")
+    assert done.returncode == 0, done.stderr
+    assert "WARNING" in done.stderr
+    assert "at least 8 characters" in done.stderr
+    assert "--force" in done.stderr
+    assert CHEAP.verify(load_users(users_path(config_file))["alice"].password, "pw")
