@@ -65,32 +65,31 @@ Paths (``normalise_path``), our reading of SPEC §2.1
    what makes the normaliser idempotent. A decoded ``#`` (``%23``) is refused for the same
    reason (it would be a fragment to a second pass); a decoded ``?`` (``%3F``) stays a literal
    character of the path.
-4. A segment that starts with ``.;`` or ``..;`` (``..;``, ``/..;/``, ``.%3B``) is refused:
-   Tomcat, Jetty and Spring strip ``;params`` and then see ``..``. Every other segment loses its
-   ``;params`` (``/admin;x=1`` is ``/admin``, ``;jsessionid=...`` disappears), because those
-   backends serve ``/admin`` for it and a literal reading would let it fall through to a
-   weaker rule (security.md §2.B). SPEC only names ``;`` in dot segments; stripping is our
-   addition, and it cannot make a path match a more permissive rule unless a backend really
-   has a resource whose name contains ``;``.
-5. **A dot segment that exists only because of a decoded ``%2F`` is refused**
-   (``/public/..%2fadmin``, ``/admin/..%2f..%2fpublic/``, ``/%2e%2e%2f``). Backends disagree on
-   whether ``%2F`` separates segments (nginx decodes it; Go routers, Express and most
-   application routers keep it inside one segment), so the rules and the backend could see
-   different directories; no browser ever sends it. This is stricter than Authelia, whose
-   ``URLPathFullClean`` turns ``/a/..%2f/t`` into ``/t``. A ``%2F`` elsewhere is an ordinary
-   ``/`` (``/admin%2f`` is ``/admin/``; GitLab's ``group%2Fproject`` keeps working).
-6. Repeated slashes collapse, dot segments resolve per RFC 3986 §5.2.4 (``..`` above the root
-   stays at the root; a trailing ``.``/``..`` leaves a trailing slash), and a trailing slash is
-   kept. Matching stays case-sensitive (``/ADMIN`` is not ``/admin``), as in Authelia.
+4. **Any dot segment is refused** (SPEC §2.1): a decoded segment that is ``.`` or ``..`` or
+   starts with ``.;`` or ``..;``, whether it was written plainly (``/admin/../public/``),
+   encoded (``%2e%2e``, ``.%2E``), behind an encoded slash (``/public/..%2fadmin``) or with
+   matrix params (``/..;/``, ``.%3B``, which Tomcat, Jetty and Spring read as ``..``). The
+   proxy forwards the raw path, and an application that does not resolve dot segments
+   serves ``/admin`` for ``/admin/../public/x`` while a resolver would judge ``/public/x``:
+   refusing is the only reading under which the rules judge the path the application
+   receives. Browsers resolve dot segments before sending, so no real page sends one.
+5. Every other segment loses its ``;params`` (``/admin;x=1`` is ``/admin``, ``;jsessionid=...``
+   disappears), because Tomcat, Jetty and Spring serve ``/admin`` for it and a literal
+   reading would let it fall through to a weaker rule (security.md §2.B). SPEC only names
+   ``;`` in dot segments; stripping is our addition (see the residual risk below).
+6. Repeated slashes collapse and a trailing slash is kept. A ``%2F`` is an ordinary ``/``
+   (``/admin%2f`` is ``/admin/``; GitLab's ``group%2Fproject`` keeps working). Matching stays
+   case-sensitive (``/ADMIN`` is not ``/admin``), as in Authelia.
 
 The result contains no ``//``, no dot segment, no ``%``, ``#``, ``;``, ``\\`` or control
 character, so ``normalise_path(normalise_path(p)) == normalise_path(p)``. It may contain
 decoded non-ASCII, spaces and ``?``; :meth:`Target.url` re-encodes them.
 
-Residual risk, documented rather than hidden: dot segments (``/admin/../public/``) are
-resolved as SPEC says, so a backend that receives the raw URI and does *not* resolve them
-(nginx ``proxy_pass`` without a URI part in front of an application router) serves a path the
-rules did not see. Browsers never send dot segments.
+Residual risk, documented rather than hidden: stripping ``;params`` judges ``/admin`` for
+``/admin;x=1``, which is what matrix-param servers serve; a backend that keeps ``;`` as part of
+a file name serves another resource, which only a rule anchored at the end of the path
+(``\\.css$``) can tell apart. Repeated slashes are collapsed as SPEC says, for the same
+kind of reason (nginx merges them; a backend that does not usually answers 404).
 
 Redirects (``safe_redirect``)
 -----------------------------
@@ -170,7 +169,6 @@ _INERT_FRAGMENT = re.compile(r"[A-Za-z0-9._~\-]*")
 # Never in a decoded path: controls, backslash, a leftover "%" (double or malformed
 # encoding), a decoded "#".
 _DECODED_BAD = re.compile(r"[\x00-\x1f\x7f-\x9f\\%#]")
-_ENCODED_SLASH = re.compile(r"%2[fF]")
 # Lowercases A-Z only: the one change a Unicode host may need to be in canonical form.
 _ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 # Characters Target.url() leaves unencoded in a path (RFC 3986 pchar and "/").
@@ -291,12 +289,6 @@ def _decode(path: str) -> str:
         raise InvalidTargetError(
             "control character, backslash, '#' or double percent-encoding in the path"
         )
-    if _ENCODED_SLASH.search(path):
-        for raw in path.split("/"):
-            if _ENCODED_SLASH.search(raw):
-                for piece in unquote(raw).split("/"):
-                    if piece in (".", "..") or piece.startswith((".;", "..;")):
-                        raise InvalidTargetError("a dot segment behind an encoded slash")
     return decoded
 
 
@@ -313,15 +305,14 @@ def normalise_path(path: str) -> str:
     segments: list[str] = []
     trailing = False
     for segment in _decode(path).split("/")[1:]:
+        if segment in (".", "..") or segment.startswith((".;", "..;")):
+            raise InvalidTargetError(
+                "a dot segment ('.' or '..', plain, encoded or with ';params') in the path"
+            )
         if ";" in segment:
-            if segment.startswith((".;", "..;")):
-                raise InvalidTargetError("';' in a dot segment")
             segment = segment.partition(";")[0]
-        trailing = segment in ("", ".", "..")
-        if segment == "..":
-            if segments:
-                segments.pop()
-        elif not trailing:
+        trailing = not segment
+        if not trailing:
             segments.append(segment)
     if not segments:
         return "/"
