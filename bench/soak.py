@@ -22,9 +22,13 @@ an old session back), when it names another user, or when ``admins.example.com``
 anonymous request to a protected host must never get a 200. At the end ``authctl user list
 --json`` must hold every user exactly as the edit loops believe it is (else: **lost users**).
 
-Must be 0: wrongly allowed, 5xx, lost users, failed CLI commands, stale ``Remote-Groups``, and
-connection errors (unless a fault such as ``--kill-worker`` was injected). The exit status is
-1 when one of them is not 0, 2 when the soak could not be set up.
+Must be 0: wrongly allowed, 5xx, lost users, failed CLI commands, stale ``Remote-Groups``,
+connection errors (unless a fault such as ``--kill-worker`` was injected) and, with
+``--workers``, workers missing at the end. The exit status is 1 when one of them is not 0, 2
+when the soak could not be set up. Also reported: live cookies refused (**wrongly denied**,
+fail-closed but wrong), judged from ``RELOAD_BOUND`` after the edit that allowed the login.
+Latencies are measured by the Python clients, so p50/p99 include their own GIL waits: they
+show trends between runs, ``bench/run.py`` (wrk) gives the real figures.
 
     .venv/bin/python bench/soak.py                          # 60 s, 50 connections
     .venv/bin/python bench/soak.py --workers 2 --kill-worker
@@ -860,6 +864,8 @@ class Result:
     faults: list[Fault]
     cookies: list[Cookie]
     server_log_errors: list[str]
+    #: Workers that ``serve --workers N`` lacked at the end (a killed one must be replaced).
+    missing_workers: int = 0
 
     @property
     def must_be_zero(self) -> dict[str, int]:
@@ -873,6 +879,8 @@ class Result:
         }
         if not self.faults:
             counts["connection errors"] = sum(self.connection_errors.values())
+        if self.args.workers > 1:
+            counts["missing workers at the end"] = self.missing_workers
         return counts
 
     @property
@@ -975,6 +983,14 @@ def run_soak(
         thread.join(timeout=90)
     if server.proc.poll() is not None:
         raise RuntimeError(f"authctl serve exited with {server.proc.returncode} during the soak")
+    missing = 0
+    if args.workers > 1:
+        # a replaced worker may still be starting: give it the time a start takes
+        deadline = time.monotonic() + 10
+        while (missing := max(0, args.workers - len(children(server.pid)))) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
     records = [r for per_client in shared.records for r in per_client]
     verdict = judge(records, model, t0, cli.edits)
     lost = lost_users(model, cli.list_users())
@@ -994,6 +1010,7 @@ def run_soak(
         faults,
         model.cookies,
         log_errors,
+        missing,
     )
 
 

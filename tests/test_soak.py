@@ -266,7 +266,8 @@ def test_kill_worker_needs_workers(soak: ModuleType, capsys: pytest.CaptureFixtu
 
 
 def test_must_be_zero_ignores_connection_errors_only_under_a_fault(soak: ModuleType) -> None:
-    """Connection errors fail a plain soak; with a fault injected they are expected."""
+    """Connection errors fail a plain soak; with a fault injected they are expected, but a
+    killed worker must have been replaced by the end."""
     from collections import Counter
 
     args = soak.parse_args(["--seconds", "1"])
@@ -277,6 +278,10 @@ def test_must_be_zero_ignores_connection_errors_only_under_a_fault(soak: ModuleT
     result.faults = [soak.Fault("kill-worker", 0.5, soak.kill_worker)]
     assert "connection errors" not in result.must_be_zero
     assert result.ok
+    result.args = soak.parse_args(["--workers", "2", "--kill-worker"])
+    result.missing_workers = 1
+    assert result.must_be_zero["missing workers at the end"] == 1
+    assert not result.ok
 
 
 @pytest.mark.slow
