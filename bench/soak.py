@@ -573,17 +573,14 @@ class Cli:
         """Run ``authctl user OP USER ARGS`` and record its start and return times."""
         argv = [AUTHCTL, "--config", str(self.config), "user", op, user, *args]
         start = time.monotonic()
-        done_proc = subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, timeout=60, check=False
-        )
-        edit = Edit(
-            op,
-            user,
-            start,
-            time.monotonic(),
-            done_proc.returncode == 0,
-            (done_proc.stdout + done_proc.stderr).strip(),
-        )
+        try:
+            done_proc = subprocess.run(
+                argv, input=stdin, capture_output=True, text=True, timeout=60, check=False
+            )
+            ok, output = done_proc.returncode == 0, (done_proc.stdout + done_proc.stderr).strip()
+        except subprocess.TimeoutExpired:
+            ok, output = False, "did not return within 60 s"
+        edit = Edit(op, user, start, time.monotonic(), ok, output)
         with self.lock:
             self.edits.append(edit)
         return edit
@@ -640,6 +637,8 @@ def login(port: int, user: str, password: str) -> tuple[int, str]:
         resp = conn.getresponse()
         resp.read()
         return resp.status, (resp.getheader("Set-Cookie") or "").split(";", 1)[0]
+    except (OSError, http.client.HTTPException):
+        return 0, ""  # no answer (a killed worker): the caller retries
     finally:
         conn.close()
 
@@ -661,6 +660,8 @@ class Editor:
         self.port = port
         self.rng = random.Random(seed)  # noqa: S311 - a load mix, not a secret
         self.logins = 0
+        #: Exceptions that ended an edit (the soak's own trouble: it fails the run).
+        self.errors: list[str] = []
         #: Logins refused within the reload bound after the edit that allows them (retried).
         self.early_logins = 0
         self.login_failures: list[str] = []
@@ -672,6 +673,7 @@ class Editor:
         returned. Until the reload bound has passed the server may rightly still refuse it,
         so the login is retried until then; only a refusal after the bound is a failure.
         """
+        unanswered = 0
         while True:
             status, cookie = login(self.port, state.name, state.password)
             self.logins += 1
@@ -679,6 +681,9 @@ class Editor:
                 after = None if edited is None else edited + RELOAD_BOUND
                 self.model.add_cookie(state.name, cookie, time.monotonic(), after)
                 return
+            if status == 0 and unanswered < 3:
+                unanswered += 1
+                continue
             if edited is None or time.monotonic() > edited + RELOAD_BOUND:
                 self.login_failures.append(f"{state.name}: login answered {status}")
                 return
@@ -792,10 +797,12 @@ class Editor:
     def loop(self, stop: threading.Event, interval: float) -> None:
         """Edit until ``stop``; a failed command is recorded, and the loop goes on."""
         while not stop.is_set():
-            if not self.step():
-                stop.wait(0.05)
-                continue
-            stop.wait(interval)
+            try:
+                stepped = self.step()
+            except Exception as exc:  # reported (a failure), and the loop goes on
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                stepped = True
+            stop.wait(interval if stepped else 0.05)
 
 
 # --------------------------------------------------------------------------- faults
@@ -876,6 +883,7 @@ class Result:
             "lost users": len(self.lost),
             "failed CLI commands": len(self.cli.failures()),
             "stale Remote-Groups": self.verdict.stale_groups,
+            "soak errors": sum(len(e.errors) for e in self.editors),
         }
         if not self.faults:
             counts["connection errors"] = sum(self.connection_errors.values())
@@ -1063,6 +1071,7 @@ def summary(result: Result) -> dict[str, t.Any]:
         + [f"lost: {line}" for line in result.lost]
         + [f"CLI failed: user {e.op} {e.user}: {e.output[:200]}" for e in result.cli.failures()]
         + [f"login failed: {f}" for e in result.editors for f in e.login_failures]
+        + [f"editor error: {f}" for e in result.editors for f in e.errors]
         + [f"connection error x{n}: {what}" for what, n in result.connection_errors.items()],
         "server_log_errors": result.server_log_errors[:20],
     }

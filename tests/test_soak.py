@@ -314,6 +314,7 @@ def test_ci_soak_counts_nothing_wrong() -> None:
         "lost users": 0,
         "failed CLI commands": 0,
         "stale Remote-Groups": 0,
+        "soak errors": 0,
         "connection errors": 0,
     }, data["details"]
     assert (data["wrongly_allowed"], data["server_errors"], data["lost_users"]) == (0, 0, 0)
