@@ -149,11 +149,18 @@ class TextFormatter(logging.Formatter):
         return " ".join(parts)
 
 
+#: The loggers authctl configures: its own, its modules' (``getLogger(__name__)`` in ``server``)
+#: and waitress's (which names the request path when an app fails). Left alone, the last two
+#: would reach Python's last-resort handler, which writes the raw message: forgeable.
+LOGGERS = ("authctl", "server", "waitress")
+
+
 def configure_logging(config: LogConfig) -> None:
     """Send authctl's logs to stderr in the configured format and level."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if config.format == "json" else TextFormatter())
-    root = logging.getLogger("authctl")
-    root.handlers[:] = [handler]
-    root.setLevel(config.level.upper())
-    root.propagate = False
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(config.level.upper())
+        logger.propagate = False

@@ -14,12 +14,28 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.config import LogConfig
+from server.logs import LOGGERS
 from server.logs import JsonFormatter
 from server.logs import TextFormatter
 from server.logs import configure_logging
 from server.names import canonical_username
 from tests.apphelpers import PASSWORDS
 from tests.apphelpers import build
+
+
+@pytest.fixture(autouse=True)
+def restore_loggers() -> t.Iterator[None]:
+    """Put the loggers configure_logging touches back as they were (pytest's caplog captures
+    through the root logger, which a non-propagating logger would hide from later tests)."""
+    saved = [
+        (logger, logger.handlers[:], logger.level, logger.propagate)
+        for logger in map(logging.getLogger, LOGGERS)
+    ]
+    yield
+    for logger, handlers, level, propagate in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def record(message: str, fields: dict[str, object] | None = None) -> logging.LogRecord:
@@ -317,3 +333,16 @@ def test_path_cannot_forge_a_log_line(
     assert len(found) == 1
     assert found[0]["path"] == path
     assert found[0].get("user") in (None, "")
+
+
+@pytest.mark.parametrize("name", ["server.notifier", "server.users", "waitress", "waitress.queue"])
+def test_module_and_waitress_loggers_are_escaped_too(name: str) -> None:
+    """``server.*`` modules and waitress log through the same escaping handler, not Python's
+    last-resort one (which writes the raw message)."""
+    for stream in capture("text"):
+        logging.getLogger(name).error("Exception while serving %s", "/x\nforged line")
+        lines = stream.getvalue().split("\n")[:-1]
+        assert len(lines) == 1
+        assert is_one_line(lines[0])
+        assert lines[0].endswith(' "Exception while serving /x\\nforged line"')
+        assert f" ERROR {name} " in lines[0]
