@@ -192,14 +192,16 @@ class Stopper:
         self.map = socket_map(server)
         self.grace = grace
         self.stopping = False
+        self.triggers = [listener.trigger for listener in listeners(self.map)]
 
     def ask(self, _signum: int = 0, _frame: object = None) -> None:
         """Signal handler: stop at the loop's next turn (the trigger wakes it now)."""
         self.stopping = True
-        for listener in listeners(self.map):
+        for channel in channels(self.map):  # before the loop handles what woke it
+            _drain_channel(channel)
+        for trigger in self.triggers[:1]:
             with contextlib.suppress(OSError):
-                listener.trigger.pull_trigger()
-            break
+                trigger.pull_trigger()
 
     def serve(self) -> None:
         timeout = self.server.adj.asyncore_loop_timeout
@@ -212,7 +214,9 @@ class Stopper:
         deadline = start + self.grace
         for listener in listeners(self.map):
             accept_some(listener, 1 << 30)  # the listen backlog, which closing would reset
-            listener.close()
+            # the socket only: waitress's close() also closes the trigger, which the task
+            # threads still pull to wake this loop when an answer is written
+            wasyncore.dispatcher.close(listener)
         open_at_stop = channels(self.map)
         for channel in open_at_stop:
             _drain_channel(channel)
@@ -247,8 +251,9 @@ class Stopper:
 
     def close(self) -> None:
         """Close whatever is left, and stop waitress's threads."""
-        wasyncore.close_all(self.map)
+        # the threads first: one finishing a task still pulls the trigger that close_all closes
         self.server.task_dispatcher.shutdown()
+        wasyncore.close_all(self.map)
 
 
 def serve_until_stopped(
