@@ -52,6 +52,11 @@ _REALM = 'Basic realm="authctl"'
 #: Entries kept by each of the authorizer's memo tables (targets, cookie domains); a table
 #: that fills up is emptied, so a flood of distinct URLs costs a recomputation, never memory.
 MEMO_SIZE = 4096
+#: Longest URL or forwarded URI the target memo tables keep: real pages repeat short URLs,
+#: and with this cap a full table holds a few MiB however long the URLs of a flood are.
+MEMO_KEY_MAX = 512
+#: Longest path the decision log writes; a longer one is cut and says how long it was.
+LOG_PATH_MAX = 256
 #: Methods as proxies send them, already valid: skips the checks of ``_method``.
 _PLAIN_METHODS = {
     m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
@@ -130,14 +135,21 @@ def _latin1(value: str) -> str:
     return value.encode("utf-8").decode("latin-1")
 
 
+def _log_path(path: str) -> str:
+    """``path`` for the log, cut to LOG_PATH_MAX characters (8 KiB paths fill disks)."""
+    if len(path) <= LOG_PATH_MAX:
+        return path
+    return f"{path[:LOG_PATH_MAX]}...({len(path)} chars)"
+
+
 def _fields(
     method: str, target: Target, identity: Identity | None, decision: Decision
 ) -> dict[str, object]:
-    """The decision log's fields (no session id, no credentials)."""
+    """The decision log's fields (no session id, no credentials, a bounded path)."""
     return {
         "method": method,
         "host": target.host,
-        "path": target.path,
+        "path": _log_path(target.path),
         "user": identity.username if identity else None,
         "rule": decision.rule,
         "policy": decision.policy,
@@ -299,14 +311,33 @@ class Authorizer:
             return _method(environ.get("REQUEST_METHOD")), self._forwarded(
                 environ, _header(environ, "HTTP_HOST"), self._ext_authz_uri(environ)
             )
-        url = _header(environ, "HTTP_X_ORIGINAL_URL")
+        return self._legacy_target(environ)
+
+    def _legacy_target(self, environ: t.Mapping[str, t.Any]) -> tuple[str, Target]:
+        """``/api/verify`` (SPEC §3.1): the forwarded triple when the proxy sent it, else
+        ``X-Original-URL``; the method from ``X-Forwarded-Method``, else
+        ``X-Original-Method``, else the request's.
+
+        Proxies pass client headers on to the sub-request, so either description may come
+        from the client: when both are there and name different targets, the request is
+        refused rather than judged on one of them.
+        """
         method = _method(
-            _header(environ, "HTTP_X_FORWARDED_METHOD") or environ.get("REQUEST_METHOD")
+            _header(environ, "HTTP_X_FORWARDED_METHOD")
+            or _header(environ, "HTTP_X_ORIGINAL_METHOD")
+            or environ.get("REQUEST_METHOD")
         )
-        if url:
-            return method, self._parse_target(url)
+        url = _header(environ, "HTTP_X_ORIGINAL_URL")
         host = _header(environ, "HTTP_X_FORWARDED_HOST") or _header(environ, "HTTP_HOST")
-        return method, self._forwarded(environ, host, None)
+        forwarded = _header(environ, "HTTP_X_FORWARDED_PROTO") and _header(
+            environ, "HTTP_X_FORWARDED_URI"
+        )
+        if not url or forwarded:
+            target = self._forwarded(environ, host, None)  # raises on a missing header
+            if url and self._parse_target(url) != target:
+                raise BadRequest("X-Original-URL and X-Forwarded-* name different targets")
+            return method, target
+        return method, self._parse_target(url)
 
     def _forwarded(
         self, environ: t.Mapping[str, t.Any], host: str | None, uri: str | None
@@ -324,18 +355,20 @@ class Authorizer:
         target = self._targets.get(key)
         if target is None:
             target = build_target(proto, host, uri)  # raises on malformed input: not kept
-            if len(self._targets) >= MEMO_SIZE:
-                self._targets.clear()
-            self._targets[key] = target
+            if len(uri) <= MEMO_KEY_MAX and len(host) <= MEMO_KEY_MAX:
+                if len(self._targets) >= MEMO_SIZE:
+                    self._targets.clear()
+                self._targets[key] = target
         return target
 
     def _parse_target(self, url: str) -> Target:
         target = self._urls.get(url)
         if target is None:
             target = parse_target(url)
-            if len(self._urls) >= MEMO_SIZE:
-                self._urls.clear()
-            self._urls[url] = target
+            if len(url) <= MEMO_KEY_MAX:
+                if len(self._urls) >= MEMO_SIZE:
+                    self._urls.clear()
+                self._urls[url] = target
         return target
 
     def _cookie_for(self, host: str) -> CookieConfig | None:
@@ -432,7 +465,7 @@ class Authorizer:
             headers = [
                 _NO_STORE,
                 ("Remote-User", identity.username),
-                ("Remote-Groups", ",".join(identity.groups)),
+                ("Remote-Groups", _latin1(",".join(identity.groups))),
                 ("Remote-Name", _latin1(identity.displayname)),
                 ("Remote-Email", _latin1(identity.email)),
             ]
