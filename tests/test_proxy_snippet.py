@@ -263,8 +263,68 @@ def test_nginx_auth_location(runner: CliRunner, site: Path) -> None:
         "proxy_set_header X-Original-URL $scheme://$http_host$request_uri;",
         'proxy_set_header Connection "";',
         "proxy_http_version 1.1;",
+        # the same request in the X-Forwarded-* triple; the client's other copies cleared
+        "proxy_set_header X-Forwarded-Proto $scheme;",
+        "proxy_set_header X-Forwarded-Host $http_host;",
+        "proxy_set_header X-Forwarded-Uri $request_uri;",
+        "proxy_set_header X-Forwarded-Method $request_method;",
+        'proxy_set_header X-Original-URI "";',
+        'proxy_set_header X-Forwarded-Prefix "";',
+        'proxy_set_header Forwarded "";',
     ):
         assert line in auth, line
+
+
+NGINX_GUARDS = (
+    "if ($authctl_host_ok = 0) { return 421; }",
+    'if ($http_upgrade ~* "h2|http/2") { return 400; }',
+    "if ($http_http2_settings) { return 400; }",
+)
+
+
+def test_nginx_guards_on_every_site(runner: CliRunner, site: Path) -> None:
+    """Both server blocks refuse a Host nginx did not route by and an h2c upgrade, before any
+    location (a server-level `if` with `return` runs in the rewrite phase, ahead of
+    auth_request); the portal never passes the client's X-Original-* to authctl."""
+    text = dropin(runner, site, "nginx")
+    for name in ("auth.example.com", "app.example.com public.example.com"):
+        block_text = server(text, name)
+        first_location = block_text.index("location ")
+        for guard in NGINX_GUARDS:
+            assert 0 < block_text.index(guard) < first_location, (name, guard)
+    portal = server(text, "auth.example.com")
+    for name in ("X-Original-URL", "X-Original-Method", "X-Forwarded-Uri", "Forwarded"):
+        assert f'proxy_set_header {name} "";' in portal
+
+
+def nginx_host_ok(text: str, http_host: str, host: str) -> bool:
+    """Evaluate the snippet's $authctl_host_ok map the way nginx does (PCRE, caseless)."""
+    pattern = re.search(r'"~\*(.+)" 1;', text)
+    assert pattern, "the $authctl_host_ok map is missing"
+    return re.search(pattern.group(1), f"{http_host}|{host}", re.IGNORECASE) is not None
+
+
+@pytest.mark.parametrize(
+    ("http_host", "host", "ok"),
+    [
+        ("app.example.com:8443", "app.example.com", True),
+        ("APP.example.com", "app.example.com", True),
+        ("app.example.com", "app.example.com", True),
+        # absolute-form target for app, Host naming the bypass host
+        ("public.example.com:8443", "app.example.com", False),
+        # nginx keeps what follows the port in Host; the judged URL would take it as path
+        ("app.example.com:8443?", "app.example.com", False),
+        ("app.example.com:8443/static/x", "app.example.com", False),
+        ("app.example.com:8443#", "app.example.com", False),
+        ("public.example.com@app.example.com", "app.example.com", False),
+        ("app.example.com:8443:1", "app.example.com", False),
+        ("app.example.com.evil", "app.example.com", False),
+        ("", "app.example.com", False),
+    ],
+)
+def test_nginx_host_map(runner: CliRunner, site: Path, http_host: str, host: str, ok: bool) -> None:
+    """The map accepts only host[:port] whose host is the one nginx routed by."""
+    assert nginx_host_ok(dropin(runner, site, "nginx"), http_host, host) is ok
 
 
 def server(text: str, server_name: str) -> str:
@@ -340,6 +400,25 @@ def test_caddy_route_strips_then_asks(runner: CliRunner, site: Path) -> None:
     assert "bind 127.0.0.1" in protected
 
 
+def test_caddy_refuses_h2c_and_drops_forwarding(runner: CliRunner, site: Path) -> None:
+    """Every site refuses an h2c upgrade and drops the client's X-Original-*/X-Forwarded-*
+    before forward_auth or reverse_proxy sees the request."""
+    text = dropin(runner, site, "caddy")
+    for opening in ("https://auth.example.com:8443 {", "https://app.example.com:8443, "):
+        site_block = block(text, opening)
+        assert '@authctl_h2c header_regexp Upgrade "(?i)(h2|http/2)"' in site_block
+        assert "@authctl_h2c_settings header HTTP2-Settings *" in site_block
+        route = block(site_block, "route {")
+        starts = [route.find(d) for d in ("\t\tforward_auth ", "\t\treverse_proxy ")]
+        first = min(i for i in starts if i >= 0)
+        for line in (
+            "respond @authctl_h2c 400",
+            "respond @authctl_h2c_settings 400",
+            *(f"request_header -{name}\n" for name in snippets.FORWARDING_HEADERS),
+        ):
+            assert route.index(line) < first, (opening, line)
+
+
 def test_caddy_portal(runner: CliRunner, site: Path) -> None:
     """The portal site proxies to authctl and drops client Remote-* headers."""
     portal = block(dropin(runner, site, "caddy"), "https://auth.example.com:8443 {")
@@ -380,6 +459,25 @@ def test_haproxy_frontend_rules(runner: CliRunner, site: Path) -> None:
     assert "use_backend authctl_portal if authctl_portal" in text
 
 
+def test_haproxy_guards_before_the_auth_call(runner: CliRunner, site: Path) -> None:
+    """One host[:port] Host only, no h2c upgrade, no client forwarding header: all refused or
+    dropped before the Lua call builds the judged URL (and before routing)."""
+    text = dropin(runner, site, "haproxy")
+    call = text.index("http-request lua.authctl_auth")
+    route = text.index("use_backend authctl_portal")
+    for line in (
+        "http-request deny deny_status 400 if !{ req.fhdr_cnt(host) eq 1 }",
+        "http-request deny deny_status 400 if !{ req.fhdr(host) -m reg "
+        "^[A-Za-z0-9.-]+(:[0-9]{1,5})?$ }",
+        "http-request deny deny_status 400 if { req.hdr(upgrade) -m reg -i h2|http/2 }",
+        "http-request deny deny_status 400 if { req.hdr_cnt(http2-settings) gt 0 }",
+        *(f"http-request del-header {name}\n" for name in snippets.FORWARDING_HEADERS),
+    ):
+        assert text.index(line) < call < route, line
+    for status in (400, 421):
+        assert f"deny_status {status} if authctl_protected !authctl_portal authctl_" in text
+
+
 def test_haproxy_lua_script(runner: CliRunner, site: Path, tmp_path: Path) -> None:
     """The Lua action sends the original URL and method and deletes client identity headers."""
     out = tmp_path / "h"
@@ -390,6 +488,10 @@ def test_haproxy_lua_script(runner: CliRunner, site: Path, tmp_path: Path) -> No
     assert '["X-Original-Method"]' in lua
     assert "txn.http:req_del_header(name)" in lua
     assert "core.httpclient()" in lua
+    # the judged URL is built from the validated Host, never the raw header
+    assert 'local host = valid_host(hdrs["host"])' in lua
+    assert 'first(hdrs["host"])' not in lua
+    assert 'txn:set_var("txn.authctl_status", 421)' in lua
     assert f"lua-load {out}/authctl-forward-auth.lua" in (out / "haproxy.cfg").read_text()
 
 
@@ -412,12 +514,18 @@ def test_traefik_middlewares_and_routers(runner: CliRunner, site: Path) -> None:
     """forwardAuth to forward-auth with the identity headers; strip runs first on both routers."""
     text = dropin(runner, site, "traefik")
     assert "address: 'http://127.0.0.1:9191/api/authz/forward-auth'" in text
-    assert "trustForwardHeader: true" in text
+    # false: authctl's X-Forwarded-* come from the routed request (was true: smuggling review)
+    assert "trustForwardHeader: false" in text
+    assert "trustForwardHeader: true" not in text
     assert "authResponseHeaders: [Remote-User, Remote-Groups, Remote-Name, Remote-Email]" in text
     assert 'customRequestHeaders: {Remote-User: "", Remote-Groups: ""' in text
     assert 'Remote_User: ""' in text
     assert "middlewares: [authctl-strip, authctl]" in text
     assert "middlewares: [authctl-strip]" in text
+    # the client's X-Original-* and Forwarded are deleted; Traefik's own X-Forwarded-Host kept
+    for name in ("X-Original-URL", "X-Original-Method", "X-Forwarded-Uri", "Forwarded"):
+        assert f'{name}: ""' in text, name
+    assert 'X-Forwarded-Host: ""' not in text
     assert "rule: 'Host(`app.example.com`) || Host(`public.example.com`)'" in text
     assert "rule: 'Host(`auth.example.com`)'" in text
     assert "traefik.http.middlewares.authctl.forwardAuth.address=" in text  # labels, as comments

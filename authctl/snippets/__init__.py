@@ -60,9 +60,10 @@ FORWARDING_HEADERS = (
 #: A Host header a proxy may judge: a DNS name and an optional port, nothing else (no ``/``,
 #: ``?``, ``#``, ``@``, comma or space that a URL parser would read as more than a host).
 HOST_HEADER_RE = r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
-#: ``Upgrade`` values that would open an HTTP/2 cleartext tunnel to the app (h2c smuggling:
-#: the proxy asks authctl about the upgrade request only, never about what follows inside).
-H2C_UPGRADE_RE = r"(?i)(h2|http/2)"
+#: ``Upgrade`` values (a regex, matched case-insensitively) that would open an HTTP/2 cleartext
+#: tunnel to the app (h2c smuggling: the proxy asks authctl about the upgrade request only,
+#: never about the requests that follow inside the tunnel).
+H2C_UPGRADE_RE = "h2|http/2"
 
 FORWARD_AUTH = "/api/authz/forward-auth"
 AUTH_REQUEST = "/api/authz/auth-request"

@@ -18,6 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from authctl.snippets import FORWARD_AUTH
+from authctl.snippets import FORWARDING_HEADERS
+from authctl.snippets import H2C_UPGRADE_RE
 from authctl.snippets import IDENTITY_HEADERS
 from authctl.snippets import STRIPPED_HEADERS
 from authctl.snippets import Plan
@@ -41,13 +43,25 @@ def _site_head(plan: Plan, hosts: tuple[str, ...]) -> list[str]:
     if plan.listen.address is not None:
         lines.append(f"\tbind {plan.listen.address}")
     lines.append(f"\ttls {plan.tls_cert} {plan.tls_key}")
+    lines += [
+        "\t# h2c upgrade: reverse_proxy would open a tunnel to the app whose requests authctl",
+        "\t# never sees (every Upgrade line is matched; an h2c upgrade carries HTTP2-Settings).",
+        f'\t@authctl_h2c header_regexp Upgrade "(?i)({H2C_UPGRADE_RE})"',
+        "\t@authctl_h2c_settings header HTTP2-Settings *",
+    ]
     return lines
 
 
 def _strip() -> list[str]:
     return [
+        "\t\trespond @authctl_h2c 400",
+        "\t\trespond @authctl_h2c_settings 400",
         "\t\t# identity headers come from authctl only: drop what the client sent (both spellings)",
         *(f"\t\trequest_header -{name}" for name in STRIPPED_HEADERS),
+        "\t\t# Which request authctl judges is Caddy's word only (X-Forwarded-* set by",
+        "\t\t# forward_auth and reverse_proxy from what it routed): drop the client's copies,",
+        "\t\t# which forward_auth would pass on (X-Original-URL decides on /api/verify).",
+        *(f"\t\trequest_header -{name}" for name in FORWARDING_HEADERS),
     ]
 
 

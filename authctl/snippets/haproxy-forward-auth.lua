@@ -12,6 +12,11 @@
 --                         0 when authctl could not be asked (the config then refuses)
 --   txn.authctl_location  where to sign in (the portal with rd=), on 401
 -- Client-sent Remote-* headers are removed in any case; on 2xx authctl's replace them.
+--
+-- The judged URL is built from validated parts only: the one Host header when it is exactly
+-- host[:port] (a raw `Host: app:8443/static/x?` once made authctl judge /static/x while
+-- HAProxy routed /admin), and HAProxy's own path and query. A Host it cannot judge sets
+-- status 400; an absolute-form target (or h2 :authority) naming another host sets 421.
 
 local IDENTITY = { "remote-user", "remote-groups", "remote-name", "remote-email" }
 local CREDENTIALS = { "authorization", "proxy-authorization", "accept", "x-requested-with" }
@@ -32,14 +37,46 @@ local function all(values)
   return out
 end
 
+-- The one Host header if it is exactly host[:port], else nil.
+local function valid_host(values)
+  local hosts = all(values)
+  if #hosts ~= 1 then return nil end
+  local host = hosts[1]
+  if host:match("^[%w%.%-]+$") or host:match("^[%w%.%-]+:%d+$") then return host end
+  return nil
+end
+
+-- The host name of a Host value or an authority, lowercased, without the port.
+local function host_name(text)
+  return (text:match("^[^:]*")):lower()
+end
+
 core.register_action("authctl_auth", { "http-req" }, function(txn, auth_url)
   local hdrs = txn.http:req_get_headers()
   local ssl = txn.f:ssl_fc()
   local scheme = (ssl == true or ssl == 1) and "https" or "http"
-  local host = first(hdrs["host"]) or ""
+  local host = valid_host(hdrs["host"])
+  if host == nil then
+    txn:set_var("txn.authctl_status", 400)
+    return
+  end
+  -- absolute-form (and HTTP/2, whose target HAProxy keeps as an absolute URI): the target's
+  -- authority must name the same host, or the app could get a host authctl did not judge
+  local authority = txn.sf:url():match("^%a[%w+.-]*://([^/?#]*)")
+  if authority ~= nil and host_name(authority) ~= host_name(host) then
+    txn:set_var("txn.authctl_status", 421)
+    return
+  end
+  local pathq = txn.sf:pathq()
+  local method = txn.sf:method()
+  -- only what HAProxy built: the client's own forwarding headers are never copied
   local request = {
-    ["X-Original-URL"] = { scheme .. "://" .. host .. txn.sf:pathq() },
-    ["X-Original-Method"] = { txn.sf:method() },
+    ["X-Original-URL"] = { scheme .. "://" .. host .. pathq },
+    ["X-Original-Method"] = { method },
+    ["X-Forwarded-Proto"] = { scheme },
+    ["X-Forwarded-Host"] = { host },
+    ["X-Forwarded-Uri"] = { pathq },
+    ["X-Forwarded-Method"] = { method },
     ["X-Forwarded-For"] = { txn.sf:src() },
   }
   local cookies = all(hdrs["cookie"])

@@ -14,6 +14,9 @@ from importlib.resources import files
 from pathlib import Path
 
 from authctl.snippets import AUTH_REQUEST
+from authctl.snippets import FORWARDING_HEADERS
+from authctl.snippets import H2C_UPGRADE_RE
+from authctl.snippets import HOST_HEADER_RE
 from authctl.snippets import STRIPPED_HEADERS
 from authctl.snippets import Plan
 from authctl.snippets import Rendered
@@ -39,6 +42,20 @@ def _frontend(plan: Plan, crt: str) -> list[str]:
         "    mode http",
         f"    bind {bind}",
         "",
+        "    # The judged URL is built from the Host header and HAProxy routes by it: refuse one",
+        "    # that is not exactly one host[:port] (`Host: app:8443/static/x?` was judged as",
+        "    # /static/x, a duplicate or comma-joined Host routes by one name, judges another).",
+        "    http-request deny deny_status 400 if !{ req.fhdr_cnt(host) eq 1 }",
+        f"    http-request deny deny_status 400 if !{{ req.fhdr(host) -m reg {HOST_HEADER_RE} }}",
+        "    # h2c upgrade: a tunnel to the app whose requests authctl would never see (every",
+        "    # Upgrade line is checked; an h2c upgrade also carries HTTP2-Settings).",
+        "    http-request deny deny_status 400 if "
+        f"{{ req.hdr(upgrade) -m reg -i {H2C_UPGRADE_RE} }}",
+        "    http-request deny deny_status 400 if { req.hdr_cnt(http2-settings) gt 0 }",
+        "",
+        "    # Which request to judge is HAProxy's word only: drop the client's forwarding",
+        "    # headers (the portal is authctl too), then set our own.",
+        *(f"    http-request del-header {name}" for name in FORWARDING_HEADERS),
         "    # Identity headers come from authctl only: drop what the client sent, on every",
         "    # site (both spellings: some apps read Remote_User like Remote-User).",
         *(f"    http-request del-header {name}" for name in STRIPPED_HEADERS),
@@ -63,6 +80,11 @@ def _frontend(plan: Plan, crt: str) -> list[str]:
         "    acl authctl_sign_in  var(txn.authctl_status) -m int 401",
         "    acl authctl_deny     var(txn.authctl_status) -m int 403",
         "    acl authctl_location var(txn.authctl_location) -m found",
+        "    # the Lua refuses a Host it cannot judge (400) or one that is not the request's (421)",
+        "    acl authctl_bad_host var(txn.authctl_status) -m int 400",
+        "    acl authctl_misdirected var(txn.authctl_status) -m int 421",
+        f"    http-request deny deny_status 400 if {guarded} authctl_bad_host",
+        f"    http-request deny deny_status 421 if {guarded} authctl_misdirected",
         "    # 401 + Location: sign in first, at the portal with rd=<this URL>",
         "    http-request redirect location %[var(txn.authctl_location)] code 302 "
         f"if {guarded} authctl_sign_in authctl_location METH_GET",

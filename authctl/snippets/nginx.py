@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from authctl.snippets import FORWARDING_HEADERS
+from authctl.snippets import H2C_UPGRADE_RE
 from authctl.snippets import IDENTITY_HEADERS
 from authctl.snippets import Plan
 from authctl.snippets import Rendered
@@ -86,7 +87,7 @@ def _guards() -> list[str]:
         "if ($authctl_host_ok = 0) { return 421; }",
         "# h2c upgrade: a tunnel to the app whose requests authctl would never see. nginx 1.22",
         "# reads only the first Upgrade line; every h2c upgrade also carries HTTP2-Settings.",
-        'if ($http_upgrade ~* "h2|http/2") { return 400; }',
+        f'if ($http_upgrade ~* "{H2C_UPGRADE_RE}") {{ return 400; }}',
         "if ($http_http2_settings) { return 400; }",
     ]
 

@@ -3,11 +3,13 @@
 Traefik sends ``X-Forwarded-Method/Proto/Host/Uri/For`` and the client's headers, and copies
 ``authResponseHeaders`` onto the request on a 2xx, replacing the client's; on anything else it
 returns authctl's answer as it is (302 to the portal, 401, 403), and 500 when authctl is down.
-``trustForwardHeader: true`` is safe here because the entry point itself drops
-``X-Forwarded-*`` from clients outside ``forwardedHeaders.trustedIPs`` (none by default), so
-what authctl reads is what Traefik saw; list your own load balancer there if there is one.
+``trustForwardHeader: false``: the ``X-Forwarded-*`` authctl reads are built by forwardAuth
+from the request Traefik routed, never taken from the request's headers (which a load balancer
+listed in the entry point's ``forwardedHeaders.trustedIPs`` would pass on from its clients).
 A ``headers`` middleware runs first and deletes every ``Remote-*`` the client sent (an empty
-value deletes a header in Traefik), on the portal and on every protected or bypass site.
+value deletes a header in Traefik), and the client's ``X-Original-*``, ``Forwarded`` and the
+``X-Forwarded-*`` Traefik does not set itself, which forwardAuth would otherwise copy to
+authctl, on the portal and on every protected or bypass site.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 from pathlib import Path
 
 from authctl.snippets import FORWARD_AUTH
+from authctl.snippets import FORWARDING_HEADERS
 from authctl.snippets import IDENTITY_HEADERS
 from authctl.snippets import STRIPPED_HEADERS
 from authctl.snippets import Plan
@@ -25,6 +28,10 @@ from authctl.snippets import header
 from authctl.snippets import require_tcp
 
 ENTRY_POINT = "websecure"
+#: Set by Traefik's entry point itself (the client's are dropped there): kept for the app.
+TRAEFIK_SETS = ("X-Forwarded-Host", "X-Forwarded-Proto", "X-Forwarded-Port", "X-Forwarded-Server")
+#: Client headers the strip middleware deletes: identity and forwarding headers.
+STRIP = STRIPPED_HEADERS + tuple(h for h in FORWARDING_HEADERS if h not in TRAEFIK_SETS)
 #: Above the default priority (the rule's length), so ``*.domain`` never takes the portal.
 PORTAL_PRIORITY = 10000
 
@@ -47,7 +54,7 @@ def _quote(text: str) -> str:
 def dropin(plan: Plan) -> str:
     """The dynamic configuration: middlewares, routers, services and the certificate."""
     require_tcp(plan, "Traefik")
-    strip = ", ".join(f'{name}: ""' for name in STRIPPED_HEADERS)
+    strip = ", ".join(f'{name}: ""' for name in STRIP)
     lines = header(plan, "authctl forward auth for Traefik v3 (forwardAuth, file provider).")
     lines += [
         "# This is dynamic configuration: load it with providers.file (the entry point is",
@@ -55,12 +62,12 @@ def dropin(plan: Plan) -> str:
         "#",
         "# The same with Docker labels (on the authctl container, then on each app):",
         f"#   traefik.http.middlewares.authctl.forwardAuth.address=http://authctl:9091{FORWARD_AUTH}",
-        "#   traefik.http.middlewares.authctl.forwardAuth.trustForwardHeader=true",
+        "#   traefik.http.middlewares.authctl.forwardAuth.trustForwardHeader=false",
         "#   traefik.http.middlewares.authctl.forwardAuth.authResponseHeaders="
         + ",".join(IDENTITY_HEADERS),
         *(
             f"#   traefik.http.middlewares.authctl-strip.headers.customRequestHeaders.{name}="
-            for name in STRIPPED_HEADERS
+            for name in STRIP
         ),
         "#   traefik.http.routers.app.middlewares=authctl-strip@docker,authctl@docker",
         "#   traefik.http.routers.authctl.rule=Host(`auth.example.com`)",
@@ -68,14 +75,17 @@ def dropin(plan: Plan) -> str:
         "",
         "http:",
         "  middlewares:",
-        "    # identity headers come from authctl only: an empty value deletes the client's",
+        "    # Identity headers come from authctl only, and which request authctl judges is",
+        "    # Traefik's word only (a client's X-Original-URL decides on /api/verify): an empty",
+        "    # value deletes the client's header.",
         "    authctl-strip:",
         "      headers:",
         f"        customRequestHeaders: {{{strip}}}",
         "    authctl:",
         "      forwardAuth:",
         f"        address: {_quote(plan.authctl.http_url + FORWARD_AUTH)}",
-        "        trustForwardHeader: true",
+        "        # X-Forwarded-* to authctl from the routed request, never from its headers",
+        "        trustForwardHeader: false",
         f"        authResponseHeaders: [{', '.join(IDENTITY_HEADERS)}]",
         "",
         "  routers:",
