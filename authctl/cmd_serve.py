@@ -188,9 +188,11 @@ def serve(state: State, address: str | None, workers: int) -> None:
     """Run the authctl server (waitress) with the config file.
 
     Refuses to start on an invalid config or when the users file or storage key is missing.
-    Stops cleanly on SIGTERM or Ctrl-C. With --workers N the parent binds the socket and
-    supervises N worker processes: a worker that dies is restarted (more than 5 restarts in
-    a minute stop the server with exit status 1), SIGTERM stops them all.
+    On SIGTERM or Ctrl-C it stops accepting, answers the requests it has received and exits
+    (within server.shutdown_grace). With --workers N the parent binds the socket and
+    supervises N worker processes: a worker that dies is restarted; while new workers keep
+    failing to start, the parent logs why and retries after 1 s, doubling up to 30 s, and
+    the other workers keep serving. SIGTERM stops them all.
     """
     from server.logs import configure_logging
 
@@ -260,8 +262,10 @@ def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
 
 def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int) -> int:
     """The socket bound here, ``workers`` forked processes serving it (``server.workers``)."""
+    from server.workers import StartError
     from server.workers import Supervisor
     from server.workers import bind
+    from server.workers import rebinder
 
     try:
         sockets = bind(listen, workers)
@@ -272,12 +276,15 @@ def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int) -> in
     else:
         where = f"{listen['host']}:{sockets[0].getsockname()[1]}"
 
-    def worker(sock: socket.socket, ready: t.Callable[[], None]) -> int:
+    def worker(listen_socket: t.Callable[[], socket.socket], ready: t.Callable[[], None]) -> int:
         try:
             app = _build_app(config)
-        except click.ClickException as exc:
-            exc.show()
-            return exc.exit_code
+        except click.ClickException as exc:  # the parent logs it
+            raise StartError(exc.format_message(), exc.exit_code) from None
+        try:
+            sock = listen_socket()
+        except OSError as exc:
+            raise StartError(f"cannot listen on {where}: {exc}") from None
         server = make_server(app, config.server.threads, sockets=[sock], inline=app.decide_inline)
         _run(server, config, ready)
         return 0
@@ -287,8 +294,16 @@ def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int) -> in
             f"authctl serving on {where} (config {config.path}, {workers} workers)", err=True
         )
 
+    supervisor = Supervisor(
+        sockets,
+        workers,
+        worker,
+        rebind=rebinder(listen, sockets),
+        # each worker drains for up to shutdown_grace, then closes what is left
+        stop_grace=config.server.shutdown_grace + 5.0,
+    )
     try:
-        return Supervisor(sockets, workers, worker).run(on_ready=announce)
+        return supervisor.run(on_ready=announce)
     finally:
         for sock in sockets:
             sock.close()

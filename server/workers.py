@@ -17,13 +17,20 @@ What the parent does, and only that:
 
 - waits until every worker reports ready (its app built, its server listening); a worker
   that exits before that (an invalid users file, an unusable database) stops the others and
-  the parent exits with that worker's status, so a broken start is never retried in a loop;
+  the parent exits with that worker's status, so a broken first start is never retried;
 - restarts a worker that dies afterwards (a crash, the OOM killer, a stray ``kill``), logged
-  at ERROR; more than ``MAX_RESTARTS`` restarts within ``RESTART_WINDOW`` seconds means the
-  failure is not transient: the parent stops everything and exits 1 rather than crash-loop;
-- on SIGTERM, SIGINT or SIGHUP forwards SIGTERM to every worker (each lets its in-flight
-  requests finish, as a single ``serve`` does), waits up to ``STOP_GRACE`` seconds, kills
-  what is left, and exits 0.
+  at ERROR with the reason a failed start gave. The first restart is immediate; while the
+  replacements of a slot keep failing (a full disk, a broken users file) the next start waits
+  ``backoff_base`` seconds, doubling up to ``backoff_max``, and every failure is logged with
+  its reason and the wait. The other workers keep serving all along, and the slot comes back
+  by itself once a start succeeds; its count of failures is forgotten after a worker has
+  served for ``stable_after`` seconds. The parent never gives up;
+- on TCP, a dead worker's socket is closed at once (only the parent still held it), so the
+  kernel stops giving it connections that nobody would accept; its replacement binds a new
+  socket on the same port once its app is built;
+- on SIGTERM, SIGINT or SIGHUP closes its copies of the listening sockets, forwards SIGTERM to
+  every worker (each drains as a single ``serve`` does: ``server.drain``), waits up to
+  ``stop_grace`` seconds, kills what is left, and exits 0.
 
 A worker whose parent dies (``kill -9`` of the parent) notices within a second and stops,
 so no orphan keeps serving with nobody to supervise it. POSIX only (``os.fork``).
@@ -47,27 +54,43 @@ from dataclasses import field
 
 log = logging.getLogger("authctl.workers")
 
-#: Restarts of dead workers allowed within ``RESTART_WINDOW`` seconds before giving up.
-MAX_RESTARTS = 5
-RESTART_WINDOW = 60.0
+#: The wait before the second start of a slot whose worker keeps failing, doubled for each
+#: further failure up to ``BACKOFF_MAX`` (seconds).
+BACKOFF_BASE = 1.0
+BACKOFF_MAX = 30.0
+#: Seconds a worker must serve before its slot's failures are forgotten.
+STABLE_AFTER = 30.0
 #: Seconds the workers get to finish their requests after SIGTERM before they are killed.
 STOP_GRACE = 30.0
+#: Bytes of a failed start's reason sent to the parent (one atomic pipe write).
+REASON_BYTES = 2000
 #: Seconds a worker may take to build its app and start listening.
 START_TIMEOUT = 60.0
 #: How often the parent looks at its children, and a worker at its parent (seconds).
 POLL_INTERVAL = 0.1
 PARENT_CHECK_INTERVAL = 1.0
 
-#: ``serve(sock, ready)`` runs in a worker: build the app, call ``ready()`` once listening,
-#: serve until SIGTERM; returns the worker's exit status.
-WorkerMain = Callable[[socket.socket, Callable[[], None]], int]
+#: ``main(listen, ready)`` runs in a worker: build the app, then take its listening socket
+#: from ``listen()``, call ``ready()`` once serving, serve until SIGTERM; returns the
+#: worker's exit status. ``StartError`` (or any exception) before ``ready()`` is a failed
+#: start, whose message the parent logs.
+WorkerMain = Callable[[Callable[[], socket.socket], Callable[[], None]], int]
+
+
+class StartError(Exception):
+    """A worker cannot start: ``str(exc)`` says why, ``status`` is its exit status."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class StartFailed(Exception):
     """A worker exited before it was ready; ``status`` is its exit status."""
 
-    def __init__(self, status: int) -> None:
-        super().__init__(f"a worker exited with status {status} while starting")
+    def __init__(self, status: int, reason: str = "") -> None:
+        why = f": {reason}" if reason else ""
+        super().__init__(f"a worker exited with status {status} while starting{why}")
         self.status = status
 
 
@@ -131,24 +154,55 @@ def _bind_one(
     return sock
 
 
+def rebinder(
+    kwargs: dict[str, t.Any], sockets: list[socket.socket], backlog: int = 1024
+) -> Callable[[], socket.socket] | None:
+    """For TCP: a function that binds one more ``SO_REUSEPORT`` socket on the port of
+    ``sockets`` (a replacement worker's own); None for a unix socket, which is shared."""
+    if "unix_socket" in kwargs:
+        return None
+    port = sockets[0].getsockname()[1]
+    return lambda: _bind_one(kwargs, port, backlog, reuse_port=True)
+
+
 @dataclass
 class _Worker:
     pid: int
-    slot: int  # which of the sockets it serves (its replacement takes the same one)
+    slot: int  # which of the sockets it serves (its replacement takes the same slot)
     ready_fd: int | None  # read end of the readiness pipe, until the worker reported
-    died_starting: bool = False  # the pipe closed without a word: the worker is exiting
+    started: float  # time.monotonic() of the fork
+    died_starting: bool = False  # the pipe closed or said why: the worker is exiting
+    ready_at: float | None = None  # when it reported ready
+    reason: str = ""  # why its start failed, as it told the parent
+
+
+@dataclass
+class _Slot:
+    failures: int = 0  # failed starts (or early deaths) in a row
+    next_start: float | None = None  # when to start its next worker; None: one is running
 
 
 @dataclass
 class Supervisor:
     """Forks ``count`` workers running ``main`` and keeps them running; worker ``i`` serves
-    ``sockets[i % len(sockets)]`` (one socket per worker, or one shared by all)."""
+    ``sockets[i % len(sockets)]`` (one socket per worker, or one shared by all).
+
+    ``rebind`` (``rebinder``): with one socket per worker, the parent closes a dead worker's
+    socket and its replacement binds its own with this. The timings are fields so that
+    tests can shorten them.
+    """
 
     sockets: list[socket.socket]
     count: int
     main: WorkerMain
+    rebind: Callable[[], socket.socket] | None = None
+    backoff_base: float = BACKOFF_BASE
+    backoff_max: float = BACKOFF_MAX
+    stable_after: float = STABLE_AFTER
+    stop_grace: float = STOP_GRACE
+    start_timeout: float = START_TIMEOUT
     workers: dict[int, _Worker] = field(default_factory=dict)
-    restarts: list[float] = field(default_factory=list)
+    slots: list[_Slot] = field(default_factory=list)
     _stop_signal: int | None = None
 
     # ------------------------------------------------------------------ parent
@@ -160,6 +214,7 @@ class Supervisor:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
         }
         try:
+            self.slots = [_Slot() for _ in range(self.count)]
             try:
                 for slot in range(self.count):
                     self._spawn(slot)
@@ -178,6 +233,13 @@ class Supervisor:
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._stop_signal = signum
 
+    def delay(self, failures: int) -> float:
+        """Seconds before the next start of a slot with ``failures`` failures in a row: none
+        after a worker that had served for a while, then doubling up to ``backoff_max``."""
+        if failures <= 0:
+            return 0.0
+        return float(min(self.backoff_max, self.backoff_base * 2 ** min(failures - 1, 60)))
+
     def _spawn(self, slot: int) -> None:
         read_fd, write_fd = os.pipe()
         pid = os.fork()
@@ -185,18 +247,19 @@ class Supervisor:
             os.close(read_fd)
             self._child(write_fd, slot)
         os.close(write_fd)
-        self.workers[pid] = _Worker(pid, slot, read_fd)
+        self.workers[pid] = _Worker(pid, slot, read_fd, time.monotonic())
+        self.slots[slot].next_start = None
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self.start_timeout
         while any(w.ready_fd is not None or w.died_starting for w in self.workers.values()):
             if self._stop_signal is not None:
                 return
             self._check_ready(timeout=POLL_INTERVAL)
-            for _pid, status in self._reap():
-                raise StartFailed(status)
+            for worker, status in self._reap():
+                raise StartFailed(status, worker.reason)
             if time.monotonic() > deadline:
-                raise StartFailed(1)
+                raise StartFailed(1, f"not ready within {self.start_timeout:g}s")
 
     def _check_ready(self, timeout: float) -> None:
         waiting = {w.ready_fd: w for w in self.workers.values() if w.ready_fd is not None}
@@ -206,9 +269,24 @@ class Supervisor:
         readable, _, _ = select.select(list(waiting), [], [], timeout)
         for fd in readable:
             worker = waiting[fd]
-            worker.died_starting = os.read(fd, 1) != b"r"  # b"": it exits (reaped later)
+            said = os.read(fd, REASON_BYTES + 1)
             os.close(fd)
             worker.ready_fd = None
+            if said == b"r":
+                worker.ready_at = time.monotonic()
+                self._on_started(worker)
+            else:  # b"": it exits without a word (reaped later); b"f...": why it failed
+                worker.died_starting = True
+                worker.reason = said[1:].decode("utf-8", "replace")
+
+    def _on_started(self, worker: _Worker) -> None:
+        slot = self.slots[worker.slot]
+        if slot.failures:
+            log.warning(
+                "worker %d started and serves again after %d failed starts",
+                worker.pid,
+                slot.failures,
+            )
 
     def _reap(self) -> list[tuple[_Worker, int]]:
         """Workers that exited since the last call, with their exit status."""
@@ -224,47 +302,87 @@ class Supervisor:
             if worker is None:
                 continue
             if worker.ready_fd is not None:
+                # it may have said why (b"f...") just before exiting
+                readable, _, _ = select.select([worker.ready_fd], [], [], 0)
+                if readable:
+                    said = os.read(worker.ready_fd, REASON_BYTES + 1)
+                    if said.startswith(b"f"):
+                        worker.reason = said[1:].decode("utf-8", "replace")
                 os.close(worker.ready_fd)
+                worker.ready_fd = None
             gone.append((worker, exit_status(wait_status)))
         return gone
 
     def _supervise(self) -> int:
         while self._stop_signal is None:
             self._check_ready(timeout=POLL_INTERVAL)
+            now = time.monotonic()
             for worker, status in self._reap():
                 if self._stop_signal is not None:
                     break
-                pid = worker.pid
-                now = time.monotonic()
-                self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW]
-                if len(self.restarts) >= MAX_RESTARTS:
-                    log.error(
-                        "worker %d exited with status %d; %d restarts in %ds, giving up",
-                        pid,
-                        status,
-                        len(self.restarts),
-                        RESTART_WINDOW,
-                    )
-                    self._stop_all()
-                    return 1
-                self.restarts.append(now)
-                log.error("worker %d exited with status %d; starting a new one", pid, status)
-                self._spawn(worker.slot)
+                self._on_exit(worker, status, now)
+            self._kill_stuck_starts(now)
+            for number, slot in enumerate(self.slots):
+                due = slot.next_start is not None and slot.next_start <= now
+                if due and self._stop_signal is None:
+                    self._spawn(number)
         self._stop_all()
         return 0
 
+    def _on_exit(self, worker: _Worker, status: int, now: float) -> None:
+        """Log why ``worker`` is gone and schedule its slot's next start."""
+        slot = self.slots[worker.slot]
+        if self.rebind is not None:
+            # only this parent still holds it: close it, or the kernel would keep giving it
+            # a share of the new connections that nobody accepts
+            self.sockets[worker.slot].close()
+        if worker.ready_at is not None:
+            if now - worker.ready_at >= self.stable_after:
+                slot.failures = 0
+            what = f"worker {worker.pid} exited with status {status}"
+        else:
+            why = worker.reason or "it exited before it was ready"
+            what = f"worker {worker.pid} could not start (status {status}): {why}"
+        wait = self.delay(slot.failures)
+        slot.failures += 1
+        slot.next_start = now + wait
+        serving = sum(1 for w in self.workers.values() if w.ready_at is not None)
+        if wait == 0:
+            log.error("%s; starting a new one", what)
+        else:
+            log.error(
+                "%s; next try in %gs (%d failures in a row; %d of %d workers serving)",
+                what,
+                wait,
+                slot.failures,
+                serving,
+                self.count,
+            )
+
+    def _kill_stuck_starts(self, now: float) -> None:
+        """A replacement not ready within ``start_timeout`` is killed (and counted failed)."""
+        for worker in self.workers.values():
+            stuck = worker.ready_at is None and now - worker.started > self.start_timeout
+            if stuck and not worker.reason:
+                worker.reason = f"not ready within {self.start_timeout:g}s; killed"
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGKILL)
+
     def _stop_all(self) -> None:
-        """SIGTERM every worker, wait up to ``STOP_GRACE``, SIGKILL the rest, reap all."""
+        """Close the listening sockets here, SIGTERM every worker, wait up to
+        ``stop_grace``, SIGKILL the rest, reap all."""
+        for sock in self.sockets:  # once each worker closes its copy, connections are refused
+            sock.close()
         for pid in list(self.workers):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_GRACE
+        deadline = time.monotonic() + self.stop_grace
         while self.workers and time.monotonic() < deadline:
             self._reap()
             if self.workers:
                 time.sleep(POLL_INTERVAL / 2)
         for pid in list(self.workers):
-            log.error("worker %d did not stop within %ds; killing it", pid, STOP_GRACE)
+            log.error("worker %d did not stop within %gs; killing it", pid, self.stop_grace)
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         while self.workers:
@@ -281,6 +399,16 @@ class Supervisor:
 
     def _child(self, ready_fd: int, slot: int) -> t.NoReturn:  # pragma: no cover - after fork
         status = 1
+        told = False
+
+        def tell(message: bytes) -> None:
+            nonlocal told
+            if not told:
+                told = True
+                with contextlib.suppress(OSError):
+                    os.write(ready_fd, message[: REASON_BYTES + 1])
+                    os.close(ready_fd)
+
         try:
             for sig in (signal.SIGTERM, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_DFL)  # main() installs its own SIGTERM handler
@@ -295,16 +423,21 @@ class Supervisor:
                 if sock is not mine:
                     sock.close()
 
-            def ready() -> None:
-                os.write(ready_fd, b"r")
-                os.close(ready_fd)
+            def listen() -> socket.socket:
+                if mine.fileno() == -1 and self.rebind is not None:
+                    return self.rebind()  # the first worker's socket was closed with it
+                return mine
 
-            status = self.main(mine, ready)
+            status = self.main(listen, lambda: tell(b"r"))
+        except StartError as exc:
+            tell(b"f" + str(exc).encode("utf-8", "replace"))
+            status = exc.status
         except SystemExit as exc:
             status = exc.code if isinstance(exc.code, int) else 1
         except KeyboardInterrupt:
             status = 0
-        except BaseException:
+        except BaseException as exc:
+            tell(b"f" + f"{type(exc).__name__}: {exc}".encode("utf-8", "replace"))
             traceback.print_exc()
             status = 1
         finally:

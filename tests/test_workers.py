@@ -287,3 +287,50 @@ def test_sqlite_cache_sees_writes_of_other_processes(tmp_path: Path) -> None:
     finally:
         reader.close()
         writer.close()
+
+
+# --------------------------------------------------------------------------- failing restarts
+
+
+def test_failing_restarts_back_off_while_the_other_worker_serves(tmp_path: Path) -> None:
+    """Issue 13 item 2: with the users file broken, a killed worker's replacements cannot
+    start. The parent logs why each one failed and waits longer each time (1 s, 2 s, ...)
+    instead of giving up; the other worker answers every new connection meanwhile; once the
+    file is fixed a replacement starts by itself."""
+    folder = make_folder(tmp_path / "site", SQLITE_CONFIG)
+    users = folder / "users.toml"
+    good = users.read_text()
+    server = Workers(folder, 2)
+    try:
+        first = children(server.proc.pid)
+        victim, survivor = sorted(first)
+        users.write_text("[users.alice]\npassword = 'plain text'\n")
+        os.kill(victim, signal.SIGKILL)
+        assert wait_for(lambda: any("starting a new one" in line for line in server.lines))
+        # the survivor answers all new connections (the dead worker's socket is closed)
+        statuses = [server.verify(None) for _ in range(60)]
+        assert statuses == [302] * 60
+        assert wait_for(
+            lambda: sum("next try in" in line for line in server.lines) >= 3, timeout=20
+        ), "".join(server.lines)
+        failures = [line for line in server.lines if "could not start" in line]
+        assert all("users.toml" in line for line in failures), failures
+        waits = [
+            float(m.group(1))
+            for line in server.lines
+            if (m := re.search(r"next try in ([0-9.]+)s", line))
+        ]
+        assert waits[:3] == [1.0, 2.0, 4.0], waits
+        assert server.proc.poll() is None
+        assert survivor in children(server.proc.pid)
+        assert [server.verify(None) for _ in range(20)] == [302] * 20
+        users.write_text(good)
+        assert wait_for(lambda: len(children(server.proc.pid)) == 2, timeout=20)
+        assert wait_for(lambda: any("serves again" in line for line in server.lines))
+        assert len(children(server.proc.pid) - first) == 1
+        assert [server.verify(None) for _ in range(20)] == [302] * 20
+    finally:
+        users.write_text(good)
+        status = server.stop()
+    assert status == 0, "".join(server.lines)
+    assert not any("giving up" in line for line in server.lines)
