@@ -548,7 +548,7 @@ class SQLiteStore:
         except (sqlite3.Error, OSError, ValueError) as exc:
             raise SessionStoreError(
                 f"cannot open the session store {self.path}: {explain(exc, self.path)}",
-                reason=reason(exc),
+                reason=reason(exc, self.path),
             ) from exc
 
     def _migrate(self) -> None:
@@ -560,7 +560,9 @@ class SQLiteStore:
 
     def _failed(self, doing: str, exc: Exception, outage: Outage) -> SessionStoreError:
         """``exc`` as the SessionStoreError to raise, counted in ``outage``'s log."""
-        error = SessionStoreError(f"cannot {doing}: {explain(exc, self.path)}", reason=reason(exc))
+        error = SessionStoreError(
+            f"cannot {doing}: {explain(exc, self.path)}", reason=reason(exc, self.path)
+        )
         outage.failed(error)
         return error
 
@@ -693,7 +695,9 @@ class SQLiteStore:
         except OSError as exc:
             self._cache.clear()
             self.write_outage.failed(
-                SessionStoreError(f"cannot write {self._changes.path}: {exc}", reason=reason(exc))
+                SessionStoreError(
+                    f"cannot write {self._changes.path}: {exc}", reason=reason(exc, self.path)
+                )
             )
 
     @contextlib.contextmanager
@@ -713,7 +717,7 @@ class SQLiteStore:
                 conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
         except sqlite3.Error as exc:
             raise SessionStoreError(
-                f"cannot update a session: {explain(exc, self.path)}", reason=reason(exc)
+                f"cannot update a session: {explain(exc, self.path)}", reason=reason(exc, self.path)
             ) from exc
         finally:
             self._stamp(slot)

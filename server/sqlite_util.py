@@ -16,11 +16,20 @@ from server.blocking import check as check_blocking
 from server.errors import StoreUnavailable
 
 
-def reason(exc: BaseException) -> str:
-    """A short cause of a SQLite or OS failure, safe to show to anyone (``/api/health``)."""
+def reason(exc: BaseException, path: Path | None = None) -> str:
+    """A short cause of a SQLite or OS failure, safe to show to anyone (``/api/health``).
+
+    SQLite reports a full disk as SQLITE_FULL, or as a plain "disk I/O error" when its
+    shared-memory file cannot grow; with ``path``, a file system with (almost) no room left
+    makes any failure "disk full".
+    """
     code = getattr(exc, "sqlite_errorcode", None)
     if code == sqlite3.SQLITE_FULL or getattr(exc, "errno", None) == errno.ENOSPC:
         return "disk full"
+    if path is not None:
+        with contextlib.suppress(OSError):
+            if free_bytes(path.parent) < MIN_FREE_BYTES:
+                return "disk full"
     if code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or "locked" in str(exc):
         return "database locked"
     if code == sqlite3.SQLITE_READONLY or getattr(exc, "errno", None) == errno.EROFS:
@@ -30,9 +39,9 @@ def reason(exc: BaseException) -> str:
 
 def explain(exc: BaseException, path: Path) -> str:
     """``exc`` as a message for an operator: SQLite's words, and what to do when the disk
-    is full (SQLite only says "database or disk is full")."""
+    is full (SQLite says "database or disk is full", or only "disk I/O error")."""
     text = str(exc)
-    if reason(exc) == "disk full":
+    if reason(exc, path) == "disk full":
         text += f" (the disk is full: free space on the file system holding {path.parent})"
     return text
 
@@ -43,7 +52,7 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-#: Free space below which a database's file system counts as full for health reports.
+#: Free space below which a database's file system counts as full.
 MIN_FREE_BYTES = 64 * 1024
 
 
@@ -157,7 +166,9 @@ class Connections:
             self.get().execute("SELECT count(*) FROM sqlite_master").fetchone()
             full = free_bytes(self.path) < MIN_FREE_BYTES
         except (sqlite3.Error, OSError) as exc:
-            raise self.error(f"the {self.name} failed: {exc}", reason=reason(exc)) from exc
+            raise self.error(
+                f"the {self.name} failed: {exc}", reason=reason(exc, self.path)
+            ) from exc
         if full:
             raise self.error(f"the disk holding {self.path} is full", reason="disk full")
 
@@ -175,7 +186,8 @@ class Connections:
                 conn = t.cast("_Connection", self.open())
             except sqlite3.Error as exc:
                 raise self.error(
-                    f"cannot open the {self.name}: {explain(exc, self.path)}", reason=reason(exc)
+                    f"cannot open the {self.name}: {explain(exc, self.path)}",
+                    reason=reason(exc, self.path),
                 ) from exc
             self._all.add(conn)
         local.conn, local.forks = conn, _forks

@@ -219,7 +219,7 @@ class Storage:
         except (sqlite3.Error, OSError) as exc:
             raise StorageError(
                 f"cannot open the storage database {self.path}: {explain(exc, self.path)}",
-                reason=reason(exc),
+                reason=reason(exc, self.path),
             ) from exc
 
     def __repr__(self) -> str:
@@ -288,7 +288,9 @@ class Storage:
             conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise StorageError(f"storage failed: {exc}", reason=reason(exc)) from exc
+            raise StorageError(
+                f"storage failed: {explain(exc, self.path)}", reason=reason(exc, self.path)
+            ) from exc
         try:
             yield conn
             conn.execute("COMMIT")
@@ -296,20 +298,26 @@ class Storage:
             with contextlib.suppress(sqlite3.Error):  # a broken connection cannot roll back
                 conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise StorageError(f"storage failed: {exc}", reason=reason(exc)) from exc
+                raise StorageError(
+                    f"storage failed: {explain(exc, self.path)}", reason=reason(exc, self.path)
+                ) from exc
             raise
 
     def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[t.Any]:
         try:
             return self._conn().execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise StorageError(f"storage failed: {exc}", reason=reason(exc)) from exc
+            raise StorageError(
+                f"storage failed: {explain(exc, self.path)}", reason=reason(exc, self.path)
+            ) from exc
 
     def _write(self, sql: str, params: tuple[object, ...]) -> int:
         try:
             return self._conn().execute(sql, params).rowcount
         except sqlite3.Error as exc:
-            raise StorageError(f"storage failed: {exc}", reason=reason(exc)) from exc
+            raise StorageError(
+                f"storage failed: {explain(exc, self.path)}", reason=reason(exc, self.path)
+            ) from exc
 
     def _sealer(self) -> SecretBox:
         if self._box is None:
