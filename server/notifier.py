@@ -23,6 +23,9 @@ Attacks and failures defended:
   into an HTML body is escaped.
 - **Credentials in clear**: logging in to an SMTP server without TLS is refused unless the
   server is on loopback.
+- **A hung or trickling relay**: each socket operation is bounded by ``timeout`` and the
+  whole exchange by ``DEADLINE_FACTOR`` x ``timeout`` (its socket is shut down), so a relay
+  that sends one byte every few seconds cannot hold the sending thread forever.
 - **A relay that does not work**: :meth:`SmtpNotifier.startup_check` connects, says EHLO,
   negotiates TLS and logs in at startup, so ``authctl serve`` fails at once instead of on the
   first password reset (skipped with ``startup_check = false``).
@@ -44,6 +47,7 @@ import logging
 import os
 import queue
 import smtplib
+import socket
 import ssl
 import threading
 import time
@@ -234,6 +238,64 @@ def read_password_file(path: Path) -> str:
     return password
 
 
+#: The whole SMTP exchange for one message may last this many times ``[notifier.smtp]
+#: timeout`` (which bounds each socket operation) before its connection is cut.
+DEADLINE_FACTOR = 3
+
+
+class _Deadline:
+    """Shuts a socket down once ``seconds`` have passed since it was connected."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._sock: socket.socket | None = None
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        """Start the clock for ``sock``; returns it."""
+        with self._lock:
+            self._sock = sock
+            self._timer = threading.Timer(self.seconds, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+        return sock
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._sock is None:
+                return
+            self.expired = True
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked read at once
+
+    def cancel(self) -> None:
+        """Stop the clock (the exchange is over)."""
+        with self._lock:
+            self._sock = None
+            if self._timer is not None:
+                self._timer.cancel()
+
+
+class _WatchedSMTP(smtplib.SMTP):
+    """``smtplib.SMTP`` whose socket is handed to a :class:`_Deadline` as soon as it exists
+    (the constructor already reads the greeting, so a later hook would come too late)."""
+
+    def __init__(self, *args: t.Any, deadline: _Deadline, **kwargs: t.Any) -> None:
+        self._deadline = deadline
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        # smtplib's socket factory (every CPython 3 has it; typeshed leaves it out)
+        sock = super()._get_socket(host, port, timeout)  # type: ignore[misc]
+        return self._deadline.watch(t.cast(socket.socket, sock))
+
+
+class _WatchedSMTPSSL(_WatchedSMTP, smtplib.SMTP_SSL):
+    """``smtplib.SMTP_SSL`` with the deadline of :class:`_WatchedSMTP`."""
+
+
 class SmtpNotifier:
     """Sends through an SMTP server, one connection per message.
 
@@ -298,38 +360,62 @@ class SmtpNotifier:
 
     @contextlib.contextmanager
     def _session(self) -> Iterator[smtplib.SMTP]:
-        """A connected, TLS-protected (as configured), logged-in SMTP session."""
+        """A connected, TLS-protected (as configured), logged-in SMTP session.
+
+        Each socket operation is bounded by ``timeout``; the whole exchange, by
+        ``DEADLINE_FACTOR`` times that (a relay that trickles one byte at a time never trips
+        the first, and would hold the outbox thread forever).
+        """
         cfg = self.config
-        client: smtplib.SMTP
+        deadline = _Deadline(DEADLINE_FACTOR * cfg.timeout)
+        try:
+            client = self._connect(deadline)
+            try:
+                client.ehlo()
+                if cfg.starttls:
+                    if not client.has_extn("starttls"):
+                        raise NotifierError(
+                            f"the SMTP server {self.where} does not offer STARTTLS (fix: use "
+                            "tls = true for implicit TLS, or starttls = false for a loopback "
+                            "relay)"
+                        )
+                    client.starttls(context=self.context)
+                    client.ehlo()
+                if cfg.username is not None and self._password is not None:
+                    client.login(cfg.username, self._password)
+                yield client
+            finally:
+                with contextlib.suppress(smtplib.SMTPException, OSError):
+                    client.quit()
+                client.close()
+        except (smtplib.SMTPException, OSError):
+            if deadline.expired:
+                raise NotifierError(
+                    f"the SMTP exchange with {self.where} took longer than "
+                    f"{deadline.seconds:g} s; the relay answers too slowly"
+                ) from None
+            raise
+        finally:
+            deadline.cancel()
+
+    def _connect(self, deadline: _Deadline) -> smtplib.SMTP:
+        cfg = self.config
         if cfg.tls:
-            client = smtplib.SMTP_SSL(
+            return _WatchedSMTPSSL(
                 cfg.host,
                 cfg.port,
                 local_hostname=self.local_hostname,
                 timeout=cfg.timeout,
                 context=self.context,
+                deadline=deadline,
             )
-        else:
-            client = smtplib.SMTP(
-                cfg.host, cfg.port, local_hostname=self.local_hostname, timeout=cfg.timeout
-            )
-        try:
-            client.ehlo()
-            if cfg.starttls:
-                if not client.has_extn("starttls"):
-                    raise NotifierError(
-                        f"the SMTP server {self.where} does not offer STARTTLS (fix: use "
-                        "tls = true for implicit TLS, or starttls = false for a loopback relay)"
-                    )
-                client.starttls(context=self.context)
-                client.ehlo()
-            if cfg.username is not None and self._password is not None:
-                client.login(cfg.username, self._password)
-            yield client
-        finally:
-            with contextlib.suppress(smtplib.SMTPException, OSError):
-                client.quit()
-            client.close()
+        return _WatchedSMTP(
+            cfg.host,
+            cfg.port,
+            local_hostname=self.local_hostname,
+            timeout=cfg.timeout,
+            deadline=deadline,
+        )
 
     def send(self, message: Message) -> None:
         """Send ``message``.

@@ -353,6 +353,55 @@ def test_smtp_hung_relay_times_out(hung_relay: HungRelay) -> None:
     assert hung_relay.connected.is_set()
 
 
+class DripRelay(HungRelay):
+    """A relay that sends its greeting one byte every ``interval`` seconds, so no single read
+    ever times out: only a deadline on the whole exchange ends it."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.stop = threading.Event()
+        super().__init__()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            self.clients.append(client)
+            self.connected.set()
+            threading.Thread(target=self._drip, args=(client,), daemon=True).start()
+
+    def _drip(self, client: socket.socket) -> None:
+        for byte in b"220-slow relay" * 100:
+            if self.stop.wait(self.interval):
+                return
+            try:
+                client.sendall(bytes([byte]))
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        super().close()
+
+
+@pytest.mark.slow
+def test_smtp_exchange_has_a_deadline() -> None:
+    """A relay that trickles bytes faster than ``timeout`` cannot hold the sender forever:
+    the whole exchange is cut after ``DEADLINE_FACTOR`` x ``timeout``."""
+    relay = DripRelay(interval=0.3)
+    try:
+        notifier = SmtpNotifier(smtp_config(relay.port, timeout=1))
+        started = time.monotonic()
+        with pytest.raises(NotifierError, match="took longer than 3 s"):
+            notifier.send(message())
+        took = time.monotonic() - started
+        assert 2.9 < took < 4.5, took
+    finally:
+        relay.close()
+
+
 @pytest.mark.slow
 def test_outbox_over_a_hung_relay_answers_at_once(hung_relay: HungRelay) -> None:
     """Through the outbox, a hung relay costs the caller nothing; a full queue is refused at
