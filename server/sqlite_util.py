@@ -181,7 +181,7 @@ class Connections:
             return conn
         with self._lock:
             if self.closed:
-                raise self.error(f"the {self.name} is closed")
+                raise self.error(f"the {self.name} is closed", reason="closed")
             try:
                 conn = t.cast("_Connection", self.open())
             except sqlite3.Error as exc:

@@ -21,6 +21,7 @@ from server.session_store import SessionStoreError
 from server.sessions import ID_PATTERN
 from server.sessions import MAX_TOUCH_INTERVAL
 from server.sessions import PURGE_INTERVAL
+from server.sessions import WRITE_RETRY
 from server.sessions import Level
 from server.sessions import Session
 from server.sessions import SessionGoneError
@@ -524,6 +525,51 @@ def test_touch_does_not_resurrect(
     clock.advance(10)
     assert manager.touch(session) is True
     assert manager.load(session.id, DOMAIN) is None
+
+
+class ReadOnlyStore(CountingStore):
+    """A store that reads but cannot write (full disk, a lock held elsewhere, read-only
+    Redis): every best-effort write fails."""
+
+    def touch(self, session_id: str, last_activity: float) -> None:
+        """Count, then fail."""
+        self._count("touch")
+        raise SessionStoreError("database is locked")
+
+    def discard(self, session_id: str) -> None:
+        """Count, then fail."""
+        self._count("discard")
+        raise SessionStoreError("database is locked")
+
+
+def test_failed_activity_write_never_fails_the_request(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """touch is best effort: a store that cannot write gives False, not an error; the
+    failure is logged once, and no write is tried again for WRITE_RETRY seconds."""
+    store = ReadOnlyStore(clock)
+    manager = SessionManager(make_config(), store, now=clock)
+    session = login(manager)
+    clock.advance(MAX_TOUCH_INTERVAL)
+    with caplog.at_level("WARNING", logger="authctl.sessions"):
+        for _ in range(20):  # every verify is due a write, four per WRITE_RETRY
+            clock.advance(WRITE_RETRY / 4)
+            current = manager.load(session.id, DOMAIN)
+            assert current is not None
+            assert manager.touch(current) is False
+    assert store.calls["touch"] == 5  # one try per WRITE_RETRY, not one per verify
+    assert len([r for r in caplog.records if "write skipped" in r.getMessage()]) == 1
+
+
+def test_dead_session_that_cannot_be_deleted_is_still_refused(clock: Clock) -> None:
+    """load refuses a dead session (here: idle too long) even when deleting it fails, and
+    without an error."""
+    store = ReadOnlyStore(clock)
+    manager = SessionManager(make_config(), store, now=clock)
+    session = login(manager)
+    clock.advance(301)
+    assert manager.load(session.id, DOMAIN) is None
+    assert store.calls["discard"] == 1
 
 
 # --------------------------------------------------------------------------- elevate
