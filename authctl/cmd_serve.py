@@ -120,6 +120,7 @@ def make_server(
     from waitress.server import create_server
 
     from server.drain import accept_in_batches
+    from server.forwarded import UNIX_PEER
 
     where: dict[str, t.Any] = {"sockets": sockets} if sockets is not None else dict(listen or {})
     socket_map: dict[int, t.Any] = {}
@@ -134,6 +135,10 @@ def make_server(
     dispatcher = server.task_dispatcher
     dispatcher.queue_logger = QueueDepthLogger(dispatcher.queue_logger)  # type: ignore[assignment]
     accept_in_batches(socket_map)
+    for listener in socket_map.values():
+        if getattr(listener, "family", None) == socket.AF_UNIX:
+            # waitress calls every unix peer "localhost"; the app trusts UNIX_PEER explicitly
+            listener.fix_addr = lambda _addr: (UNIX_PEER, None)
     if inline is not None:
         from server.inline import install
 
@@ -250,7 +255,15 @@ def _run(server: t.Any, config: Config, started: t.Callable[[], None] = lambda: 
 def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
     """One process: the app and waitress's thread pool."""
     app = _build_app(config)
-    server = make_server(app, config.server.threads, listen, inline=app.decide_inline)
+    sockets = None
+    if "unix_socket" in listen:  # bound here: mode 0660 from the start, a stale file removed
+        from server.workers import bind
+
+        try:
+            sockets = bind(listen)
+        except OSError as exc:
+            raise click.ClickException(f"cannot listen on {listen['unix_socket']}: {exc}") from None
+    server = make_server(app, config.server.threads, listen, sockets, inline=app.decide_inline)
     where = listen.get("unix_socket") or f"{listen['host']}:{server.effective_port}"
     click.echo(f"authctl serving on {where} (config {config.path})", err=True)
     try:

@@ -16,6 +16,13 @@ from server.config import IPNetwork
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+#: The peer of a connection on a unix socket (``server.address = "unix:/path"``), as
+#: ``authctl serve`` sets REMOTE_ADDR for it. Such a peer is always trusted, like a listed
+#: proxy: only a process allowed to open the socket file (mode 0660: authctl's user and
+#: group) can connect, which is the same proof a trusted_proxies entry asks of a TCP peer.
+#: No TCP peer can have this REMOTE_ADDR (waitress gives those as IP addresses).
+UNIX_PEER = "unix"
+
 
 @lru_cache(maxsize=4096)
 def parse_ip(text: str) -> IPAddress | None:
@@ -45,6 +52,8 @@ class TrustedProxies:
     def __contains__(self, peer: object) -> bool:
         if not isinstance(peer, str):
             return False
+        if peer == UNIX_PEER:
+            return True
         known = self._cache.get(peer)
         if known is not None:
             return known
@@ -58,11 +67,12 @@ class TrustedProxies:
         """The client's address: the right-most ``X-Forwarded-For`` entry that is not a
         trusted proxy, or the peer itself when it is not trusted or sent no header.
 
-        Returns None when the chain holds an unparseable entry before an untrusted one: an
-        unknown address matches no ``networks`` criterion, which is the safe reading.
+        Returns None when the chain holds an unparseable entry before an untrusted one, or
+        for a unix-socket peer that sent no header: an unknown address matches no
+        ``networks`` criterion, which is the safe reading.
         """
         peer_ip = parse_ip(peer)
-        if not forwarded_for or peer_ip is None or peer not in self:
+        if not forwarded_for or peer not in self:
             return peer_ip
         hops = [hop.strip() for hop in forwarded_for.split(",")]
         for hop in reversed(hops):

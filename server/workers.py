@@ -39,11 +39,13 @@ so no orphan keeps serving with nobody to supervise it. POSIX only (``os.fork``)
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import select
 import signal
 import socket
+import stat
 import threading
 import time
 import traceback
@@ -130,9 +132,12 @@ def _bind_one(
         path = kwargs["unix_socket"]
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            if os.path.exists(path):  # noqa: PTH110 - a stale socket file from a previous run
-                os.unlink(path)  # noqa: PTH108
-            sock.bind(path)
+            _remove_stale_socket(path)
+            mask = os.umask(0o177)  # created 0600, so nobody else can connect before chmod
+            try:
+                sock.bind(path)
+            finally:
+                os.umask(mask)
             os.chmod(path, int(str(kwargs.get("unix_socket_perms", "600")), 8))  # noqa: PTH101
         except OSError:
             sock.close()
@@ -163,6 +168,24 @@ def rebinder(
         return None
     port = sockets[0].getsockname()[1]
     return lambda: _bind_one(kwargs, port, backlog, reuse_port=True)
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Remove a socket file left by a previous run; refuse to remove anything else, or a
+    socket another server still listens on."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # noqa: PTH108 - nobody listens: stale
+            return
+    raise OSError(errno.EADDRINUSE, f"another server listens on {path}")
 
 
 @dataclass

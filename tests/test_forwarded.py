@@ -91,3 +91,17 @@ def test_client_ip(peer: str, xff: str | None, expected: str | None) -> None:
 def test_client_ip_is_an_address_object() -> None:
     """The client IP is an ipaddress object the rules can test against networks."""
     assert isinstance(PROXIES.client_ip("127.0.0.1", "203.0.113.7"), ipaddress.IPv4Address)
+
+
+def test_unix_socket_peer_is_trusted_explicitly() -> None:
+    """A unix-socket peer (REMOTE_ADDR "unix", set by serve) speaks for the client, even
+    when no network is listed; its client IP comes from X-Forwarded-For, or is unknown."""
+    from server.forwarded import UNIX_PEER
+
+    for proxies in (PROXIES, TrustedProxies([])):
+        assert UNIX_PEER in proxies
+        assert proxies.client_ip(UNIX_PEER, "203.0.113.9") == ipaddress.ip_address("203.0.113.9")
+        assert proxies.client_ip(UNIX_PEER, None) is None
+        assert proxies.client_ip(UNIX_PEER, "garbage") is None
+    assert "localhost" not in PROXIES  # waitress's own name for it is not trusted
+    assert "unix:" not in PROXIES
