@@ -1521,6 +1521,7 @@ FULL_CONFIG = """\
 address = "0.0.0.0:9091"
 trusted_proxies = ["10.0.0.0/8"]
 threads = 16
+shutdown_grace = "5s"
 
 [users]
 file = "users.toml"
@@ -1624,6 +1625,7 @@ def test_keys_table_is_exactly_what_the_reader_accepts(write_config: WriteConfig
     written.add(("notifier", "filesystem"))  # excludes smtp; tested in test_spec_defaults
     assert written == {(table, key) for table, keys in KEYS.items() for key in keys}
     assert config.server.threads == 16
+    assert config.server.shutdown_grace == 5
     assert config.session.remember_me == 0
     assert config.totp.digits == 8
     assert config.notifier.smtp is not None
