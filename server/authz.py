@@ -388,7 +388,8 @@ class Authorizer:
         if not isinstance(raw, str) or not raw:
             path = environ.get("PATH_INFO", "")
             query = environ.get("QUERY_STRING", "")
-            raw = quote(path.encode("latin-1"), safe="/%;:@!$&'()*+,=~-._") + (
+            # no '%' in safe: PATH_INFO is decoded once already, a '%' in it is data
+            raw = quote(path.encode("latin-1"), safe="/;:@!$&'()*+,=~-._") + (
                 f"?{query}" if query else ""
             )
         prefix = "/api/authz/ext-authz"

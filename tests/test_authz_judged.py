@@ -228,3 +228,18 @@ def test_logged_paths_are_truncated(h: Harness, caplog: pytest.LogCaptureFixture
     assert len(logged) < authz.LOG_PATH_MAX + 32
     assert logged.startswith("/secret/bbb")
     assert logged.endswith(f"({len(path)} chars)")
+
+
+def test_ext_authz_without_request_uri_never_decodes_twice(h: Harness) -> None:
+    """Without REQUEST_URI the sub-path comes from the decoded PATH_INFO: a '%' left in it
+    (a '%25' on the wire) is re-encoded, so '/%2570ublic/x' is never judged as '/public/x'."""
+    from webob import Request
+
+    headers = {"Host": "app.example.com", "X-Forwarded-Proto": "https", "Accept": "text/html"}
+    req = Request.blank("/", headers=headers)
+    req.environ["REMOTE_ADDR"] = "127.0.0.1"
+    req.environ["PATH_INFO"] = "/api/authz/ext-authz/%70ublic/x"
+    req.environ.pop("REQUEST_URI", None)
+    assert req.get_response(h.app).status_int == 400
+    req.environ["PATH_INFO"] = "/api/authz/ext-authz/public/x"
+    assert req.get_response(h.app).status_int == 200
