@@ -66,7 +66,7 @@ def channels(socket_map: dict[int, t.Any]) -> list[HTTPChannel]:
 # ------------------------------------------------------------------ accepting
 
 
-def accept_some(listener: BaseWSGIServer, most: int, *, limit: int | None = None) -> int:
+def accept_some(listener: t.Any, most: int, *, limit: int | None = None) -> int:
     """Accept up to ``most`` waiting connections (waitress's ``handle_accept`` each time),
     stopping at the first wake-up with nothing to accept, or when the map reaches ``limit``;
     how many were accepted."""
@@ -96,8 +96,10 @@ def accept_in_batches(socket_map: dict[int, t.Any], batch: int = ACCEPT_BATCH) -
 # ------------------------------------------------------------------ draining
 
 
-def unread_input(sock: socket.socket) -> bool:
+def unread_input(sock: socket.socket | None) -> bool:
     """Whether ``sock`` holds received bytes nobody has read yet."""
+    if sock is None:
+        return False
     try:
         return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
     except OSError:  # nothing yet (EAGAIN), or the connection is gone
@@ -115,7 +117,7 @@ def _idle(channel: HTTPChannel) -> bool:
     )
 
 
-class _Linger(wasyncore.dispatcher):  # type: ignore[misc]
+class _Linger(wasyncore.dispatcher):
     """A connection whose answers are sent: FIN sent, the client's late bytes read and
     dropped until it closes, or until ``LINGER`` seconds pass without a byte."""
 
@@ -147,7 +149,7 @@ class _Linger(wasyncore.dispatcher):  # type: ignore[misc]
         return now - self.quiet_since >= LINGER
 
 
-def _lingering_close(channel: HTTPChannel) -> None:
+def _lingering_close(channel: t.Any) -> None:
     """waitress's close of ``channel``, with its socket handed to a ``_Linger`` first."""
     sock = channel.socket
     the_map = channel._map
@@ -172,16 +174,16 @@ def _closing_task(original: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
     return make
 
 
-def _drain_channel(channel: HTTPChannel) -> None:
+def _drain_channel(channel: t.Any) -> None:
     """From now on: no answer in the I/O thread, ``Connection: close`` on the last request,
     a lingering close."""
     if getattr(channel, "_authctl_draining", False):
         return
-    channel._authctl_draining = True  # type: ignore[attr-defined]
+    channel._authctl_draining = True
     if hasattr(channel, "try_inline"):
-        channel.try_inline = lambda: False  # type: ignore[attr-defined]
-    channel.task_class = _closing_task(channel.task_class)  # type: ignore[method-assign]
-    channel.handle_close = lambda: _lingering_close(channel)  # type: ignore[method-assign]
+        channel.try_inline = lambda: False
+    channel.task_class = _closing_task(channel.task_class)
+    channel.handle_close = lambda: _lingering_close(channel)
 
 
 class Stopper:
@@ -192,7 +194,7 @@ class Stopper:
         self.map = socket_map(server)
         self.grace = grace
         self.stopping = False
-        self.triggers = [listener.trigger for listener in listeners(self.map)]
+        self.triggers: list[t.Any] = [listener.trigger for listener in listeners(self.map)]
 
     def ask(self, _signum: int = 0, _frame: object = None) -> None:
         """Signal handler: stop at the loop's next turn (the trigger wakes it now)."""

@@ -9,9 +9,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
+import typing as t
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -334,3 +336,73 @@ def test_failing_restarts_back_off_while_the_other_worker_serves(tmp_path: Path)
         status = server.stop()
     assert status == 0, "".join(server.lines)
     assert not any("giving up" in line for line in server.lines)
+
+
+def test_backoff_doubles_up_to_its_cap_and_the_slot_recovers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The Supervisor in this process, with its timings shortened: a slot whose starts keep
+    failing waits base, 2 x base, ... up to the cap, never gives up, logs the worker's own
+    reason, and starts again by itself once the cause is gone."""
+    import logging
+
+    from server.workers import StartError
+    from server.workers import Supervisor
+    from server.workers import bind
+    from server.workers import rebinder
+
+    flag = tmp_path / "broken"
+    listen = {"host": "127.0.0.1", "port": 0}
+    sockets = bind(listen, 2)
+
+    def main(get_socket: t.Callable[[], socket.socket], ready: t.Callable[[], None]) -> int:
+        if flag.exists():
+            raise StartError(f"{flag.name} is there", 3)
+        get_socket()
+        signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+        ready()
+        while True:
+            time.sleep(0.05)
+
+    supervisor = Supervisor(
+        sockets,
+        2,
+        main,
+        rebind=rebinder(listen, sockets),
+        backoff_base=0.05,
+        backoff_max=0.2,
+        stop_grace=5,
+    )
+
+    def messages() -> list[str]:
+        return [r.getMessage() for r in list(caplog.records) if r.name == "authctl.workers"]
+
+    def scenario() -> None:
+        try:
+            wait_for(lambda: sum(w.ready_at is not None for w in supervisor.workers.values()) == 2)
+            flag.touch()
+            os.kill(min(supervisor.workers), signal.SIGKILL)
+            wait_for(lambda: sum("next try in" in m for m in messages()) >= 6, timeout=20)
+            flag.unlink()
+            wait_for(lambda: any("serves again" in m for m in messages()), timeout=10)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    caplog.set_level(logging.INFO, logger="authctl.workers")
+    helper = threading.Thread(target=scenario)
+    helper.start()
+    try:
+        status = supervisor.run()
+    finally:
+        helper.join()
+        for sock in sockets:
+            sock.close()
+    assert status == 0
+    waits = [
+        float(m.group(1))
+        for line in messages()
+        if (m := re.search(r"next try in ([0-9.]+)s", line))
+    ]
+    assert waits[:6] == [0.05, 0.1, 0.2, 0.2, 0.2, 0.2], messages()
+    assert all("broken is there" in m for m in messages() if "could not start" in m)
+    assert any("serves again" in m for m in messages())
