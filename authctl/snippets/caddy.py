@@ -11,6 +11,11 @@ The directives sit in a ``route`` block because Caddy's default order runs ``req
 delete the one authctl just set. Caddy 2.6.2 (Debian) leaks a literal placeholder into
 ``Remote-User`` when the auth answer lacks the header; authctl always sends all four, and the
 deletions keep the client's copy out either way (proxies.md §3). Use Caddy ≥ 2.7.
+
+forward_auth passes every other client header to authctl, ``X-Original-URL`` included, so the
+route deletes the client's forwarding headers first; and it refuses an ``Upgrade: h2c``
+(reverse_proxy would tunnel it to the app, and nothing inside the tunnel is ever judged).
+Caddy routes and judges by the same Host (a site address matches it exactly).
 """
 
 from __future__ import annotations

@@ -8,6 +8,11 @@ answer headers to the request; otherwise it answers with authctl's status, ``Loc
 route's ``request_headers_to_remove`` runs after ext_authz (deleting authctl's copy too), so a
 ``header_mutation`` filter before ext_authz removes them (proxies.md §3), and headers with
 underscores are dropped at the connection manager. authctl down: 503, never a pass.
+
+No guard of its own is needed against request smuggling (checked by tests/e2e/
+test_smuggling.py): Envoy routes and asks authctl by the same ``:authority`` (virtual hosts
+name exact ``host`` and ``host:port``), sends authctl only the ``allowed_headers`` (never a
+client's ``X-Original-*``/``X-Forwarded-Host``), and drops ``Upgrade: h2c`` itself.
 """
 
 from __future__ import annotations
@@ -117,7 +122,8 @@ def _static_resources(plan: Plan) -> list[str]:
         "              transport_api_version: V3",
         "              failure_mode_allow: false",
         "              status_on_error: {code: ServiceUnavailable}",
-        "              # the credentials authctl reads; without cookie every request is anonymous",
+        "              # the credentials authctl reads; without cookie every request is anonymous.",
+        "              # Only these reach authctl: never a client's X-Original-*/X-Forwarded-Host.",
         "              allowed_headers:",
         "                patterns:",
         "                - {exact: cookie}",

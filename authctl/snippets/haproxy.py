@@ -6,6 +6,11 @@ so authctl ships its own script (``haproxy-forward-auth.lua``, about 60 lines). 
 then turns authctl's answer into HAProxy rules: 2xx passes, 401 redirects to the portal
 (302, or 303 for methods other than GET/HEAD), 403 denies, and anything else, including
 authctl being unreachable, is refused with 500. Nothing is ever let through by default.
+
+HAProxy routes by the Host header's text before ``:``, so the frontend first refuses a Host
+that is not exactly one ``host[:port]`` (the Lua once glued ``Host: app:8443/static/x?`` into
+the judged URL), an h2c upgrade, and drops the client's forwarding headers; the Lua builds the
+judged URL from the validated Host and refuses an absolute target naming another host (421).
 """
 
 from __future__ import annotations

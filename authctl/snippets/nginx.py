@@ -7,6 +7,12 @@ and the body not passed, or authctl would wait for a body that never comes. auth
 (any other non-2xx code would be a 500 in nginx). ``proxy_set_header`` is not inherited into a
 location that sets any of its own, so every location spells out all of its headers, including
 ``Connection ""`` for the upstream keepalive pools (proxies.md §4, pitfall 3).
+
+The judged URL is built from ``$http_host``, which nginx does not check against the host it
+routes by (an absolute-form ``GET https://app/admin`` with ``Host: public`` is routed to app)
+and in which it keeps anything after the port (``Host: app:8443?``). So every server first
+refuses (421) a Host that is not ``host[:port]`` naming ``$host``, and (400) an h2c upgrade;
+the auth location clears the client's other forwarding headers.
 """
 
 from __future__ import annotations
