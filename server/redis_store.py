@@ -283,8 +283,10 @@ class RedisStore:
         return True
 
     def check(self) -> None:
-        """Raise SessionStoreError unless Redis answers PING now and its last write worked."""
-        self._call(self._redis.ping)
-        error = self.write_outage.error
-        if isinstance(error, SessionStoreError):
-            raise SessionStoreError(f"writes fail: {error}", reason=error.reason)
+        """Raise SessionStoreError unless Redis answers now as a master (a replica refuses
+        writes). Read-only commands: a probe, never a remembered failure, so a host taken out
+        of a load balancer is seen healthy again without traffic."""
+        role = self._call(lambda: self._redis.execute_command("ROLE"))
+        kind = role[0] if role else None
+        if kind not in (b"master", "master"):
+            raise SessionStoreError(f"Redis has the role {kind!r}", reason="Redis is read-only")

@@ -660,12 +660,15 @@ class SQLiteStore:
         return self._write("DELETE FROM sessions WHERE expires <= ?", (now,), 0)
 
     def check(self) -> None:
-        """Raise SessionStoreError unless a read works, the disk has room and the last
-        write (if any failed) has not failed since."""
+        """Raise SessionStoreError unless a read works, the disk has room and the write lock
+        can be taken at once (a probe, never a remembered failure: a host taken out of a
+        load balancer must be seen healthy again without traffic)."""
         self._db.check()
-        error = self.write_outage.error
-        if isinstance(error, SessionStoreError):
-            raise SessionStoreError(f"writes fail: {error}", reason=error.reason)
+        try:
+            with self._quick(None) as conn:
+                conn.execute("BEGIN IMMEDIATE")
+        except SessionStoreError as exc:
+            raise SessionStoreError(f"writes fail: {exc}", reason=exc.reason) from exc
 
     def close(self) -> None:
         """Close every thread's connection; later calls raise SessionStoreError."""
@@ -701,9 +704,10 @@ class SQLiteStore:
             )
 
     @contextlib.contextmanager
-    def _quick(self, slot: int) -> t.Iterator[sqlite3.Connection]:
+    def _quick(self, slot: int | None) -> t.Iterator[sqlite3.Connection]:
         """This thread's connection with a short busy timeout, for best-effort writes; a
-        transaction left open is rolled back, then ``slot`` is stamped. A failure is the
+        transaction left open is rolled back, then ``slot`` is stamped (None: nothing was
+        written, no stamp, so no process's cache is emptied). A failure is the
         caller's to report (``SessionManager`` logs skipped activity writes, throttled)."""
         conn = self._conn()
         try:
@@ -720,4 +724,5 @@ class SQLiteStore:
                 f"cannot update a session: {explain(exc, self.path)}", reason=reason(exc, self.path)
             ) from exc
         finally:
-            self._stamp(slot)
+            if slot is not None:
+                self._stamp(slot)
