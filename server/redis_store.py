@@ -286,7 +286,7 @@ class RedisStore:
         """Raise SessionStoreError unless Redis answers now as a master (a replica refuses
         writes). Read-only commands: a probe, never a remembered failure, so a host taken out
         of a load balancer is seen healthy again without traffic."""
-        role = self._call(lambda: self._redis.execute_command("ROLE"))
+        role = self._call(lambda: self._redis.execute_command("ROLE"))  # type: ignore[no-untyped-call]
         kind = role[0] if role else None
         if kind not in (b"master", "master"):
             raise SessionStoreError(f"Redis has the role {kind!r}", reason="Redis is read-only")
