@@ -151,8 +151,7 @@ def runtime_problems(config: Config) -> list[str]:
     problems = []
     if not config.users.file.is_file():
         problems.append(
-            f"{config.users.file}: users file not found (create it with "
-            "`authctl user add NAME`)"
+            f"{config.users.file}: users file not found (create it with `authctl user add NAME`)"
         )
     if not config.storage.encryption_key_file.is_file():
         problems.append(
