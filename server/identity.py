@@ -158,7 +158,12 @@ class IdentityResolver:
         return _identity(known.user, level)
 
     def from_session(self, session_id: str, cookie_domain: str) -> tuple[Identity, Session] | None:
-        """The identity behind a session cookie; a stale session is destroyed."""
+        """The identity behind a session cookie; a stale session is ended.
+
+        "Stale" is judged on the newest users file: a session that looks stale on this
+        process's snapshot gets the file re-checked first, because another worker may have
+        re-enabled the user (or set the password the session was made with) since.
+        """
         try:
             session = self.sessions.load(session_id, cookie_domain)
         except SessionStoreError:
@@ -168,8 +173,11 @@ class IdentityResolver:
         if session is None or session.username is None or session.level < 1:
             return None
         identity = self.current(session.username, session.user_stamp, session.level)
+        if identity is None and self.users.refresh():
+            # judged on a snapshot older than the file: judge again before ending it for good
+            identity = self.current(session.username, session.user_stamp, session.level)
         if identity is None:
-            self.sessions.destroy(session.id)
+            self.sessions.discard(session.id)
             return None
         return identity, session
 

@@ -359,6 +359,13 @@ class SessionManager:
         if is_session_id(session_id):
             self.store.delete(session_id)
 
+    def discard(self, session_id: str) -> None:
+        """End a session found stale on a verify (its user disabled, removed or with another
+        password). Best effort: a store that cannot write leaves it to expire, and the
+        request is refused all the same."""
+        if is_session_id(session_id):
+            self._best_effort(self.store.discard, session_id)
+
     def destroy_user(self, username: str) -> int:
         """End every session of ``username`` (password change, disable, removal); the count."""
         return self.store.delete_user(canonical_username(username))

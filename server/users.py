@@ -600,6 +600,23 @@ class UsersSource:
             self._next_check = self._now() + self.interval
             return self.generation != before
 
+    def refresh(self) -> bool:
+        """Re-read the file now if it changed (a ``stat``); True when a new snapshot was taken.
+
+        For a verdict that would end something for good (a session found stale): another
+        process may have written the file within this one's ``interval``, and judging on the
+        older snapshot would destroy a session the newer file allows (a sign-in on another
+        worker right after ``user enable``).
+        """
+        if not self.watch:
+            return False
+        check_blocking()
+        with self._lock:
+            before = self.generation
+            self._check(force=False)
+            self._next_check = self._now() + self.interval
+            return self.generation != before
+
     def _changed(self, signature: Signature | None) -> bool:
         if signature != self._signature:
             return True
