@@ -97,11 +97,9 @@ from server.ratelimit import Limit
 from server.ratelimit import RateLimiter
 from server.ratelimit import limits
 from server.ratelimit import retry_after_header
-from server.session_store import SessionStoreError
 from server.sessions import SessionGoneError
 from server.sessions import new_session_id
 from server.sessions import user_stamp
-from server.storage import StorageError
 from server.totp import ALGORITHMS
 from server.totp import MalformedCode
 from server.totp import new_secret
@@ -150,7 +148,6 @@ MAX_PASSWORD = 1024
 LINK_INVALID = "This link has expired or was already used. Request a new one."
 CODE_INVALID = "The code is wrong, was already used or has expired. Ask for a new one."
 NOT_SIGNED_IN = "Sign in first."
-UNAVAILABLE = "The service is unavailable right now. Try again in a moment."
 TOO_MANY = "Too many requests. Wait a few minutes and try again."
 MAIL_QUEUE_FULL = "The mail queue is full. Try again shortly."
 #: ``Retry-After`` (seconds) sent with :data:`MAIL_QUEUE_FULL`.
@@ -199,8 +196,9 @@ def _envelope(
     """Turn rate limits (``Retry-After``) and store and mail failures into KO envelopes; other
     ``ApiError``s reach ``App.api_request``, which answers them with their ``data``.
 
-    Storage, session-store and mail failures fail closed with a generic 503; the details go to
-    the log only. A full mail queue is a 503 that says so, with ``Retry-After``.
+    Mail failures fail closed with a 503; a full mail queue is a 503 that says so, with
+    ``Retry-After``. Store outages are left to ``App.api_request``, the one boundary that
+    answers them (503 naming the part; the store logs the outage once, not per request).
     """
 
     @functools.wraps(handler)
@@ -211,9 +209,6 @@ def _envelope(
             resp = ko(exc.status, exc.message)
             resp.headers["Retry-After"] = retry_after_header(exc.wait)
             return resp
-        except (StorageError, SessionStoreError):
-            log.exception("storage failed during a self-service request")
-            return ko(503, UNAVAILABLE)
         except OutboxFull as exc:
             log.warning("%s; refused a request that sends mail", exc)
             resp = ko(503, MAIL_QUEUE_FULL)

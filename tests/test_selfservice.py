@@ -332,12 +332,14 @@ def test_mail_failure_revokes_the_code(ss: SS, caplog: pytest.LogCaptureFixture)
 
 
 def test_storage_failure_is_503(ss: SS) -> None:
-    """A broken storage fails closed with a generic 503."""
+    """A broken storage fails closed with 503, answered by the app's one error boundary
+    (the same answer as from ``/api/firstfactor``)."""
     one = ss.h.login("alice")
     ss.svc.codes._table.storage.close()
     resp = ss.h.api("/api/user/session/elevation", {}, cookie=one)
     assert resp.status_int == 503
-    assert resp.json["message"].startswith("The service is unavailable")
+    assert resp.json["message"] == "The storage is unavailable; try again in a moment."
+    assert resp.headers["Retry-After"] == "5"
 
 
 def test_session_gone_between_check_and_save(ss: SS, monkeypatch: pytest.MonkeyPatch) -> None:
