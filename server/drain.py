@@ -30,6 +30,7 @@ import contextlib
 import logging
 import signal
 import socket
+import threading
 import time
 import typing as t
 
@@ -160,14 +161,22 @@ def _lingering_close(channel: t.Any) -> None:
 
 
 def _closing_task(original: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
-    """``channel.task_class`` that asks the client to close after the last request it sent."""
+    """``channel.task_class`` that asks the client to close after the last request it sent.
 
-    def make(channel: HTTPChannel, request: t.Any) -> t.Any:
-        if (
-            len(channel.requests) <= 1
-            and channel.request is None
-            and not unread_input(channel.socket)
-        ):
+    "Last" is judged under the channel's read lock (``_drain_channel``): a pool thread makes
+    the task while the I/O thread may be between its ``recv`` and the parsing of what it
+    read, and judging then took a request in the middle of a pipelined batch for the last
+    one, so waitress dropped the requests behind it unanswered (seen under load).
+    """
+
+    def make(channel: t.Any, request: t.Any) -> t.Any:
+        with channel._authctl_read_lock:
+            last = (
+                len(channel.requests) <= 1
+                and channel.request is None
+                and not unread_input(channel.socket)
+            )
+        if last:
             request.headers["CONNECTION"] = "close"
         return original(channel, request)
 
@@ -175,13 +184,23 @@ def _closing_task(original: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
 
 
 def _drain_channel(channel: t.Any) -> None:
-    """From now on: no answer in the I/O thread, ``Connection: close`` on the last request,
-    a lingering close."""
+    """From now on: no answer in the I/O thread, reads (``recv`` and parsing) under a lock
+    that ``_closing_task`` takes too, ``Connection: close`` on the last request, a lingering
+    close."""
     if getattr(channel, "_authctl_draining", False):
         return
     channel._authctl_draining = True
     if hasattr(channel, "try_inline"):
         channel.try_inline = lambda: False
+    # reentrant: an inline channel's read may go on to serve a task in the I/O thread
+    lock = channel._authctl_read_lock = threading.RLock()
+    read = channel.handle_read
+
+    def locked_read() -> None:
+        with lock:
+            read()
+
+    channel.handle_read = locked_read
     channel.task_class = _closing_task(channel.task_class)
     channel.handle_close = lambda: _lingering_close(channel)
 

@@ -34,13 +34,22 @@ REQUEST = (
     b"X-Forwarded-Proto: https\r\nX-Forwarded-Host: app.example.com\r\n"
     b"X-Forwarded-Uri: /\r\nX-Forwarded-Method: GET\r\nAccept: text/html\r\n\r\n"
 )
+#: The grace of the tests that check that everything is answered: 480 requests take about
+#: 1 s on an idle machine, but ten times that when the server runs under coverage on a busy
+#: one; that a drain stops at its grace is ``test_grace_bounds_the_drain``'s to check.
+ANSWER_ALL_GRACE = "30s"
+ANSWER_ALL_GRACE_SECONDS = 30
 #: Keep-alive connections, and pipelined requests written on each before SIGTERM.
 CONNECTIONS = 60
 PIPELINED = 8
 
 
 def with_grace(grace: str) -> str:
-    return SQLITE_CONFIG.replace("[server]\n", f'[server]\nshutdown_grace = "{grace}"\n', 1)
+    """The SQLite config with ``grace``, logging warnings only: 480 decision lines through a
+    pipe the test process reads (slowly, under coverage) made the logging lock the bottleneck,
+    and a drain measured the test's reader instead of the server."""
+    config = SQLITE_CONFIG.replace("[server]\n", f'[server]\nshutdown_grace = "{grace}"\n', 1)
+    return config + '\n[log]\nlevel = "warning"\n'
 
 
 @dataclass
@@ -130,8 +139,8 @@ def thaw(pids: list[int]) -> None:
 def test_sigterm_answers_everything_received_one_process(tmp_path: Path) -> None:
     """60 keep-alive connections x 8 pipelined requests, all unanswered when SIGTERM is
     handled, plus 20 idle ones: all 480 answered, the last of each with Connection: close,
-    then a clean end of file everywhere; no reset; exit status 0 well within the grace."""
-    server = Server(make_folder(tmp_path / "site", with_grace("10s")))
+    then a clean end of file everywhere; no reset; exit status 0 within the grace."""
+    server = Server(make_folder(tmp_path / "site", with_grace(ANSWER_ALL_GRACE)))
     pid = server.proc.pid
     conns: list[socket.socket] = []
     try:
@@ -143,9 +152,9 @@ def test_sigterm_answers_everything_received_one_process(tmp_path: Path) -> None
         server.proc.send_signal(signal.SIGTERM)
         start = time.monotonic()
         thaw([pid])
-        outcome = collect(conns, PIPELINED, timeout=15)
-        idle_outcome = collect(idle, 0, timeout=15)
-        status = server.proc.wait(timeout=15)
+        outcome = collect(conns, PIPELINED, timeout=ANSWER_ALL_GRACE_SECONDS + 2)
+        idle_outcome = collect(idle, 0, timeout=5)
+        status = server.proc.wait(timeout=10)
         took = time.monotonic() - start
         conns += idle
     finally:
@@ -154,18 +163,18 @@ def test_sigterm_answers_everything_received_one_process(tmp_path: Path) -> None
             sock.close()
         server.stop()
     assert outcome.resets == 0
-    assert outcome.short == []
+    assert outcome.short == [], "".join(server.lines)[-3000:]
     assert outcome.answered == CONNECTIONS * PIPELINED
     assert outcome.not_closed_last == 0
     assert idle_outcome == Outcome()  # each idle one: no answer, no reset, just closed
     assert status == 0, "".join(server.lines)
-    assert took < 8, took
+    assert took < ANSWER_ALL_GRACE_SECONDS, took
     assert not any("Exception" in line for line in server.lines), "".join(server.lines)
 
 
 def test_sigterm_answers_everything_received_with_workers(tmp_path: Path) -> None:
     """The same with --workers 2: both workers drain, nothing is reset, status 0."""
-    server = Workers(make_folder(tmp_path / "site", with_grace("10s")), 2)
+    server = Workers(make_folder(tmp_path / "site", with_grace(ANSWER_ALL_GRACE)), 2)
     workers = sorted(children(server.proc.pid))
     conns: list[socket.socket] = []
     try:
@@ -177,8 +186,8 @@ def test_sigterm_answers_everything_received_with_workers(tmp_path: Path) -> Non
         # the parent forwards SIGTERM to the (frozen) workers; they see it when thawed
         time.sleep(0.3)
         thaw(workers)
-        outcome = collect(conns, PIPELINED, timeout=15)
-        status = server.proc.wait(timeout=20)
+        outcome = collect(conns, PIPELINED, timeout=ANSWER_ALL_GRACE_SECONDS + 2)
+        status = server.proc.wait(timeout=15)
     finally:
         thaw(workers)
         for sock in conns:
