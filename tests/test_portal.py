@@ -11,6 +11,7 @@ import pytest
 from tests.apphelpers import PASSWORDS
 from tests.apphelpers import Harness
 from tests.apphelpers import build
+from tests.test_openredirects import CORPUS
 
 AUTH_FAILED = {"status": "KO", "message": "Authentication failed. Check your credentials."}
 
@@ -263,8 +264,7 @@ def test_open_redirect_corpus_after_login(h: Harness) -> None:
     """None of the oauth2-proxy payloads comes back as a redirect after sign-in."""
     from urllib.parse import unquote
 
-    corpus = Path(__file__).resolve().parents[2] / "shared" / "security" / "openredirects.txt"
-    lines = corpus.read_text(encoding="utf-8").splitlines()
+    lines = CORPUS.read_text(encoding="utf-8").splitlines()
     assert len(lines) >= 559
     for line in lines[:600]:
         for candidate in (line, unquote(line)):
