@@ -303,12 +303,20 @@ PORTAL_HEADERS = {
 }
 
 
-def login(port: int, timeout: float = 30.0) -> tuple[int, str]:
-    """POST /api/firstfactor as alice; the status and the ``name=value`` session cookie."""
+def login(port: int, timeout: float = 30.0, client_ip: str | None = None) -> tuple[int, str]:
+    """POST /api/firstfactor as alice; the status and the ``name=value`` session cookie.
+
+    ``client_ip`` is sent as ``X-Forwarded-For`` (the proxy's word, believed from loopback):
+    authctl gives each client only a share of the hashing slots, so clients that should count
+    as different people need different addresses. Only a header: no traffic goes there.
+    """
     body = json.dumps({"username": "alice", "password": PASSWORD}).encode()
+    headers = dict(PORTAL_HEADERS)
+    if client_ip is not None:
+        headers["X-Forwarded-For"] = client_ip
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
-        conn.request("POST", "/api/firstfactor", body=body, headers=PORTAL_HEADERS)
+        conn.request("POST", "/api/firstfactor", body=body, headers=headers)
         resp = conn.getresponse()
         resp.read()
         return resp.status, (resp.getheader("Set-Cookie") or "").split(";", 1)[0]
@@ -533,14 +541,18 @@ class LoginFlood:
         self.refused = 0
         self.errors = 0
         self._lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+        # each client its own address (TEST-NET-2, a header only), as 50 people would have
+        self.threads = [
+            threading.Thread(target=self._client, args=(f"198.51.100.{n + 1}",), daemon=True)
+            for n in range(clients)
+        ]
 
-    def _client(self) -> None:
+    def _client(self, client_ip: str) -> None:
         if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
             os.sched_setaffinity(0, {int(CLIENT_CPU)})  # this thread only, with wrk
         while not self.stop.is_set():
             try:
-                status, _ = login(self.port, timeout=30)
+                status, _ = login(self.port, timeout=30, client_ip=client_ip)
             except OSError:
                 with self._lock:
                     self.errors += 1
