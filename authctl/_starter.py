@@ -1,6 +1,6 @@
 """The text ``authctl init`` writes: a commented starter config and an empty users file.
 
-Kept apart from the command so that a test can load it with ``server.config.load_config``
+Kept apart from the command so that a test can load it with ``server.core.config.load_config``
 (a starter that does not load would be the first thing a new user sees). Every section of
 SPEC §2.1 appears with its default value.
 """

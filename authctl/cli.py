@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 if t.TYPE_CHECKING:
-    from server.config import Config
+    from server.core.config import Config
 
 
 class ExitCode(enum.IntEnum):
@@ -51,7 +51,7 @@ class State:
     def config(self) -> Config:
         """Load (once) and return the config; a broken file ends the command with exit 3."""
         if self._config is None:
-            from server.config import load_config
+            from server.core.config import load_config
 
             self._config = load_config(self.config_path)
         return self._config
@@ -62,7 +62,7 @@ pass_state = click.make_pass_decorator(State)
 
 def username_callback(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Canonicalise a user name argument; an invalid one is a usage error (exit 2)."""
-    from server.names import check_username
+    from server.core.names import check_username
 
     try:
         return check_username(value)
@@ -101,8 +101,8 @@ class LazyGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> t.Any:
-        from server.errors import FileProblemError
-        from server.errors import UserError
+        from server.core.errors import FileProblemError
+        from server.core.errors import UserError
 
         try:
             return super().invoke(ctx)

@@ -19,7 +19,7 @@ from authctl.cli import State
 from authctl.cli import pass_state
 
 if t.TYPE_CHECKING:
-    from server.regulation import Regulator
+    from server.core.regulation import Regulator
 
 
 def _iso(when: float) -> str:
@@ -29,7 +29,7 @@ def _iso(when: float) -> str:
 
 def _regulator(state: State) -> Regulator:
     from authctl.cmd_totp import open_storage
-    from server.regulation import Regulator
+    from server.core.regulation import Regulator
 
     config = state.config()
     return Regulator(config.regulation, open_storage(config, require_key=False))
@@ -47,7 +47,7 @@ def list_bans(state: State, as_json: bool) -> None:
     """List the bans running now, the one ending first first."""
     import time
 
-    from server.storage import StorageError
+    from server.core.storage import StorageError
 
     if not state.config().storage.path.exists():
         found = []  # no database yet: no bans, and nothing is created just to say so
@@ -108,7 +108,7 @@ def clear(state: State, target: str) -> None:
     Only the ban is lifted: the recent failures still count, so one more failure within
     find_time bans again. No ban to lift is exit 3.
     """
-    from server.storage import StorageError
+    from server.core.storage import StorageError
 
     lifted = []
     if state.config().storage.path.exists():

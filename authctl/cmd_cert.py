@@ -3,7 +3,7 @@
 authctl only serves https targets, so a test setup or a home lab needs a certificate before the
 proxy can start. This writes one (self-signed, or signed by a small CA with ``--ca`` so that
 only ``ca.pem`` has to be trusted), every file at mode 0600 and never over existing files
-unless ``--force``. The work is in ``server.certs``; this module only imports click at
+unless ``--force``. The work is in ``server.core.certs``; this module only imports click at
 the top so ``authctl --help`` stays cheap.
 """
 
@@ -81,7 +81,7 @@ def generate(
     Example: authctl cert generate --host auth.example.com --host '*.example.com' --ca
     """
     from authctl.cli import DataError
-    from server import certs
+    from server.core import certs
 
     try:
         for host in hosts:

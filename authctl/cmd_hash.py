@@ -24,8 +24,8 @@ from authctl.cmd_user import read_password
 @pass_state
 def hash_password(state: State, password_stdin: bool) -> None:
     """Print an argon2id hash of a password, with the configured parameters."""
-    from server.config import PasswordHashConfig
-    from server.passwords import PasswordHasher
+    from server.core.config import PasswordHashConfig
+    from server.core.passwords import PasswordHasher
 
     if state.config_path.exists():
         params = state.config().users.password_hash

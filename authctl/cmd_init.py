@@ -64,9 +64,9 @@ def init(directory: str) -> None:
         (users, STARTER_USERS, 0o600),
         (key, secrets.token_hex(KEY_BYTES) + "\n", 0o600),
     ]
-    from server.certs import CertificateError
-    from server.certs import default_certificate_paths
-    from server.certs import write_default_certificate
+    from server.core.certs import CertificateError
+    from server.core.certs import default_certificate_paths
+    from server.core.certs import write_default_certificate
 
     cert_paths = list(default_certificate_paths(folder))
     existing = [path for path, _, _ in plan if path.exists() or path.is_symlink()]

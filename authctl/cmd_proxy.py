@@ -145,8 +145,8 @@ def _write(proxy: str, plan: Plan, out_dir: Path, *, announce: bool = True) -> R
     """Render the standalone config into ``out_dir``; refuse to replace files authctl did not
     write (an ``--out /etc/nginx`` must not eat a hand-written nginx.conf)."""
     from authctl import snippets
-    from server.certs import KEY_MODE
-    from server.certs import atomic_write
+    from server.core.certs import KEY_MODE
+    from server.core.certs import atomic_write
 
     try:
         rendered = snippets.standalone(proxy, plan, out_dir)

@@ -2,7 +2,7 @@
 
 Access rules fail silently — a shadowed rule or an unanchored bypass regex looks fine until
 someone walks through it — so the CLI offers three views of them: ``rules check`` (the whole
-config validated plus the linter of ``server.lint``), ``rules check --explain URL`` (what the
+config validated plus the linter of ``server.core.lint``), ``rules check --explain URL`` (what the
 server would decide for one request, rule by rule) and ``rules test CASES.toml`` (a table of
 expected decisions, for CI). The JSON shapes and exit codes are SPEC §4 interfaces.
 
@@ -31,12 +31,12 @@ from authctl.output import echo_json
 if t.TYPE_CHECKING:
     from rich.console import Console
 
-    from server.config import Config
-    from server.lint import Finding
-    from server.rules import AccessControl
-    from server.rules import AccessRequest
-    from server.rules import Explanation
-    from server.users import UserDatabase
+    from server.core.config import Config
+    from server.core.lint import Finding
+    from server.core.rules import AccessControl
+    from server.core.rules import AccessRequest
+    from server.core.rules import Explanation
+    from server.core.users import UserDatabase
 
 POLICIES = ("bypass", "one_factor", "two_factor", "deny")
 _METHOD = re.compile(r"[A-Za-z]{1,32}")
@@ -129,10 +129,10 @@ def check(
 
 
 def _lint(state: State, as_json: bool, strict: bool) -> None:
-    from server.errors import ConfigError
-    from server.lint import config_findings
-    from server.lint import lint
-    from server.lint import runtime_files
+    from server.core.errors import ConfigError
+    from server.core.lint import config_findings
+    from server.core.lint import lint
+    from server.core.lint import runtime_files
 
     path = state.config_path.expanduser()
     findings: list[Finding]
@@ -219,7 +219,7 @@ def _explain(
         )
     except _Bad as exc:
         raise click.BadParameter(exc.message, param_hint=f"'{exc.option}'") from None
-    from server.errors import InvalidTargetError
+    from server.core.errors import InvalidTargetError
 
     try:
         explanation = _engine(config).explain(request)
@@ -242,7 +242,7 @@ def _explain(
 
 
 def _engine(config: Config) -> AccessControl:
-    from server.rules import AccessControl
+    from server.core.rules import AccessControl
 
     return AccessControl(config.access_control)
 
@@ -271,7 +271,7 @@ class _Users:
             UserStoreError: the users file cannot be read (exit 3 via the root command).
         """
         if self._db is None:
-            from server.users import load_users
+            from server.core.users import load_users
 
             self._db = load_users(self._path)
         found = self._db.get(name)
@@ -287,7 +287,7 @@ class _Users:
 def _user_option(value: str | None, option: str = "--user") -> str | None:
     if value is None:
         return None
-    from server.names import check_username
+    from server.core.names import check_username
 
     try:
         return check_username(value)
@@ -302,7 +302,7 @@ def _groups_option(value: str | None) -> tuple[str, ...] | None:
 
 
 def _check_groups(values: t.Iterable[str], option: str) -> tuple[str, ...]:
-    from server.names import check_group
+    from server.core.names import check_group
 
     try:
         return tuple(dict.fromkeys(check_group(g) for g in values))
@@ -335,9 +335,9 @@ def _request(
     where: str = "--user",
 ) -> AccessRequest:
     """Build the AccessRequest the server would evaluate for this URL and identity."""
-    from server.errors import InvalidTargetError
-    from server.rules import AccessRequest
-    from server.urls import parse_target
+    from server.core.errors import InvalidTargetError
+    from server.core.rules import AccessRequest
+    from server.core.urls import parse_target
 
     try:
         target = parse_target(url)
@@ -495,7 +495,7 @@ def test(state: State, cases_file: Path, as_json: bool) -> None:
     engine = _engine(config)
     failures: list[tuple[_Case, Explanation]] = []
     passed: list[_Case] = []
-    from server.errors import InvalidTargetError
+    from server.core.errors import InvalidTargetError
 
     for case in cases:
         try:
@@ -571,7 +571,7 @@ def _read_cases(path: Path, config: Config) -> list[_Case]:
         data = tomli.loads(text)
     except tomli.TOMLDecodeError as exc:
         raise DataError(f"{path}: invalid TOML: {exc}") from None
-    from server.tomlpos import locate
+    from server.core.tomlpos import locate
 
     def fail(key: str, message: str) -> t.NoReturn:
         line = locate(text, key) if key else None

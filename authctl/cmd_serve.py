@@ -19,7 +19,7 @@ from authctl.cli import State
 from authctl.cli import pass_state
 
 if t.TYPE_CHECKING:
-    from server.config import Config
+    from server.core.config import Config
 
 #: waitress settings that are not user choices (SPEC §3.4, security.md §1.4 and §2.K).
 WAITRESS_FIXED: dict[str, t.Any] = {
@@ -113,14 +113,14 @@ def make_server(
 
     Either ``listen`` (``listen_kwargs``: waitress binds) or ``sockets`` (already bound and
     listening, e.g. inherited from the ``--workers`` parent). ``inline`` (the app's
-    ``decide_inline``) lets authz requests be answered in the I/O thread (``server.inline``).
+    ``decide_inline``) lets authz requests be answered in the I/O thread (``server.serve.inline``).
     The benchmark's baseline apps are served through this function too, so they run on
     exactly the same settings.
     """
     from waitress.server import create_server
 
-    from server.drain import accept_in_batches
-    from server.forwarded import UNIX_PEER
+    from server.core.forwarded import UNIX_PEER
+    from server.serve.drain import accept_in_batches
 
     where: dict[str, t.Any] = {"sockets": sockets} if sockets is not None else dict(listen or {})
     socket_map: dict[int, t.Any] = {}
@@ -140,7 +140,7 @@ def make_server(
             # waitress calls every unix peer "localhost"; the app trusts UNIX_PEER explicitly
             listener.fix_addr = lambda _addr: (UNIX_PEER, None)
     if inline is not None:
-        from server.inline import install
+        from server.serve.inline import install
 
         install(list(socket_map.values()), inline)
     return server
@@ -198,7 +198,7 @@ def serve(state: State, address: str | None, workers: int) -> None:
     failing to start, the parent logs why and retries after 1 s, doubling up to 30 s, and
     the other workers keep serving. SIGTERM stops them all.
     """
-    from server.logs import configure_logging
+    from server.core.logs import configure_logging
 
     config = state.config()
     listen = listen_kwargs(config, address)
@@ -224,8 +224,8 @@ def serve(state: State, address: str | None, workers: int) -> None:
 
 def _build_app(config: Config) -> t.Any:
     """``make_app``, with a broken collaborator (users file, databases) as exit status 3."""
-    from server.app import make_app
-    from server.errors import AuthError
+    from server.core.errors import AuthError
+    from server.web.app import make_app
 
     try:
         return make_app(config)
@@ -235,8 +235,8 @@ def _build_app(config: Config) -> t.Any:
 
 def _check_notifier(config: Config) -> None:
     """The notifier's start-up check (SMTP: connect, EHLO, TLS, login; file: writable)."""
-    from server.notifier import NotifierError
-    from server.notifier import make_notifier
+    from server.core.notifier import NotifierError
+    from server.core.notifier import make_notifier
 
     try:
         make_notifier(config.notifier).startup_check()
@@ -245,8 +245,8 @@ def _check_notifier(config: Config) -> None:
 
 
 def _run(server: t.Any, config: Config, started: t.Callable[[], None] = lambda: None) -> None:
-    """Serve until SIGTERM or SIGINT, then answer what was received (``server.drain``)."""
-    from server.drain import serve_until_stopped
+    """Serve until SIGTERM or SIGINT, then answer what was received (``server.serve.drain``)."""
+    from server.serve.drain import serve_until_stopped
 
     serve_until_stopped(server, config.server.shutdown_grace, started)
 
@@ -256,7 +256,7 @@ def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
     app = _build_app(config)
     sockets = None
     if "unix_socket" in listen:  # bound here: mode 0660 from the start, a stale file removed
-        from server.workers import bind
+        from server.serve.workers import bind
 
         try:
             sockets = bind(listen)
@@ -273,11 +273,11 @@ def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
 
 
 def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int) -> int:
-    """The socket bound here, ``workers`` forked processes serving it (``server.workers``)."""
-    from server.workers import StartError
-    from server.workers import Supervisor
-    from server.workers import bind
-    from server.workers import rebinder
+    """The socket bound here, ``workers`` forked processes serving it (``server.serve.workers``)."""
+    from server.serve.workers import StartError
+    from server.serve.workers import Supervisor
+    from server.serve.workers import bind
+    from server.serve.workers import rebinder
 
     try:
         sockets = bind(listen, workers)

@@ -21,14 +21,14 @@ from authctl.cli import pass_state
 from authctl.cli import username_callback
 
 if t.TYPE_CHECKING:
-    from server.config import Config
-    from server.storage import Storage
+    from server.core.config import Config
+    from server.core.storage import Storage
 
 
 def open_storage(config: Config, *, require_key: bool = True) -> Storage:
     """The storage database of ``config``; a failure ends the command with exit 3."""
-    from server.storage import Storage
-    from server.storage import StorageError
+    from server.core.storage import Storage
+    from server.core.storage import StorageError
 
     try:
         return Storage(config.storage, require_key=require_key)
@@ -43,8 +43,8 @@ def _on_storage(config: Config, username: str, action: t.Callable[[Storage, str]
     Raises:
         DataError: the storage database cannot be used (exit 3).
     """
-    from server.names import canonical_username
-    from server.storage import StorageError
+    from server.core.names import canonical_username
+    from server.core.storage import StorageError
 
     if not config.storage.path.exists():
         return False
@@ -63,7 +63,7 @@ def has_totp(config: Config, username: str) -> bool:
     Raises:
         DataError: the storage database cannot be read (exit 3).
     """
-    from server.storage import Storage
+    from server.core.storage import Storage
 
     return _on_storage(config, username, Storage.has_totp)
 
@@ -74,7 +74,7 @@ def remove_totp(config: Config, username: str) -> bool:
     Raises:
         DataError: the storage database cannot be written (exit 3).
     """
-    from server.storage import Storage
+    from server.core.storage import Storage
 
     return _on_storage(config, username, Storage.delete_totp)
 
@@ -109,10 +109,10 @@ def add(state: State, name: str, force: bool, as_json: bool) -> None:
     only now. NAME must be in the users file; an existing secret is replaced only with
     --force (exit 3 otherwise).
     """
-    from server.storage import StorageError
-    from server.totp import TotpAlreadyEnrolled
-    from server.totp import TotpService
-    from server.userfile import UsersFile
+    from server.core.storage import StorageError
+    from server.core.totp import TotpAlreadyEnrolled
+    from server.core.totp import TotpService
+    from server.core.userfile import UsersFile
 
     config = state.config()
     users = UsersFile(config.users.file)

@@ -2,7 +2,7 @@
 
 Names are canonicalised (``Alice`` is stored as ``alice``); a name that is not valid is a usage
 error (exit 2), an unknown or duplicate user a data error (exit 3). Edits go through
-:class:`server.userfile.UsersFile` (locked, atomic), so they are safe to run in parallel and
+:class:`server.core.userfile.UsersFile` (locked, atomic), so they are safe to run in parallel and
 while the server runs. Passwords come from a hidden prompt asked twice, or from one line of
 stdin with ``--password-stdin``; they never travel in argv, and must pass ``[password_policy]``
 as in the portal (``--force`` overrides it, with a warning). Only click is imported at the top:
@@ -22,14 +22,14 @@ from authctl.cli import username_callback
 from authctl.cmd_totp import totp
 
 if t.TYPE_CHECKING:
-    from server.userfile import UsersFile
-    from server.users import User
-    from server.users import UserDatabase
+    from server.core.userfile import UsersFile
+    from server.core.users import User
+    from server.core.users import UserDatabase
 
 
 def _groups(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
     """Check group names: no commas, white space or control characters."""
-    from server.names import check_group
+    from server.core.names import check_group
 
     try:
         return tuple(dict.fromkeys(check_group(group) for group in value))
@@ -39,7 +39,7 @@ def _groups(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) 
 
 def _text(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """Check a display name or e-mail address: one line, no control characters."""
-    from server.names import check_display_text
+    from server.core.names import check_display_text
 
     try:
         return check_display_text(value, param.name or "the value")
@@ -80,7 +80,7 @@ def read_password(from_stdin: bool) -> str:
 
 
 def _users_file(state: State) -> UsersFile:
-    from server.userfile import UsersFile
+    from server.core.userfile import UsersFile
 
     return UsersFile(state.config().users.file)
 
@@ -91,8 +91,8 @@ def _peek(users: UsersFile, name: str) -> User | None:
 
     Checked before asking for a password, so that nobody types one twice for nothing.
     """
-    from server.users import parse_users
-    from server.users import read_users_text
+    from server.core.users import parse_users
+    from server.core.users import read_users_text
 
     text, data = read_users_text(users.path, missing_ok=True)
     if not text:
@@ -101,7 +101,7 @@ def _peek(users: UsersFile, name: str) -> User | None:
 
 
 def _unknown(users: UsersFile, name: str) -> Exception:
-    from server.errors import UserError
+    from server.core.errors import UserError
 
     return UserError(f"no user {name!r} in {users.path} (list them with `authctl user list`)")
 
@@ -114,8 +114,8 @@ def _policy(state: State, name: str, password: str, force: bool) -> str:
     Raises:
         click.BadParameter: the policy refuses it and ``force`` is not given (exit 2).
     """
-    from server.password_policy import PasswordPolicy
-    from server.password_policy import WeakPassword
+    from server.core.password_policy import PasswordPolicy
+    from server.core.password_policy import WeakPassword
 
     try:
         PasswordPolicy(state.config().password_policy).check(password, username=name)
@@ -134,7 +134,7 @@ def _policy(state: State, name: str, password: str, force: bool) -> str:
 
 
 def _hash(state: State, password: str) -> str:
-    from server.passwords import PasswordHasher
+    from server.core.passwords import PasswordHasher
 
     return PasswordHasher(state.config().users.password_hash).hash(password)
 
@@ -148,7 +148,7 @@ def _say(message: str) -> None:
 
 
 def _warn(db: UserDatabase) -> None:
-    from server.users import mode_warning
+    from server.core.users import mode_warning
 
     warnings = list(db.warnings)
     if db.path is not None and (mode := mode_warning(db.path)) is not None:
@@ -210,7 +210,7 @@ def add(
     """
     users = _users_file(state)
     if _peek(users, name) is not None:
-        from server.errors import UserError
+        from server.core.errors import UserError
 
         raise UserError(f"user {name!r} already exists in {users.path}")
     phc = _hash(state, _policy(state, name, read_password(password_stdin), force))

@@ -10,7 +10,7 @@ when it runs on the same server settings as authctl, so this launcher builds its
     .venv/bin/python bench/apps.py pool --config authctl.toml --port PORT
 
 ``pool`` is authctl itself with every request served by waitress's thread pool, i.e. without
-the inline authz path of ``server.inline``: the benchmark shows what that path is worth.
+the inline authz path of ``server.serve.inline``: the benchmark shows what that path is worth.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ APPS: dict[str, WSGIApplication] = {"bare": bare, "empty": empty, "authz": authz
 
 def _authctl(config_path: str | None) -> WSGIApplication:
     """authctl's app for ``config_path``, to be served without ``inline``."""
-    from server.app import make_app
-    from server.config import load_config
+    from server.core.config import load_config
+    from server.web.app import make_app
 
     if config_path is None:
         raise SystemExit("pool needs --config")

@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from server.config import load_config  # noqa: E402
-from server.rules import AccessControl  # noqa: E402
-from server.rules import AccessRequest  # noqa: E402
+from server.core.config import load_config  # noqa: E402
+from server.core.rules import AccessControl  # noqa: E402
+from server.core.rules import AccessRequest  # noqa: E402
 
 HEAD = """\
 [session]

@@ -8,7 +8,7 @@ authctl's waitress settings (``bench/apps.py`` uses ``authctl.cmd_serve.make_ser
 
 Rows: bare waitress "hello" (the floor), verify with a session cookie (SQLite store, the
 default, and the memory store; and the SQLite store through waitress's thread pool only, i.e.
-without ``server.inline``), Basic credentials with a warm cache, an anonymous redirect,
+without ``server.serve.inline``), Basic credentials with a warm cache, an anonymous redirect,
 nginx TLS without auth, nginx ``auth_request`` to authctl and to a trivial waitress check;
 then CPU time per request (``/proc/PID/stat``), RSS, 1,000 rules, 10,000 users, verify p99
 under a login flood (argon2 at default parameters), and ``serve --workers 2`` against 1.
@@ -274,8 +274,8 @@ def write_site(folder: Path, store: str, users_text: str) -> Path:
 def users_file_text() -> str:
     """alice with an argon2id hash at the DEFAULT parameters (what a real login pays)."""
     sys.path.insert(0, str(ROOT))
-    from server.config import PasswordHashConfig
-    from server.passwords import PasswordHasher
+    from server.core.config import PasswordHashConfig
+    from server.core.passwords import PasswordHasher
 
     phc = PasswordHasher(PasswordHashConfig()).hash(PASSWORD)
     return (
@@ -501,7 +501,7 @@ def rules_rows(number: int) -> list[tuple[str, float]]:
 
     import bench_rules
 
-    from server.rules import AccessRequest
+    from server.core.rules import AccessRequest
 
     ip = ipaddress.ip_address("10.1.2.3")
     engine = bench_rules.build(1000)

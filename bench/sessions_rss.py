@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.app import make_app
-from server.app import make_session_store
-from server.config import load_config
-from server.identity import stamp_of
-from server.sessions import SessionManager
-from server.users import load_users
+from server.core.config import load_config
+from server.core.identity import stamp_of
+from server.core.sessions import SessionManager
+from server.core.users import load_users
+from server.web.app import make_app
+from server.web.app import make_session_store
 
 SAMPLE = 1000
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from server.users import load_users
+from server.core.users import load_users
 
 
 def b64(data: bytes) -> str:

@@ -10,15 +10,15 @@ from pathlib import Path
 
 from webob import Request
 
-from server.app import App
-from server.app import make_app
-from server.config import Config
-from server.config import PasswordHashConfig
-from server.config import load_config
-from server.passwords import PasswordHasher
-from server.session_store import MemoryStore
-from server.session_store import SessionStore
-from server.users import UsersSource
+from server.core.config import Config
+from server.core.config import PasswordHashConfig
+from server.core.config import load_config
+from server.core.passwords import PasswordHasher
+from server.core.session_store import MemoryStore
+from server.core.session_store import SessionStore
+from server.core.users import UsersSource
+from server.web.app import App
+from server.web.app import make_app
 
 CHEAP = PasswordHashConfig(memory_kib=8, iterations=1, parallelism=1)
 PASSWORDS = {"alice": "alice-password", "bob": "bob-password", "carol": "carol-password"}

@@ -637,7 +637,7 @@ def test_duplicate_cookies_resolve_to_a_live_one(h: Harness) -> None:
 
 def test_session_store_failure_is_anonymous(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     """A session store that fails means "sign in", never 200 (fail closed)."""
-    from server.session_store import SessionStoreError
+    from server.core.session_store import SessionStoreError
 
     cookie = h.login("bob")
 

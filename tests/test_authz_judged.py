@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from server import authz
-from server.inline import render
+from server.serve.inline import render
+from server.web import authz
 from tests.apphelpers import Harness
 from tests.apphelpers import build
 from tests.apphelpers import users_toml

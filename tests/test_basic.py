@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.basic import BasicCredentials
-from server.basic import CredentialCache
-from server.basic import MalformedCredentials
-from server.basic import parse_basic
+from server.core.basic import BasicCredentials
+from server.core.basic import CredentialCache
+from server.core.basic import MalformedCredentials
+from server.core.basic import parse_basic
 
 
 def b64(text: str) -> str:

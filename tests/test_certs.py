@@ -1,4 +1,4 @@
-"""``server.certs``: the certificates behind every HTTPS-only authctl setup.
+"""``server.core.certs``: the certificates behind every HTTPS-only authctl setup.
 
 A wrong SAN, a CA that does not chain, or a key readable by others would each break a proxy or
 leak the key, and none of it shows until a browser complains; these tests read the generated
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from server import certs
+from server.core import certs
 
 
 def sans(cert: x509.Certificate) -> list[object]:

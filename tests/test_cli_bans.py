@@ -11,10 +11,10 @@ from click.testing import CliRunner
 from click.testing import Result
 
 from authctl.cli import cli
-from server.config import load_config
-from server.regulation import Regulator
-from server.storage import Storage
-from server.storage import StorageError
+from server.core.config import load_config
+from server.core.regulation import Regulator
+from server.core.storage import Storage
+from server.core.storage import StorageError
 
 
 def run(runner: CliRunner, config: Path, *args: str) -> Result:

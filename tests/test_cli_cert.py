@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from authctl.cli import cli
-from server import certs
+from server.core import certs
 
 
 def run(runner: CliRunner, *args: str) -> tuple[int, str]:

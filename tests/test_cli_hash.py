@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from authctl.cli import cli
-from server.config import PasswordHashConfig
-from server.passwords import PasswordHasher
-from server.passwords import check_hash
+from server.core.config import PasswordHashConfig
+from server.core.passwords import PasswordHasher
+from server.core.passwords import check_hash
 
 
 def test_hash_with_config(runner: CliRunner, config_file: Path) -> None:

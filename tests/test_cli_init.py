@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from authctl._starter import STARTER_CONFIG
 from authctl.cli import cli
-from server.config import load_config
-from server.users import load_users
+from server.core.config import load_config
+from server.core.users import load_users
 
 FILES = ("authctl.toml", "users.toml", "secrets/storage.key")
 
@@ -151,9 +151,9 @@ def test_starter_shows_every_section() -> None:
 
 def test_starter_matches_config_defaults(tmp_path: Path) -> None:
     """Every value the starter shows equals the loader's default (it documents them)."""
-    from server.config import PasswordHashConfig
-    from server.config import RegulationConfig
-    from server.config import TotpConfig
+    from server.core.config import PasswordHashConfig
+    from server.core.config import RegulationConfig
+    from server.core.config import TotpConfig
 
     path = tmp_path / "authctl.toml"
     path.write_text(STARTER_CONFIG, encoding="utf-8")

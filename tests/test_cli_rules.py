@@ -472,7 +472,7 @@ def test_module_imports_only_click() -> None:
     """Importing the command module does not import rich or the server core."""
     code = (
         "import sys, authctl.cmd_rules; "
-        "bad = [m for m in ('rich', 'server.rules', 'server.lint', 'server.config') "
+        "bad = [m for m in ('rich', 'server.core.rules', 'server.core.lint', 'server.core.config') "
         "if m in sys.modules]; print(bad)"
     )
     out = subprocess.run(

@@ -17,12 +17,12 @@ from authctl.cli import DataError
 from authctl.cli import cli
 from authctl.cmd_totp import has_totp
 from authctl.cmd_totp import remove_totp
-from server.config import Config
-from server.config import load_config
-from server.storage import WRONG_KEY
-from server.storage import Storage
-from server.totp import TotpService
-from server.totp import totp_at
+from server.core.config import Config
+from server.core.config import load_config
+from server.core.storage import WRONG_KEY
+from server.core.storage import Storage
+from server.core.totp import TotpService
+from server.core.totp import totp_at
 from tests.conftest import ROOT
 
 
@@ -131,7 +131,7 @@ def test_add_store_failure_exits_3(
     runner: CliRunner, setup: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A storage failure while enrolling is exit 3, not a traceback."""
-    from server.storage import StorageError
+    from server.core.storage import StorageError
 
     def broken(self: TotpService, *args: object, **kwargs: object) -> tuple[str, str]:
         raise StorageError("database is locked")
@@ -194,7 +194,7 @@ def test_helpers_report_failures_after_opening(
     setup: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failure of the query itself is DataError too."""
-    from server.storage import StorageError
+    from server.core.storage import StorageError
 
     config = config_of(setup)
     Storage(config.storage).close()
@@ -240,4 +240,4 @@ def test_help_is_cheap(argv: list[str]) -> None:
     modules = set(json.loads(result.stderr.strip().splitlines()[-1]))
     loaded = {m.partition(".")[0] for m in modules}
     assert not loaded & {"segno", "rich", "cryptography", "webob", "waitress", "argon2", "pyotp"}
-    assert {m for m in modules if m.startswith("server.")} <= {"server.errors"}
+    assert {m for m in modules if m.startswith("server.")} <= {"server.core", "server.core.errors"}

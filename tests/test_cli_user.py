@@ -13,9 +13,9 @@ from click.testing import CliRunner
 from click.testing import Result
 
 from authctl.cli import cli
-from server.config import PasswordHashConfig
-from server.passwords import PasswordHasher
-from server.users import load_users
+from server.core.config import PasswordHashConfig
+from server.core.passwords import PasswordHasher
+from server.core.users import load_users
 from tests.conftest import ROOT
 
 CHEAP = PasswordHasher(PasswordHashConfig(memory_kib=8, iterations=1, parallelism=1))

@@ -1,4 +1,4 @@
-"""Tests for ``server.config``: every malformed config is refused with its key path and line,
+"""Tests for ``server.core.config``: every malformed config is refused with its key path and line,
 and a valid one loads with SPEC §2.1's defaults."""
 
 from __future__ import annotations
@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from server.config import KEYS
-from server.config import Config
-from server.config import CookieConfig
-from server.config import SessionConfig
-from server.config import load_config
-from server.config import normalise_domain
-from server.config import parse_config
-from server.config import parse_network
-from server.config import read_toml
-from server.errors import ConfigError
-from server.errors import Problem
-from server.errors import UserStoreError
+from server.core.config import KEYS
+from server.core.config import Config
+from server.core.config import CookieConfig
+from server.core.config import SessionConfig
+from server.core.config import load_config
+from server.core.config import normalise_domain
+from server.core.config import parse_config
+from server.core.config import parse_network
+from server.core.config import read_toml
+from server.core.errors import ConfigError
+from server.core.errors import Problem
+from server.core.errors import UserStoreError
 from tests.conftest import BASE_CONFIG
 
 WriteConfig = Callable[[str], Path]

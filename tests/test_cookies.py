@@ -7,11 +7,11 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.cookies import MAX_SESSION_IDS
-from server.cookies import session_ids
-from server.session_store import MemoryStore
-from server.sessions import Session
-from server.sessions import new_session_id
+from server.core.cookies import MAX_SESSION_IDS
+from server.core.cookies import session_ids
+from server.core.session_store import MemoryStore
+from server.core.sessions import Session
+from server.core.sessions import new_session_id
 from tests.apphelpers import build
 from tests.conftest import Clock
 

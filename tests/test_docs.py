@@ -1,8 +1,8 @@
 """Every key the loaders accept is documented in the hand-written man pages, and nothing more.
 
-The key lists come from the code (``server.config.KEYS``, ``server.users.USER_KEYS``), so a
-new setting without documentation, or documentation of a setting that does not exist, fails
-here (datasette's ``test_docs.py`` idea).
+The key lists come from the code (``server.core.config.KEYS``,
+``server.core.users.USER_KEYS``), so a new setting without documentation, or documentation
+of a setting that does not exist, fails here (datasette's ``test_docs.py`` idea).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 
 from authctl._manpages import PINNED_DATE
 from authctl._manpages import package_version
-from server.config import KEYS
-from server.config import load_config
-from server.users import USER_KEYS
+from server.core.config import KEYS
+from server.core.config import load_config
+from server.core.users import USER_KEYS
 from tests.conftest import ROOT
 from tests.test_manpages import roff_problems
 

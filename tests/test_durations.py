@@ -1,4 +1,4 @@
-"""Tests for ``server.durations``: the duration syntax of SPEC §2 and its rendering."""
+"""Tests for ``server.core.durations``: the duration syntax of SPEC §2 and its rendering."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.durations import UNITS
-from server.durations import format_duration
-from server.durations import parse_duration
+from server.core.durations import UNITS
+from server.core.durations import format_duration
+from server.core.durations import parse_duration
 
 DAY = 86400
 

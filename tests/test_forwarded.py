@@ -6,9 +6,9 @@ import ipaddress
 
 import pytest
 
-from server.config import parse_network
-from server.forwarded import TrustedProxies
-from server.forwarded import parse_ip
+from server.core.config import parse_network
+from server.core.forwarded import TrustedProxies
+from server.core.forwarded import parse_ip
 
 PROXIES = TrustedProxies([parse_network("127.0.0.1/32"), parse_network("10.0.0.0/8")])
 
@@ -96,7 +96,7 @@ def test_client_ip_is_an_address_object() -> None:
 def test_unix_socket_peer_is_trusted_explicitly() -> None:
     """A unix-socket peer (REMOTE_ADDR "unix", set by serve) speaks for the client, even
     when no network is listed; its client IP comes from X-Forwarded-For, or is unknown."""
-    from server.forwarded import UNIX_PEER
+    from server.core.forwarded import UNIX_PEER
 
     for proxies in (PROXIES, TrustedProxies([])):
         assert UNIX_PEER in proxies

@@ -1,4 +1,4 @@
-"""Tests for the cap on concurrent password hashing (``server.hashcap``), with real threads."""
+"""Tests for the cap on concurrent password hashing (``server.core.hashcap``), with real threads."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import InvalidCredentials
-from server.hashcap import Busy
-from server.hashcap import HashGate
-from server.hashcap import default_max_concurrent
+from server.core.errors import InvalidCredentials
+from server.core.hashcap import Busy
+from server.core.hashcap import HashGate
+from server.core.hashcap import default_max_concurrent
 from tests.apphelpers import build
 
 
@@ -155,7 +155,7 @@ def test_one_client_gets_only_its_share() -> None:
     [("192.0.2.1", "192.0.2.1"), ("2001:db8::5", "2001:db8::/64"), ("junk", ""), (None, "")],
 )
 def test_client_key(ip: str | None, key: str) -> None:
-    from server.hashcap import client_key
+    from server.core.hashcap import client_key
 
     assert client_key(ip) == key
 
@@ -176,7 +176,7 @@ def test_padding_slots_are_capped_and_take_a_hash_slot() -> None:
 
 def test_timer_floor_is_the_upper_decile_and_pad_sleeps_the_rest() -> None:
     """The floor is the 90th percentile of recent durations; pad sleeps what is left of it."""
-    from server.hashcap import HashTimer
+    from server.core.hashcap import HashTimer
 
     timer = HashTimer(samples=10)
     assert timer.floor() == 0.0

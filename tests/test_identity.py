@@ -10,8 +10,8 @@ from __future__ import annotations
 import typing as t
 from pathlib import Path
 
-from server.app import make_app
-from server.users import UsersSource
+from server.core.users import UsersSource
+from server.web.app import make_app
 from tests.apphelpers import Harness
 from tests.apphelpers import build
 

@@ -14,7 +14,13 @@ import pytest
 
 from tests.conftest import ROOT
 
-CORE = ("server.config", "server.users", "server.userfile", "server.passwords", "server.names")
+CORE = (
+    "server.core.config",
+    "server.core.users",
+    "server.core.userfile",
+    "server.core.passwords",
+    "server.core.names",
+)
 NOT_IN_CORE = ("webob", "waitress", "click", "rich")
 NOT_IN_HELP = ("webob", "waitress", "argon2", "pyotp", "rich")
 

@@ -1,4 +1,5 @@
-"""Authz answered in waitress's I/O thread (server.inline, server.blocking, App.decide_inline).
+"""Authz answered in waitress's I/O thread (server.serve.inline, server.core.blocking,
+App.decide_inline).
 
 Three layers: the guard (every place that may block refuses inside ``blocking.forbidden``,
 before changing anything), the app's decision (answers from memory only, and the same answer
@@ -25,13 +26,13 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from authctl.cmd_serve import make_server
-from server import blocking
-from server.authz import Reply
-from server.blocking import WouldBlock
-from server.redis_store import RedisStore
-from server.session_store import SQLiteStore
-from server.sqlite_util import Connections
-from server.users import UsersSource
+from server.core import blocking
+from server.core.blocking import WouldBlock
+from server.core.redis_store import RedisStore
+from server.core.session_store import SQLiteStore
+from server.core.sqlite_util import Connections
+from server.core.users import UsersSource
+from server.web.authz import Reply
 from tests.apphelpers import PASSWORDS
 from tests.apphelpers import Harness
 from tests.apphelpers import build
@@ -509,8 +510,8 @@ def test_a_raising_decision_falls_back_to_the_pool(harness: Harness) -> None:
 
 
 def test_too_much_waiting_output_goes_to_the_pool(served: Served) -> None:
-    from server.inline import MAX_BUFFERED
-    from server.inline import InlineChannel
+    from server.serve.inline import MAX_BUFFERED
+    from server.serve.inline import InlineChannel
 
     waiting = SimpleNamespace(
         requests=[SimpleNamespace(error=None)], total_outbufs_len=MAX_BUFFERED + 1
@@ -519,7 +520,7 @@ def test_too_much_waiting_output_goes_to_the_pool(served: Served) -> None:
 
 
 def test_busy_memory_store_lock_refuses_the_io_thread() -> None:
-    from server.session_store import MemoryStore
+    from server.core.session_store import MemoryStore
 
     store = MemoryStore()
     holding = threading.Event()
@@ -599,7 +600,7 @@ def test_inline_bytes_are_waitress_bytes(
 
 
 def test_render_refuses_what_waitress_refuses() -> None:
-    from server.inline import render
+    from server.serve.inline import render
 
     ok: Reply = ("200 OK", [("Remote-Name", "Zoë"), ("Content-Length", "0")], b"")
     data, close = render("1.1", "", ok, "authctl", 0.0)
@@ -620,7 +621,7 @@ def test_render_refuses_what_waitress_refuses() -> None:
 
 
 def test_render_memo_stays_bounded_and_dates_move() -> None:
-    from server import inline
+    from server.serve import inline
 
     for i in range(inline.MEMO_SIZE + 300):
         reply: Reply = ("302 Found", [(f"X-Header-{i}", "v"), ("Location", f"/{i}")], b"")

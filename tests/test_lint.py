@@ -1,4 +1,4 @@
-"""Tests for server.lint: each check finds what it should, and stays quiet otherwise.
+"""Tests for server.core.lint: each check finds what it should, and stays quiet otherwise.
 
 Configs go through the real loader, so what the linter sees is what ``rules check`` sees.
 """
@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from server.config import Config
-from server.config import parse_config
-from server.errors import ConfigError
-from server.lint import Finding
-from server.lint import config_findings
-from server.lint import lint
-from server.lint import runtime_files
+from server.core.config import Config
+from server.core.config import parse_config
+from server.core.errors import ConfigError
+from server.core.lint import Finding
+from server.core.lint import config_findings
+from server.core.lint import lint
+from server.core.lint import runtime_files
 from tests.conftest import BASE_CONFIG
 
 HEAD = """\

@@ -16,10 +16,10 @@ from pathlib import Path
 import pyotp
 import pytest
 
-from server.config import PasswordHashConfig
-from server.hashcap import HashTimer
-from server.passwords import PasswordHasher
-from server.userfile import UsersFile
+from server.core.config import PasswordHashConfig
+from server.core.hashcap import HashTimer
+from server.core.passwords import PasswordHasher
+from server.core.userfile import UsersFile
 from tests.apphelpers import PASSWORDS
 from tests.apphelpers import Harness
 from tests.apphelpers import build
@@ -294,14 +294,14 @@ def test_failed_logins_are_padded_to_the_configured_hash_time(h: Harness) -> Non
     "text", ['"\\ud800"', '["ok", "\\udfff"]', '{"a": {"\\ud800": 1}}', '{"a": [["\\udc00"]]}']
 )
 def test_strict_json_refuses_lone_surrogates_anywhere(text: str) -> None:
-    from server import jsonstrict
+    from server.core import jsonstrict
 
     with pytest.raises(ValueError):  # noqa: PT011 - UnicodeEncodeError is the ValueError
         jsonstrict.loads(text)
 
 
 def test_strict_json_keeps_real_text() -> None:
-    from server import jsonstrict
+    from server.core import jsonstrict
 
     assert jsonstrict.loads('{"n": "\\ud83d\\ude00 \\u00e9"}') == {"n": "\U0001f600 \u00e9"}
     with pytest.raises(ValueError, match="duplicate"):

@@ -13,12 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.config import LogConfig
-from server.logs import LOGGERS
-from server.logs import JsonFormatter
-from server.logs import TextFormatter
-from server.logs import configure_logging
-from server.names import canonical_username
+from server.core.config import LogConfig
+from server.core.logs import LOGGERS
+from server.core.logs import JsonFormatter
+from server.core.logs import TextFormatter
+from server.core.logs import configure_logging
+from server.core.names import canonical_username
 from tests.apphelpers import PASSWORDS
 from tests.apphelpers import build
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.names import check_display_text
-from server.names import check_group
+from server.core.names import check_display_text
+from server.core.names import check_group
 
 
 def slow_group_ok(name: str) -> bool:

@@ -1,7 +1,7 @@
-"""The notifier (server/notifier.py): the file transport, and SMTP against a REAL server.
+"""The notifier (server/core/notifier.py): the file transport, and SMTP against a REAL server.
 
 The SMTP tests start aiosmtpd (a test dependency) on loopback in this process: plain, STARTTLS
-and implicit TLS with a certificate made for the test (``server.certs``), with and without
+and implicit TLS with a certificate made for the test (``server.core.certs``), with and without
 login, so smtplib's real protocol exchange is what is tested, not a mock.
 """
 
@@ -27,19 +27,19 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 from aiosmtpd.smtp import LoginPassword
 
-from server.config import NotifierConfig
-from server.config import SmtpConfig
-from server.notifier import FileNotifier
-from server.notifier import Message
-from server.notifier import NotifierError
-from server.notifier import Outbox
-from server.notifier import OutboxFull
-from server.notifier import SmtpNotifier
-from server.notifier import elevation_code_message
-from server.notifier import make_notifier
-from server.notifier import notice_message
-from server.notifier import read_password_file
-from server.notifier import reset_link_message
+from server.core.config import NotifierConfig
+from server.core.config import SmtpConfig
+from server.core.notifier import FileNotifier
+from server.core.notifier import Message
+from server.core.notifier import NotifierError
+from server.core.notifier import Outbox
+from server.core.notifier import OutboxFull
+from server.core.notifier import SmtpNotifier
+from server.core.notifier import elevation_code_message
+from server.core.notifier import make_notifier
+from server.core.notifier import notice_message
+from server.core.notifier import read_password_file
+from server.core.notifier import reset_link_message
 
 SENDER = "authctl <auth@example.com>"
 SMTP_USER = "mailer"
@@ -182,7 +182,7 @@ def test_file_notifier_fchmod_failure_closes(
     def refuse(fd: int, mode: int) -> None:
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr("server.notifier.os.fchmod", refuse)
+    monkeypatch.setattr("server.core.notifier.os.fchmod", refuse)
     with pytest.raises(NotifierError, match="not permitted"):
         FileNotifier(path).send(message())
 
@@ -461,9 +461,9 @@ class Tls:
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    """Server and client TLS contexts for a certificate made with server.certs."""
-    from server.certs import generate
-    from server.certs import write_files
+    """Server and client TLS contexts for a certificate made with server.core.certs."""
+    from server.core.certs import generate
+    from server.core.certs import write_files
 
     folder = tmp_path_factory.mktemp("certs")
     bundle = generate(["localhost", "127.0.0.1"], key_type="ecdsa", ca=True)

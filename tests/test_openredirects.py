@@ -7,7 +7,7 @@ from urllib.parse import unquote
 
 import pytest
 
-from server.urls import safe_redirect
+from server.core.urls import safe_redirect
 
 #: A copy kept in the repository (provenance and licence in ``data/openredirects.README.md``),
 #: so a bare clone runs every test; a missing file fails collection.

@@ -1,4 +1,4 @@
-"""One-time codes and signed single-use tokens (server/otc.py) on a real storage database."""
+"""One-time codes and signed single-use tokens (server/core/otc.py) on a real storage database."""
 
 from __future__ import annotations
 
@@ -12,18 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from server.config import StorageConfig
-from server.otc import ALPHABET
-from server.otc import CODE_LENGTH
-from server.otc import KEEP_EXPIRED
-from server.otc import InvalidToken
-from server.otc import OneTimeCodes
-from server.otc import SignedTokens
-from server.otc import derive_key
-from server.otc import new_code
-from server.otc import normalise_code
-from server.storage import Storage
-from server.storage import StorageError
+from server.core.config import StorageConfig
+from server.core.otc import ALPHABET
+from server.core.otc import CODE_LENGTH
+from server.core.otc import KEEP_EXPIRED
+from server.core.otc import InvalidToken
+from server.core.otc import OneTimeCodes
+from server.core.otc import SignedTokens
+from server.core.otc import derive_key
+from server.core.otc import new_code
+from server.core.otc import normalise_code
+from server.core.storage import Storage
+from server.core.storage import StorageError
 
 SESSION = "S" * 43
 OTHER_SESSION = "T" * 43

@@ -1,4 +1,4 @@
-"""Tests for server.passwords: argon2id hashing, verification, bounds and the dummy verify."""
+"""Tests for server.core.passwords: argon2id hashing, verification, bounds and the dummy verify."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-import server.passwords
-from server.config import PasswordHashConfig
-from server.passwords import PasswordHasher
-from server.passwords import check_hash
+import server.core.passwords
+from server.core.config import PasswordHashConfig
+from server.core.passwords import PasswordHasher
+from server.core.passwords import check_hash
 
 CHEAP = PasswordHashConfig(memory_kib=8, iterations=1, parallelism=1)
 SALT = "c2FsdHNhbHRzYWx0c2FsdA"  # 16 bytes
@@ -163,7 +163,7 @@ def test_out_of_bounds_hash_never_reaches_argon2(
 ) -> None:
     """A 4 GiB hash is not handed to argon2; a dummy verify with the configured params runs."""
     recorder = Recorder()
-    monkeypatch.setattr(server.passwords, "verify_secret", recorder)
+    monkeypatch.setattr(server.core.passwords, "verify_secret", recorder)
     assert hasher.verify(phc(params="m=4194304,t=1,p=1"), "pw") is False
     assert len(recorder.hashes) == 1
     got = argon2.extract_parameters(recorder.hashes[0].decode())
@@ -174,7 +174,7 @@ def test_dummy_verify_costs_a_configured_verify(monkeypatch: pytest.MonkeyPatch)
     """dummy_verify runs one argon2id verify with the configured parameters and returns False."""
     params = PasswordHashConfig(memory_kib=64, iterations=2, parallelism=2)
     recorder = Recorder()
-    monkeypatch.setattr(server.passwords, "verify_secret", recorder)
+    monkeypatch.setattr(server.core.passwords, "verify_secret", recorder)
     assert PasswordHasher(params).dummy_verify("pw") is False
     got = argon2.extract_parameters(recorder.hashes[0].decode())
     assert (got.type, got.memory_cost, got.time_cost, got.parallelism) == (argon2.Type.ID, 64, 2, 2)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from authctl import snippets
 from authctl.cli import cli
-from server import certs
+from server.core import certs
 
 CONFIG = """\
 [server]

@@ -1,4 +1,4 @@
-"""Sliding-window rate limits (server/ratelimit.py) on a fake clock."""
+"""Sliding-window rate limits (server/core/ratelimit.py) on a fake clock."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import typing as t
 
 import pytest
 
-from server.ratelimit import Limit
-from server.ratelimit import RateLimiter
-from server.ratelimit import limits
-from server.ratelimit import retry_after_header
+from server.core.ratelimit import Limit
+from server.core.ratelimit import RateLimiter
+from server.core.ratelimit import limits
+from server.core.ratelimit import retry_after_header
 
 
 def test_allows_up_to_count_then_refuses(clock: t.Any) -> None:

@@ -1,4 +1,4 @@
-"""Redirect safety (``server.urls.safe_redirect``): SPEC §3.5 and security.md §2.A."""
+"""Redirect safety (``server.core.urls.safe_redirect``): SPEC §3.5 and security.md §2.A."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import example
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.urls import MAX_URL_LENGTH
-from server.urls import safe_redirect
+from server.core.urls import MAX_URL_LENGTH
+from server.core.urls import safe_redirect
 
 DOMAINS = ["example.com"]
 

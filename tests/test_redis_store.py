@@ -27,10 +27,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from server.redis_store import RedisStore
-from server.session_store import SessionStore
-from server.session_store import SessionStoreError
-from server.session_store import hash_session_id
+from server.core.redis_store import RedisStore
+from server.core.session_store import SessionStore
+from server.core.session_store import SessionStoreError
+from server.core.session_store import hash_session_id
 from tests import test_session_store as contract
 from tests.test_serve import SQLITE_CONFIG
 from tests.test_serve import Server

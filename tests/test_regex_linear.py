@@ -20,13 +20,13 @@ from hypothesis import settings
 from hypothesis import strategies as st
 
 from authctl.cli import cli
-from server.config import Config
-from server.config import parse_config
-from server.errors import ConfigError
-from server.regex import Regex
-from server.regex import RegexError
-from server.rules import AccessControl
-from server.rules import AccessRequest
+from server.core.config import Config
+from server.core.config import parse_config
+from server.core.errors import ConfigError
+from server.core.regex import Regex
+from server.core.regex import RegexError
+from server.core.rules import AccessControl
+from server.core.rules import AccessRequest
 from tests.conftest import BASE_CONFIG
 
 HEAD = """\

@@ -1,6 +1,6 @@
 """Tests for brute-force regulation: Authelia's vectors and timelines on an injected clock,
 user and IP modes, canonical names, the TOTP stream, expiry, clearing and failing closed
-(``server.regulation``)."""
+(``server.core.regulation``)."""
 
 from __future__ import annotations
 
@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from server.config import RegulationConfig
-from server.config import StorageConfig
-from server.errors import Banned
-from server.errors import InvalidCredentials
-from server.names import canonical_username
-from server.regulation import REASON
-from server.regulation import Regulator
-from server.regulation import ip_key
-from server.regulation import max_failures_per_hour
-from server.regulation import user_key
-from server.storage import Storage
-from server.storage import StorageError
+from server.core.config import RegulationConfig
+from server.core.config import StorageConfig
+from server.core.errors import Banned
+from server.core.errors import InvalidCredentials
+from server.core.names import canonical_username
+from server.core.regulation import REASON
+from server.core.regulation import Regulator
+from server.core.regulation import ip_key
+from server.core.regulation import max_failures_per_hour
+from server.core.regulation import user_key
+from server.core.storage import Storage
+from server.core.storage import StorageError
 from tests.conftest import Clock
 
 #: The configuration of Authelia's regulator_whitebox_test.go: 3 retries, 30 s, 10 min.

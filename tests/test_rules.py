@@ -1,4 +1,4 @@
-"""Tests for server.rules: Authelia's access-control semantics, table by table.
+"""Tests for server.core.rules: Authelia's access-control semantics, table by table.
 
 Most scenarios are reconstructed from Authelia's ``internal/authorization/authorizer_test.go``
 (John: groups dev, admins, IP 10.0.0.8; Bob: no groups, 10.0.0.7; Sam: fec0::1; Sally:
@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from server.config import AccessControlConfig
-from server.config import RuleConfig
-from server.config import parse_config
-from server.rules import HOST_CACHE_SIZE
-from server.rules import AccessControl
-from server.rules import AccessRequest
-from server.rules import AmbiguousQueryError
-from server.rules import Decision
-from server.rules import parse_query
+from server.core.config import AccessControlConfig
+from server.core.config import RuleConfig
+from server.core.config import parse_config
+from server.core.rules import HOST_CACHE_SIZE
+from server.core.rules import AccessControl
+from server.core.rules import AccessRequest
+from server.core.rules import AmbiguousQueryError
+from server.core.rules import Decision
+from server.core.rules import parse_query
 
 HEAD = """\
 [session]
@@ -448,7 +448,7 @@ CASES: list[tuple[str, AccessRequest, Expect]] = [
     ("methods", request("protected.example.com", method="post", who=ANON), ("one_factor", 1)),
     ("methods", request("protected.example.com", method="DELETE", who=ANON), ("two_factor", 2)),
     ("methods", request("protected.example.com", method="PROPFIND", who=ANON), ("deny", None)),
-    # TestShouldCheckResourceMatching (paths as server.urls normalises them).
+    # TestShouldCheckResourceMatching (paths as server.core.urls normalises them).
     ("resources", request("resource.example.com", who=JOHN), ("bypass", 0)),
     ("resources", request("resource.example.com", "/bypass/abc", who=JOHN), ("bypass", 1)),
     ("resources", request("resource.example.com", "/bypass/", who=JOHN), ("bypass", 1)),

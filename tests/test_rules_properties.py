@@ -1,4 +1,4 @@
-"""Property tests for server.rules: the indexed engine against a naive reference.
+"""Property tests for server.core.rules: the indexed engine against a naive reference.
 
 ``AccessControl`` indexes rules by host and caches candidate lists, which is exactly where a
 first-match engine can go subtly wrong (a rule skipped, two rules swapped). These tests build
@@ -21,16 +21,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.config import AccessControlConfig
-from server.config import NetworkRef
-from server.config import QueryCondition
-from server.config import RuleConfig
-from server.config import parse_network
-from server.errors import InvalidTargetError
-from server.regex import Regex
-from server.rules import AccessControl
-from server.rules import AccessRequest
-from server.rules import Decision
+from server.core.config import AccessControlConfig
+from server.core.config import NetworkRef
+from server.core.config import QueryCondition
+from server.core.config import RuleConfig
+from server.core.config import parse_network
+from server.core.errors import InvalidTargetError
+from server.core.regex import Regex
+from server.core.rules import AccessControl
+from server.core.rules import AccessRequest
+from server.core.rules import Decision
 
 POLICIES = ("bypass", "one_factor", "two_factor", "deny")
 DOMAINS = (

@@ -196,7 +196,7 @@ def test_totp_failures_are_regulated(h: Harness) -> None:
 
 def test_regulation_store_failure_fails_closed(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     """A regulation store that fails refuses the login rather than letting it through."""
-    from server.storage import StorageError
+    from server.core.storage import StorageError
 
     def broken(*_args: object, **_kwargs: object) -> None:
         raise StorageError("disk on fire")

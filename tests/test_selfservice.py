@@ -1,4 +1,4 @@
-"""Self-service over HTTP, in process (server/selfservice.py; SPEC §3.2; security.md §2 E, I).
+"""Self-service over HTTP, in process (server/web/selfservice.py; SPEC §3.2; security.md §2 E, I).
 
 Every flow runs through the WSGI app with the filesystem notifier: the test reads the code or
 the link from the notifications file, as a user reads their mail. One test goes end to end
@@ -21,17 +21,17 @@ from urllib.parse import unquote
 import pytest
 from aiosmtpd.controller import Controller
 
-from server.hashcap import Busy
-from server.notifier import Message
-from server.notifier import NotifierError
-from server.notifier import Outbox
-from server.otc import SignedTokens
-from server.ratelimit import RateLimiter
-from server.ratelimit import limits
-from server.selfservice import SelfServiceApi
-from server.selfservice import SelfServiceSettings
-from server.totp import totp_at
-from server.userfile import UsersFile
+from server.core.hashcap import Busy
+from server.core.notifier import Message
+from server.core.notifier import NotifierError
+from server.core.notifier import Outbox
+from server.core.otc import SignedTokens
+from server.core.ratelimit import RateLimiter
+from server.core.ratelimit import limits
+from server.core.totp import totp_at
+from server.core.userfile import UsersFile
+from server.web.selfservice import SelfServiceApi
+from server.web.selfservice import SelfServiceSettings
 from tests.apphelpers import APP_CONFIG
 from tests.apphelpers import PASSWORDS
 from tests.apphelpers import Harness
@@ -345,7 +345,7 @@ def test_storage_failure_is_503(ss: SS) -> None:
 def test_session_gone_between_check_and_save(ss: SS, monkeypatch: pytest.MonkeyPatch) -> None:
     """If the session ends while the code is being sent, the answer says to sign in again."""
     one = ss.h.login("alice")
-    from server.sessions import SessionGoneError
+    from server.core.sessions import SessionGoneError
 
     def gone(*args: object) -> None:
         raise SessionGoneError("gone")
@@ -360,7 +360,7 @@ def test_session_gone_during_elevation(ss: SS, monkeypatch: pytest.MonkeyPatch) 
     """A session that ended (another tab's factor) before the elevation is not elevated."""
     one = ss.h.login("alice")
     ss.h.api("/api/user/session/elevation", {}, cookie=one)
-    from server.sessions import SessionGoneError
+    from server.core.sessions import SessionGoneError
 
     def gone(*args: object, **kw: object) -> None:
         raise SessionGoneError("gone")
@@ -488,7 +488,7 @@ def test_qr_code_is_a_safe_same_origin_svg(ss: SS) -> None:
 
 def test_qr_code_encodes_the_returned_uri(ss: SS) -> None:
     """The served SVG is the QR code of exactly the otpauth URI the PUT returned."""
-    from server.selfservice import qr_svg
+    from server.web.selfservice import qr_svg
 
     one = elevate(ss, ss.h.login("alice"))
     start = ss.h.api("/api/secondfactor/totp/register", {}, method="PUT", cookie=one)
@@ -833,8 +833,8 @@ def test_reset_finish_limits(ss: SS) -> None:
 
 def test_reset_with_unwritable_users_file(ss: SS, monkeypatch: pytest.MonkeyPatch) -> None:
     """If users.toml cannot be written the answer is 503 and the old password still works."""
-    from server.errors import Problem
-    from server.errors import UserStoreError
+    from server.core.errors import Problem
+    from server.core.errors import UserStoreError
 
     def fail(*args: object) -> None:
         raise UserStoreError([Problem(None, "", "read-only file system")])
@@ -1000,7 +1000,7 @@ def test_change_password_busy_hashing(ss: SS, monkeypatch: pytest.MonkeyPatch) -
 
 def test_change_password_for_a_removed_user(ss: SS, monkeypatch: pytest.MonkeyPatch) -> None:
     """If the user vanished from the file meanwhile, the change says to sign in again."""
-    from server.errors import UserError
+    from server.core.errors import UserError
 
     def gone(*args: object) -> None:
         raise UserError("no user")
@@ -1098,7 +1098,7 @@ def test_configuration_enables_reset_and_change(ss: SS) -> None:
 
 def test_build_reads_the_key_and_makes_the_notifier(ss: SS) -> None:
     """``SelfServiceApi.build`` wires the configured notifier; ``close`` drains the outbox."""
-    from server.notifier import FileNotifier
+    from server.core.notifier import FileNotifier
 
     svc = SelfServiceApi.build(ss.h.config, ss.h.app.portal, ss.svc.codes._table.storage)
     assert isinstance(svc.notifier, FileNotifier)
@@ -1108,7 +1108,7 @@ def test_build_reads_the_key_and_makes_the_notifier(ss: SS) -> None:
 
 def test_app_without_selfservice_has_no_routes(ss: SS) -> None:
     """An App built without the self-service part serves only the portal's routes."""
-    from server.app import App
+    from server.web.app import App
 
     bare = App(ss.h.config, ss.h.app.authorizer, ss.h.app.portal, {})
     assert "/api/change-password" not in bare.api
@@ -1137,7 +1137,7 @@ def test_secrets_never_reach_the_log(ss: SS, caplog: pytest.LogCaptureFixture) -
 
 def test_tokens_are_bound_to_this_installation(ss: SS, tmp_path: Path) -> None:
     """A reset token minted with another storage key is refused."""
-    from server.otc import derive_key
+    from server.core.otc import derive_key
 
     other = SignedTokens(ss.svc.codes._table.storage, derive_key(b"z" * 32, "signed tokens"))
     token = other.issue("alice", "reset_password", stamp="whatever")
@@ -1321,7 +1321,7 @@ def test_mail_queue_size_comes_from_the_settings(tmp_path: Path, clock: t.Any) -
 
 def test_session_numbers_are_read_defensively() -> None:
     """Session values that are not finite numbers read as 0 (never as 'elevated forever')."""
-    from server.selfservice import _finite
+    from server.web.selfservice import _finite
 
     assert _finite("12.5") == 12.5
     assert _finite(None) == 0.0

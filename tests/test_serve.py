@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from server.passwords import PasswordHasher
+from server.core.passwords import PasswordHasher
 from tests.apphelpers import APP_CONFIG
 from tests.apphelpers import CHEAP
 from tests.apphelpers import PASSWORDS

@@ -22,17 +22,17 @@ from pathlib import Path
 
 import pytest
 
-from server.session_store import SCHEMA_VERSION
-from server.session_store import MemoryStore
-from server.session_store import SessionStore
-from server.session_store import SessionStoreError
-from server.session_store import SQLiteStore
-from server.session_store import hash_session_id
-from server.session_store import session_from_json
-from server.session_store import session_to_json
-from server.sessions import Level
-from server.sessions import Session
-from server.sessions import new_session_id
+from server.core.session_store import SCHEMA_VERSION
+from server.core.session_store import MemoryStore
+from server.core.session_store import SessionStore
+from server.core.session_store import SessionStoreError
+from server.core.session_store import SQLiteStore
+from server.core.session_store import hash_session_id
+from server.core.session_store import session_from_json
+from server.core.session_store import session_to_json
+from server.core.sessions import Level
+from server.core.sessions import Session
+from server.core.sessions import new_session_id
 
 T0 = 1_700_000_000.0
 
@@ -461,7 +461,7 @@ class TestSQLite:
     def test_get_is_one_primary_key_lookup(self, db_path: Path) -> None:
         """The read on the verify path searches by primary key, never scans."""
         SQLiteStore(db_path).close()
-        from server.session_store import _GET
+        from server.core.session_store import _GET
 
         with raw_connect(db_path) as conn:
             plan = " ".join(
@@ -614,7 +614,7 @@ class TestSQLite:
         """Unsealed rows of schema 1 cannot be trusted: the upgrade removes them."""
         db_path.parent.mkdir(parents=True, exist_ok=True)
         with raw_connect(db_path) as conn:
-            from server.session_store import MIGRATIONS
+            from server.core.session_store import MIGRATIONS
 
             for statement in MIGRATIONS[0]:
                 conn.execute(statement)

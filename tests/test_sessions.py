@@ -14,21 +14,21 @@ from http.cookies import SimpleCookie
 
 import pytest
 
-from server.config import CookieConfig
-from server.config import SessionConfig
-from server.session_store import MemoryStore
-from server.session_store import SessionStoreError
-from server.sessions import ID_PATTERN
-from server.sessions import MAX_TOUCH_INTERVAL
-from server.sessions import PURGE_INTERVAL
-from server.sessions import WRITE_RETRY
-from server.sessions import Level
-from server.sessions import Session
-from server.sessions import SessionGoneError
-from server.sessions import SessionManager
-from server.sessions import is_session_id
-from server.sessions import new_session_id
-from server.sessions import user_stamp
+from server.core.config import CookieConfig
+from server.core.config import SessionConfig
+from server.core.session_store import MemoryStore
+from server.core.session_store import SessionStoreError
+from server.core.sessions import ID_PATTERN
+from server.core.sessions import MAX_TOUCH_INTERVAL
+from server.core.sessions import PURGE_INTERVAL
+from server.core.sessions import WRITE_RETRY
+from server.core.sessions import Level
+from server.core.sessions import Session
+from server.core.sessions import SessionGoneError
+from server.core.sessions import SessionManager
+from server.core.sessions import is_session_id
+from server.core.sessions import new_session_id
+from server.core.sessions import user_stamp
 
 DOMAIN = "example.com"
 OTHER = "example.org"

@@ -22,15 +22,15 @@ from hypothesis.stateful import invariant
 from hypothesis.stateful import precondition
 from hypothesis.stateful import rule
 
-from server.config import CookieConfig
-from server.config import SessionConfig
-from server.session_store import MemoryStore
-from server.session_store import SessionStore
-from server.session_store import SQLiteStore
-from server.sessions import Level
-from server.sessions import Session
-from server.sessions import SessionGoneError
-from server.sessions import SessionManager
+from server.core.config import CookieConfig
+from server.core.config import SessionConfig
+from server.core.session_store import MemoryStore
+from server.core.session_store import SessionStore
+from server.core.session_store import SQLiteStore
+from server.core.sessions import Level
+from server.core.sessions import Session
+from server.core.sessions import SessionGoneError
+from server.core.sessions import SessionManager
 
 DOMAIN = "example.com"
 OTHER = "example.org"

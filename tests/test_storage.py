@@ -1,6 +1,6 @@
 """Tests for the storage database: schema and migrations, encryption at rest, the key check,
-the atomic TOTP replay guard, the authentication log and bans (``server.storage``,
-``server.crypto``)."""
+the atomic TOTP replay guard, the authentication log and bans (``server.core.storage``,
+``server.core.crypto``)."""
 
 from __future__ import annotations
 
@@ -19,21 +19,21 @@ from pathlib import Path
 
 import pytest
 
-from server.config import StorageConfig
-from server.config import TotpConfig
-from server.crypto import MIN_KEY_BYTES
-from server.crypto import SecretBox
-from server.crypto import key_file_is_private
-from server.crypto import read_key_file
-from server.storage import APPLICATION_ID
-from server.storage import SCHEMA_VERSION
-from server.storage import WRONG_KEY
-from server.storage import Ban
-from server.storage import Storage
-from server.storage import StorageError
-from server.storage import StorageKeyError
-from server.totp import TotpService
-from server.totp import decode_secret
+from server.core.config import StorageConfig
+from server.core.config import TotpConfig
+from server.core.crypto import MIN_KEY_BYTES
+from server.core.crypto import SecretBox
+from server.core.crypto import key_file_is_private
+from server.core.crypto import read_key_file
+from server.core.storage import APPLICATION_ID
+from server.core.storage import SCHEMA_VERSION
+from server.core.storage import WRONG_KEY
+from server.core.storage import Ban
+from server.core.storage import Storage
+from server.core.storage import StorageError
+from server.core.storage import StorageKeyError
+from server.core.totp import TotpService
+from server.core.totp import decode_secret
 from tests.conftest import ROOT
 from tests.conftest import Clock
 
@@ -637,7 +637,8 @@ def test_core_modules_import_no_web_or_cli_library() -> None:
     """storage, crypto, totp, regulation and hashcap load no webob, waitress, click or rich."""
     code = (
         "import json, sys\n"
-        "import server.storage, server.crypto, server.totp, server.regulation, server.hashcap\n"
+        "import server.core.storage, server.core.crypto, server.core.totp\n"
+        "import server.core.regulation, server.core.hashcap\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
     result = subprocess.run(

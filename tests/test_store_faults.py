@@ -26,13 +26,13 @@ from pathlib import Path
 
 import pytest
 
-from server.config import StorageConfig
-from server.redis_store import RETRY_AFTER
-from server.redis_store import RedisStore
-from server.session_store import SessionStoreError
-from server.session_store import SQLiteStore
-from server.storage import Storage
-from server.storage import StorageError
+from server.core.config import StorageConfig
+from server.core.redis_store import RETRY_AFTER
+from server.core.redis_store import RedisStore
+from server.core.session_store import SessionStoreError
+from server.core.session_store import SQLiteStore
+from server.core.storage import Storage
+from server.core.storage import StorageError
 from tests.apphelpers import PASSWORDS
 from tests.apphelpers import Harness
 from tests.apphelpers import build
@@ -112,7 +112,7 @@ CHANGE_TABLE = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from server.session_store import ChangeTable
+    from server.core.session_store import ChangeTable
     try:
         table = ChangeTable(Path(sys.argv[1]))
         table.changed(4000)

@@ -1,4 +1,4 @@
-"""Tests for ``server.tomlpos``: finding the line of a key path in TOML text."""
+"""Tests for ``server.core.tomlpos``: finding the line of a key path in TOML text."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from hypothesis import example
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.tomlpos import key_at
-from server.tomlpos import locate
-from server.tomlpos import locate_position
-from server.tomlpos import parent_paths
-from server.tomlpos import parse_key_path
-from server.tomlpos import positions
+from server.core.tomlpos import key_at
+from server.core.tomlpos import locate
+from server.core.tomlpos import locate_position
+from server.core.tomlpos import parent_paths
+from server.core.tomlpos import parse_key_path
+from server.core.tomlpos import positions
 
 DOCUMENT = """\
 # a comment with [brackets] and key = "value"

@@ -1,5 +1,5 @@
 """Tests for TOTP: RFC vectors, strict code parsing, the skew window, replay protection
-(sequential, parallel, after a restart) and the TotpService flows (``server.totp``)."""
+(sequential, parallel, after a restart) and the TotpService flows (``server.core.totp``)."""
 
 from __future__ import annotations
 
@@ -14,25 +14,25 @@ from urllib.parse import urlsplit
 import pyotp
 import pytest
 
-from server.config import RegulationConfig
-from server.config import StorageConfig
-from server.config import TotpConfig
-from server.errors import Banned
-from server.regulation import Regulator
-from server.storage import Storage
-from server.totp import MalformedCode
-from server.totp import TotpAlreadyEnrolled
-from server.totp import TotpService
-from server.totp import decode_secret
-from server.totp import encode_secret
-from server.totp import hotp
-from server.totp import match_step
-from server.totp import new_secret
-from server.totp import parse_code
-from server.totp import provisioning_uri
-from server.totp import time_step
-from server.totp import totp_at
-from server.totp import verify
+from server.core.config import RegulationConfig
+from server.core.config import StorageConfig
+from server.core.config import TotpConfig
+from server.core.errors import Banned
+from server.core.regulation import Regulator
+from server.core.storage import Storage
+from server.core.totp import MalformedCode
+from server.core.totp import TotpAlreadyEnrolled
+from server.core.totp import TotpService
+from server.core.totp import decode_secret
+from server.core.totp import encode_secret
+from server.core.totp import hotp
+from server.core.totp import match_step
+from server.core.totp import new_secret
+from server.core.totp import parse_code
+from server.core.totp import provisioning_uri
+from server.core.totp import time_step
+from server.core.totp import totp_at
+from server.core.totp import verify
 from tests.conftest import Clock
 
 # RFC 6238 Appendix B: the seeds are ASCII "1234567890" repeated to the digest's size.

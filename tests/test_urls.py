@@ -1,4 +1,4 @@
-"""Targets and path normalisation (``server.urls``): SPEC §2.1 and security.md §2.B."""
+"""Targets and path normalisation (``server.core.urls``): SPEC §2.1 and security.md §2.B."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from hypothesis import example
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server import urls
-from server.errors import InvalidTargetError
-from server.urls import MAX_URI_LENGTH
-from server.urls import Target
-from server.urls import build_target
-from server.urls import canonical_host
-from server.urls import normalise_path
-from server.urls import parse_target
+from server.core import urls
+from server.core.errors import InvalidTargetError
+from server.core.urls import MAX_URI_LENGTH
+from server.core.urls import Target
+from server.core.urls import build_target
+from server.core.urls import canonical_host
+from server.core.urls import normalise_path
+from server.core.urls import parse_target
 
 # --------------------------------------------------------------------------- normalise_path
 

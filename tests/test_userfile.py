@@ -1,4 +1,4 @@
-"""Tests for server.userfile: locked, atomic edits that keep the rest of the file as it was."""
+"""Tests for server.core.userfile: locked, atomic edits that keep the rest of the file as it was."""
 
 from __future__ import annotations
 
@@ -19,16 +19,16 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from server.config import PasswordHashConfig
-from server.errors import UserError
-from server.errors import UserStoreError
-from server.passwords import PasswordHasher
-from server.userfile import UsersFile
-from server.userfile import render_entry
-from server.userfile import splice
-from server.users import END_MARKER
-from server.users import User
-from server.users import load_users
+from server.core.config import PasswordHashConfig
+from server.core.errors import UserError
+from server.core.errors import UserStoreError
+from server.core.passwords import PasswordHasher
+from server.core.userfile import UsersFile
+from server.core.userfile import render_entry
+from server.core.userfile import splice
+from server.core.users import END_MARKER
+from server.core.users import User
+from server.core.users import load_users
 from tests.conftest import ROOT
 
 HASHER = PasswordHasher(PasswordHashConfig(memory_kib=8, iterations=1, parallelism=1))
@@ -469,7 +469,7 @@ def test_reader_never_sees_a_partial_file(tmp_path: Path) -> None:
 SLOW_WRITER = """
 import os, sys, time
 from pathlib import Path
-from server.userfile import UsersFile
+from server.core.userfile import UsersFile
 
 real_fsync = os.fsync
 def slow_fsync(fd):

@@ -1,4 +1,4 @@
-"""Tests for server.users: loading and validating users.toml, and the server's live copy."""
+"""Tests for server.core.users: loading and validating users.toml, and the server's live copy."""
 
 from __future__ import annotations
 
@@ -13,19 +13,19 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from server.config import PasswordHashConfig
-from server.errors import Problem
-from server.errors import UserStoreError
-from server.names import USERNAME_PATTERN
-from server.names import canonical_username
-from server.names import check_username
-from server.passwords import PasswordHasher
-from server.users import User
-from server.users import UserDatabase
-from server.users import UsersSource
-from server.users import key_path
-from server.users import load_users
-from server.users import mode_warning
+from server.core.config import PasswordHashConfig
+from server.core.errors import Problem
+from server.core.errors import UserStoreError
+from server.core.names import USERNAME_PATTERN
+from server.core.names import canonical_username
+from server.core.names import check_username
+from server.core.passwords import PasswordHasher
+from server.core.users import User
+from server.core.users import UserDatabase
+from server.core.users import UsersSource
+from server.core.users import key_path
+from server.core.users import load_users
+from server.core.users import mode_warning
 from tests.conftest import ROOT
 from tests.conftest import Clock
 

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from server.config import PasswordHashConfig
-from server.errors import UserStoreError
-from server.passwords import PasswordHasher
-from server.userfile import UsersFile
-from server.users import END_MARKER
-from server.users import UsersSource
-from server.users import load_users
+from server.core.config import PasswordHashConfig
+from server.core.errors import UserStoreError
+from server.core.passwords import PasswordHasher
+from server.core.userfile import UsersFile
+from server.core.users import END_MARKER
+from server.core.users import UsersSource
+from server.core.users import load_users
 from tests.conftest import ROOT
 from tests.conftest import Clock
 

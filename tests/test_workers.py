@@ -265,7 +265,7 @@ def test_a_broken_start_is_not_retried(tmp_path: Path) -> None:
 def test_sqlite_cache_sees_writes_of_other_processes(tmp_path: Path) -> None:
     """A session cached by one SQLiteStore (one worker) is dropped as soon as another store on
     the same file (another worker) deletes, replaces, touches it or deletes its user."""
-    from server.session_store import SQLiteStore
+    from server.core.session_store import SQLiteStore
     from tests.test_session_store import T0
     from tests.test_session_store import make_session
 
@@ -346,10 +346,10 @@ def test_backoff_doubles_up_to_its_cap_and_the_slot_recovers(
     reason, and starts again by itself once the cause is gone."""
     import logging
 
-    from server.workers import StartError
-    from server.workers import Supervisor
-    from server.workers import bind
-    from server.workers import rebinder
+    from server.serve.workers import StartError
+    from server.serve.workers import Supervisor
+    from server.serve.workers import bind
+    from server.serve.workers import rebinder
 
     flag = tmp_path / "broken"
     listen = {"host": "127.0.0.1", "port": 0}

@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 if t.TYPE_CHECKING:
-    from server.config import Config
+    from server.core.config import Config
 
 PROXIES = ("traefik", "nginx", "caddy", "haproxy", "envoy")
 #: The identity headers authctl answers with; nothing else may set them.
@@ -251,8 +251,8 @@ def authctl_endpoint(config: Config) -> HostPort:
 
 
 def _normalise_site(text: str) -> str:
-    from server.certs import CertificateError
-    from server.certs import normalise_host
+    from server.core.certs import CertificateError
+    from server.core.certs import normalise_host
 
     try:
         value = normalise_host(text)
@@ -317,7 +317,7 @@ def build_plan(
     if not chosen:
         raise SnippetError("no host to protect besides the portal; add --host app.example.com")
     if tls_cert is None or tls_key is None:
-        from server.certs import default_certificate_paths
+        from server.core.certs import default_certificate_paths
 
         tls_cert, tls_key = default_certificate_paths(config.base_dir)
     return Plan(

@@ -1,4 +1,5 @@
-"""Marks the code that must not block: authz answered in waitress's I/O thread (``server.inline``).
+"""Marks the code that must not block: authz answered in waitress's I/O thread
+(``server.serve.inline``).
 
 The I/O thread serves every connection, so if it waited on a disk, a lock or Redis, every
 client would wait. The inline path therefore runs inside ``with forbidden:``, and each place

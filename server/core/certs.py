@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.oid import NameOID
 
-from server.config import normalise_domain
-from server.errors import AuthError
+from server.core.config import normalise_domain
+from server.core.errors import AuthError
 
 KEY_TYPES = ("rsa", "ecdsa")
 RSA_SIZES = (2048, 3072)

@@ -22,19 +22,19 @@ from urllib.parse import urlunsplit
 
 import tomli
 
-from server.durations import format_duration
-from server.durations import parse_duration
-from server.errors import ConfigError
-from server.errors import FileProblemError
-from server.errors import Problem
-from server.names import check_group
-from server.names import check_username
-from server.regex import Regex
-from server.regex import RegexError
-from server.regex import compile_rule_regex
-from server.tomlpos import key_at
-from server.tomlpos import locate
-from server.tomlpos import locate_position
+from server.core.durations import format_duration
+from server.core.durations import parse_duration
+from server.core.errors import ConfigError
+from server.core.errors import FileProblemError
+from server.core.errors import Problem
+from server.core.names import check_group
+from server.core.names import check_username
+from server.core.regex import Regex
+from server.core.regex import RegexError
+from server.core.regex import compile_rule_regex
+from server.core.tomlpos import key_at
+from server.core.tomlpos import locate
+from server.core.tomlpos import locate_position
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -113,7 +113,7 @@ class ServerConfig:
         ipaddress.ip_network("::1/128"),
     )
     threads: int = 8
-    #: Seconds SIGTERM waits for answers to requests already received (``server.drain``).
+    #: Seconds SIGTERM waits for answers to requests already received (``server.serve.drain``).
     shutdown_grace: int = 10
 
 

@@ -34,7 +34,7 @@ TAG_BYTES = 16
 _SALT = b"authctl storage v1"
 _INFO_AEAD = b"authctl storage aes-256-gcm"
 _INFO_CHECK = b"authctl storage key check"
-#: HKDF label of the key that seals session records (``server.session_store``): the same
+#: HKDF label of the key that seals session records (``server.core.session_store``): the same
 #: key file, a key of its own.
 INFO_SESSIONS = b"authctl session records aes-256-gcm"
 #: How to make a new key, for error messages.

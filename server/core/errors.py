@@ -1,6 +1,6 @@
 """The error hierarchy of the pure core, and nothing else.
 
-Each error is translated at exactly one boundary: ``server.app`` maps them to HTTP answers,
+Each error is translated at exactly one boundary: ``server.web.app`` maps them to HTTP answers,
 ``authctl.cli`` to exit codes and messages.
 """
 

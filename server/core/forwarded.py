@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Sequence
 from functools import lru_cache
 
-from server.config import IPNetwork
+from server.core.config import IPNetwork
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

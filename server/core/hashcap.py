@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from typing import ParamSpec
 from typing import TypeVar
 
-from server.errors import InvalidCredentials
+from server.core.errors import InvalidCredentials
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -17,19 +17,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
 
-from server.blocking import check as check_blocking
-from server.hashcap import HashGate
-from server.session_store import SessionStoreError
-from server.sessions import user_stamp
-from server.signin import PasswordCheck
+from server.core.blocking import check as check_blocking
+from server.core.hashcap import HashGate
+from server.core.session_store import SessionStoreError
+from server.core.sessions import user_stamp
+from server.core.signin import PasswordCheck
 
 if t.TYPE_CHECKING:
-    from server.passwords import PasswordHasher
-    from server.regulation import Regulator
-    from server.sessions import Session
-    from server.sessions import SessionManager
-    from server.users import User
-    from server.users import UsersSource
+    from server.core.passwords import PasswordHasher
+    from server.core.regulation import Regulator
+    from server.core.sessions import Session
+    from server.core.sessions import SessionManager
+    from server.core.users import User
+    from server.core.users import UsersSource
 
 
 log = logging.getLogger("authctl.identity")
@@ -184,7 +184,7 @@ class IdentityResolver:
     def check_password(
         self, username: str, password: str, *, ip: str | None = None, kind: str = "1FA"
     ) -> tuple[Identity, str] | None:
-        """Verify a password under regulation and the hash gate (:mod:`server.signin`).
+        """Verify a password under regulation and the hash gate (:mod:`server.core.signin`).
 
         Unknown, disabled, wrong and banned all give None in the same time (SPEC §3.4); a ban
         is decided before any hashing, so during a ban the right password fails too

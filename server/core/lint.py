@@ -13,7 +13,7 @@ certain (e.g. rule B is shadowed only when rule A matches *every* request B coul
 judged criterion by criterion), so a clean result does not prove a policy right; keep it
 under test with ``authctl rules test``.
 
-Rules match with RE2 (``server.regex``), but regexes are inspected through the parse tree of
+Rules match with RE2 (``server.core.regex``), but regexes are inspected through the parse tree of
 Python's own ``re`` parser (``re._parser``, private but stable since 3.11), which reads the
 syntax both share; a regex written in RE2-only syntax (``\\z``, ``\\pL``) or the parser's
 absence skips the regex checks for it. Every "cannot match" verdict is also confirmed against
@@ -31,11 +31,11 @@ import typing as t
 from dataclasses import dataclass
 
 if t.TYPE_CHECKING:
-    from server.config import Config
-    from server.config import CookieConfig
-    from server.config import RuleConfig
-    from server.errors import FileProblemError
-    from server.regex import Regex
+    from server.core.config import Config
+    from server.core.config import CookieConfig
+    from server.core.config import RuleConfig
+    from server.core.errors import FileProblemError
+    from server.core.regex import Regex
 
 ERROR = "error"
 WARNING = "warning"

@@ -28,7 +28,7 @@ import re
 import sys
 import time
 
-from server.config import LogConfig
+from server.core.config import LogConfig
 
 #: Plain ASCII a text-format value may hold without quotes (no space, ``"``, ``=``, ``\``).
 _ASCII_BARE = re.compile(r"[!#-<>-\[\]-~]+\Z")

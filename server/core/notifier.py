@@ -62,13 +62,13 @@ from email.utils import make_msgid
 from email.utils import parseaddr
 from pathlib import Path
 
-from server.errors import AuthError
+from server.core.errors import AuthError
 
 if t.TYPE_CHECKING:
-    from server.config import NotifierConfig
-    from server.config import SmtpConfig
+    from server.core.config import NotifierConfig
+    from server.core.config import SmtpConfig
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("server.notifier")
 
 #: Largest SMTP password file read.
 MAX_PASSWORD_FILE = 4096

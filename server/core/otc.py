@@ -55,13 +55,13 @@ from dataclasses import field
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from server.errors import AuthError
-from server.jsonstrict import no_duplicate_keys
+from server.core.errors import AuthError
+from server.core.jsonstrict import no_duplicate_keys
 
 if t.TYPE_CHECKING:
     import sqlite3
 
-    from server.storage import Storage
+    from server.core.storage import Storage
 
 #: Authelia's alphabet for one-time codes: no 0/O, 1/I, 5/S (reference §4.4).
 ALPHABET = "ABCDEFGHJKLMNPQRTUVWYXZ2346789"
@@ -120,9 +120,9 @@ def new_code(length: int = CODE_LENGTH) -> str:
 class _Table:
     """The ``one_time_codes`` rows, through the storage's connection and transactions.
 
-    :class:`server.storage.Storage` has no public API for this table yet; these few statements
+    :class:`server.core.storage.Storage` has no public API for this table yet; these few statements
     use its per-thread connection and ``BEGIN IMMEDIATE`` helper (and so its error mapping to
-    :class:`server.storage.StorageError`) rather than a second connection.
+    :class:`server.core.storage.StorageError`) rather than a second connection.
     """
 
     def __init__(self, storage: Storage) -> None:

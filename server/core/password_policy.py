@@ -22,8 +22,8 @@ import unicodedata
 from collections.abc import Iterable
 from importlib import resources
 
-from server.config import PasswordPolicyConfig
-from server.errors import AuthError
+from server.core.config import PasswordPolicyConfig
+from server.core.errors import AuthError
 
 #: Where the common-passwords list lives inside the ``server`` package.
 COMMON_PASSWORDS = "data/common-passwords.txt"
@@ -56,7 +56,7 @@ def parse_list(lines: Iterable[str]) -> frozenset[str]:
 @functools.lru_cache(maxsize=1)
 def shipped_common_passwords() -> frozenset[str]:
     """The common-passwords list shipped with authctl (read once)."""
-    text = resources.files("server").joinpath(COMMON_PASSWORDS).read_text(encoding="utf-8")
+    text = resources.files("server.core").joinpath(COMMON_PASSWORDS).read_text(encoding="utf-8")
     return parse_list(text.splitlines())
 
 

@@ -23,10 +23,10 @@ from argon2.exceptions import VerificationError
 from argon2.low_level import Type
 from argon2.low_level import verify_secret
 
-from server.config import ARGON2_MAX_ITERATIONS
-from server.config import ARGON2_MAX_MEMORY_KIB
-from server.config import ARGON2_MAX_PARALLELISM
-from server.config import PasswordHashConfig
+from server.core.config import ARGON2_MAX_ITERATIONS
+from server.core.config import ARGON2_MAX_MEMORY_KIB
+from server.core.config import ARGON2_MAX_PARALLELISM
+from server.core.config import PasswordHashConfig
 
 #: Length in bytes of the salt and of the tag of new hashes (argon2-cffi's defaults).
 SALT_LENGTH = 16
@@ -134,7 +134,7 @@ def normalise_password(password: str) -> bytes:
 class PasswordHasher:
     """argon2id with the configured parameters, plus a dummy verify for unknown users.
 
-    How many hashes run at once is capped by the caller (``server.hashcap.HashGate``), which
+    How many hashes run at once is capped by the caller (``server.core.hashcap.HashGate``), which
     can then answer a flood with a generic failure instead of queueing forever.
     """
 

@@ -3,7 +3,7 @@
 Why: one-time codes, reset links and reset tokens are guessable only by volume, and each
 request can also make authctl send an email. Without a limit an attacker can mail-bomb a user
 (or use authctl as a spam relay towards the addresses in the users file), flood the SMTP relay,
-or try many codes and tokens. Regulation (:mod:`server.regulation`) bans after failed
+or try many codes and tokens. Regulation (:mod:`server.core.regulation`) bans after failed
 *passwords*; these limits cap *requests*, failed or not, per user and per client IP, in the
 spirit of Authelia's endpoint rate limits (e.g. reset start 5/10 min, 10/15 min, 15/30 min).
 

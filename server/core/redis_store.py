@@ -51,13 +51,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 from redis.retry import Retry
 
-from server.blocking import check as check_blocking
-from server.outage import Outage
-from server.session_store import RecordSeal
-from server.session_store import SessionStoreError
-from server.session_store import hash_session_id
-from server.session_store import log
-from server.sessions import Session
+from server.core.blocking import check as check_blocking
+from server.core.outage import Outage
+from server.core.session_store import RecordSeal
+from server.core.session_store import SessionStoreError
+from server.core.session_store import hash_session_id
+from server.core.session_store import log
+from server.core.sessions import Session
 
 PREFIX = "authctl:"
 #: Seconds allowed to connect to Redis, and to wait for one answer.

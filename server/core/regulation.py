@@ -49,17 +49,17 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from server.errors import Banned
-from server.names import canonical_username
-from server.storage import ATTEMPT_KINDS
+from server.core.errors import Banned
+from server.core.names import canonical_username
+from server.core.storage import ATTEMPT_KINDS
 
 if t.TYPE_CHECKING:
-    from server.config import RegulationConfig
-    from server.storage import Attempt
-    from server.storage import Ban
-    from server.storage import Storage
+    from server.core.config import RegulationConfig
+    from server.core.storage import Attempt
+    from server.core.storage import Ban
+    from server.core.storage import Storage
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("server.regulation")
 
 #: The reason stored with a ban regulation makes (Authelia's words).
 REASON = "Exceeding Maximum Retries"
@@ -143,7 +143,7 @@ class Reservation:
 
 
 class Regulator:
-    """Authelia's regulation on :class:`server.storage.Storage`, on the injected clock.
+    """Authelia's regulation on :class:`server.core.storage.Storage`, on the injected clock.
 
     Raises (every method):
         StorageError: the store failed; deny (fail closed).

@@ -25,13 +25,13 @@ import typing as t
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
-from server.errors import InvalidTargetError
+from server.core.errors import InvalidTargetError
 
 if t.TYPE_CHECKING:
-    from server.config import AccessControlConfig
-    from server.config import QueryCondition
-    from server.config import RuleConfig
-    from server.regex import Regex
+    from server.core.config import AccessControlConfig
+    from server.core.config import QueryCondition
+    from server.core.config import RuleConfig
+    from server.core.regex import Regex
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -49,7 +49,7 @@ HOST_CACHE_SIZE = 4096
 class AccessRequest:
     """What the rules look at: the normalised target, the method and who is asking.
 
-    ``host`` is lowercase IDNA without port, ``path`` normalised by ``server.urls``,
+    ``host`` is lowercase IDNA without port, ``path`` normalised by ``server.core.urls``,
     ``query`` the raw query string ('' if none), ``method`` upper case, ``ip`` the client
     address (None when unknown), ``user`` the canonical user name (None: anonymous) and
     ``groups`` that user's groups.

@@ -18,7 +18,7 @@ Security choices, each against a named risk:
 - Every store failure is raised as ``SessionStoreError`` (a ``StoreUnavailable``); the web
   layer answers "log in", never "allow" (fail closed; oauth2-proxy #3093 tells "no such
   session" from "store error"), and the API 503. Failures are logged by the store when they
-  start and when they end (``server.outage``), not once per request.
+  start and when they end (``server.core.outage``), not once per request.
 - ``touch`` and ``discard`` are best effort and never wait long for a lock another process
   holds (``QUICK_BUSY_TIMEOUT``): a store that can read but not write still answers verify.
 - The database is created mode 0600 in a folder created mode 0700.
@@ -52,17 +52,17 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from server import blocking
-from server.crypto import INFO_SESSIONS
-from server.crypto import SecretBox
-from server.errors import StoreUnavailable
-from server.outage import Outage
-from server.outage import Throttled
-from server.sessions import Level
-from server.sessions import Session
-from server.sqlite_util import Connections
-from server.sqlite_util import explain
-from server.sqlite_util import reason
+from server.core import blocking
+from server.core.crypto import INFO_SESSIONS
+from server.core.crypto import SecretBox
+from server.core.errors import StoreUnavailable
+from server.core.outage import Outage
+from server.core.outage import Throttled
+from server.core.sessions import Level
+from server.core.sessions import Session
+from server.core.sqlite_util import Connections
+from server.core.sqlite_util import explain
+from server.core.sqlite_util import reason
 
 log = logging.getLogger("authctl.sessions")
 
@@ -192,7 +192,7 @@ class SessionStore(t.Protocol):
     """What ``SessionManager`` needs from a store. Every method may raise SessionStoreError."""
 
     #: True when ``get`` can often answer from this process's memory, so verify is worth
-    #: trying in waitress's I/O thread (``server.inline``); False when every read is a
+    #: trying in waitress's I/O thread (``server.serve.inline``); False when every read is a
     #: network round trip (Redis), which must never happen there.
     inline_reads: bool
 
@@ -340,7 +340,7 @@ _refused = Throttled(log)
 class RecordSeal:
     """Seals session records so that only authctl, holding the key file, can make one.
 
-    AES-256-GCM (``server.crypto.SecretBox``) under HKDF(key file, ``INFO_SESSIONS``), with
+    AES-256-GCM (``server.core.crypto.SecretBox``) under HKDF(key file, ``INFO_SESSIONS``), with
     the record's store key (SHA-256 of the id) as associated data: a record copied under
     another key, edited, or sealed with another key file does not open.
     """

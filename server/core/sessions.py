@@ -1,7 +1,7 @@
 """Server-side sessions: the record behind the session cookie, and the rules that end it.
 
 The cookie holds only a random id (256 bits from ``secrets``); everything else lives in a
-``SessionStore`` (``server.session_store``). This module owns the lifecycle rules that keep a
+``SessionStore`` (``server.core.session_store``). This module owns the lifecycle rules that keep a
 stolen, stale or fixed id useless (OWASP Session Management CS, ASVS 5.0 §7):
 
 - a brand-new id at every login and at every factor (``create``, ``elevate``), never one chosen
@@ -35,14 +35,14 @@ from dataclasses import field
 from dataclasses import replace
 from types import MappingProxyType
 
-from server.errors import AuthError
-from server.errors import StoreUnavailable
-from server.names import canonical_username
-from server.outage import Throttled
+from server.core.errors import AuthError
+from server.core.errors import StoreUnavailable
+from server.core.names import canonical_username
+from server.core.outage import Throttled
 
 if t.TYPE_CHECKING:
-    from server.config import SessionConfig
-    from server.session_store import SessionStore
+    from server.core.config import SessionConfig
+    from server.core.session_store import SessionStore
 
 #: Bytes of randomness in a session id: 256 bits, 43 URL-safe base64 characters.
 ID_BYTES = 32

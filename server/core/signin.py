@@ -2,10 +2,10 @@
 
 The order, and what each step defends (security.md §2.E and §2.F, SPEC §3.4):
 
-1. **The client's share** (:meth:`server.hashcap.HashGate.client`): one address may hold only
+1. **The client's share** (:meth:`server.core.hashcap.HashGate.client`): one address may hold only
    a few hashing slots, so a single flooding client cannot fill them all and lock every other
    user out. Over its share a client gets the generic failure at once, uncounted.
-2. **Regulation's reservation** (:meth:`server.regulation.Regulator.reserve`) before any
+2. **Regulation's reservation** (:meth:`server.core.regulation.Regulator.reserve`) before any
    hashing: a banned user or IP never costs an argon2 hash, and parallel guesses cannot all
    pass the check before the first failure is recorded.
 3. **A banned attempt** waits in a padding slot (:meth:`HashGate.pad_slot`) for as long as a
@@ -16,7 +16,7 @@ The order, and what each step defends (security.md §2.E and §2.F, SPEC §3.4):
    flood from many addresses still leaves most slots to real hashes.
 4. **The verify**, in a hashing slot and the low-priority pool, against the user's hash or a
    dummy one for unknown and disabled users. A failure is padded in the same slot to
-   :meth:`server.hashcap.HashTimer.floor`, the recent time of a verify with the configured
+   :meth:`server.core.hashcap.HashTimer.floor`, the recent time of a verify with the configured
    parameters, so neither a missing user nor a stored hash with cheaper parameters (8 MiB
    instead of 64 MiB: 25 ms instead of 114 ms) shows in the time of a failure. (A stored hash
    *dearer* than the configured one still shows, until its user signs in once.)
@@ -33,21 +33,21 @@ import time
 import typing as t
 from collections.abc import Callable
 
-from server.errors import Banned
-from server.errors import UserError
-from server.errors import UserStoreError
-from server.hashcap import Busy
-from server.hashcap import HashTimer
-from server.names import canonical_username
-from server.storage import StorageError
-from server.userfile import UsersFile
+from server.core.errors import Banned
+from server.core.errors import UserError
+from server.core.errors import UserStoreError
+from server.core.hashcap import Busy
+from server.core.hashcap import HashTimer
+from server.core.names import canonical_username
+from server.core.storage import StorageError
+from server.core.userfile import UsersFile
 
 if t.TYPE_CHECKING:
-    from server.hashcap import HashGate
-    from server.passwords import PasswordHasher
-    from server.regulation import Regulator
-    from server.users import User
-    from server.users import UsersSource
+    from server.core.hashcap import HashGate
+    from server.core.passwords import PasswordHasher
+    from server.core.regulation import Regulator
+    from server.core.users import User
+    from server.core.users import UsersSource
 
 log = logging.getLogger("authctl.signin")
 
@@ -62,7 +62,7 @@ class _HashChanged(UserError):
 
 
 class PasswordCheck:
-    """The sign-in check of :meth:`server.identity.IdentityResolver.check_password`."""
+    """The sign-in check of :meth:`server.core.identity.IdentityResolver.check_password`."""
 
     def __init__(
         self,

@@ -12,8 +12,8 @@ import typing as t
 import weakref
 from pathlib import Path
 
-from server.blocking import check as check_blocking
-from server.errors import StoreUnavailable
+from server.core.blocking import check as check_blocking
+from server.core.errors import StoreUnavailable
 
 
 def reason(exc: BaseException, path: Path | None = None) -> str:

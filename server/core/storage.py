@@ -7,7 +7,7 @@ restarts: the replay guard and the bans must outlive a restart, or restarting th
 Attacks and failures this module defends against:
 
 - **A copied database or backup** (security.md §2.G): TOTP secrets are sealed with AES-256-GCM
-  (:mod:`server.crypto`), the associated data binding each one to its table and user, so the
+  (:mod:`server.core.crypto`), the associated data binding each one to its table and user, so the
   file alone never yields a secret and a secret moved to another row does not decrypt.
 - **A wrong or missing key file**: found when the storage opens (a key check value lives in
   ``meta``), with a message saying how to fix it; there is no plaintext fallback.
@@ -40,18 +40,18 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
-from server.crypto import SecretBox
-from server.crypto import key_file_is_private
-from server.crypto import read_key_file
-from server.errors import StoreUnavailable
-from server.sqlite_util import Connections
-from server.sqlite_util import explain
-from server.sqlite_util import reason
+from server.core.crypto import SecretBox
+from server.core.crypto import key_file_is_private
+from server.core.crypto import read_key_file
+from server.core.errors import StoreUnavailable
+from server.core.sqlite_util import Connections
+from server.core.sqlite_util import explain
+from server.core.sqlite_util import reason
 
 if t.TYPE_CHECKING:
-    from server.config import StorageConfig
+    from server.core.config import StorageConfig
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("server.storage")
 
 #: Version of the schema, kept in ``PRAGMA user_version``.
 SCHEMA_VERSION = 1
@@ -179,7 +179,7 @@ class Storage:
     """The storage database at ``config.path``; secrets sealed with the key file's key.
 
     WAL mode, ``synchronous=NORMAL``, a busy timeout and one connection per thread (and a new
-    one after ``fork``), like :class:`server.session_store.SQLiteStore`. With
+    one after ``fork``), like :class:`server.core.session_store.SQLiteStore`. With
     ``require_key=False`` the key file is not read (for ``authctl bans``): everything works
     except storing or reading TOTP secrets, which then raise :class:`StorageKeyError`.
 

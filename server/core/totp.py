@@ -9,7 +9,7 @@ clock, for SHA1, SHA256 and SHA512. Attacks defended, with where:
   shape is a :class:`MalformedCode` (400), never "a different code".
 - **Replay** (RFC 6238 §5.2, ASVS 2.8.4/2.8.5): :func:`verify` only accepts a time step newer
   than the last accepted one, and :meth:`TotpService.check` records the step with
-  :meth:`server.storage.Storage.accept_totp_step`, atomically, so a code is good once even
+  :meth:`server.core.storage.Storage.accept_totp_step`, atomically, so a code is good once even
   when submitted twenty times in parallel or after a restart; reuse is logged.
 - **Timing**: codes are compared with :func:`hmac.compare_digest`, every step of the window.
 - **Guessing**: every check is logged as a ``TOTP`` attempt through the regulator, which bans
@@ -37,17 +37,17 @@ from dataclasses import replace
 from urllib.parse import quote
 from urllib.parse import urlencode
 
-from server.errors import AuthError
-from server.errors import UserError
-from server.names import canonical_username
+from server.core.errors import AuthError
+from server.core.errors import UserError
+from server.core.names import canonical_username
 
 if t.TYPE_CHECKING:
-    from server.config import TotpConfig
-    from server.regulation import Regulator
-    from server.storage import Storage
-    from server.storage import TotpRecord
+    from server.core.config import TotpConfig
+    from server.core.regulation import Regulator
+    from server.core.storage import Storage
+    from server.core.storage import TotpRecord
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("server.totp")
 
 #: Bytes of a new secret: 160 bits, RFC 4226 R6's recommendation.
 SECRET_BYTES = 20
@@ -176,7 +176,7 @@ def verify(
 
     Returns None for a wrong code, a step outside ±skew, or a step at or before ``last_step``
     (a replay). The caller must still record the step atomically
-    (:meth:`server.storage.Storage.accept_totp_step`).
+    (:meth:`server.core.storage.Storage.accept_totp_step`).
     """
     step = match_step(secret, code, now, config)
     if step is None or (last_step is not None and step <= last_step):
@@ -196,7 +196,7 @@ class TotpInfo:
 
 
 class TotpService:
-    """Enrol, remove and check users' TOTP codes on :class:`server.storage.Storage`.
+    """Enrol, remove and check users' TOTP codes on :class:`server.core.storage.Storage`.
 
     Usernames are canonicalised here too. ``regulator`` (when given) refuses banned users and
     IPs before any secret is read, and receives every check as a ``TOTP`` attempt; without it

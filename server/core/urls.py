@@ -5,7 +5,7 @@ This module owns three decisions that every authorization answer depends on:
 * **what was asked for**: ``parse_target`` (``X-Original-URL``, ``/api/verify``) and
   ``build_target`` (``X-Forwarded-Proto`` + ``-Host`` + ``-Uri``, Envoy's ``Host`` + sub-path)
   turn the proxy's description of a request into a :class:`Target`, and refuse with
-  :class:`~server.errors.InvalidTargetError` anything they cannot read one way only;
+  :class:`~server.core.errors.InvalidTargetError` anything they cannot read one way only;
 * **which path the rules see**: ``normalise_path`` (SPEC §2.1);
 * **where a browser may be sent**: ``safe_redirect`` (SPEC §3.5).
 
@@ -119,7 +119,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 from urllib.parse import unquote
 
-from server.errors import InvalidTargetError
+from server.core.errors import InvalidTargetError
 
 __all__ = [
     "MAX_URI_LENGTH",

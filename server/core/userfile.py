@@ -34,22 +34,22 @@ from pathlib import Path
 import tomli
 import tomli_w
 
-from server.errors import Problem
-from server.errors import UserError
-from server.errors import UserStoreError
-from server.names import canonical_username
-from server.names import check_username
-from server.users import END_MARKER
-from server.users import USER_KEYS
-from server.users import User
-from server.users import UserDatabase
-from server.users import backup_path
-from server.users import key_path
-from server.users import load_users
-from server.users import parse_users
-from server.users import read_users_text
+from server.core.errors import Problem
+from server.core.errors import UserError
+from server.core.errors import UserStoreError
+from server.core.names import canonical_username
+from server.core.names import check_username
+from server.core.users import END_MARKER
+from server.core.users import USER_KEYS
+from server.core.users import User
+from server.core.users import UserDatabase
+from server.core.users import backup_path
+from server.core.users import key_path
+from server.core.users import load_users
+from server.core.users import parse_users
+from server.core.users import read_users_text
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("server.userfile")
 
 Entry = dict[str, t.Any]
 #: Receives the user's entry as read (None when absent) and returns the new one (None: delete).

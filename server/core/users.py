@@ -27,19 +27,19 @@ from dataclasses import dataclass
 from dataclasses import field
 from pathlib import Path
 
-from server.blocking import check as check_blocking
-from server.config import read_toml
-from server.errors import Problem
-from server.errors import UserStoreError
-from server.names import canonical_username
-from server.names import check_display_text
-from server.names import check_group
-from server.names import check_username
-from server.passwords import HASH_FIX
-from server.passwords import check_hash
-from server.tomlpos import locate
+from server.core.blocking import check as check_blocking
+from server.core.config import read_toml
+from server.core.errors import Problem
+from server.core.errors import UserStoreError
+from server.core.names import canonical_username
+from server.core.names import check_display_text
+from server.core.names import check_group
+from server.core.names import check_username
+from server.core.passwords import HASH_FIX
+from server.core.passwords import check_hash
+from server.core.tomlpos import locate
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("server.users")
 
 #: The keys of a user entry, in the order they are written: the safety-relevant ones first, so
 #: a file cut short can drop ``groups`` or ``email`` but never ``disabled = true`` alone (a cut
@@ -676,7 +676,7 @@ class UsersSource:
 
 def _clean_stale_temp_files(path: Path) -> None:
     """At server start, remove temp files (with password hashes) left by a killed writer."""
-    from server.userfile import UsersFile  # userfile imports this module
+    from server.core.userfile import UsersFile  # userfile imports this module
 
     try:
         removed = UsersFile(path).clean_stale_temp_files()

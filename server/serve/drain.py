@@ -9,7 +9,7 @@ with one process, 33 with two workers, for requests sent just before the signal)
 
 1. accepts the connections already waiting in the listen backlog, then closes the listening
    sockets (new connections are refused once no process holds them);
-2. stops answering in the I/O thread (``server.inline``), so each request goes through a
+2. stops answering in the I/O thread (``server.serve.inline``), so each request goes through a
    task, and gives the last request a connection has sent ``Connection: close`` (the last:
    none queued behind it and no unread byte in the socket);
 3. closes each connection once it is idle (nothing queued, everything sent, no unread

@@ -9,7 +9,7 @@ verify reached about half its throughput through the pool, and about 0.9 answere
 
 ``install`` gives the servers a channel class whose requests, when waitress hands them to
 the pool from the I/O thread, first go to ``decide(environ)`` (``App.decide_inline``). It
-runs inside ``server.blocking.forbidden``, so it can only answer from memory. Its reply is
+runs inside ``server.core.blocking.forbidden``, so it can only answer from memory. Its reply is
 written by ``InlineTask`` within waitress's own ``HTTPChannel.service``, so keep-alive,
 connection close and the order of pipelined answers stay waitress's; the bytes are the
 ones waitress's ``WSGITask`` would write (``render``, tested byte for byte), in one send
@@ -34,8 +34,8 @@ from waitress.task import WSGITask
 from waitress.task import hop_by_hop
 from waitress.utilities import build_http_date
 
-from server import blocking
-from server.authz import Reply
+from server.core import blocking
+from server.web.authz import Reply
 
 #: Output already waiting for the client above which a request goes to the pool. waitress
 #: makes a writer wait while a connection holds more than its high watermark (16 MiB); a pool

@@ -29,7 +29,7 @@ What the parent does, and only that:
   kernel stops giving it connections that nobody would accept; its replacement binds a new
   socket on the same port once its app is built;
 - on SIGTERM, SIGINT or SIGHUP closes its copies of the listening sockets, forwards SIGTERM to
-  every worker (each drains as a single ``serve`` does: ``server.drain``), waits up to
+  every worker (each drains as a single ``serve`` does: ``server.serve.drain``), waits up to
   ``stop_grace`` seconds, kills what is left, and exits 0.
 
 A worker whose parent dies (``kill -9`` of the parent) notices within a second and stops,

@@ -1,7 +1,7 @@
 """The WSGI application: routing, security headers and the error boundary.
 
-The authz endpoints run on the bare environ (``server.authz``), because they are the hot
-path, and ``App.decide_inline`` lets ``server.inline`` answer them in waitress's I/O thread
+The authz endpoints run on the bare environ (``server.web.authz``), because they are the hot
+path, and ``App.decide_inline`` lets ``server.serve.inline`` answer them in waitress's I/O thread
 when memory alone decides; the portal API and pages go through webob. This is the only
 module that wires the core together; ``make_app`` takes its collaborators as arguments so
 tests pass fakes (a clock, a memory store) instead of patching.
@@ -20,32 +20,32 @@ from pathlib import Path
 from webob import Request
 from webob import Response
 
-from server.assets import Asset
-from server.assets import load_assets
-from server.authz import STATUS_LINES
-from server.authz import Answer
-from server.authz import Authorizer
-from server.authz import Endpoint
-from server.authz import Reply
-from server.errors import StoreUnavailable
-from server.identity import IdentityResolver
-from server.portal import ApiError
-from server.portal import PortalApi
-from server.portal import ko
-from server.portal import ok
-from server.rules import AccessControl
+from server.core.errors import StoreUnavailable
+from server.core.identity import IdentityResolver
+from server.core.rules import AccessControl
+from server.web.assets import Asset
+from server.web.assets import load_assets
+from server.web.authz import STATUS_LINES
+from server.web.authz import Answer
+from server.web.authz import Authorizer
+from server.web.authz import Endpoint
+from server.web.authz import Reply
+from server.web.portal import ApiError
+from server.web.portal import PortalApi
+from server.web.portal import ko
+from server.web.portal import ok
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
     from _typeshed.wsgi import WSGIEnvironment
 
-    from server.config import Config
-    from server.notifier import Notifier
-    from server.passwords import PasswordHasher
-    from server.selfservice import SelfServiceApi
-    from server.session_store import SessionStore
-    from server.storage import Storage
-    from server.users import UsersSource
+    from server.core.config import Config
+    from server.core.notifier import Notifier
+    from server.core.passwords import PasswordHasher
+    from server.core.session_store import SessionStore
+    from server.core.storage import Storage
+    from server.core.users import UsersSource
+    from server.web.selfservice import SelfServiceApi
 
 log = logging.getLogger("authctl.app")
 decisions = logging.getLogger("authctl.authz")
@@ -140,7 +140,7 @@ class App:
             "/api/logout": {"POST": portal.logout},
             "/api/secondfactor/totp": {"POST": portal.secondfactor_totp},
         }
-        # self-service (server.selfservice): elevation, TOTP enrolment, password reset/change
+        # self-service (server.web.selfservice): elevation, TOTP enrolment, password reset/change
         for path, methods in (selfservice.routes() if selfservice is not None else {}).items():
             self.api.setdefault(path, {}).update(methods)
 
@@ -184,7 +184,7 @@ class App:
 
     def decide_inline(self, environ: WSGIEnvironment) -> Reply | None:
         """The response to an authz request when memory alone gives it, for waitress's I/O
-        thread (``server.inline``): the status line, headers and body ``authz`` would send.
+        thread (``server.serve.inline``): the status line, headers and body ``authz`` would send.
 
         None sends the request to the thread pool as usual: not an authz request (or not an
         allowed method), a session store without in-memory reads (Redis), anything that
@@ -302,9 +302,9 @@ def make_session_store(config: Config) -> SessionStore:
         ValueError: the key file is missing or invalid (the message says how to fix it).
         SessionStoreError: the SQLite store cannot be opened.
     """
-    from server.crypto import read_key_file
-    from server.session_store import MemoryStore
-    from server.session_store import SQLiteStore
+    from server.core.crypto import read_key_file
+    from server.core.session_store import MemoryStore
+    from server.core.session_store import SQLiteStore
 
     if config.session.store == "memory":
         return MemoryStore()
@@ -312,7 +312,7 @@ def make_session_store(config: Config) -> SessionStore:
         key = read_key_file(Path(config.storage.encryption_key_file))
         return SQLiteStore(session_db_path(config), key=key)
     if config.session.store == "redis":
-        from server.redis_store import RedisStore
+        from server.core.redis_store import RedisStore
 
         key = read_key_file(Path(config.storage.encryption_key_file))
         return RedisStore.from_url(config.session.redis_url, key=key)
@@ -334,18 +334,18 @@ def make_app(
 
     Raises:
         ValueError: a collaborator cannot start (unsupported store); the message says why.
-        server.storage.StorageError: the storage database or its key is unusable.
-        server.errors.UserStoreError: the users file is missing or invalid.
+        server.core.storage.StorageError: the storage database or its key is unusable.
+        server.core.errors.UserStoreError: the users file is missing or invalid.
     """
-    from server.hashcap import HashGate
-    from server.hashcap import default_max_concurrent
-    from server.passwords import PasswordHasher
-    from server.regulation import Regulator
-    from server.selfservice import SelfServiceApi
-    from server.sessions import SessionManager
-    from server.storage import Storage
-    from server.totp import TotpService
-    from server.users import UsersSource
+    from server.core.hashcap import HashGate
+    from server.core.hashcap import default_max_concurrent
+    from server.core.passwords import PasswordHasher
+    from server.core.regulation import Regulator
+    from server.core.sessions import SessionManager
+    from server.core.storage import Storage
+    from server.core.totp import TotpService
+    from server.core.users import UsersSource
+    from server.web.selfservice import SelfServiceApi
 
     if users is None:
         users = UsersSource(config.users.file, watch=config.users.watch)

@@ -11,7 +11,7 @@ import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "portal_assets"
+ASSETS_DIR = Path(__file__).resolve().parents[2] / "portal_assets"
 
 #: Portal routes (SPEC §3.2) and the page each one serves.
 PAGES = {

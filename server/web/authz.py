@@ -17,26 +17,26 @@ from dataclasses import field
 from urllib.parse import parse_qs
 from urllib.parse import quote
 
-from server.basic import BasicCredentials
-from server.basic import CredentialCache
-from server.basic import MalformedCredentials
-from server.basic import parse_basic
-from server.cookies import session_ids
-from server.errors import InvalidTargetError
-from server.forwarded import TrustedProxies
-from server.identity import Identity
-from server.identity import IdentityResolver
-from server.rules import AccessRequest
-from server.rules import Decision
-from server.urls import Target
-from server.urls import build_target
-from server.urls import parse_target
-from server.urls import safe_redirect
+from server.core.basic import BasicCredentials
+from server.core.basic import CredentialCache
+from server.core.basic import MalformedCredentials
+from server.core.basic import parse_basic
+from server.core.cookies import session_ids
+from server.core.errors import InvalidTargetError
+from server.core.forwarded import TrustedProxies
+from server.core.identity import Identity
+from server.core.identity import IdentityResolver
+from server.core.rules import AccessRequest
+from server.core.rules import Decision
+from server.core.urls import Target
+from server.core.urls import build_target
+from server.core.urls import parse_target
+from server.core.urls import safe_redirect
 
 if t.TYPE_CHECKING:
-    from server.config import Config
-    from server.config import CookieConfig
-    from server.rules import AccessControl
+    from server.core.config import Config
+    from server.core.config import CookieConfig
+    from server.core.rules import AccessControl
 
 log = logging.getLogger("authctl.authz")
 
@@ -195,11 +195,11 @@ class Authorizer:
     def decide_inline(self, endpoint: Endpoint, environ: t.Mapping[str, t.Any]) -> Answer | None:
         """The answer when memory alone gives it, else None.
 
-        For waitress's I/O thread (``server.inline``), inside ``server.blocking.forbidden``: a
-        session missing from this process's cache, a due activity write, a Basic password to
-        hash or a due users-file check raise ``WouldBlock`` before anything changed. Any
-        exception gives None, and a pool thread then decides the request afresh, behind the
-        error boundary of ``__call__`` and with its log line.
+        For waitress's I/O thread (``server.serve.inline``), inside
+        ``server.core.blocking.forbidden``: a session missing from this process's cache, a due
+        activity write, a Basic password to hash or a due users-file check raise ``WouldBlock``
+        before anything changed. Any exception gives None, and a pool thread then decides the
+        request afresh, behind the error boundary of ``__call__`` and with its log line.
         """
         try:
             return self._decide(endpoint, environ)

@@ -16,26 +16,26 @@ from urllib.parse import urlsplit
 from webob import Request
 from webob import Response
 
-from server import jsonstrict
-from server.cookies import session_ids
-from server.errors import Banned
-from server.forwarded import TrustedProxies
-from server.names import canonical_username
-from server.rules import AccessRequest
-from server.sessions import SessionGoneError
-from server.storage import StorageError
-from server.totp import MalformedCode
-from server.urls import parse_target
-from server.urls import safe_redirect
+from server.core import jsonstrict
+from server.core.cookies import session_ids
+from server.core.errors import Banned
+from server.core.forwarded import TrustedProxies
+from server.core.names import canonical_username
+from server.core.rules import AccessRequest
+from server.core.sessions import SessionGoneError
+from server.core.storage import StorageError
+from server.core.totp import MalformedCode
+from server.core.urls import parse_target
+from server.core.urls import safe_redirect
 
 if t.TYPE_CHECKING:
-    from server.config import Config
-    from server.config import CookieConfig
-    from server.identity import Identity
-    from server.identity import IdentityResolver
-    from server.rules import AccessControl
-    from server.sessions import Session
-    from server.totp import TotpService
+    from server.core.config import Config
+    from server.core.config import CookieConfig
+    from server.core.identity import Identity
+    from server.core.identity import IdentityResolver
+    from server.core.rules import AccessControl
+    from server.core.sessions import Session
+    from server.core.totp import TotpService
 
 log = logging.getLogger("authctl.portal")
 

@@ -3,18 +3,19 @@ and change.
 
 Every endpoint here changes what protects an account, so each is guarded twice: the request
 must be one the portal itself sent (``application/json`` from the same ``https`` origin, see
-:meth:`server.portal.PortalApi.require_https_origin`: login CSRF and cross-site form posts,
+:meth:`server.web.portal.PortalApi.require_https_origin`: login CSRF and cross-site form posts,
 security.md §2.I), and the user must prove who they are for *this* change:
 
 - **Session elevation** (Authelia's, reference §4.4): ``POST /api/user/session/elevation`` mails
-  an 8-character one-time code (:mod:`server.otc`) bound to the session; ``PUT … {otc}`` checks it
-  (trimmed, upper-cased, constant time, single use, 5 tries), issues a NEW session id (fixation)
-  and marks the session elevated for 10 minutes. A stolen session cookie alone therefore cannot
-  enrol an attacker's authenticator app or remove the user's: that needs the user's mailbox.
+  an 8-character one-time code (:mod:`server.core.otc`) bound to the session; ``PUT … {otc}``
+  checks it (trimmed, upper-cased, constant time, single use, 5 tries), issues a NEW session id
+  (fixation) and marks the session elevated for 10 minutes. A stolen session cookie alone
+  therefore cannot enrol an attacker's authenticator app or remove the user's: that needs the
+  user's mailbox.
 - **TOTP enrolment** needs an elevated session, and *replacing* or *removing* an existing TOTP
   also needs the current second factor (level 2), so a password + mailbox compromise cannot
   silently swap the second factor. The pending secret lives in the session for 10 minutes and
-  is stored only after a first valid code (:meth:`server.totp.TotpService.confirm`), whose time
+  is stored only after a first valid code (:meth:`server.core.totp.TotpService.confirm`), whose time
   step is recorded so that code cannot be replayed to sign in. The QR code is drawn here
   (segno, SVG, no script, no external reference) so the secret never goes to a third party, and
   is served same-origin only (``Sec-Fetch-Site``/``Origin`` checks and
@@ -24,29 +25,29 @@ security.md §2.I), and the user must prove who they are for *this* change:
   is disabled or has no email (username enumeration, security.md §2.E; OWASP Forgot Password
   CS). The link is built from the configured ``portal_url``, never from ``Host`` (reset-link
   poisoning), and carries a signed single-use token bound to the current password
-  (:class:`server.otc.SignedTokens`). ``identity/finish`` consumes it and gives the browser a
+  (:class:`server.core.otc.SignedTokens`). ``identity/finish`` consumes it and gives the browser a
   fresh anonymous session allowed, for 5 minutes, to set that user's password once.
 - **Password change** needs the current password, checked through
-  :meth:`server.identity.IdentityResolver.check_password`, so guessing it here is regulated
+  :meth:`server.core.identity.IdentityResolver.check_password`, so guessing it here is regulated
   (bans) exactly like the login.
 
-Both password paths check ``[password_policy]`` (:mod:`server.password_policy`), hash under the
+Both password paths check ``[password_policy]`` (:mod:`server.core.password_policy`), hash under the
 hash gate, write ``users.toml`` through the same locked atomic writer as the CLI
-(:class:`server.userfile.UsersFile`: a concurrent ``authctl user …`` never loses an update),
+(:class:`server.core.userfile.UsersFile`: a concurrent ``authctl user …`` never loses an update),
 reload the users, end every session of the user (ASVS 3.3.3 / 7.4.1) and mail a notice.
 *Decision* for the change: the other sessions end; the session that made the change goes on
 under a NEW id with the new password stamp, its level and its absolute expiry unchanged (its
 elevation is dropped). After a reset every session ends, including the reset's own.
 
 Every mail (code, reset link, notice) goes through the bounded background outbox
-(:class:`server.notifier.Outbox`): a slow or hung SMTP relay holds that one thread, never a
+(:class:`server.core.notifier.Outbox`): a slow or hung SMTP relay holds that one thread, never a
 request thread, so the portal keeps answering. When the queue is full, a code request or a
 reset start answers 503 "The mail queue is full. Try again shortly." with ``Retry-After`` (the
 reset start decides this before it looks at the name, so the answer is the same for every
 name), and a notice is dropped and logged. A code whose mail fails is revoked.
 
 Code requests, code checks, reset starts and finishes are rate limited per user and per IP
-(:mod:`server.ratelimit`, in memory: with several workers each keeps its own counters). A limit
+(:mod:`server.core.ratelimit`, in memory: with several workers each keeps its own counters). A limit
 on a reset start *per user* is silent (same answer, no mail), so it neither reveals the account
 nor lets anyone stop a user from resetting their password with 429s. Codes, tokens, secrets
 and passwords are never logged.
@@ -69,54 +70,54 @@ from urllib.parse import quote
 from webob import Request
 from webob import Response
 
-from server.cookies import session_ids
-from server.crypto import read_key_file
-from server.errors import UserError
-from server.errors import UserStoreError
-from server.hashcap import Busy
-from server.names import canonical_username
-from server.notifier import OUTBOX_CAPACITY
-from server.notifier import NotifierError
-from server.notifier import Outbox
-from server.notifier import OutboxFull
-from server.notifier import elevation_code_message
-from server.notifier import make_notifier
-from server.notifier import notice_message
-from server.notifier import reset_link_message
-from server.otc import MAX_CODE_INPUT
-from server.otc import InvalidToken
-from server.otc import OneTimeCodes
-from server.otc import SignedTokens
-from server.otc import derive_key
-from server.password_policy import PasswordPolicy
-from server.password_policy import WeakPassword
-from server.portal import ApiError
-from server.portal import ko
-from server.portal import ok
-from server.ratelimit import Limit
-from server.ratelimit import RateLimiter
-from server.ratelimit import limits
-from server.ratelimit import retry_after_header
-from server.sessions import SessionGoneError
-from server.sessions import new_session_id
-from server.sessions import user_stamp
-from server.totp import ALGORITHMS
-from server.totp import MalformedCode
-from server.totp import new_secret
-from server.totp import provisioning_uri
-from server.userfile import UsersFile
+from server.core.cookies import session_ids
+from server.core.crypto import read_key_file
+from server.core.errors import UserError
+from server.core.errors import UserStoreError
+from server.core.hashcap import Busy
+from server.core.names import canonical_username
+from server.core.notifier import OUTBOX_CAPACITY
+from server.core.notifier import NotifierError
+from server.core.notifier import Outbox
+from server.core.notifier import OutboxFull
+from server.core.notifier import elevation_code_message
+from server.core.notifier import make_notifier
+from server.core.notifier import notice_message
+from server.core.notifier import reset_link_message
+from server.core.otc import MAX_CODE_INPUT
+from server.core.otc import InvalidToken
+from server.core.otc import OneTimeCodes
+from server.core.otc import SignedTokens
+from server.core.otc import derive_key
+from server.core.password_policy import PasswordPolicy
+from server.core.password_policy import WeakPassword
+from server.core.ratelimit import Limit
+from server.core.ratelimit import RateLimiter
+from server.core.ratelimit import limits
+from server.core.ratelimit import retry_after_header
+from server.core.sessions import SessionGoneError
+from server.core.sessions import new_session_id
+from server.core.sessions import user_stamp
+from server.core.totp import ALGORITHMS
+from server.core.totp import MalformedCode
+from server.core.totp import new_secret
+from server.core.totp import provisioning_uri
+from server.core.userfile import UsersFile
+from server.web.portal import ApiError
+from server.web.portal import ko
+from server.web.portal import ok
 
 if t.TYPE_CHECKING:
-    from server.config import Config
-    from server.config import CookieConfig
-    from server.config import TotpConfig
-    from server.identity import Identity
-    from server.notifier import Notifier
-    from server.portal import Origin
-    from server.portal import PortalApi
-    from server.sessions import Session
-    from server.storage import Storage
-    from server.users import User
+    from server.core.config import Config
+    from server.core.config import CookieConfig
+    from server.core.config import TotpConfig
+    from server.core.identity import Identity
+    from server.core.notifier import Notifier
+    from server.core.sessions import Session
+    from server.core.storage import Storage
+    from server.core.users import User
+    from server.web.portal import Origin
+    from server.web.portal import PortalApi
 
 log = logging.getLogger("authctl.selfservice")
 
@@ -241,7 +242,7 @@ def _finite(value: str | None) -> float:
 
 
 class SelfServiceApi:
-    """The self-service handlers; built like :class:`server.portal.PortalApi`."""
+    """The self-service handlers; built like :class:`server.web.portal.PortalApi`."""
 
     def __init__(
         self,
