@@ -1,15 +1,12 @@
 """``authctl serve``: run the server under waitress.
 
-This is the only module that imports waitress. Forwarded headers are left alone
-(``clear_untrusted_proxy_headers=False``, no waitress ``trusted_proxy``): the app itself
-checks the TCP peer against ``server.trusted_proxies`` (SPEC §3.4).
+The server and the app come from ``server.serve.httpd`` (waitress's settings live there);
+this module parses the options, checks the files ``serve`` needs and reports in the terminal.
 """
 
 from __future__ import annotations
 
-import logging
 import socket
-import time
 import typing as t
 
 import click
@@ -20,130 +17,6 @@ from authctl.cli import pass_state
 
 if t.TYPE_CHECKING:
     from server.core.config import Config
-
-#: waitress settings that are not user choices (SPEC §3.4, security.md §1.4 and §2.K).
-WAITRESS_FIXED: dict[str, t.Any] = {
-    "clear_untrusted_proxy_headers": False,
-    "expose_tracebacks": False,
-    "max_request_body_size": 64 * 1024,
-    "max_request_header_size": 64 * 1024,
-    "channel_timeout": 30,
-    "channel_request_lookahead": 0,
-    "ident": "authctl",
-    # select() cannot watch a descriptor above 1023: about 1,000 idle connections made
-    # waitress's loop raise "filedescriptor out of range in select()" and the server die
-    "asyncore_use_poll": True,
-}
-#: The soft ``RLIMIT_NOFILE`` that ``serve`` raises itself to, within the hard limit: enough
-#: for tens of thousands of connections, without one process watching unboundedly many.
-FD_TARGET = 65536
-#: Connections one process accepts at most. waitress's loop visits every connection on each
-#: wake-up, so far more would make every answer slow (measured in tests/test_serve_idle.py).
-MAX_CONNECTIONS = 20000
-
-
-def raise_fd_limit(target: int = FD_TARGET) -> int:
-    """Raise the soft ``RLIMIT_NOFILE`` towards ``target`` (never above the hard limit, never
-    lowering it); the soft limit now in force. Forked workers inherit it."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = target if hard == resource.RLIM_INFINITY else min(target, hard)
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-            soft = wanted
-        except (ValueError, OSError):  # a container may refuse; the old limit still works
-            pass
-    return soft
-
-
-def connection_limit(threads: int, fd_limit: int | None = None) -> int:
-    """waitress's ``connection_limit`` for a process allowed ``fd_limit`` descriptors (the
-    soft ``RLIMIT_NOFILE`` by default).
-
-    Headroom stays free for everything else a process opens: the listening sockets and
-    waitress's trigger pipe, log and users files, the SQLite files of each thread's
-    connections (storage and sessions, with their journals), Redis connections. Reaching the
-    limit makes waitress stop accepting (new connections wait in the listen backlog) instead
-    of failing ``accept()`` with EMFILE in a busy loop.
-    """
-    import resource
-
-    if fd_limit is None:
-        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if fd_limit == resource.RLIM_INFINITY:
-        fd_limit = FD_TARGET
-    headroom = 128 + 8 * threads
-    return max(1, min(MAX_CONNECTIONS, max(fd_limit - headroom, fd_limit // 2)))
-
-
-class QueueDepthLogger:
-    """Stands in for waitress's ``waitress.queue`` logger: one warning per ``interval``.
-
-    waitress warns "Task queue depth is N" on EVERY request queued while all its threads are
-    busy, so under load the server spent a good part of its time building and writing one
-    stderr line per request (a slowdown that feeds itself). A logging filter would still pay
-    for each record; this checks the clock first. One line every few seconds still tells an
-    operator that the thread pool is saturated.
-    """
-
-    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
-        self.logger = logger
-        self.interval = interval
-        self._next = 0.0
-
-    def warning(self, msg: str, *args: object) -> None:
-        """Log at most once per ``interval`` seconds."""
-        now = time.monotonic()
-        if now >= self._next:
-            self._next = now + self.interval
-            self.logger.warning(msg + " (repeats are not logged for %ds)", *args, self.interval)
-
-
-def make_server(
-    app: t.Any,
-    threads: int,
-    listen: dict[str, t.Any] | None = None,
-    sockets: list[socket.socket] | None = None,
-    *,
-    inline: t.Callable[[dict[str, t.Any]], t.Any] | None = None,
-) -> t.Any:
-    """A waitress server for ``app`` with authctl's fixed settings.
-
-    Either ``listen`` (``listen_kwargs``: waitress binds) or ``sockets`` (already bound and
-    listening, e.g. inherited from the ``--workers`` parent). ``inline`` (the app's
-    ``decide_inline``) lets authz requests be answered in the I/O thread (``server.serve.inline``).
-    The benchmark's baseline apps are served through this function too, so they run on
-    exactly the same settings.
-    """
-    from waitress.server import create_server
-
-    from server.core.forwarded import UNIX_PEER
-    from server.serve.drain import accept_in_batches
-
-    where: dict[str, t.Any] = {"sockets": sockets} if sockets is not None else dict(listen or {})
-    socket_map: dict[int, t.Any] = {}
-    server = create_server(
-        app,
-        map=socket_map,
-        threads=threads,
-        connection_limit=connection_limit(threads),
-        **where,
-        **WAITRESS_FIXED,
-    )
-    dispatcher = server.task_dispatcher
-    dispatcher.queue_logger = QueueDepthLogger(dispatcher.queue_logger)  # type: ignore[assignment]
-    accept_in_batches(socket_map)
-    for listener in socket_map.values():
-        if getattr(listener, "family", None) == socket.AF_UNIX:
-            # waitress calls every unix peer "localhost"; the app trusts UNIX_PEER explicitly
-            listener.fix_addr = lambda _addr: (UNIX_PEER, None)
-    if inline is not None:
-        from server.serve.inline import install
-
-        install(list(socket_map.values()), inline)
-    return server
 
 
 def runtime_problems(config: Config) -> list[str]:
@@ -199,6 +72,7 @@ def serve(state: State, address: str | None, workers: int) -> None:
     the other workers keep serving. SIGTERM stops them all.
     """
     from server.core.logs import configure_logging
+    from server.serve.httpd import raise_fd_limit
 
     config = state.config()
     listen = listen_kwargs(config, address)
@@ -225,10 +99,10 @@ def serve(state: State, address: str | None, workers: int) -> None:
 def _build_app(config: Config) -> t.Any:
     """``make_app``, with a broken collaborator (users file, databases) as exit status 3."""
     from server.core.errors import AuthError
-    from server.web.app import make_app
+    from server.serve.httpd import build_app
 
     try:
-        return make_app(config)
+        return build_app(config)
     except (ValueError, AuthError) as exc:
         raise DataError(str(exc)) from None
 
@@ -253,6 +127,8 @@ def _run(server: t.Any, config: Config, started: t.Callable[[], None] = lambda: 
 
 def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
     """One process: the app and waitress's thread pool."""
+    from server.serve.httpd import make_server
+
     app = _build_app(config)
     sockets = None
     if "unix_socket" in listen:  # bound here: mode 0660 from the start, a stale file removed
@@ -274,6 +150,7 @@ def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
 
 def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int) -> int:
     """The socket bound here, ``workers`` forked processes serving it (``server.serve.workers``)."""
+    from server.serve.httpd import make_server
     from server.serve.workers import StartError
     from server.serve.workers import Supervisor
     from server.serve.workers import bind

@@ -3,7 +3,7 @@
 SPEC §5 compares authctl with a bare waitress "hello" and, behind nginx, with a trivial
 ``auth_request`` check (``reference/proxies/bench_apps.py``). A baseline only means something
 when it runs on the same server settings as authctl, so this launcher builds its server with
-``authctl.cmd_serve.make_server`` (the very function ``authctl serve`` uses) instead of
+``server.serve.httpd.make_server`` (the very function ``authctl serve`` uses) instead of
 ``waitress-serve``'s defaults.
 
     .venv/bin/python bench/apps.py bare|authz|empty --port PORT [--threads 4]
@@ -76,7 +76,7 @@ def _authctl(config_path: str | None) -> WSGIApplication:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve one app on 127.0.0.1 until SIGTERM."""
-    from authctl.cmd_serve import make_server
+    from server.serve.httpd import make_server
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("app", choices=[*sorted(APPS), "pool"])

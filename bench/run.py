@@ -4,7 +4,7 @@ A script that prints numbers, not a test: timings depend on the machine, so SPEC
 baseline measured in the same run and for ratios against it. Every throughput row is wrk on
 loopback with the servers pinned to CPU 0 and wrk to CPU 1 (``taskset``; unpinned numbers
 swing by ±30 %, see ``reference/proxies.md`` §4), and the baselines are served with exactly
-authctl's waitress settings (``bench/apps.py`` uses ``authctl.cmd_serve.make_server``).
+authctl's waitress settings (``bench/apps.py`` uses ``server.serve.httpd.make_server``).
 
 Rows: bare waitress "hello" (the floor), verify with a session cookie (SQLite store, the
 default, and the memory store; and the SQLite store through waitress's thread pool only, i.e.

@@ -25,13 +25,13 @@ from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
 
-from authctl.cmd_serve import make_server
 from server.core import blocking
 from server.core.blocking import WouldBlock
 from server.core.redis_store import RedisStore
 from server.core.session_store import SQLiteStore
 from server.core.sqlite_util import Connections
 from server.core.users import UsersSource
+from server.serve.httpd import make_server
 from server.web.authz import Reply
 from tests.apphelpers import PASSWORDS
 from tests.apphelpers import Harness
