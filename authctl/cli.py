@@ -1,8 +1,8 @@
 """The root ``authctl`` command: global options, exit codes and the one error translation.
 
 Subcommands live in ``authctl/cmd_*.py`` and are imported only when they run (or when
-``--help`` lists them). This module and those modules import only click at the top, so
-``authctl --help`` never pays for webob, waitress, argon2, pyotp or rich.
+``--help`` lists them). This module and those modules import only click and the standard
+library at the top, so ``authctl --help`` never pays for webob, waitress, argon2, pyotp or rich.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import click
-import tomli
 
 from authctl.cli import DataError
 from authctl.cli import ExitCode
@@ -561,6 +560,8 @@ def _print_results(
 
 def _read_cases(path: Path, config: Config) -> list[_Case]:
     """Parse and check CASES.toml; every problem is a DataError (exit 3) naming case and key."""
+    import tomli
+
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -5,7 +5,6 @@ verification (Authelia issue #5006: ~500 ms per API call), so a successful check
 remembered for a short TTL under an HMAC of the credentials with a per-process random key:
 the cache never holds a password, and a cache dump is useless elsewhere. Entries are bound
 to the user's password stamp, so a password change or a users-file reload invalidates them.
-Pure core: stdlib only.
 """
 
 from __future__ import annotations

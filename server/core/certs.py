@@ -2,7 +2,7 @@
 
 authctl refuses plain HTTP by design, so a fresh install needs a certificate before the first
 request can pass (SPEC §4 ``cert generate``; ``authctl init`` writes one to ``certs/``). This
-module is the pure logic behind both, on the ``cryptography`` library: no click, no rich, so
+module is the pure logic behind both, on the ``cryptography`` library, so
 ``init`` and the tests can call it directly. Files are written with mode 0600 from the first
 byte (``mkstemp`` creates them so, ``fchmod`` sets the final mode past the umask), through a
 temporary file renamed into place, so a crash never leaves half a key and nobody can read one

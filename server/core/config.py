@@ -3,7 +3,7 @@
 Validation happens once, at load, and is complete: every problem is collected with the file,
 the key path (``access_control.rules[3].networks[0]``), the line where it can be found, what
 is wrong and how to fix it. Unknown keys are errors, so a typo such as ``polcy`` never passes
-silently. Pure core: standard library only (no webob, waitress, click or rich).
+silently.
 """
 
 from __future__ import annotations

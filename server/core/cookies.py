@@ -3,7 +3,7 @@
 A sibling subdomain can plant a second cookie of the same name for the parent domain, so
 more than one value is tried (ids are never adopted: an unknown id just fails to load). But
 only ``MAX_SESSION_IDS`` of them: each is a store look-up, and a header stuffed with 180
-copies cost four times the CPU of a verify. Repeats count once. Pure core.
+copies cost four times the CPU of a verify. Repeats count once.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ copied onto another user's row (an attacker with write access to the file swappi
 fails to decrypt instead of verifying that user's codes. A separate HKDF output is the key
 check value: a wrong key file is found at startup, never by silently failing every check.
 
-Pure core: standard library and ``cryptography`` only. Errors are ``ValueError`` with a
-message; :mod:`server.storage` turns them into its own errors.
+Errors are ``ValueError`` with a
+message; :mod:`server.core.storage` turns them into its own errors.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A duration is a whole number of seconds, written either as a non-negative integer (TOML
 integer or a string of ASCII digits) or as one or more ``<number><unit>`` parts with the units
-of :data:`UNITS`; the parts add up (``"1h30m"`` is 5400). Pure core: standard library only.
+of :data:`UNITS`; the parts add up (``"1h30m"`` is 5400).
 """
 
 from __future__ import annotations

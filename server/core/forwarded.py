@@ -3,7 +3,7 @@
 X-Forwarded-* and X-Original-* headers are believed only from ``server.trusted_proxies``
 (CVE-2026-40575: a client-sent ``X-Forwarded-Uri`` made rules run on the wrong path). The
 client IP is found by walking ``X-Forwarded-For`` right to left, skipping trusted hops, so a
-client cannot choose the address the ``networks`` criterion sees. Pure core: stdlib only.
+client cannot choose the address the ``networks`` criterion sees.
 """
 
 from __future__ import annotations

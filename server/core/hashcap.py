@@ -22,8 +22,6 @@ Two more caps share the same slots, so everything a sign-in holds a thread for s
 :class:`HashTimer` keeps how long recent hashes with the configured parameters took: failed
 sign-ins and banned attempts are padded to it, so their time does not tell whether the user
 exists, is banned or has a hash with other (cheaper) parameters (SPEC §3.4).
-
-Pure core: standard library only.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every verify re-checks the user against the users file as it is now (exists, enabled,
 password unchanged, current groups), so ``user disable``, ``user remove``, ``user passwd``
-and group edits take effect on the next request (GHSA-x883-2vmg-xwf7). Pure core.
+and group edits take effect on the next request (GHSA-x883-2vmg-xwf7).
 """
 
 from __future__ import annotations

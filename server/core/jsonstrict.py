@@ -4,8 +4,7 @@ must be real Unicode text.
 ``json.loads`` keeps the last of two equal keys, so a body (or a signed token payload) could
 say one thing to one reader and another to the next. It also turns ``"\\ud800"`` into a
 string holding a lone surrogate, which no UTF-8 encoder accepts: such a user name reached the
-database and answered 500. :func:`loads` refuses both with a ``ValueError``. Pure core:
-standard library only.
+database and answered 500. :func:`loads` refuses both with a ``ValueError``.
 """
 
 from __future__ import annotations

@@ -19,8 +19,6 @@ syntax both share; a regex written in RE2-only syntax (``\\z``, ``\\pL``) or the
 absence skips the regex checks for it. Every "cannot match" verdict is also confirmed against
 probe strings with the compiled RE2 regex, so a parser surprise or a difference between the
 two engines (RE2's ``\\w`` is ASCII only) can only hide a finding, never invent one.
-
-Pure core: standard library only (no webob, waitress, click or rich).
 """
 
 from __future__ import annotations

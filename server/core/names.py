@@ -2,7 +2,7 @@
 
 A user name is canonicalised once (NFKC, casefold, NFKC) so that ``Alice``, ``ALICE`` and the
 fullwidth spelling of alice are one account for lookup, bans, rules, sessions and ``Remote-User``
-(GHSA-hjj4-hfjm-fmrj). Pure core: standard library only.
+(GHSA-hjj4-hfjm-fmrj).
 """
 
 from __future__ import annotations

@@ -32,8 +32,7 @@ Attacks and failures defended:
 
 :class:`Outbox` sends in the background (one thread, a bounded queue), for every message: a
 hung relay must not hold a request thread (the portal would stall), the reset start answers in
-the same time whether the user exists or not, and a notice must not fail the request. Pure
-core: standard library only.
+the same time whether the user exists or not, and a notice must not fail the request.
 """
 
 from __future__ import annotations

@@ -33,8 +33,7 @@ payload ``{act, sub, jti, iat, exp, pst}``, 5 minutes by default. Attacks defend
 - **Revocation**: :meth:`SignedTokens.revoke` consumes a token without using it.
 
 Parsing is strict (charset, length, duplicate JSON keys, exact types), and no failure reason
-reaches the client. Pure core: standard library, ``cryptography`` (HKDF) and
-:mod:`server.storage`.
+reaches the client.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A session store that is down fails every verify; logging each failure with a tra
 multiplied the log rate twelvefold exactly when an operator needs to read it. ``Outage``
 logs when failures start and when they end (with how many calls failed in between);
 ``Throttled`` logs a repeated, non-fatal problem (a skipped activity write, a refused
-record) at most once per interval, with a count. Pure core: standard library only.
+record) at most once per interval, with a count.
 """
 
 from __future__ import annotations

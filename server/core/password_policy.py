@@ -11,8 +11,8 @@ passwords worse, not better), and a check against a list of common passwords (AS
 service name). Matching the list ignores case, because ``Password1`` is no stronger than
 ``password1`` against a guessing attack.
 
-The list ships with the package (``server/data/common-passwords.txt``; see the README beside
-it for where it comes from). Pure core: standard library only.
+The list ships with the package (``server/core/data/common-passwords.txt``; see the README beside
+it for where it comes from).
 """
 
 from __future__ import annotations

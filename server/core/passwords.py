@@ -4,8 +4,7 @@ Passwords are NFKC-normalised before hashing and before verifying (NIST SP 800-6
 ``é`` typed as one code point or as ``e`` + combining accent is the same password; nothing is
 trimmed and case is kept (ASVS 6.2.8). Hashes from the users file are checked by
 :func:`check_hash` at load, so a hand-edited ``m=4194304`` cannot make a login allocate 4 GiB,
-and :meth:`PasswordHasher.verify` never trusts a hash it has not checked either. Pure core:
-standard library, argon2 and :mod:`server.config` only.
+and :meth:`PasswordHasher.verify` never trusts a hash it has not checked either.
 """
 
 from __future__ import annotations

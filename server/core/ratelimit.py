@@ -16,7 +16,7 @@ The state lives in memory, in this process only: with ``serve --workers N`` each
 its own counters, so the effective limit is up to N times the configured one (still bounded),
 and a restart forgets them. Memory is bounded too: at most ``max_keys`` keys are tracked; past
 that the longest-idle key is forgotten first (an attacker would need that many addresses to
-evict a counter, and gains one fresh allowance by it). Pure core: standard library only.
+evict a counter, and gains one fresh allowance by it).
 """
 
 from __future__ import annotations

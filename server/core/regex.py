@@ -21,8 +21,6 @@ them to RE2.
 
 Semantics are RE2's (as Authelia's): ``\\d``, ``\\w``, ``\\s`` and ``\\b`` are ASCII only, ``$``
 is the end of the text (not before a final newline), ``.`` does not match a newline.
-
-Pure core: the standard library and ``re2``.
 """
 
 from __future__ import annotations

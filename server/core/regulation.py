@@ -33,9 +33,8 @@ Three differences from Authelia, all on purpose (the third is the reservation ab
   fullwidth ``alice`` are one counter) and IPs normalised (``::ffff:192.0.2.1`` is ``192.0.2.1``),
   even though callers should pass canonical values already.
 
-A store error is raised (:class:`server.storage.StorageError`): the caller denies (fail
-closed). Bans are short and temporary by design (lockout DoS, ASVS 6.1.1). Pure core:
-standard library and :mod:`server` modules only.
+A store error is raised (:class:`server.core.storage.StorageError`): the caller denies (fail
+closed). Bans are short and temporary by design (lockout DoS, ASVS 6.1.1).
 """
 
 from __future__ import annotations

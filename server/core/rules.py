@@ -11,9 +11,8 @@ suffixes), caching the per-host candidate list, so one ``evaluate`` over 1,000 r
 few microseconds; ``explain`` walks every rule without the index and says why each one did or
 did not match, for ``authctl rules check --explain``.
 
-Pure core: standard library only (no webob, waitress, click or rich). The caller passes a
-host that is already lowercase IDNA and a path that ``server.urls`` normalised; this module
-never parses URLs.
+The caller passes a host that is already lowercase IDNA and a path that ``server.core.urls``
+normalised; this module never parses URLs.
 """
 
 from __future__ import annotations

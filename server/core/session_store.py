@@ -32,8 +32,6 @@ Security choices, each against a named risk:
   for more than ``CACHE_MAX_AGE`` seconds, which bounds a writer killed between its commit
   and its stamp. The table's blocks are allocated when it is created and it is written with
   ``pwrite``, never through the map, so a full disk is an error, never a SIGBUS.
-
-Pure core: standard library and ``cryptography`` (no webob, waitress, click or rich).
 """
 
 from __future__ import annotations

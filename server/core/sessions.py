@@ -15,8 +15,7 @@ stolen, stale or fixed id useless (OWASP Session Management CS, ASVS 5.0 §7):
 ``touch`` coalesces activity writes so that verify, the hot path, stays read-mostly, and is
 best effort: a store that can read but not write (full disk, a lock held elsewhere, a
 read-only Redis) still answers verify from what it read; a failed activity write is logged at
-most once a minute and not retried for ``WRITE_RETRY`` seconds. Pure core: standard library
-only (no webob, waitress, click or rich).
+most once a minute and not retried for ``WRITE_RETRY`` seconds.
 """
 
 from __future__ import annotations

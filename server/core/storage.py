@@ -22,7 +22,6 @@ Attacks and failures this module defends against:
   shared-memory files the same mode).
 
 Every failure is raised as :class:`StorageError`; callers fail closed (deny), never allow.
-Pure core: standard library, ``cryptography`` and :mod:`server.crypto` only.
 """
 
 from __future__ import annotations

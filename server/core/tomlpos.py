@@ -5,8 +5,7 @@ deserve a line number too. This module scans the text once (a small, forgiving T
 that keeps positions and throws the values away) and records the line and column of every
 table header, key, array element and inline-table key, under the same path spelling the
 config loader uses in its messages. It is a best effort: on text it cannot follow it records
-less, never raises, and :func:`locate` returns None rather than guess. Pure core: standard
-library only.
+less, never raises, and :func:`locate` returns None rather than guess.
 """
 
 from __future__ import annotations

@@ -16,8 +16,6 @@ clock, for SHA1, SHA256 and SHA512. Attacks defended, with where:
   after ``max_retries`` failures (RFC 4226 §7.3); the window is ``skew`` steps each way
   (default 1, Authelia's; ASVS 5 6.5.5 asks for ≤ 30 s, so ``skew = 0`` is allowed).
 - **Weak secrets**: 160 random bits from :mod:`secrets` (RFC 4226 R6), never fewer.
-
-Pure core: standard library and :mod:`server` modules only.
 """
 
 from __future__ import annotations

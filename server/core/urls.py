@@ -9,7 +9,7 @@ This module owns three decisions that every authorization answer depends on:
 * **which path the rules see**: ``normalise_path`` (SPEC §2.1);
 * **where a browser may be sent**: ``safe_redirect`` (SPEC §3.5).
 
-Pure core: standard library only. Everything is precompiled at import, and the common case
+Everything is precompiled at import, and the common case
 (a lowercase LDH host, a clean path, a plain query) is recognised by one regular expression;
 the general route, which gives the same answer (a property test checks it), runs only for
 the rest.

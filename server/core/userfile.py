@@ -12,7 +12,7 @@ original text, so other users, comments and unknown keys stay byte-for-byte. The
 parsed again and compared with the intended data; if they differ (an unusual layout such as
 inline tables) the whole file is rewritten with tomli_w instead. The result is validated before
 it is written: the CLI never writes a users file the server would refuse. No hashing happens
-here: callers pass PHC strings. Pure core: standard library, tomli_w and argon2 only.
+here: callers pass PHC strings.
 """
 
 from __future__ import annotations

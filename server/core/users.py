@@ -4,8 +4,7 @@
 the file, the key path (``users.alice.groups[1]``), the line and a fix. :class:`UsersSource`
 is what the server holds: it re-reads the file when it changes and keeps the last good copy
 when the new one is broken, so a half-edited file never locks everyone out or lets anyone in
-(security.md §2.J). Writing lives in :mod:`server.userfile`; no hashing happens here. Pure
-core: standard library and argon2 only (no webob, waitress, click or rich).
+(security.md §2.J). Writing lives in :mod:`server.core.userfile`; no hashing happens here.
 """
 
 from __future__ import annotations
