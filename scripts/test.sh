@@ -17,6 +17,8 @@ bash scripts/install-e2e-deps.sh
 echo "== ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+echo "== lint-imports (tiers: pyproject.toml [tool.importlinter])"
+.venv/bin/lint-imports
 echo "== mypy --strict"
 .venv/bin/mypy
 echo "== pytest"
