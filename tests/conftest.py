@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck
@@ -22,6 +23,27 @@ settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def command_paths() -> list[tuple[str, ...]]:
+    """Every command and group of ``authctl``, found by walking the Click tree from the root
+    (``()`` is the root group itself), so a new command is covered without editing a list."""
+    from authctl.cli import cli
+
+    found: list[tuple[str, ...]] = []
+
+    def walk(command: click.Command, path: tuple[str, ...], parent: click.Context | None) -> None:
+        found.append(path)
+        if isinstance(command, click.Group):
+            ctx = click.Context(command, info_name=path[-1] if path else "authctl", parent=parent)
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None, (path, name)
+                walk(sub, (*path, name), ctx)
+
+    walk(cli, (), None)
+    return found
+
 
 #: A config that exercises every section, written by the ``config_file`` fixture.
 BASE_CONFIG = """\
