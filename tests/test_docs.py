@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from authctl._manpages import PINNED_DATE
-from authctl._manpages import package_version
+from scripts.manpages import PINNED_DATE
+from scripts.manpages import package_version
 from server.core.config import KEYS
 from server.core.config import load_config
 from server.core.users import USER_KEYS

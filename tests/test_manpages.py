@@ -1,4 +1,4 @@
-"""Tests for ``authctl._manpages`` and the committed pages in ``man/``."""
+"""Tests for ``scripts/manpages.py`` and the committed pages in ``man/``."""
 
 from __future__ import annotations
 
@@ -11,19 +11,19 @@ from pathlib import Path
 import click
 import pytest
 
-from authctl import _manpages
-from authctl._manpages import COMMAND
-from authctl._manpages import GENERATED
-from authctl._manpages import MAN_DIR
-from authctl._manpages import PINNED_DATE
-from authctl._manpages import build
-from authctl._manpages import differences
-from authctl._manpages import loaded_tree
-from authctl._manpages import main
-from authctl._manpages import package_version
-from authctl._manpages import roff_text
-from authctl._manpages import write
 from authctl.cli import cli
+from scripts.manpages import COMMAND
+from scripts.manpages import GENERATED
+from scripts.manpages import MAN_DIR
+from scripts.manpages import PINNED_DATE
+from scripts.manpages import build
+from scripts.manpages import differences
+from scripts.manpages import loaded_tree
+from scripts.manpages import main
+from scripts.manpages import package_version
+from scripts.manpages import roff_text
+from scripts.manpages import write
+from tests.conftest import ROOT
 
 #: roff requests the pages may use (man(7) macros and the few low-level ones they need).
 REQUESTS = {"TH", "SH", "SS", "TP", "PP", "LP", "P", "IP", "RS", "RE", "B", "I", "BR", "IR"}
@@ -284,15 +284,15 @@ def test_main_reports_a_command_that_fails_to_import(
 
 
 def test_module_runs_as_a_script(tmp_path: Path) -> None:
-    """``python -m authctl._manpages --out DIR`` writes the pages (as the lead will run it)."""
+    """``python scripts/manpages.py --out DIR`` writes the pages, from any folder."""
     import sys
 
     run = subprocess.run(
-        [sys.executable, "-m", "authctl._manpages", "--out", str(tmp_path)],
+        [sys.executable, str(ROOT / "scripts" / "manpages.py"), "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         check=False,
-        cwd=Path(_manpages.__file__).parent.parent,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "authctl.1").exists()
