@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
 import json
 import secrets
 import sqlite3
@@ -53,8 +54,14 @@ def tokens(storage: Storage, clock: t.Any) -> SignedTokens:
 
 
 def rows(storage: Storage) -> list[tuple[t.Any, ...]]:
-    """Every row of one_time_codes, as stored."""
-    return [tuple(r) for r in storage._read("SELECT * FROM one_time_codes")]
+    """Every row of one_time_codes, as stored in the file."""
+    with contextlib.closing(raw(storage)) as conn:
+        return [tuple(r) for r in conn.execute("SELECT * FROM one_time_codes")]
+
+
+def raw(storage: Storage) -> sqlite3.Connection:
+    """A plain SQLite connection to the file, as someone holding it would open it."""
+    return sqlite3.connect(storage.path, isolation_level=None)
 
 
 def check(codes: OneTimeCodes, code_id: str, code: str, **kw: t.Any) -> bool:
@@ -125,7 +132,7 @@ def test_code_dies_after_five_wrong_tries(codes: OneTimeCodes, storage: Storage)
     for _ in range(5):
         assert not check(codes, issued.id, "WRONG234")
     assert not check(codes, issued.id, issued.code)
-    assert rows(storage)[0][7] == 5  # attempts
+    assert [c.attempts for c in storage.one_time_codes()] == [5]
 
 
 def test_parallel_checks_one_winner(codes: OneTimeCodes) -> None:
@@ -149,7 +156,7 @@ def test_old_rows_are_purged(codes: OneTimeCodes, storage: Storage, clock: t.Any
     codes.issue("alice", "elevation", session_id=SESSION)
     clock.advance(KEEP_EXPIRED + 3600)
     codes.issue("bob", "elevation", session_id=SESSION)
-    assert [r[1] for r in rows(storage)] == ["bob"]
+    assert [c.username for c in storage.one_time_codes()] == ["bob"]
 
 
 def test_storage_failure_raises(codes: OneTimeCodes, storage: Storage) -> None:
@@ -233,7 +240,8 @@ def test_token_for_another_intent_is_refused(tokens: SignedTokens) -> None:
 def test_unknown_jti_is_refused(tokens: SignedTokens, storage: Storage) -> None:
     """A well-signed token whose jti is not in the database (purged, restored) is refused."""
     token = tokens.issue("alice", "reset_password", stamp="s")
-    storage._write("DELETE FROM one_time_codes", ())
+    with contextlib.closing(raw(storage)) as conn:
+        conn.execute("DELETE FROM one_time_codes")
     with pytest.raises(InvalidToken, match="unknown"):
         tokens.consume(token, "reset_password")
 
@@ -241,7 +249,8 @@ def test_unknown_jti_is_refused(tokens: SignedTokens, storage: Storage) -> None:
 def test_row_of_another_user_is_refused(tokens: SignedTokens, storage: Storage) -> None:
     """A jti row that does not match the token's user is refused (a tampered database)."""
     token = tokens.issue("alice", "reset_password", stamp="s")
-    storage._write("UPDATE one_time_codes SET username = 'bob'", ())
+    with contextlib.closing(raw(storage)) as conn:
+        conn.execute("UPDATE one_time_codes SET username = 'bob'")
     with pytest.raises(InvalidToken):
         tokens.consume(token, "reset_password")
 
@@ -260,7 +269,7 @@ def test_revoke_without_ip(tokens: SignedTokens, storage: Storage) -> None:
     """Revocation records who revoked, or just that it was revoked."""
     token = tokens.issue("alice", "reset_password", stamp="s")
     tokens.revoke(token, "reset_password")
-    assert rows(storage)[0][10] == "revoked"
+    assert [c.consumed_ip for c in storage.one_time_codes()] == ["revoked"]
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,9 @@ user and IP modes, canonical names, the TOTP stream, expiry, clearing and failin
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import typing as t
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -41,6 +44,12 @@ def storage(tmp_path: Path, clock: Clock) -> Iterator[Storage]:
 def regulator(storage: Storage, clock: Clock, config: RegulationConfig = AUTHELIA) -> Regulator:
     """A regulator on ``storage`` and the fake clock."""
     return Regulator(config, storage, clock)
+
+
+def log_rows(storage: Storage, sql: str) -> list[tuple[t.Any, ...]]:
+    """Rows of the authentication log as stored in the file (read behind the storage's back)."""
+    with contextlib.closing(sqlite3.connect(storage.path)) as conn:
+        return [tuple(r) for r in conn.execute(sql)]
 
 
 def banned(reg: Regulator, username: str | None = "alice", ip: str | None = "10.0.0.1") -> bool:
@@ -153,7 +162,7 @@ def test_max_retries_zero_disables_bans(storage: Storage, clock: Clock) -> None:
     for _ in range(20):
         reg.record("alice", "10.0.0.1", "1FA", False)
     assert not banned(reg)
-    assert len(storage._read("SELECT * FROM authentication_logs")) == 20
+    assert len(log_rows(storage, "SELECT * FROM authentication_logs")) == 20
 
 
 def test_banned_is_invalid_credentials() -> None:
@@ -399,7 +408,7 @@ def test_reservations_count_as_failures_until_settled(storage: Storage, clock: C
     for attempt in held:
         attempt.settle(False)
     assert banned(reg)
-    rows = storage._read("SELECT success, banned FROM authentication_logs ORDER BY id")
+    rows = log_rows(storage, "SELECT success, banned FROM authentication_logs ORDER BY id")
     assert rows == [(0, 1), (0, 0), (0, 0), (0, 0)]
 
 

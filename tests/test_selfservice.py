@@ -323,8 +323,7 @@ def test_mail_failure_revokes_the_code(ss: SS, caplog: pytest.LogCaptureFixture)
     resp = ss.h.api("/api/user/session/elevation", {}, cookie=one)
     assert resp.status_int == 200
     assert ss.svc.outbox.flush(timeout=5)
-    rows = ss.svc.codes._table.storage._read("SELECT consumed_ip FROM one_time_codes")
-    assert [r[0] for r in rows] == ["revoked"]
+    assert [c.consumed_ip for c in ss.svc.codes.storage.one_time_codes()] == ["revoked"]
     assert "a notification could not be sent" in caplog.text
     ss.svc.notifier = Failing()
     with pytest.raises(NotifierError):
@@ -335,7 +334,7 @@ def test_storage_failure_is_503(ss: SS) -> None:
     """A broken storage fails closed with 503, answered by the app's one error boundary
     (the same answer as from ``/api/firstfactor``)."""
     one = ss.h.login("alice")
-    ss.svc.codes._table.storage.close()
+    ss.svc.codes.storage.close()
     resp = ss.h.api("/api/user/session/elevation", {}, cookie=one)
     assert resp.status_int == 503
     assert resp.json["message"] == "The storage is unavailable; try again in a moment."
@@ -659,7 +658,7 @@ def test_reset_start_timing_is_padded(ss: SS) -> None:
 
 def test_reset_start_failure_inside_gives_the_same_answer(ss: SS) -> None:
     """A storage failure while issuing the link still answers OK (no enumeration by error)."""
-    ss.svc.tokens._table.storage.close()
+    ss.svc.tokens.storage.close()
     assert strip(reset_start(ss, "alice")) == strip(reset_start(ss, "nobody"))
 
 
@@ -1100,7 +1099,7 @@ def test_build_reads_the_key_and_makes_the_notifier(ss: SS) -> None:
     """``SelfServiceApi.build`` wires the configured notifier; ``close`` drains the outbox."""
     from server.core.notifier import FileNotifier
 
-    svc = SelfServiceApi.build(ss.h.config, ss.h.app.portal, ss.svc.codes._table.storage)
+    svc = SelfServiceApi.build(ss.h.config, ss.h.app.portal, ss.svc.codes.storage)
     assert isinstance(svc.notifier, FileNotifier)
     svc.startup_check()
     svc.close()
@@ -1139,7 +1138,7 @@ def test_tokens_are_bound_to_this_installation(ss: SS, tmp_path: Path) -> None:
     """A reset token minted with another storage key is refused."""
     from server.core.otc import derive_key
 
-    other = SignedTokens(ss.svc.codes._table.storage, derive_key(b"z" * 32, "signed tokens"))
+    other = SignedTokens(ss.svc.codes.storage, derive_key(b"z" * 32, "signed tokens"))
     token = other.issue("alice", "reset_password", stamp="whatever")
     assert reset_finish(ss, token).status_int == 401
 
@@ -1270,10 +1269,8 @@ def test_full_mail_queue_is_a_clear_503(
         assert (resp.status_int, resp.json) == (503, MAIL_QUEUE_FULL)
         assert resp.headers["Retry-After"] == "30"
         assert took < 1
-        rows = ss.svc.codes._table.storage._read(
-            "SELECT username, COALESCE(consumed_ip, '') FROM one_time_codes"
-        )
-        assert sorted(tuple(r) for r in rows) == [
+        codes = ss.svc.codes.storage.one_time_codes()
+        assert sorted((c.username, c.consumed_ip or "") for c in codes) == [
             ("alice", ""),
             ("alice", "revoked"),
             ("bob", ""),
@@ -1310,7 +1307,7 @@ def test_mail_queue_size_comes_from_the_settings(tmp_path: Path, clock: t.Any) -
     svc = SelfServiceApi.build(
         ss.h.config,
         ss.h.app.portal,
-        ss.svc.codes._table.storage,
+        ss.svc.codes.storage,
         settings=SelfServiceSettings(mail_queue=3),
     )
     assert svc.outbox.capacity == 3
@@ -1382,7 +1379,5 @@ def test_parallel_reset_posts_use_the_grant_once(ss: SS, monkeypatch: pytest.Mon
 def test_build_with_a_given_notifier(ss: SS) -> None:
     """``build`` keeps a notifier passed in (tests, or a custom transport)."""
     failing = Failing()
-    svc = SelfServiceApi.build(
-        ss.h.config, ss.h.app.portal, ss.svc.codes._table.storage, notifier=failing
-    )
+    svc = SelfServiceApi.build(ss.h.config, ss.h.app.portal, ss.svc.codes.storage, notifier=failing)
     assert svc.notifier is failing

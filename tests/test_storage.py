@@ -4,6 +4,7 @@ the atomic TOTP replay guard, the authentication log and bans (``server.core.sto
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
 import multiprocessing
@@ -29,6 +30,8 @@ from server.core.storage import APPLICATION_ID
 from server.core.storage import SCHEMA_VERSION
 from server.core.storage import WRONG_KEY
 from server.core.storage import Ban
+from server.core.storage import OneTimeCode
+from server.core.storage import Redemption
 from server.core.storage import Storage
 from server.core.storage import StorageError
 from server.core.storage import StorageKeyError
@@ -652,3 +655,173 @@ def test_core_modules_import_no_web_or_cli_library() -> None:
     assert result.returncode == 0, result.stderr
     loaded = {m.partition(".")[0] for m in json.loads(result.stdout)}
     assert not loaded & {"webob", "waitress", "click", "rich", "segno"}
+
+
+# --------------------------------------------------------------------------- one-time codes
+
+
+def add_code(storage: Storage, row_id: str = "c1", expires: float = 100.0) -> None:
+    """Store a code ``row_id`` of alice with digest b"d" * 32, issued at 0."""
+    storage.add_one_time_code(
+        row_id,
+        "alice",
+        "elevation",
+        b"d" * 32,
+        issued=0.0,
+        expires=expires,
+        session_binding=b"s" * 32,
+        ip="192.0.2.1",
+    )
+
+
+class TestOneTimeCodes:
+    """The one_time_codes operations: the verdict and its effect in one transaction."""
+
+    def test_add_and_list(self, storage: Storage) -> None:
+        """A stored code reads back field by field, the newest last; by user or all."""
+        add_code(storage, "c1")
+        storage.add_one_time_code("c2", "bob", "reset_password", b"e" * 32, issued=5, expires=9)
+        (alice,) = storage.one_time_codes("alice")
+        assert (alice.id, alice.intent, alice.digest, alice.session_binding) == (
+            "c1",
+            "elevation",
+            b"d" * 32,
+            b"s" * 32,
+        )
+        assert (alice.issued_ip, alice.consumed, alice.consumed_ip, alice.attempts) == (
+            "192.0.2.1",
+            None,
+            None,
+            0,
+        )
+        assert [c.id for c in storage.one_time_codes()] == ["c1", "c2"]
+        assert b"d" * 32 not in repr(alice).encode()
+
+    @pytest.mark.parametrize(
+        ("verdict", "result", "consumed", "attempts"),
+        [
+            (Redemption.CONSUME, True, 7.0, 0),
+            (Redemption.WRONG, False, None, 1),
+            (Redemption.REFUSE, False, None, 0),
+        ],
+    )
+    def test_redeem_acts_on_the_verdict(
+        self,
+        storage: Storage,
+        verdict: Redemption,
+        result: bool,
+        consumed: float | None,
+        attempts: int,
+    ) -> None:
+        """CONSUME marks the row used (time, IP), WRONG counts a try, REFUSE changes nothing."""
+        add_code(storage)
+        seen: list[OneTimeCode] = []
+
+        def judge(row: OneTimeCode) -> Redemption:
+            seen.append(row)
+            return verdict
+
+        assert storage.redeem_one_time_code("c1", judge, now=7.0, ip="192.0.2.9") is result
+        (row,) = storage.one_time_codes()
+        assert [r.id for r in seen] == ["c1"]
+        assert (row.consumed, row.attempts) == (consumed, attempts)
+        assert row.consumed_ip == ("192.0.2.9" if result else None)
+
+    def test_unknown_code_is_not_judged(self, storage: Storage) -> None:
+        """An unknown id is False without asking the judge."""
+
+        def judge(row: OneTimeCode) -> Redemption:
+            raise AssertionError("judged an unknown row")
+
+        assert not storage.redeem_one_time_code("nope", judge, now=1.0, ip=None)
+
+    def test_judge_error_rolls_back(self, storage: Storage) -> None:
+        """An exception in the judge propagates and changes nothing."""
+        add_code(storage)
+
+        def judge(row: OneTimeCode) -> Redemption:
+            raise KeyError("boom")
+
+        with pytest.raises(KeyError):
+            storage.redeem_one_time_code("c1", judge, now=1.0, ip=None)
+        assert storage.one_time_codes()[0].consumed is None
+
+    def test_parallel_redemptions_one_winner(self, storage: Storage) -> None:
+        """Of 20 threads redeeming one live code at once, exactly one consumes it."""
+        add_code(storage)
+        barrier = threading.Barrier(20)
+        results: list[bool] = []
+        lock = threading.Lock()
+
+        def judge(row: OneTimeCode) -> Redemption:
+            return Redemption.CONSUME if row.consumed is None else Redemption.REFUSE
+
+        def attempt() -> None:
+            barrier.wait()
+            ok = storage.redeem_one_time_code("c1", judge, now=1.0, ip=None)
+            with lock:
+                results.append(ok)
+
+        threads = [threading.Thread(target=attempt) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(results) == [False] * 19 + [True]
+
+    def test_parallel_processes_one_winner(self, storage: Storage) -> None:
+        """Across forked workers the check-and-consume is still one step: one winner."""
+        add_code(storage)
+        ctx = multiprocessing.get_context("fork")
+        queue: multiprocessing.queues.SimpleQueue[bool] = ctx.SimpleQueue()
+
+        def judge(row: OneTimeCode) -> Redemption:
+            return Redemption.CONSUME if row.consumed is None else Redemption.REFUSE
+
+        def child() -> None:
+            queue.put(storage.redeem_one_time_code("c1", judge, now=1.0, ip=None))
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            processes = [ctx.Process(target=child) for _ in range(4)]
+            for process in processes:
+                process.start()
+        for process in processes:
+            process.join(timeout=30)
+            assert process.exitcode == 0
+        assert sorted(queue.get() for _ in processes) == [False, False, False, True]
+
+    def test_revoke_and_purge(self, storage: Storage) -> None:
+        """Revoke kills a live code once (not an expired one); purge drops expired rows."""
+        add_code(storage, "c1", expires=100)
+        add_code(storage, "c2", expires=10)
+        assert storage.revoke_one_time_code("c1", now=50)
+        assert not storage.revoke_one_time_code("c1", now=50)
+        assert not storage.revoke_one_time_code("c2", now=50)
+        assert [c.consumed_ip for c in storage.one_time_codes()] == ["revoked", None]
+        assert storage.purge_one_time_codes(before=50) == 1
+        assert [c.id for c in storage.one_time_codes()] == ["c1"]
+
+
+#: Storage's private members: its connections, transactions and raw SQL helpers.
+STORAGE_PRIVATES = {n for n in vars(Storage) if n.startswith("_") and n[1] != "_"} | {"_db", "_box"}
+
+
+def test_no_module_reaches_into_storage_privates() -> None:
+    """Storage owns its SQL: outside storage.py no code calls ``x._transaction()``,
+    ``x._read``, ``x._write``, ``x._conn`` or any other private member of Storage (on
+    anything but ``self``), so every statement and its atomicity live in one module."""
+    offenders = []
+    for folder in ("server", "authctl"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path == ROOT / "server" / "core" / "storage.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and node.attr in STORAGE_PRIVATES
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+                ):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
+    assert {"_transaction", "_read", "_write", "_conn"} <= STORAGE_PRIVATES
+    assert offenders == []

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -314,10 +316,11 @@ def enrolled(service: TotpService, name: str = "alice") -> str:
 
 def log_rows(storage: Storage) -> list[tuple[str, str, str, int, int]]:
     """(username, ip, kind, success, banned) of every log row, oldest first."""
-    rows = storage._read(
-        "SELECT username, ip, kind, success, banned FROM authentication_logs ORDER BY id"
-    )
-    return [tuple(r) for r in rows]
+    with contextlib.closing(sqlite3.connect(storage.path)) as conn:  # the file, as stored
+        rows = conn.execute(
+            "SELECT username, ip, kind, success, banned FROM authentication_logs ORDER BY id"
+        )
+        return [tuple(r) for r in rows]
 
 
 class TestService:

@@ -56,10 +56,10 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from server.core.errors import AuthError
 from server.core.jsonstrict import no_duplicate_keys
+from server.core.storage import OneTimeCode
+from server.core.storage import Redemption
 
 if t.TYPE_CHECKING:
-    import sqlite3
-
     from server.core.storage import Storage
 
 #: Authelia's alphabet for one-time codes: no 0/O, 1/I, 5/S (reference §4.4).
@@ -116,48 +116,6 @@ def new_code(length: int = CODE_LENGTH) -> str:
     return "".join(secrets.choice(ALPHABET) for _ in range(length))
 
 
-class _Table:
-    """The ``one_time_codes`` rows, through the storage's connection and transactions.
-
-    :class:`server.core.storage.Storage` has no public API for this table yet; these few statements
-    use its per-thread connection and ``BEGIN IMMEDIATE`` helper (and so its error mapping to
-    :class:`server.core.storage.StorageError`) rather than a second connection.
-    """
-
-    def __init__(self, storage: Storage) -> None:
-        self.storage = storage
-
-    def insert(
-        self,
-        row_id: str,
-        username: str,
-        intent: str,
-        digest: bytes,
-        issued: float,
-        expires: float,
-        binding: bytes | None,
-        ip: str | None,
-    ) -> None:
-        with self.storage._transaction() as conn:
-            conn.execute(
-                "INSERT INTO one_time_codes (id, username, intent, digest, issued, expires, "
-                "session_binding, issued_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (row_id, username, intent, digest, issued, expires, binding, ip),
-            )
-
-    @staticmethod
-    def row(conn: sqlite3.Connection, row_id: str) -> tuple[t.Any, ...] | None:
-        found = conn.execute(
-            "SELECT username, intent, digest, expires, consumed, attempts, session_binding "
-            "FROM one_time_codes WHERE id = ?",
-            (row_id,),
-        ).fetchone()
-        return tuple(found) if found is not None else None
-
-    def purge(self, before: float) -> int:
-        return self.storage._write("DELETE FROM one_time_codes WHERE expires < ?", (before,))
-
-
 @dataclass(frozen=True, slots=True)
 class IssuedCode:
     """A code just issued: its public id (kept in the session) and the code (mailed)."""
@@ -176,7 +134,7 @@ class OneTimeCodes:
     def __init__(
         self, storage: Storage, key: bytes, *, now: Callable[[], float] = time.time
     ) -> None:
-        self._table = _Table(storage)
+        self.storage = storage
         self._key = key
         self._now = now
         self._next_purge = 0.0
@@ -203,15 +161,15 @@ class OneTimeCodes:
         self._purge(now)
         row_id = secrets.token_urlsafe(16)
         code = new_code()
-        self._table.insert(
+        self.storage.add_one_time_code(
             row_id,
             username,
             intent,
             self._digest(row_id, username, intent, code),
-            now,
-            now + lifetime,
-            self.binding(session_id),
-            ip,
+            issued=now,
+            expires=now + lifetime,
+            session_binding=self.binding(session_id),
+            ip=ip,
         )
         return IssuedCode(row_id, code)
 
@@ -234,47 +192,32 @@ class OneTimeCodes:
         """
         typed = normalise_code(code)
         now = self._now()
-        with self._table.storage._transaction() as conn:
-            row = self._table.row(conn, code_id)
-            if row is None:
-                return False
-            owner, row_intent, digest, expires, consumed, attempts, binding = row
-            if owner != username or row_intent != intent:
-                return False
-            live = consumed is None and expires > now and attempts < max_attempts
-            same_session = binding is not None and hmac.compare_digest(
-                bytes(binding), self.binding(session_id)
+        expected = self._digest(code_id, username, intent, typed)
+        session = self.binding(session_id)
+
+        def judge(row: OneTimeCode) -> Redemption:
+            if row.username != username or row.intent != intent:
+                return Redemption.REFUSE
+            live = row.consumed is None and row.expires > now and row.attempts < max_attempts
+            same_session = row.session_binding is not None and hmac.compare_digest(
+                row.session_binding, session
             )
-            matches = hmac.compare_digest(
-                bytes(digest), self._digest(code_id, username, intent, typed)
-            )
+            matches = hmac.compare_digest(row.digest, expected)
             if live and same_session and matches:
-                conn.execute(
-                    "UPDATE one_time_codes SET consumed = ?, consumed_ip = ? WHERE id = ?",
-                    (now, ip, code_id),
-                )
-                return True
-            if live:
-                conn.execute(
-                    "UPDATE one_time_codes SET attempts = attempts + 1 WHERE id = ?", (code_id,)
-                )
-            return False
+                return Redemption.CONSUME
+            return Redemption.WRONG if live else Redemption.REFUSE
+
+        # judged and consumed in one write transaction: one winner among parallel submissions
+        return self.storage.redeem_one_time_code(code_id, judge, now=now, ip=ip)
 
     def revoke(self, code_id: str) -> bool:
         """Kill a code without using it; True when it was live."""
-        now = self._now()
-        with self._table.storage._transaction() as conn:
-            changed = conn.execute(
-                "UPDATE one_time_codes SET consumed = ?, consumed_ip = 'revoked' "
-                "WHERE id = ? AND consumed IS NULL AND expires > ?",
-                (now, code_id, now),
-            ).rowcount
-        return changed > 0
+        return self.storage.revoke_one_time_code(code_id, self._now())
 
     def _purge(self, now: float) -> None:
         if now >= self._next_purge:
             self._next_purge = now + PURGE_INTERVAL
-            self._table.purge(now - KEEP_EXPIRED)
+            self.storage.purge_one_time_codes(now - KEEP_EXPIRED)
 
 
 # --------------------------------------------------------------------------- tokens
@@ -302,7 +245,7 @@ class SignedTokens:
     def __init__(
         self, storage: Storage, key: bytes, *, now: Callable[[], float] = time.time
     ) -> None:
-        self._table = _Table(storage)
+        self.storage = storage
         self._key = key
         self._now = now
 
@@ -336,7 +279,9 @@ class SignedTokens:
         }
         payload = _b64encode(json.dumps(claims, separators=(",", ":"), sort_keys=True).encode())
         digest = hashlib.sha256(jti.encode("ascii")).digest()
-        self._table.insert(jti, username, intent, digest, now, now + lifetime, None, ip)
+        self.storage.add_one_time_code(
+            jti, username, intent, digest, issued=now, expires=now + lifetime, ip=ip
+        )
         return f"{payload}.{_b64encode(self._mac(payload))}"
 
     def verify(self, token: object, intent: str) -> Claims:
@@ -397,24 +342,19 @@ class SignedTokens:
     def _use(self, claims: Claims, ip: str | None) -> bool:
         now = self._now()
         digest = hashlib.sha256(claims.jti.encode("ascii")).digest()
-        with self._table.storage._transaction() as conn:
-            row = self._table.row(conn, claims.jti)
-            if row is None:
-                return False
-            owner, row_intent, stored, expires, consumed, _attempts, _binding = row
+
+        def judge(row: OneTimeCode) -> Redemption:
             if (
-                owner != claims.username
-                or row_intent != claims.intent
-                or consumed is not None
-                or expires <= now
-                or not hmac.compare_digest(bytes(stored), digest)
+                row.username != claims.username
+                or row.intent != claims.intent
+                or row.consumed is not None
+                or row.expires <= now
+                or not hmac.compare_digest(row.digest, digest)
             ):
-                return False
-            conn.execute(
-                "UPDATE one_time_codes SET consumed = ?, consumed_ip = ? WHERE id = ?",
-                (now, ip, claims.jti),
-            )
-        return True
+                return Redemption.REFUSE
+            return Redemption.CONSUME
+
+        return self.storage.redeem_one_time_code(claims.jti, judge, now=now, ip=ip)
 
     def matches_stamp(self, claims: Claims, stamp: str) -> bool:
         """True when ``claims`` were issued while the user's password stamp was ``stamp``."""

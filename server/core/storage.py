@@ -1,4 +1,5 @@
-"""The storage database: TOTP secrets and replay history, the authentication log, bans.
+"""The storage database: TOTP secrets and replay history, the authentication log, bans and
+one-time codes.
 
 One SQLite file (``[storage] path``) shared by threads and worker processes, surviving
 restarts: the replay guard and the bans must outlive a restart, or restarting the server
@@ -18,6 +19,9 @@ Attacks and failures this module defends against:
 - **Schema drift**: the version lives in ``PRAGMA user_version`` and migrations run in order
   inside one ``BEGIN IMMEDIATE``; a newer schema, or a file that is not an authctl storage
   database, is refused instead of being written to.
+- **A one-time code or token used twice, also in parallel**: :meth:`Storage.redeem_one_time_code`
+  reads the row, asks the caller's verdict and consumes it (or counts a wrong try) in one write
+  transaction, so of many parallel submissions exactly one wins.
 - **Local disclosure**: the folder is created 0700 and the file 0600 (SQLite gives its WAL and
   shared-memory files the same mode).
 
@@ -27,6 +31,7 @@ Every failure is raised as :class:`StorageError`; callers fail closed (deny), ne
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import sqlite3
 import time
@@ -168,6 +173,57 @@ class Ban:
     expires: float
     reason: str
     created: float
+
+
+@dataclass(frozen=True, slots=True)
+class OneTimeCode:
+    """A row of ``one_time_codes``: a code or a token's ``jti`` (digests only, never the code)."""
+
+    id: str
+    username: str
+    intent: str
+    digest: bytes = field(repr=False)
+    issued: float
+    expires: float
+    consumed: float | None
+    attempts: int
+    session_binding: bytes | None = field(repr=False)
+    issued_ip: str | None
+    consumed_ip: str | None
+
+
+class Redemption(enum.Enum):
+    """What :meth:`Storage.redeem_one_time_code` does with a row, as the caller judged it."""
+
+    #: The right code or token: mark it used (now, by the given IP); redeem returns True.
+    CONSUME = "consume"
+    #: A wrong try at a live code: count one attempt; redeem returns False.
+    WRONG = "wrong"
+    #: Not this row's business (foreign, used, expired): leave it as it is; False.
+    REFUSE = "refuse"
+
+
+_ONE_TIME_COLUMNS = (
+    "id, username, intent, digest, issued, expires, consumed, attempts, session_binding, "
+    "issued_ip, consumed_ip"
+)
+
+
+def _one_time_code(row: t.Sequence[t.Any]) -> OneTimeCode:
+    (row_id, username, intent, digest, issued, expires, consumed, attempts, binding) = row[:9]
+    return OneTimeCode(
+        row_id,
+        username,
+        intent,
+        bytes(digest),
+        issued,
+        expires,
+        consumed,
+        attempts,
+        None if binding is None else bytes(binding),
+        row[9],
+        row[10],
+    )
 
 
 def _totp_aad(username: str) -> bytes:
@@ -527,3 +583,84 @@ class Storage:
     def purge_bans(self, now: float) -> int:
         """Remove bans that ended by ``now``; how many."""
         return self._write("DELETE FROM bans WHERE expires <= ?", (now,))
+
+    # ------------------------------------------------------------------ one-time codes
+
+    def add_one_time_code(
+        self,
+        row_id: str,
+        username: str,
+        intent: str,
+        digest: bytes,
+        *,
+        issued: float,
+        expires: float,
+        session_binding: bytes | None = None,
+        ip: str | None = None,
+    ) -> None:
+        """Store a new code (or token ``jti``) ``row_id``: its digest, never the code."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO one_time_codes (id, username, intent, digest, issued, expires, "
+                "session_binding, issued_ip) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (row_id, username, intent, digest, issued, expires, session_binding, ip),
+            )
+
+    def redeem_one_time_code(
+        self,
+        row_id: str,
+        judge: Callable[[OneTimeCode], Redemption],
+        *,
+        now: float,
+        ip: str | None,
+    ) -> bool:
+        """Judge row ``row_id`` and act on the verdict, in one write transaction.
+
+        ``judge`` (pure: digest comparisons, no I/O) sees the row as it is inside the
+        transaction, so the check and the consumption cannot be split by another thread or
+        process: of any number of parallel redemptions of one code exactly one returns True.
+        False for an unknown ``row_id`` (``judge`` is not called).
+        """
+        with self._transaction() as conn:
+            found = conn.execute(
+                f"SELECT {_ONE_TIME_COLUMNS} FROM one_time_codes WHERE id = ?",  # noqa: S608
+                (row_id,),
+            ).fetchone()
+            if found is None:
+                return False
+            verdict = judge(_one_time_code(found))
+            if verdict is Redemption.CONSUME:
+                conn.execute(
+                    "UPDATE one_time_codes SET consumed = ?, consumed_ip = ? WHERE id = ?",
+                    (now, ip, row_id),
+                )
+                return True
+            if verdict is Redemption.WRONG:
+                conn.execute(
+                    "UPDATE one_time_codes SET attempts = attempts + 1 WHERE id = ?", (row_id,)
+                )
+        return False
+
+    def revoke_one_time_code(self, row_id: str, now: float) -> bool:
+        """Kill a live code without using it (``consumed_ip`` says 'revoked'); True if it was."""
+        with self._transaction() as conn:
+            changed = conn.execute(
+                "UPDATE one_time_codes SET consumed = ?, consumed_ip = 'revoked' "
+                "WHERE id = ? AND consumed IS NULL AND expires > ?",
+                (now, row_id, now),
+            ).rowcount
+        return changed > 0
+
+    def one_time_codes(self, username: str | None = None) -> list[OneTimeCode]:
+        """The stored codes and tokens (of ``username``, or all), oldest first (for audits)."""
+        where, params = ("WHERE username = ? ", (username,)) if username is not None else ("", ())
+        rows = self._read(
+            f"SELECT {_ONE_TIME_COLUMNS} FROM one_time_codes {where}"  # noqa: S608
+            "ORDER BY issued, id",
+            params,
+        )
+        return [_one_time_code(row) for row in rows]
+
+    def purge_one_time_codes(self, before: float) -> int:
+        """Remove codes and tokens that expired before ``before``; how many."""
+        return self._write("DELETE FROM one_time_codes WHERE expires < ?", (before,))
