@@ -13,6 +13,9 @@ from pathlib import Path
 
 import click
 
+from authctl.cli import State
+from authctl.cli import pass_state
+
 
 @click.group("cert")
 def cert() -> None:
@@ -33,9 +36,10 @@ def cert() -> None:
     "--out",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default="certs",
-    show_default=True,
-    help="Folder for cert.pem and key.pem (and ca.pem, ca-key.pem with --ca).",
+    default=None,
+    help="Folder for cert.pem and key.pem (and ca.pem, ca-key.pem with --ca).  "
+    "[default: certs/ beside the config file, where init and proxy-snippet look; "
+    "./certs when there is no config]",
 )
 @click.option(
     "--days",
@@ -64,9 +68,11 @@ def cert() -> None:
     help="Also make a small CA (ca.pem, ca-key.pem) and sign the certificate with it.",
 )
 @click.option("--force", is_flag=True, help="Replace existing files.")
+@pass_state
 def generate(
+    state: State,
     hosts: tuple[str, ...],
-    out_dir: Path,
+    out_dir: Path | None,
     days: int,
     key_type: str,
     rsa_bits: str,
@@ -88,6 +94,8 @@ def generate(
             certs.normalise_host(host)
     except certs.CertificateError as exc:
         raise click.BadParameter(str(exc), param_hint="--host") from None
+    if out_dir is None:
+        out_dir = default_folder(state.config_path)
     bundle = certs.generate(hosts, days=days, key_type=key_type, rsa_bits=int(rsa_bits), ca=ca)
     files = bundle.files()
     try:
@@ -103,3 +111,14 @@ def generate(
             click.echo(f"  SHA-256  {certs.fingerprint(f.certificate)}")
     if ca:
         click.echo(f"Trust {paths[2]} in your browser or curl (--cacert) to skip warnings.")
+
+
+def default_folder(config_path: Path) -> Path:
+    """``certs/`` beside the config file (where ``init`` writes and ``proxy-snippet`` reads);
+    ``./certs`` when there is no config file (SPEC §4)."""
+    from server.core.certs import default_certificate_paths
+
+    cert_path, _key = default_certificate_paths(
+        config_path.parent if config_path.is_file() else Path()
+    )
+    return cert_path.parent

@@ -98,8 +98,35 @@ def test_usage_errors_exit_2(runner: CliRunner, tmp_path: Path, args: list[str])
 def test_default_folder_is_certs(
     runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without --out the files go to ./certs."""
+    """Without --out and without a config the files go to ./certs."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AUTHCTL_CONFIG", raising=False)
     code, output = run(runner, "--host", "a.example.com", "--key-type", "ecdsa")
     assert code == 0, output
     assert (tmp_path / "certs" / "cert.pem").is_file()
+
+
+def test_default_folder_is_beside_the_config(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --out the files go to certs/ beside the config (where init and proxy-snippet
+    look), not into the working folder (SPEC §4); --config or AUTHCTL_CONFIG alike."""
+    site = tmp_path / "site"
+    assert runner.invoke(cli, ["init", str(site)]).exit_code == 0
+    (site / "certs" / "cert.pem").unlink()
+    (site / "certs" / "key.pem").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("AUTHCTL_CONFIG", raising=False)
+    args = ["cert", "generate", "--host", "auth.example.com", "--key-type", "ecdsa"]
+    result = runner.invoke(cli, ["--config", "../site/authctl.toml", *args])
+    assert result.exit_code == 0, result.output
+    assert (site / "certs" / "cert.pem").is_file()
+    assert not (elsewhere / "certs").exists()
+    assert f"wrote {Path('../site/certs/key.pem')}" in result.output
+    monkeypatch.setenv("AUTHCTL_CONFIG", str(site / "authctl.toml"))
+    result = runner.invoke(cli, [*args, "--force"])
+    assert result.exit_code == 0, result.output
+    assert f"wrote {site / 'certs' / 'key.pem'}" in result.output
+    assert not (elsewhere / "certs").exists()
