@@ -20,25 +20,25 @@ from urllib.parse import quote
 from urllib.parse import urlsplit
 from urllib.parse import urlunsplit
 
-import tomli
-
 from server.core.durations import format_duration
 from server.core.durations import parse_duration
 from server.core.errors import ConfigError
-from server.core.errors import FileProblemError
-from server.core.errors import Problem
 from server.core.names import check_group
 from server.core.names import check_username
+from server.core.policy import POLICIES
+from server.core.policy import Policy
 from server.core.regex import Regex
 from server.core.regex import RegexError
 from server.core.regex import compile_rule_regex
-from server.core.tomlpos import key_at
 from server.core.tomlpos import locate
-from server.core.tomlpos import locate_position
+from server.core.tomlread import MISSING as _MISSING
+from server.core.tomlread import ProblemReader
+from server.core.tomlread import join as _join
+from server.core.tomlread import kind_of as _kind
+from server.core.tomlread import read_toml
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-POLICIES = ("bypass", "one_factor", "two_factor", "deny")
 SAME_SITE = ("lax", "strict", "none")
 SESSION_STORES = ("memory", "sqlite", "redis")
 TOTP_ALGORITHMS = ("SHA1", "SHA256", "SHA512")
@@ -261,7 +261,7 @@ class RuleConfig:
     """One ``[[access_control.rules]]`` entry, validated, regexes compiled."""
 
     index: int
-    policy: str
+    policy: Policy
     domain: tuple[str, ...] = ()
     domain_regex: tuple[Regex, ...] = ()
     resources: tuple[Regex, ...] = ()
@@ -276,7 +276,7 @@ class RuleConfig:
 class AccessControlConfig:
     """``[access_control]``: the default policy, named networks and the ordered rules."""
 
-    default_policy: str = "deny"
+    default_policy: Policy = Policy.DENY
     networks: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = ()
     rules: tuple[RuleConfig, ...] = ()
 
@@ -306,106 +306,8 @@ class Config:
 # --------------------------------------------------------------------------- the reader
 
 
-class _Missing:
-    pass
-
-
-_MISSING = _Missing()
-T = t.TypeVar("T")
-
-
-class _Reader:
-    """Walks the parsed TOML, collecting problems with their key paths and lines."""
-
-    def __init__(self, path: Path, text: str) -> None:
-        self.path = path
-        self.text = text
-        self.problems: list[Problem] = []
-
-    def error(self, key: str, message: str, hint: str) -> None:
-        """Record a problem at ``key``; every problem says how to fix it (``hint``)."""
-        line, column = locate_position(self.text, key) or (None, None)
-        self.problems.append(Problem(self.path, key, message, hint, line, column))
-
-    def table(self, data: object, key: str, known: t.Iterable[str]) -> dict[str, t.Any]:
-        """Return ``data`` as a table, reporting unknown keys (with a did-you-mean)."""
-        if not isinstance(data, dict):
-            if key.endswith("]"):
-                hint = "write each entry as { key = value, … } or under its own [[…]] header"
-            else:
-                hint = f"write it as [{key}] with key = value lines under it"
-            self.error(key, f"expected a table, got {_kind(data)}", hint)
-            return {}
-        names = list(known)
-        for name in data:
-            if name not in names:
-                close = difflib.get_close_matches(name, names, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(names)}"
-                self.error(_join(key, name), f"unknown key {name!r}", hint)
-        return data
-
-    def value(
-        self,
-        table: dict[str, t.Any],
-        key: str,
-        name: str,
-        kind: type[T] | tuple[type, ...],
-        default: T | _Missing = _MISSING,
-        hint: str = "",
-    ) -> T | None:
-        """Return ``table[name]`` checked against ``kind``; None (and a problem) when wrong."""
-        path = _join(key, name)
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if name not in table:
-            if isinstance(default, _Missing):
-                self.error(path, "is required", hint or f"add {name} = …")
-                return None
-            return default
-        raw = table[name]
-        fix = hint or _FIXES.get(kinds[0], "")
-        if isinstance(raw, bool) and bool not in kinds:
-            self.error(path, f"expected {_kinds(kinds)}, got a boolean", fix)
-            return None
-        if not isinstance(raw, kinds):
-            self.error(path, f"expected {_kinds(kinds)}, got {_kind(raw)}", fix)
-            return None
-        return t.cast("T", raw)
-
-    def choice(
-        self,
-        table: dict[str, t.Any],
-        key: str,
-        name: str,
-        choices: t.Sequence[str],
-        default: str | _Missing,
-    ) -> str | None:
-        """``table[name]`` if it is one of ``choices``; else a problem (with a did-you-mean)."""
-        raw = self.value(table, key, name, str, default, hint=f"use one of {_or(choices)}")
-        if raw is None or raw in choices:
-            return raw
-        close = difflib.get_close_matches(raw, choices, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"use one of {_or(choices)}"
-        self.error(_join(key, name), f"{raw!r} is not one of {', '.join(choices)}", hint)
-        return None
-
-    def option(
-        self, table: dict[str, t.Any], key: str, name: str, choices: t.Sequence[str], default: str
-    ) -> str:
-        """Like :meth:`choice` with a default, which also stands in for a wrong value."""
-        return self.choice(table, key, name, choices, default) or default
-
-    def integer(
-        self, table: dict[str, t.Any], key: str, name: str, default: int, low: int, high: int
-    ) -> int:
-        raw = self.value(table, key, name, int, default)
-        if raw is None:
-            return default
-        if not low <= raw <= high:
-            self.error(
-                _join(key, name), f"{raw} is out of range", f"use a number from {low} to {high}"
-            )
-            return default
-        return raw
+class _Reader(ProblemReader):
+    """The config's reader: the TOML kinds plus durations and paths."""
 
     def duration(
         self, table: dict[str, t.Any], key: str, name: str, default: int, minimum: int = 0
@@ -426,43 +328,6 @@ class _Reader:
             return default
         return seconds
 
-    def boolean(self, table: dict[str, t.Any], key: str, name: str, default: bool) -> bool:
-        raw = self.value(table, key, name, bool, default, hint="write true or false")
-        return default if raw is None else raw
-
-    def string_list(
-        self, table: dict[str, t.Any], key: str, name: str, *, allow_string: bool = True
-    ) -> list[str]:
-        """A list of strings (or one string, where ``allow_string``); problems per element."""
-        path = _join(key, name)
-        if name not in table:
-            return []
-        raw = table[name]
-        if isinstance(raw, str) and allow_string:
-            return [raw]
-        if not isinstance(raw, list):
-            self.error(path, f"expected a list of strings, got {_kind(raw)}", 'write ["…", "…"]')
-            return []
-        out = []
-        for i, item in enumerate(raw):
-            if not isinstance(item, str):
-                self.error(f"{path}[{i}]", f"expected a string, got {_kind(item)}", _FIXES[str])
-            else:
-                out.append(item)
-        return out
-
-    def string(
-        self, table: dict[str, t.Any], key: str, name: str, default: str, hint: str = ""
-    ) -> str:
-        """A string that may not be empty; the default when absent or wrong (with a problem)."""
-        raw = self.value(table, key, name, str, default, hint)
-        if raw is None:
-            return default
-        if not raw.strip():
-            self.error(_join(key, name), "cannot be empty", hint or "remove it to get the default")
-            return default
-        return raw
-
     def file_path(
         self, base: Path, table: dict[str, t.Any], key: str, name: str, default: str
     ) -> Path:
@@ -472,48 +337,6 @@ class _Reader:
 
 def _resolve(base: Path, text: str) -> Path:
     return (base / Path(text).expanduser()).resolve()
-
-
-def _or(choices: t.Sequence[str]) -> str:
-    quoted = [repr(c) for c in choices]
-    return ", ".join(quoted[:-1]) + f" or {quoted[-1]}" if len(quoted) > 1 else quoted[0]
-
-
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else name
-
-
-def _kind(value: object) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        float: "a number with a fraction",
-        str: "a string",
-        list: "a list",
-        dict: "a table",
-    }.get(type(value), f"a {type(value).__name__}")
-
-
-_FIXES: dict[type, str] = {
-    bool: "write true or false, without quotes",
-    int: "write a whole number, without quotes",
-    str: 'put the text in double quotes: "…"',
-    list: 'write a list: ["…", "…"]',
-}
-
-_TYPE_NAMES = {
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    str: "string",
-    list: "list",
-    dict: "table",
-}
-
-
-def _kinds(kinds: tuple[type, ...]) -> str:
-    names = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in kinds)
-    return ("an " if names[0] in "aeiou" else "a ") + names
 
 
 # --------------------------------------------------------------------------- helpers
@@ -1094,7 +917,8 @@ def _rule(
     if not isinstance(raw, dict):
         return None
     problems_before = len(r.problems)
-    policy = r.choice(tbl, key, "policy", POLICIES, _MISSING)
+    chosen = r.choice(tbl, key, "policy", POLICIES, _MISSING)
+    policy = None if chosen is None else Policy(chosen)
     domains = []
     for i, text in enumerate(r.string_list(tbl, key, "domain")):
         domain = _rule_domain(r, f"{key}.domain[{i}]", text)
@@ -1120,7 +944,7 @@ def _rule(
     binds_subject = any({"User", "Group"} & set(p.groupindex) for p in domain_regex) or any(
         d.startswith(("{user}.", "{group}.")) for d in domains
     )
-    if policy == "bypass" and (subject or binds_subject):
+    if policy is Policy.BYPASS and (subject or binds_subject):
         r.error(
             f"{key}.policy",
             "a bypass rule cannot depend on who the user is (subject, {user}/{group} or named "
@@ -1178,7 +1002,7 @@ def _named_networks(r: _Reader, raw: object, key: str) -> dict[str, tuple[IPNetw
 def _access_control(r: _Reader, data: dict[str, t.Any]) -> AccessControlConfig:
     key = "access_control"
     tbl = r.table(data.get(key, {}), key, KEYS[key])
-    default_policy = r.option(tbl, key, "default_policy", POLICIES, "deny")
+    default_policy = Policy(r.option(tbl, key, "default_policy", POLICIES, Policy.DENY))
     named = _named_networks(r, tbl.get("networks", {}), f"{key}.networks")
     rules: list[RuleConfig] = []
     raw_rules = tbl.get("rules", [])
@@ -1189,87 +1013,17 @@ def _access_control(r: _Reader, data: dict[str, t.Any]) -> AccessControlConfig:
         rule = _rule(r, raw, index, named)
         if rule is not None:
             rules.append(rule)
-    if raw_rules == [] and default_policy not in ("one_factor", "two_factor"):
+    if raw_rules == [] and default_policy in (Policy.BYPASS, Policy.DENY):
         r.error(
             f"{key}.default_policy",
             f"with no rules, default_policy {default_policy!r} would "
-            + ("let everyone in" if default_policy == "bypass" else "refuse every request"),
+            + ("let everyone in" if default_policy is Policy.BYPASS else "refuse every request"),
             'add [[access_control.rules]] or set default_policy = "one_factor"',
         )
     return AccessControlConfig(default_policy, tuple(named.items()), tuple(rules))
 
 
 # --------------------------------------------------------------------------- entry points
-
-_TOML_POSITION = re.compile(r"\s*\((?:at line (\d+), column (\d+)|at end of document)\)")
-
-#: Fixes for ``tomllib``'s messages, by the start of the message.
-_TOML_HINTS = (
-    ("Cannot overwrite a value", "a key is set twice; keep one of them"),
-    ("Cannot declare", "a table is declared twice; merge the two into one"),
-    ("Unterminated string", "close the string with the quote it started with"),
-    ("Unclosed array", "close the list with ]"),
-    ("Unclosed inline table", "close the table with } (an inline table must fit on one line)"),
-    ("Invalid value", 'quote strings ("…"), and write true/false in lower case'),
-    ("Illegal character", "remove the control character, or escape it inside a string"),
-)
-
-
-def read_toml(
-    path: Path, error: type[FileProblemError] = ConfigError
-) -> tuple[str, dict[str, t.Any]]:
-    """Read ``path`` as UTF-8 TOML; raise ``error`` naming the file, line and column.
-
-    Shared by the config and users loaders so both explain a broken file the same way. For a
-    syntax error, the problem also names the key being written there when it can be found.
-    """
-
-    def fail(
-        message: str, hint: str = "", line: int | None = None, col: int | None = None, key: str = ""
-    ) -> t.NoReturn:
-        raise error([Problem(path, key, message, hint, line, col)])
-
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        fail("file not found", "create it with `authctl init`, or pass --config PATH")
-    except IsADirectoryError:
-        fail("is a directory, not a file", "point at the TOML file inside it")
-    except PermissionError:
-        fail("permission denied", "run as the file's owner or fix its permissions")
-    except OSError as exc:
-        fail(f"cannot be read: {exc.strerror or exc}")
-    if raw.startswith(b"\xef\xbb\xbf"):
-        fail("starts with a UTF-8 byte-order mark", "save the file as UTF-8 without BOM", 1, 1)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        fail("is not valid UTF-8", "save the file as UTF-8", line, col)
-    if not text.strip():
-        fail("is empty", "write the settings, or recreate the file with `authctl init`")
-    try:
-        data = tomli.loads(text)
-    except tomli.TOMLDecodeError as exc:
-        found = _TOML_POSITION.search(str(exc))
-        message = _TOML_POSITION.sub("", str(exc)).strip()
-        if found and found.group(1):
-            line, col = int(found.group(1)), int(found.group(2))
-        else:
-            # "at end of document": point just after the last thing written.
-            end = len(text.rstrip())
-            line = text.count("\n", 0, end) + 1
-            col = end - (text.rfind("\n", 0, end) + 1) + 1
-        hint = next((h for start, h in _TOML_HINTS if message.startswith(start)), "")
-        fail(
-            f"invalid TOML: {message}",
-            hint or "fix the syntax at that position",
-            line,
-            col,
-            key_at(text, line) or "",
-        )
-    return text, data
 
 
 def parse_config(text: str, data: dict[str, t.Any], path: Path) -> Config:
@@ -1294,9 +1048,7 @@ def parse_config(text: str, data: dict[str, t.Any], path: Path) -> Config:
         log=_log(r, data),
         access_control=_access_control(r, data),
     )
-    if r.problems:
-        # In file order, so the list reads top to bottom; problems with no line come last.
-        raise ConfigError(sorted(r.problems, key=lambda p: (p.line is None, p.line or 0)))
+    r.check(ConfigError)  # every problem, in file order
     return config
 
 

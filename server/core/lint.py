@@ -28,6 +28,8 @@ import re
 import typing as t
 from dataclasses import dataclass
 
+from server.core.policy import Policy
+
 if t.TYPE_CHECKING:
     from server.core.config import Config
     from server.core.config import CookieConfig
@@ -442,7 +444,7 @@ def _regex_findings(view: _View, cookies: t.Sequence[CookieConfig]) -> list[Find
                 )
             )
             continue
-        if view.rule.policy != "bypass":
+        if view.rule.policy != Policy.BYPASS:
             continue
         if not _anchored(items):
             example = _unanchored_example(pattern, items)
@@ -712,7 +714,7 @@ def _catch_all(view: _View, cookies: t.Sequence[CookieConfig]) -> str | None:
 
 
 def _order_findings(
-    views: list[_View], cookies: t.Sequence[CookieConfig], default_policy: str
+    views: list[_View], cookies: t.Sequence[CookieConfig], default_policy: Policy
 ) -> list[Finding]:
     out: list[Finding] = []
     roots = ", ".join(c.domain for c in cookies)
@@ -748,7 +750,7 @@ def _order_findings(
         if shadow is not None:
             out.append(_shadow_finding(shadow, view))
             continue
-        if view.rule.policy != "bypass":
+        if view.rule.policy != Policy.BYPASS:
             continue
         for prior in earlier:
             if prior.has_subject and _covers(prior, view, subject=False):
@@ -764,7 +766,7 @@ def _order_findings(
                     )
                 )
                 break
-            if prior.rule.policy == "deny" and _domain_covers(prior, view):
+            if prior.rule.policy == Policy.DENY and _domain_covers(prior, view):
                 out.append(
                     _finding(
                         view,

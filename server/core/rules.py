@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
 from server.core.errors import InvalidTargetError
+from server.core.policy import Policy
 
 if t.TYPE_CHECKING:
     from server.core.config import AccessControlConfig
@@ -72,7 +73,7 @@ class Decision:
     must send the visitor to log in (even for ``deny``) and decide again after login.
     """
 
-    policy: str
+    policy: Policy
     rule: int | None
     has_subject: bool
 
@@ -84,7 +85,7 @@ class RuleResult:
     index: int
     result: str
     reason: str
-    policy: str
+    policy: Policy
     line: int | None
 
 
@@ -96,7 +97,7 @@ class Explanation:
     table shows what each rule would do; only the first hit or maybe decides.
     """
 
-    policy: str
+    policy: Policy
     rule: int | None
     has_subject: bool
     rules: tuple[RuleResult, ...]
@@ -303,7 +304,7 @@ class _Rule:
 
     def __init__(self, config: RuleConfig) -> None:
         self.index = config.index
-        self.policy = config.policy
+        self.policy = Policy(config.policy)
         self.line = config.line
         exact: list[str] = []
         wildcards: list[str] = []
@@ -433,8 +434,8 @@ class AccessControl:
     """
 
     def __init__(self, config: AccessControlConfig) -> None:
-        self.default_policy = config.default_policy
-        self._default = Decision(config.default_policy, None, False)
+        self.default_policy = Policy(config.default_policy)
+        self._default = Decision(self.default_policy, None, False)
         self._rules = tuple(_Rule(rule) for rule in config.rules)
         exact: dict[str, list[int]] = {}
         suffix: dict[str, list[int]] = {}

@@ -27,7 +27,7 @@ from dataclasses import field
 from pathlib import Path
 
 from server.core.blocking import check as check_blocking
-from server.core.config import read_toml
+from server.core.tomlread import read_toml
 from server.core.errors import Problem
 from server.core.errors import UserStoreError
 from server.core.names import canonical_username
