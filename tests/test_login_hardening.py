@@ -7,10 +7,13 @@ rehash on sign-in through the locked users-file writer, and lone surrogates at t
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
 import typing as t
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
 
 import pyotp
@@ -178,6 +181,36 @@ def test_banned_attempts_cost_no_hash_and_answer_like_a_wrong_password(h: Harnes
         assert resp.json == AUTH_FAILED
         assert "Set-Cookie" not in resp.headers
     assert counting.calls == 0
+
+
+def headers(resp: t.Any) -> list[tuple[str, str]]:
+    """The response headers but the per-request id."""
+    return [(k, v) for k, v in resp.headerlist if k != "X-Request-Id"]
+
+
+def test_a_ban_is_logged_as_a_ban_and_answered_as_a_wrong_password(
+    h: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The admin's log says "refused: banned until <time>" (user, IP, kind); the client gets
+    byte for byte the answer of a wrong password (before: logged like a wrong password)."""
+    wrong = sign_in(h, "bob", "nope")
+    for _ in range(2):
+        assert sign_in(h, "bob", "nope").status_int == 401
+    (ban,) = h.app.portal.identities.signin.regulator.list_bans()
+    until = datetime.fromtimestamp(ban.expires, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        refused = sign_in(h, "bob", PASSWORDS["bob"])
+    assert (refused.status, headers(refused), refused.body) == (
+        wrong.status,
+        headers(wrong),
+        wrong.body,
+    )
+    lines = [r.getMessage() for r in caplog.records if "banned until" in r.getMessage()]
+    assert lines == [f"1FA attempt of bob from 192.0.2.10 refused: banned until {until} (user bob)"]
+    (record,) = [r for r in caplog.records if "banned until" in r.getMessage()]
+    assert record.levelno == logging.WARNING
+    assert PASSWORDS["bob"] not in caplog.text
 
 
 @pytest.mark.slow

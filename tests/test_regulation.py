@@ -5,6 +5,7 @@ user and IP modes, canonical names, the TOTP stream, expiry, clearing and failin
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import typing as t
 from collections.abc import Iterator
@@ -483,3 +484,30 @@ def test_parallel_reservations_let_exactly_max_retries_through(
     for thread in threads:
         thread.join()
     assert got.count(True) == 3
+
+
+def test_refusals_are_logged_with_their_reason(
+    storage: Storage, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused attempt is logged for the admin with why: the ban and its end (UTC), or the
+    attempts in flight; the Banned raised says the same (it never reaches the client)."""
+    reg = regulator(storage, clock)
+    held = [reg.reserve("alice", "10.0.0.1", "1FA") for _ in range(3)]
+    with caplog.at_level(logging.WARNING, "server.regulation"), pytest.raises(Banned) as busy:
+        reg.reserve("alice", "10.0.0.2", "BASIC")
+    assert "3 attempts in flight and 0 failures reach max_retries = 3 (username alice)" in str(
+        busy.value
+    )
+    assert caplog.messages == [f"BASIC attempt of alice from 10.0.0.2 refused: {busy.value}"]
+    for attempt in held:
+        attempt.settle(False)
+    caplog.clear()
+    clock.advance(5)
+    with caplog.at_level(logging.WARNING, "server.regulation"), pytest.raises(Banned) as ban:
+        reg.reserve("ALICE", "::ffff:10.0.0.3", "TOTP")
+    assert caplog.messages == [
+        "TOTP attempt of alice from 10.0.0.3 refused: "
+        "banned until 2023-11-14T22:23:20Z (user alice)"
+    ]
+    assert str(ban.value) == "banned until 2023-11-14T22:23:20Z (user alice)"
+    assert reg.list_bans()[0].expires == 1_700_000_600.0

@@ -8,7 +8,9 @@ after a failure that was not refused by a ban, the newest ``max_retries`` attemp
 ``find_time`` are read, newest first, and failures are counted until the first success; at
 ``max_retries`` the user (or IP) is banned until the newest failure + ``ban_time``. Bans are
 checked before any password or code work, whatever ``modes`` says, so during a ban the right
-password gets exactly the answer a wrong one gets.
+password gets exactly the answer a wrong one gets; only the admin's log tells them apart (a
+warning "1FA attempt of alice from 192.0.2.1 refused: banned until 2025-01-01T12:05:00Z (user
+alice)").
 
 Sign-ins and TOTP checks do not use :meth:`Regulator.check` and :meth:`Regulator.record`
 directly but :meth:`Regulator.reserve` before any password or code work and
@@ -87,6 +89,11 @@ def ip_key(ip: str | None) -> str:
 def user_key(username: str | None) -> str:
     """The canonical form of ``username`` as bans and the log store it."""
     return canonical_username(username or "")[:MAX_NAME]
+
+
+def utc(when: float) -> str:
+    """Unix time as ISO 8601 UTC to the second, as the log and ``authctl bans`` show it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
 def max_failures_per_hour(config: RegulationConfig) -> float | None:
@@ -176,17 +183,39 @@ class Regulator:
         keys = self._counters(name, address, kind)
         with self._lock:
             now = self._now()
-            try:
-                self.check(name, address)
-                for key in keys:
-                    pending = self._pending[key]
-                    if pending and pending + self._failures(key, now) >= self.config.max_retries:
-                        raise Banned()
-            except Banned:
+            refusal = self._refusal(name, address, keys, now)
+            if refusal is not None:
                 self.storage.append_log(now, name, address, kind, False, True)
-                raise
+                # the admin's log says why; the client's answer is a wrong password's
+                log.warning(
+                    "%s attempt of %s from %s refused: %s",
+                    kind,
+                    name or "(no name)",
+                    address or "(no address)",
+                    refusal,
+                    extra={"fields": {"user": name, "ip": address, "kind": kind}},
+                )
+                raise Banned(refusal)
             self._pending.update(keys)
         return Reservation(self, name, address, kind, keys)
+
+    def _refusal(
+        self, name: str, address: str, keys: tuple[CounterKey, ...], now: float
+    ) -> str | None:
+        """Why an attempt must not go ahead (for the log), or None: a running ban, or the
+        attempts in flight plus the failures since the last success reaching the limit."""
+        ban = self._ban(name, address)
+        if ban is not None:
+            return f"banned until {utc(ban.expires)} ({ban.kind} {ban.value})"
+        for by, value, stream in keys:
+            pending = self._pending[(by, value, stream)]
+            failures = self._failures((by, value, stream), now) if pending else 0
+            if pending and pending + failures >= self.config.max_retries:
+                return (
+                    f"{pending} attempts in flight and {failures} failures reach "
+                    f"max_retries = {self.config.max_retries} ({by} {value})"
+                )
+        return None
 
     def _counters(self, name: str, address: str, kind: str) -> tuple[CounterKey, ...]:
         if self.config.max_retries <= 0:
@@ -252,13 +281,18 @@ class Regulator:
         Raises:
             Banned: no detail on purpose; answer as for wrong credentials.
         """
+        ban = self._ban(user_key(username), ip_key(ip))
+        if ban is not None:
+            raise Banned(f"banned until {utc(ban.expires)} ({ban.kind} {ban.value})")
+
+    def _ban(self, name: str, address: str) -> Ban | None:
+        """The running ban of the user (canonical) or the IP (normal), the longest one."""
         targets: list[tuple[str, str]] = []
-        if address := ip_key(ip):
+        if address:
             targets.append(("ip", address))
-        if name := user_key(username):
+        if name:
             targets.append(("user", name))
-        if self.storage.active_ban(targets, self._now()) is not None:
-            raise Banned()
+        return self.storage.active_ban(targets, self._now())
 
     def record(
         self,
