@@ -12,11 +12,8 @@ Only click is imported at the top: ``server.*`` and rich load inside the command
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import re
 import typing as t
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -32,20 +29,11 @@ if t.TYPE_CHECKING:
 
     from server.core.config import Config
     from server.core.lint import Finding
+    from server.core.policy_tests import PolicyCase
     from server.core.rules import AccessControl
     from server.core.rules import AccessRequest
     from server.core.rules import Explanation
-    from server.core.users import UserDatabase
 
-POLICIES = ("bypass", "one_factor", "two_factor", "deny")
-_METHOD = re.compile(r"[A-Za-z]{1,32}")
-_CASE_KEYS = ("url", "method", "user", "groups", "ip", "expect", "name")
-_CONSEQUENCE = {
-    "bypass": "the request passes without login",
-    "one_factor": "a password login is needed",
-    "two_factor": "a password and a one-time code are needed",
-    "deny": "the server answers 403 Forbidden",
-}
 _STYLE = {"hit": "green", "maybe": "yellow", "miss": "dim"}
 
 
@@ -203,23 +191,34 @@ def _explain(
     ip: str | None,
     as_json: bool,
 ) -> None:
+    from server.core.errors import InvalidTargetError
+    from server.core.policy_tests import RequestError
+    from server.core.policy_tests import UnknownUserError
+    from server.core.policy_tests import Users
+    from server.core.policy_tests import build_request
+    from server.core.policy_tests import parse_groups
+    from server.core.policy_tests import parse_ip
+    from server.core.policy_tests import parse_user
+    from server.core.policy_tests import refusals
+
     config = state.config()
     if groups is not None and user is None:
         raise click.UsageError("--groups needs --user (an anonymous request has no groups)")
     try:
-        request = _request(
-            config,
+        request = build_request(
             url,
             method or "GET",
-            _user_option(user),
-            _groups_option(groups),
-            _ip_option(ip),
-            _Users(config),
+            parse_user(user, "--user") if user is not None else None,
+            parse_groups([g.strip() for g in groups.split(",") if g.strip()], "--groups")
+            if groups is not None
+            else None,
+            parse_ip(ip, "--ip") if ip is not None else None,
+            Users(config.users.file),
         )
-    except _Bad as exc:
-        raise click.BadParameter(exc.message, param_hint=f"'{exc.option}'") from None
-    from server.core.errors import InvalidTargetError
-
+    except UnknownUserError as exc:
+        raise DataError(f"{exc.field}: {exc.message}; {exc.fix}") from None
+    except RequestError as exc:
+        raise click.BadParameter(exc.message, param_hint=f"'{exc.field}'") from None
     try:
         explanation = _engine(config).explain(request)
     except InvalidTargetError as exc:
@@ -227,7 +226,7 @@ def _explain(
             f"the server refuses this request (400; auth-request 403): {exc}",
             param_hint="'--explain'",
         ) from None
-    notes = _notes(config, url, request)
+    notes = refusals(config, url, request.host)
     if as_json:
         echo_json(_explain_json(explanation, config, request, notes))
         return
@@ -235,7 +234,7 @@ def _explain(
 
     out = console()
     _print_request(out, url, request)
-    _print_explanation(out, explanation, request)
+    _print_explanation(out, explanation, request, refused=bool(notes))
     for note in notes:
         out.print(f"[bold yellow]warning[/]: {_escape(note)}")
 
@@ -244,131 +243,6 @@ def _engine(config: Config) -> AccessControl:
     from server.core.rules import AccessControl
 
     return AccessControl(config.access_control)
-
-
-class _Bad(Exception):
-    """A bad value for an option or case key: where it came from and what is wrong."""
-
-    def __init__(self, option: str, message: str) -> None:
-        super().__init__(message)
-        self.option = option
-        self.message = message
-
-
-class _Users:
-    """The users file, read once and only if some request names a user without groups."""
-
-    def __init__(self, config: Config) -> None:
-        self._path = config.users.file
-        self._db: UserDatabase | None = None
-
-    def groups(self, name: str, where: str) -> tuple[str, ...]:
-        """The groups of user ``name``.
-
-        Raises:
-            DataError: the user is not in the users file (exit 3).
-            UserStoreError: the users file cannot be read (exit 3 via the root command).
-        """
-        if self._db is None:
-            from server.core.users import load_users
-
-            self._db = load_users(self._path)
-        found = self._db.get(name)
-        if found is None:
-            raise DataError(
-                f"{where}: user {name!r} is not in the users file {str(self._path)!r}; "
-                "give the groups to test with (--groups a,b, or groups = […] in a case) "
-                "for a user that does not exist yet"
-            )
-        return found.groups
-
-
-def _user_option(value: str | None, option: str = "--user") -> str | None:
-    if value is None:
-        return None
-    from server.core.names import check_username
-
-    try:
-        return check_username(value)
-    except ValueError as exc:
-        raise _Bad(option, str(exc)) from None
-
-
-def _groups_option(value: str | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    return _check_groups([g.strip() for g in value.split(",") if g.strip()], "--groups")
-
-
-def _check_groups(values: t.Iterable[str], option: str) -> tuple[str, ...]:
-    from server.core.names import check_group
-
-    try:
-        return tuple(dict.fromkeys(check_group(g) for g in values))
-    except ValueError as exc:
-        raise _Bad(option, str(exc)) from None
-
-
-def _ip_option(
-    value: str | None, option: str = "--ip"
-) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if value is None:
-        return None
-    try:
-        return ipaddress.ip_address(value.strip().strip("[]"))
-    except ValueError:
-        raise _Bad(option, f"{value!r} is not an IP address") from None
-
-
-def _request(
-    config: Config,
-    url: str,
-    method: str,
-    user: str | None,
-    groups: tuple[str, ...] | None,
-    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None,
-    users: _Users,
-    *,
-    url_option: str = "--explain",
-    method_option: str = "--method",
-    where: str = "--user",
-) -> AccessRequest:
-    """Build the AccessRequest the server would evaluate for this URL and identity."""
-    from server.core.errors import InvalidTargetError
-    from server.core.rules import AccessRequest
-    from server.core.urls import parse_target
-
-    try:
-        target = parse_target(url)
-    except InvalidTargetError as exc:
-        raise _Bad(url_option, f"{url!r} is not a target URL the server accepts: {exc}") from None
-    if not _METHOD.fullmatch(method):
-        raise _Bad(method_option, f"{method!r} is not an HTTP method")
-    if user is not None and groups is None:
-        groups = users.groups(user, where)
-    return AccessRequest(
-        host=target.host,
-        path=target.path,
-        query=target.query,
-        method=method.upper(),
-        ip=ip,
-        user=user,
-        groups=groups or (),
-    )
-
-
-def _notes(config: Config, url: str, request: AccessRequest) -> list[str]:
-    notes = []
-    if config.session.cookie_for(request.host) is None:
-        roots = ", ".join(c.domain for c in config.session.cookies)
-        notes.append(
-            f"host {request.host!r} is outside every cookie domain ({roots}): the server "
-            "would answer 400 before any rule runs"
-        )
-    scheme = url.partition(":")[0].lower()
-    if scheme in ("http", "ws"):
-        notes.append(f"the server refuses plain {scheme}:// targets (400); only https is protected")
-    return notes
 
 
 def _explain_json(
@@ -408,7 +282,9 @@ def _print_request(out: Console, url: str, request: AccessRequest) -> None:
     out.print(f"[bold]{request.method}[/] {_escape(url)} as {_escape(_who(request))}")
 
 
-def _print_explanation(out: Console, explanation: Explanation, request: AccessRequest) -> None:
+def _print_explanation(
+    out: Console, explanation: Explanation, request: AccessRequest, *, refused: bool = False
+) -> None:
     from rich.table import Table
 
     table = Table(show_edge=False, pad_edge=False)
@@ -430,35 +306,34 @@ def _print_explanation(out: Console, explanation: Explanation, request: AccessRe
         )
     if explanation.rules:
         out.print(table)
-    out.print(_escape(_sentence(explanation, request)))
+    out.print(_escape(_refused_sentence() if refused else _sentence(explanation, request)))
+
+
+def _refused_sentence() -> str:
+    """The answer for a request the server refuses before any rule runs (see the warnings)."""
+    from server.core.policy_tests import REFUSED
+
+    return f"Decision: none; the server answers {REFUSED} before any rule runs."
 
 
 def _sentence(explanation: Explanation, request: AccessRequest) -> str:
     """One sentence naming the decision and what the server does with it."""
+    from server.core.policy import Policy
+
     policy = explanation.policy
     if explanation.rule is None:
-        return f"No rule matches: default_policy {policy!r} applies, so {_CONSEQUENCE[policy]}."
+        return f"No rule matches: default_policy {policy!r} applies, so {policy.consequence}."
     rule = next(r for r in explanation.rules if r.index == explanation.rule)
     where = f"rule {rule.index}" + (f" (line {rule.line})" if rule.line is not None else "")
-    if request.user is None and explanation.has_subject and policy != "bypass":
+    if request.user is None and explanation.has_subject and policy != Policy.BYPASS:
         return (
             f"Decision: {where} may apply once the visitor signs in (policy {policy!r}): the "
             "server sends anonymous visitors to log in, then decides again for the user."
         )
-    return f"Decision: {where} applies, policy {policy!r}: {_CONSEQUENCE[policy]}."
+    return f"Decision: {where} applies, policy {policy!r}: {policy.consequence}."
 
 
 # --------------------------------------------------------------------------- rules test
-
-
-@dataclass(frozen=True, slots=True)
-class _Case:
-    index: int
-    line: int | None
-    url: str
-    request: AccessRequest
-    expect: str
-    name: str
 
 
 @rules.command("test")
@@ -489,12 +364,15 @@ def test(state: State, cases_file: Path, as_json: bool) -> None:
       {"passed": N, "failed": N,
        "failures": [{"index": 0, "expect": "deny", "got": "two_factor", "rule": INDEX|null}]}
     """
-    config = state.config()
-    cases = _read_cases(cases_file, config)
-    engine = _engine(config)
-    failures: list[tuple[_Case, Explanation]] = []
-    passed: list[_Case] = []
     from server.core.errors import InvalidTargetError
+    from server.core.policy_tests import Users
+    from server.core.policy_tests import load_cases
+
+    config = state.config()
+    cases = load_cases(cases_file, Users(config.users.file))
+    engine = _engine(config)
+    failures: list[tuple[PolicyCase, Explanation]] = []
+    passed: list[PolicyCase] = []
 
     for case in cases:
         try:
@@ -530,7 +408,7 @@ def test(state: State, cases_file: Path, as_json: bool) -> None:
         raise click.exceptions.Exit(ExitCode.CHECK_FAILED)
 
 
-def _case_title(case: _Case) -> str:
+def _case_title(case: PolicyCase) -> str:
     line = f" (line {case.line})" if case.line is not None else ""
     name = f" {case.name!r}" if case.name else ""
     return (
@@ -539,7 +417,7 @@ def _case_title(case: _Case) -> str:
 
 
 def _print_results(
-    path: Path, passed: list[_Case], failures: list[tuple[_Case, Explanation]]
+    path: Path, passed: list[PolicyCase], failures: list[tuple[PolicyCase, Explanation]]
 ) -> None:
     from authctl.output import console
 
@@ -556,84 +434,3 @@ def _print_results(
         out.print()
     colour = "red" if failures else "green"
     out.print(f"[bold {colour}]{path}: {len(passed)} passed, {len(failures)} failed[/]")
-
-
-def _read_cases(path: Path, config: Config) -> list[_Case]:
-    """Parse and check CASES.toml; every problem is a DataError (exit 3) naming case and key."""
-    import tomli
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot be read: {exc}") from None
-    try:
-        data = tomli.loads(text)
-    except tomli.TOMLDecodeError as exc:
-        raise DataError(f"{path}: invalid TOML: {exc}") from None
-    from server.core.tomlpos import locate
-
-    def fail(key: str, message: str) -> t.NoReturn:
-        line = locate(text, key) if key else None
-        at = f":{line}" if line is not None else ""
-        raise DataError(f"{path}{at}: {key}: {message}" if key else f"{path}: {message}")
-
-    unknown = sorted(set(data) - {"cases"})
-    if unknown:
-        fail(unknown[0], "unknown key; the file holds [[cases]] tables only")
-    raw_cases = data.get("cases")
-    if not isinstance(raw_cases, list) or not raw_cases:
-        fail("", "no [[cases]]: write at least one [[cases]] table with url and expect")
-    users = _Users(config)
-    out = []
-    for index, raw in enumerate(raw_cases):
-        key = f"cases[{index}]"
-        if not isinstance(raw, dict):
-            fail(key, "expected a table; write each case under its own [[cases]] header")
-        for name in raw:
-            if name not in _CASE_KEYS:
-                fail(f"{key}.{name}", f"unknown key; known keys: {', '.join(_CASE_KEYS)}")
-        values: dict[str, t.Any] = {}
-        for name in ("url", "method", "user", "ip", "expect", "name"):
-            if name in raw and not isinstance(raw[name], str):
-                fail(f"{key}.{name}", f"expected a string, got {type(raw[name]).__name__}")
-            values[name] = raw.get(name)
-        for name in ("url", "expect"):
-            if values[name] is None:
-                fail(key, f"{name} is required")
-        if values["expect"] not in POLICIES:
-            fail(f"{key}.expect", f"{values['expect']!r} is not one of {', '.join(POLICIES)}")
-        groups = raw.get("groups")
-        if groups is not None and (
-            not isinstance(groups, list) or not all(isinstance(g, str) for g in groups)
-        ):
-            fail(f"{key}.groups", 'expected a list of strings, such as ["admins"]')
-        if groups is not None and values["user"] is None:
-            fail(f"{key}.groups", "groups needs user (an anonymous request has no groups)")
-        try:
-            request = _request(
-                config,
-                values["url"],
-                values["method"] or "GET",
-                _user_option(values["user"], f"{key}.user"),
-                _check_groups(groups, f"{key}.groups") if groups is not None else None,
-                _ip_option(values["ip"], f"{key}.ip"),
-                users,
-                url_option=f"{key}.url",
-                method_option=f"{key}.method",
-                where=f"{key}.user",
-            )
-        except _Bad as exc:
-            fail(exc.option, exc.message)
-        out.append(
-            _Case(
-                index,
-                locate(text, key),
-                values["url"],
-                request,
-                values["expect"],
-                values["name"] or "",
-            )
-        )
-    return out

@@ -245,7 +245,8 @@ def test_explain_without_users_file_exits_3(runner: CliRunner, config_file: Path
 
 
 def test_explain_outside_cookie_domain(runner: CliRunner, config_file: Path) -> None:
-    """A host outside every cookie domain is evaluated, and flagged as a 400."""
+    """A host outside every cookie domain is evaluated, flagged, and the decision printed is
+    the server's real answer: 400 before any rule runs (not the default policy's 403)."""
     result = run(runner, config_file, "check", "--explain", "https://other.org/", "--json")
     data = as_json(result)
     assert (data["policy"], data["rule"], data["cookie_domain"]) == ("deny", None, None)
@@ -254,7 +255,14 @@ def test_explain_outside_cookie_domain(runner: CliRunner, config_file: Path) -> 
     assert "refuses plain http://" in result.output
     result = run(runner, config_file, "check", "--explain", "https://other.org/x")
     assert result.exit_code == 0
-    assert "would answer 400" in " ".join(result.output.split())
+    text = " ".join(result.output.split())
+    assert "would answer 400" in text
+    assert "Decision: none; the server answers 400 Bad Request" in text
+    assert "default_policy 'deny' applies" not in text
+    assert "403 Forbidden" not in text
+    result = run(runner, config_file, "check", "--explain", "http://app.example.com/x")
+    assert "the server answers 400 Bad Request" in " ".join(result.output.split())
+    result = run(runner, config_file, "check", "--explain", "https://example.com/x")
     assert "No rule matches: default_policy 'deny' applies" in result.output
 
 
@@ -398,7 +406,8 @@ def test_rules_test_failures(
          "cases[0].groups: groups needs user"),
         ("[[cases]]\nurl = 'https://a.example.com/'\nexpect = 'deny'\nuser = 'zed'\n",
          "cases[0].user: user 'zed' is not in the users file"),
-        ("[[cases]]\nurl = 1\nexpect = 'deny'\n", "cases[0].url: expected a string, got int"),
+        ("[[cases]]\nurl = 1\nexpect = 'deny'\n",
+         "cases[0].url: expected a string, got an integer"),
         ("[[cases]]\nurl = 'https://a.example.com/'\nexpect = 'deny'\nxpect = 1\n",
          "cases[0].xpect: unknown key"),
         ("cases = [1]\n", "cases[0]: expected a table"),
@@ -433,7 +442,7 @@ def test_malformed_case_names_its_line(
     result = run(runner, config_file, "test", str(path))
     assert result.exit_code == 3
     last = len(text.splitlines())
-    assert f"{path}:{last}: cases[4].expect:" in " ".join(result.output.split())
+    assert f"{path}:{last}:1: cases[4].expect:" in " ".join(result.output.split())
 
 
 def test_cases_file_missing_or_unreadable(
@@ -445,7 +454,7 @@ def test_cases_file_missing_or_unreadable(
     assert "file not found" in result.output
     result = run(runner, config_file, "test", str(tmp_path))
     assert result.exit_code == 3
-    assert "cannot be read" in result.output
+    assert "is a directory, not a file" in result.output
 
 
 def test_rules_test_needs_a_valid_config(
@@ -512,3 +521,38 @@ def test_rules_test_ambiguous_query_names_the_case(
     assert result.exit_code == 3, result.output
     assert "case 0" in result.output
     assert "refuses this request" in " ".join(result.output.split())
+
+
+def test_bad_cases_file_reports_every_problem(
+    runner: CliRunner, config_file: Path, users_file: Path, tmp_path: Path
+) -> None:
+    """Three different mistakes in CASES.toml: all three reported, each with line and fix,
+    exit 3 (the file is read like the config, not stopped at the first problem)."""
+    text = (
+        "[[cases]]\n"  # 1
+        'url = "https://app.example.com/"\n'  # 2
+        'expect = "two_factors"\n'  # 3: not a policy
+        "\n"
+        "[[cases]]\n"  # 5
+        'url = "https://app.example.com/"\n'
+        'expect = "deny"\n'
+        'ip = "10.0.0.300"\n'  # 8: not an IP
+        "\n"
+        "[[cases]]\n"  # 10
+        'url = "https://app.example.com/"\n'
+        'expect = "deny"\n'
+        "usr = 'alice'\n"  # 13: unknown key
+    )
+    path = cases(tmp_path, text)
+    result = run(runner, config_file, "test", str(path))
+    assert result.exit_code == 3, result.output
+    lines = [line for line in result.output.splitlines() if str(path) in line]
+    assert len(lines) == 3, result.output
+    expected = [
+        (3, "cases[0].expect: 'two_factors' is not one of", "did you mean 'two_factor'?"),
+        (8, "cases[1].ip: '10.0.0.300' is not an IP address", 'write "10.0.0.8"'),
+        (13, "cases[2].usr: unknown key 'usr'", "did you mean 'user'?"),
+    ]
+    for line, (number, message, fix) in zip(lines, expected, strict=True):
+        assert f"{path}:{number}:1: {message}" in line
+        assert f"(fix: {fix}" in line
