@@ -14,6 +14,11 @@ from tests.apphelpers import Harness
 from tests.apphelpers import build
 
 AUTH_FAILED = {"status": "KO", "message": "Authentication failed. Check your credentials."}
+#: A wrong TOTP code says the code is wrong (issue 14 §5), not "check your credentials".
+CODE_WRONG = {
+    "status": "KO",
+    "message": "The code is wrong or was already used. Enter the code your app shows now.",
+}
 
 
 @pytest.fixture
@@ -57,6 +62,7 @@ def test_two_factor_end_to_end(h: Harness) -> None:
     assert state["authentication_level"] == 2
     replay = h.api("/api/secondfactor/totp", {"token": code_at(totp, h)}, cookie=two)
     assert replay.status_int == 401
+    assert replay.json == CODE_WRONG
 
 
 def test_firstfactor_to_two_factor_target_gets_no_redirect(h: Harness) -> None:
@@ -95,7 +101,7 @@ def test_codes_outside_the_skew_fail(h: Harness, offset: int) -> None:
     one = h.login("alice")
     resp = h.api("/api/secondfactor/totp", {"token": code_at(totp, h, offset)}, cookie=one)
     assert resp.status_int == 401
-    assert resp.json == AUTH_FAILED
+    assert resp.json == CODE_WRONG
 
 
 def test_code_needs_a_first_factor_session(h: Harness) -> None:
@@ -116,6 +122,7 @@ def test_user_without_totp_cannot_pass(h: Harness) -> None:
     one = h.login("bob")
     resp = h.api("/api/secondfactor/totp", {"token": "123456"}, cookie=one)
     assert resp.status_int == 401
+    assert resp.json == CODE_WRONG
 
 
 def test_parallel_submissions_of_one_code(h: Harness) -> None:
@@ -189,9 +196,10 @@ def test_totp_failures_are_regulated(h: Harness) -> None:
     one = h.login("alice")
     wrong = "000000" if code_at(totp, h) != "000000" else "111111"
     for _ in range(3):
-        assert h.api("/api/secondfactor/totp", {"token": wrong}, cookie=one).status_int == 401
+        assert h.api("/api/secondfactor/totp", {"token": wrong}, cookie=one).json == CODE_WRONG
     resp = h.api("/api/secondfactor/totp", {"token": code_at(totp, h)}, cookie=one)
     assert resp.status_int == 401
+    assert resp.json == CODE_WRONG  # a ban reads exactly like a wrong code
 
 
 def test_regulation_store_failure_fails_closed(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,7 +209,7 @@ def test_regulation_store_failure_fails_closed(h: Harness, monkeypatch: pytest.M
     def broken(*_args: object, **_kwargs: object) -> None:
         raise StorageError("disk on fire")
 
-    monkeypatch.setattr(h.app.authorizer._identities.regulator, "check", broken)
+    monkeypatch.setattr(h.app.authorizer._identities.regulator, "reserve", broken)
     resp = h.api("/api/firstfactor", {"username": "bob", "password": PASSWORDS["bob"]})
     assert resp.status_int == 401
     assert "Set-Cookie" not in resp.headers
@@ -230,3 +238,18 @@ def test_saturated_hashing_refuses_logins_at_once(h: Harness) -> None:
         h.api("/api/firstfactor", {"username": "bob", "password": PASSWORDS["bob"]}).status_int
         == 200
     )
+
+
+def test_totp_storage_failure_is_the_stores_503(h: Harness) -> None:
+    """A storage outage during the code check is the store's 503 (the same answer as every
+    other endpoint, ``server.web.errors``), not "the code is wrong": retyping cannot help."""
+    totp = enrol(h)
+    one = h.login("alice")
+    h.app.portal.totp.storage.close()
+    resp = h.api("/api/secondfactor/totp", {"token": code_at(totp, h)}, cookie=one)
+    assert resp.status_int == 503
+    assert resp.json == {
+        "status": "KO",
+        "message": "The storage is unavailable; try again in a moment.",
+    }
+    assert resp.headers["Retry-After"] == "5"

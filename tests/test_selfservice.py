@@ -573,7 +573,8 @@ def test_remove_needs_elevation(ss: SS) -> None:
 
 def test_totp_post_still_works(ss: SS) -> None:
     """Merging the routes kept POST /api/secondfactor/totp next to the new DELETE."""
-    routes = ss.h.app.api["/api/secondfactor/totp"]
+    routes = ss.h.app.routes.methods("/api/secondfactor/totp")
+    assert routes is not None
     assert set(routes) == {"POST", "DELETE"}
     resp = ss.h.api("/api/secondfactor/totp", {}, method="PATCH")
     assert resp.status_int == 405
@@ -1099,7 +1100,9 @@ def test_build_reads_the_key_and_makes_the_notifier(ss: SS) -> None:
     """``SelfServiceApi.build`` wires the configured notifier; ``close`` drains the outbox."""
     from server.core.notifier import FileNotifier
 
-    svc = SelfServiceApi.build(ss.h.config, ss.h.app.portal, ss.svc.codes.storage)
+    svc = SelfServiceApi.build(
+        ss.h.config, ss.h.app.portal.identities, ss.h.app.portal.totp, ss.svc.codes.storage
+    )
     assert isinstance(svc.notifier, FileNotifier)
     svc.startup_check()
     svc.close()
@@ -1110,8 +1113,8 @@ def test_app_without_selfservice_has_no_routes(ss: SS) -> None:
     from server.web.app import App
 
     bare = App(ss.h.config, ss.h.app.authorizer, ss.h.app.portal, {})
-    assert "/api/change-password" not in bare.api
-    assert set(bare.api["/api/secondfactor/totp"]) == {"POST"}
+    assert bare.routes.methods("/api/change-password") is None
+    assert set(bare.routes.methods("/api/secondfactor/totp") or {}) == {"POST"}
 
 
 def test_secrets_never_reach_the_log(ss: SS, caplog: pytest.LogCaptureFixture) -> None:
@@ -1306,7 +1309,8 @@ def test_mail_queue_size_comes_from_the_settings(tmp_path: Path, clock: t.Any) -
     assert ss.svc.outbox.capacity == 100
     svc = SelfServiceApi.build(
         ss.h.config,
-        ss.h.app.portal,
+        ss.h.app.portal.identities,
+        ss.h.app.portal.totp,
         ss.svc.codes.storage,
         settings=SelfServiceSettings(mail_queue=3),
     )
@@ -1332,7 +1336,8 @@ def test_corrupt_pending_setup_reads_as_none(ss: SS) -> None:
     one = elevate(ss, ss.h.login("alice"))
     ss.h.api("/api/secondfactor/totp/register", {}, method="PUT", cookie=one)
     req = _req(one)
-    found = ss.svc.portal.session(req, ss.svc.portal.origin(req))
+    gate = ss.h.app.portal.gate
+    found = gate.session(req, gate.origin(req))
     assert found is not None
     ss.svc.sessions.update_data(found[1], {"totp_digits": None})
     assert (
@@ -1379,5 +1384,11 @@ def test_parallel_reset_posts_use_the_grant_once(ss: SS, monkeypatch: pytest.Mon
 def test_build_with_a_given_notifier(ss: SS) -> None:
     """``build`` keeps a notifier passed in (tests, or a custom transport)."""
     failing = Failing()
-    svc = SelfServiceApi.build(ss.h.config, ss.h.app.portal, ss.svc.codes.storage, notifier=failing)
+    svc = SelfServiceApi.build(
+        ss.h.config,
+        ss.h.app.portal.identities,
+        ss.h.app.portal.totp,
+        ss.svc.codes.storage,
+        notifier=failing,
+    )
     assert svc.notifier is failing

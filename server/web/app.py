@@ -30,10 +30,15 @@ from server.web.authz import Answer
 from server.web.authz import Authorizer
 from server.web.authz import Endpoint
 from server.web.authz import Reply
-from server.web.portal import ApiError
+from server.web.errors import internal_error
+from server.web.errors import ko
+from server.web.errors import ok
+from server.web.errors import translate
 from server.web.portal import PortalApi
-from server.web.portal import ko
-from server.web.portal import ok
+from server.web.routes import Call
+from server.web.routes import Dispatcher
+from server.web.routes import Route
+from server.web.routes import RouteTable
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
@@ -81,7 +86,6 @@ _AUTHZ_ROUTES: dict[str, tuple[Endpoint, frozenset[str] | None]] = {
     "/api/verify": (Endpoint.LEGACY, None),
 }
 
-Handler = Callable[[Request], Response]
 #: What ``/api/health`` runs: the names of the failing parts with why, empty when healthy.
 HealthCheck = Callable[[], list[str]]
 
@@ -131,18 +135,20 @@ class App:
         self.portal = portal
         self.assets = assets
         self.selfservice = selfservice
-        self.api: dict[str, dict[str, Handler]] = {
-            "/api/health": {"GET": self.health, "HEAD": self.health},
-            "/api/state": {"GET": portal.state},
-            "/api/configuration": {"GET": portal.configuration},
-            "/api/user/info": {"GET": portal.user_info},
-            "/api/firstfactor": {"POST": portal.firstfactor},
-            "/api/logout": {"POST": portal.logout},
-            "/api/secondfactor/totp": {"POST": portal.secondfactor_totp},
-        }
-        # self-service (server.web.selfservice): elevation, TOTP enrolment, password reset/change
-        for path, methods in (selfservice.routes() if selfservice is not None else {}).items():
-            self.api.setdefault(path, {}).update(methods)
+        #: Every portal API route with its guards; a (method, path) defined twice refuses to start.
+        self.routes = RouteTable(
+            [
+                Route("GET", "/api/health", self.health),
+                Route("HEAD", "/api/health", self.health),
+                *portal.routes(),
+                *(selfservice.routes() if selfservice is not None else ()),
+            ]
+        )
+        self.dispatch = Dispatcher(
+            portal.gate,
+            elevation=selfservice.require_change_rights if selfservice is not None else None,
+            limiters=selfservice.limiters if selfservice is not None else None,
+        )
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         route = _authz_route(environ.get("PATH_INFO", ""))
@@ -152,7 +158,7 @@ class App:
             resp = self.portal_request(Request(environ))
         except Exception:
             log.exception("portal request failed")
-            resp = ko(500, "Internal error.")
+            resp = internal_error()
             resp.headerlist.extend(API_HEADERS)
         return resp(environ, start_response)
 
@@ -236,28 +242,29 @@ class App:
         return resp
 
     def api_request(self, req: Request, path: str) -> Response:
-        handlers = self.api.get(path)
-        if handlers is None:
+        """Route ``req``, apply its guards, and answer any failure through the one table of
+        ``server.web.errors``; an unexpected exception reaches ``__call__`` (500)."""
+        routes = self.routes.methods(path)
+        if routes is None:
             return ko(404, "Not found.")
-        handler = handlers.get(req.method)
-        if handler is None:
+        route = routes.get(req.method)
+        if route is None:
             resp = ko(405, "Method not allowed.")
-            resp.headers["Allow"] = ", ".join(sorted(handlers))
+            resp.headers["Allow"] = ", ".join(sorted(routes))
             return resp
         request_id = secrets.token_hex(8)
         req.environ["authctl.request_id"] = request_id
         try:
-            resp = handler(req)
-        except ApiError as exc:
-            resp = ko(exc.status, exc.message, exc.data)
-        except StoreUnavailable as exc:
-            # the store logged the outage (once); the details may name hosts and paths
-            resp = ko(503, f"The {exc.part} is unavailable; try again in a moment.")
-            resp.headers["Retry-After"] = "5"
+            resp = self.dispatch(route, req)
+        except Exception as exc:
+            error = translate(exc)
+            if error is None:
+                raise
+            resp = error.response()
         resp.headers["X-Request-Id"] = request_id
         return resp
 
-    def health(self, req: Request) -> Response:
+    def health(self, call: Call) -> Response:
         """``/api/health``: 200 ``{"status":"OK"}``, or 503 naming every part that cannot be
         used now (session store, storage, users file), so a load balancer takes this host
         out instead of sending it users it cannot sign in."""
@@ -366,7 +373,7 @@ def make_app(
     authorizer = Authorizer(config, access, identities)
     portal = PortalApi(config, access, identities, totp)
     selfservice = SelfServiceApi.build(
-        config, portal, storage, notifier=notifier, now=now, sleep=sleep
+        config, identities, totp, storage, notifier=notifier, now=now, sleep=sleep
     )
     return App(
         config,

@@ -2,9 +2,10 @@
 and change.
 
 Every endpoint here changes what protects an account, so each is guarded twice: the request
-must be one the portal itself sent (``application/json`` from the same ``https`` origin, see
-:meth:`server.web.portal.PortalApi.require_https_origin`: login CSRF and cross-site form posts,
-security.md §2.I), and the user must prove who they are for *this* change:
+must be one the portal itself sent (``application/json`` from the same ``https`` origin, the
+``SAME_ORIGIN`` and ``JSON_BODY`` guards of :meth:`SelfServiceApi.routes`: login CSRF and
+cross-site form posts, security.md §2.I), and the user must prove who they are for *this*
+change:
 
 - **Session elevation** (Authelia's, reference §4.4): ``POST /api/user/session/elevation`` mails
   an 8-character one-time code (:mod:`server.core.otc`) bound to the session; ``PUT … {otc}``
@@ -46,6 +47,9 @@ reset start answers 503 "The mail queue is full. Try again shortly." with ``Retr
 reset start decides this before it looks at the name, so the answer is the same for every
 name), and a notice is dropped and logged. A code whose mail fails is revoked.
 
+Failures (rate limits, a full mail queue, a store outage) are answered by the one table of
+:mod:`server.web.errors`, the same from every endpoint.
+
 Code requests, code checks, reset starts and finishes are rate limited per user and per IP
 (:mod:`server.core.ratelimit`, in memory: with several workers each keeps its own counters). A limit
 on a reset start *per user* is silent (same answer, no mail), so it neither reveals the account
@@ -55,7 +59,6 @@ and passwords are never logged.
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 import math
@@ -77,7 +80,6 @@ from server.core.errors import UserStoreError
 from server.core.hashcap import Busy
 from server.core.names import canonical_username
 from server.core.notifier import OUTBOX_CAPACITY
-from server.core.notifier import NotifierError
 from server.core.notifier import Outbox
 from server.core.notifier import OutboxFull
 from server.core.notifier import elevation_code_message
@@ -94,7 +96,6 @@ from server.core.password_policy import WeakPassword
 from server.core.ratelimit import Limit
 from server.core.ratelimit import RateLimiter
 from server.core.ratelimit import limits
-from server.core.ratelimit import retry_after_header
 from server.core.sessions import SessionGoneError
 from server.core.sessions import new_session_id
 from server.core.sessions import user_stamp
@@ -103,25 +104,35 @@ from server.core.totp import MalformedCode
 from server.core.totp import new_secret
 from server.core.totp import provisioning_uri
 from server.core.userfile import UsersFile
-from server.web.portal import ApiError
-from server.web.portal import ko
-from server.web.portal import ok
+from server.web.errors import ApiError
+from server.web.errors import RateLimited
+from server.web.errors import ok
+from server.web.routes import ELEVATED
+from server.web.routes import IP
+from server.web.routes import JSON_BODY
+from server.web.routes import SAME_ORIGIN
+from server.web.routes import SIGNED_IN
+from server.web.routes import USER
+from server.web.routes import Call
+from server.web.routes import Route
+from server.web.routes import field
+from server.web.routes import rate_limit
+from server.web.routes import set_session_cookie
 
 if t.TYPE_CHECKING:
     from server.core.config import Config
     from server.core.config import CookieConfig
     from server.core.config import TotpConfig
     from server.core.identity import Identity
+    from server.core.identity import IdentityResolver
     from server.core.notifier import Notifier
     from server.core.sessions import Session
     from server.core.storage import Storage
+    from server.core.totp import TotpService
     from server.core.users import User
-    from server.web.portal import Origin
-    from server.web.portal import PortalApi
+    from server.web.routes import Origin
 
 log = logging.getLogger("authctl.selfservice")
-
-Handler = Callable[[Request], Response]
 
 #: Intents stored with codes and tokens (``one_time_codes.intent``).
 INTENT_ELEVATION = "elevation"
@@ -149,10 +160,6 @@ MAX_PASSWORD = 1024
 LINK_INVALID = "This link has expired or was already used. Request a new one."
 CODE_INVALID = "The code is wrong, was already used or has expired. Ask for a new one."
 NOT_SIGNED_IN = "Sign in first."
-TOO_MANY = "Too many requests. Wait a few minutes and try again."
-MAIL_QUEUE_FULL = "The mail queue is full. Try again shortly."
-#: ``Retry-After`` (seconds) sent with :data:`MAIL_QUEUE_FULL`.
-MAIL_QUEUE_RETRY = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,45 +190,6 @@ class SelfServiceSettings:
     mail_queue: int = OUTBOX_CAPACITY
 
 
-class RateLimited(ApiError):
-    """429 with ``Retry-After``."""
-
-    def __init__(self, wait: float) -> None:
-        super().__init__(429, TOO_MANY)
-        self.wait = wait
-
-
-def _envelope(
-    handler: Callable[[SelfServiceApi, Request], Response],
-) -> Callable[[SelfServiceApi, Request], Response]:
-    """Turn rate limits (``Retry-After``) and store and mail failures into KO envelopes; other
-    ``ApiError``s reach ``App.api_request``, which answers them with their ``data``.
-
-    Mail failures fail closed with a 503; a full mail queue is a 503 that says so, with
-    ``Retry-After``. Store outages are left to ``App.api_request``, the one boundary that
-    answers them (503 naming the part; the store logs the outage once, not per request).
-    """
-
-    @functools.wraps(handler)
-    def wrapped(self: SelfServiceApi, req: Request) -> Response:
-        try:
-            return handler(self, req)
-        except RateLimited as exc:
-            resp = ko(exc.status, exc.message)
-            resp.headers["Retry-After"] = retry_after_header(exc.wait)
-            return resp
-        except OutboxFull as exc:
-            log.warning("%s; refused a request that sends mail", exc)
-            resp = ko(503, MAIL_QUEUE_FULL)
-            resp.headers["Retry-After"] = str(MAIL_QUEUE_RETRY)
-            return resp
-        except NotifierError:
-            log.exception("a notification could not be sent")
-            return ko(503, "The email could not be sent. Try again later.")
-
-    return wrapped
-
-
 def qr_svg(data: str) -> bytes:
     """``data`` as a QR code in SVG (black on white, quiet zone, no script or reference)."""
     import segno
@@ -247,7 +215,8 @@ class SelfServiceApi:
     def __init__(
         self,
         config: Config,
-        portal: PortalApi,
+        identities: IdentityResolver,
+        totp: TotpService,
         storage: Storage,
         notifier: Notifier,
         key_material: bytes,
@@ -258,10 +227,9 @@ class SelfServiceApi:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self.portal = portal
-        self.identities = portal.identities
-        self.sessions = portal.sessions
-        self.totp = portal.totp
+        self.identities = identities
+        self.sessions = identities.sessions
+        self.totp = totp
         self.notifier = notifier
         self.settings = settings or SelfServiceSettings()
         self.outbox = Outbox(notifier, capacity=self.settings.mail_queue)
@@ -291,7 +259,8 @@ class SelfServiceApi:
     def build(
         cls,
         config: Config,
-        portal: PortalApi,
+        identities: IdentityResolver,
+        totp: TotpService,
         storage: Storage,
         *,
         notifier: Notifier | None = None,
@@ -309,30 +278,78 @@ class SelfServiceApi:
             notifier = make_notifier(config.notifier, now=now)
         material = read_key_file(config.storage.encryption_key_file)
         return cls(
-            config, portal, storage, notifier, material, settings=settings, now=now, sleep=sleep
+            config,
+            identities,
+            totp,
+            storage,
+            notifier,
+            material,
+            settings=settings,
+            now=now,
+            sleep=sleep,
         )
 
-    def routes(self) -> dict[str, dict[str, Handler]]:
-        """Path -> method -> handler, merged into the app's API table."""
-        return {
-            "/api/user/session/elevation": {
-                "GET": self.elevation_state,
-                "POST": self.elevation_send,
-                "PUT": self.elevation_verify,
-            },
-            "/api/secondfactor/totp/register": {
-                "PUT": self.totp_register_start,
-                "POST": self.totp_register_confirm,
-                "DELETE": self.totp_register_cancel,
-            },
-            "/api/secondfactor/totp/register/qr.svg": {"GET": self.totp_register_qr},
-            "/api/secondfactor/totp": {"DELETE": self.totp_remove},
-            "/api/reset-password/identity/start": {"POST": self.reset_start},
-            "/api/reset-password/identity/finish": {"POST": self.reset_finish},
-            "/api/reset-password": {"POST": self.reset_password, "DELETE": self.reset_revoke},
-            "/api/change-password": {"POST": self.change_password},
-            "/api/configuration/password-policy": {"GET": self.password_policy},
-        }
+    def routes(self) -> list[Route]:
+        """The self-service routes and their guards (``server.web.routes``)."""
+        send_code = rate_limit(("code_send_user", USER), ("code_send_ip", IP))
+        check_code = rate_limit(("code_check_user", USER), ("code_check_ip", IP))
+        change = (SAME_ORIGIN, JSON_BODY, SIGNED_IN, ELEVATED)
+        return [
+            Route("GET", "/api/user/session/elevation", self.elevation_state, (SIGNED_IN,)),
+            Route(
+                "POST",
+                "/api/user/session/elevation",
+                self.elevation_send,
+                (SAME_ORIGIN, JSON_BODY, SIGNED_IN, send_code),
+            ),
+            Route(
+                "PUT",
+                "/api/user/session/elevation",
+                self.elevation_verify,
+                (SAME_ORIGIN, JSON_BODY, SIGNED_IN, check_code),
+            ),
+            Route("PUT", "/api/secondfactor/totp/register", self.totp_register_start, change),
+            Route("POST", "/api/secondfactor/totp/register", self.totp_register_confirm, change),
+            Route(
+                "DELETE",
+                "/api/secondfactor/totp/register",
+                self.totp_register_cancel,
+                (SAME_ORIGIN, JSON_BODY, SIGNED_IN),
+            ),
+            Route(
+                "GET",
+                "/api/secondfactor/totp/register/qr.svg",
+                self.totp_register_qr,
+                (SAME_ORIGIN, SIGNED_IN, ELEVATED),
+            ),
+            Route("DELETE", "/api/secondfactor/totp", self.totp_remove, change),
+            Route(
+                "POST",
+                "/api/reset-password/identity/start",
+                self.reset_start,
+                (SAME_ORIGIN, JSON_BODY, rate_limit(("reset_start_ip", IP))),
+            ),
+            Route(
+                "POST",
+                "/api/reset-password/identity/finish",
+                self.reset_finish,
+                (SAME_ORIGIN, JSON_BODY, rate_limit(("reset_finish_ip", IP))),
+            ),
+            Route("POST", "/api/reset-password", self.reset_password, (SAME_ORIGIN, JSON_BODY)),
+            Route(
+                "DELETE",
+                "/api/reset-password",
+                self.reset_revoke,
+                (SAME_ORIGIN, JSON_BODY, rate_limit(("reset_finish_ip", IP))),
+            ),
+            Route(
+                "POST",
+                "/api/change-password",
+                self.change_password,
+                (SAME_ORIGIN, JSON_BODY, SIGNED_IN),
+            ),
+            Route("GET", "/api/configuration/password-policy", self.password_policy),
+        ]
 
     def startup_check(self) -> None:
         """Check the notifier at startup (``serve`` calls it; SMTP: connect, EHLO, TLS, login).
@@ -350,20 +367,15 @@ class SelfServiceApi:
 
     # ------------------------------------------------------------------ helpers
 
-    def _signed_in(self, req: Request, origin: Origin) -> tuple[Identity, Session]:
-        found = self.portal.session(req, origin)
-        if found is None:
-            raise ApiError(401, NOT_SIGNED_IN, {"first_factor": True})
-        return found
-
     def _until(self, session: Session, key: str) -> float:
         return _finite(session.data.get(key))
 
     def _is_elevated(self, session: Session) -> bool:
         return self._until(session, ELEVATED_UNTIL) > self.now()
 
-    def _require_change_rights(self, identity: Identity, session: Session) -> None:
-        """An elevated session, and level 2 when the user has a TOTP secret already."""
+    def require_change_rights(self, identity: Identity, session: Session) -> None:
+        """The :data:`~server.web.routes.ELEVATED` guard: an elevated session, and level 2 when
+        the user has a TOTP secret already."""
         if identity.level < 2 and self.totp.has_totp(identity.username):
             raise ApiError(403, "Confirm with your one-time code first.", {"second_factor": True})
         if not self._is_elevated(session):
@@ -371,8 +383,9 @@ class SelfServiceApi:
                 403, "Confirm your identity with a code sent by email first.", {"elevation": True}
             )
 
-    def _limit(self, *pairs: tuple[str, str | None]) -> None:
-        wait = RateLimiter.hit_all((self.limiters[name], key) for name, key in pairs if key)
+    def _limit(self, name: str, key: str) -> None:
+        """A limit whose key the route cannot know before the handler (the token's user)."""
+        wait = self.limiters[name].hit(key)
         if wait > 0:
             raise RateLimited(wait)
 
@@ -426,11 +439,9 @@ class SelfServiceApi:
 
     # ------------------------------------------------------------------ elevation
 
-    @_envelope
-    def elevation_state(self, req: Request) -> Response:
+    def elevation_state(self, call: Call) -> Response:
         """``GET /api/user/session/elevation``: whether the session is elevated, until when."""
-        origin = self.portal.origin(req)
-        _identity, session = self._signed_in(req, origin)
+        _identity, session = call.signed_in()
         now = self.now()
         until = self._until(session, ELEVATED_UNTIL)
         elevated = until > now
@@ -445,17 +456,14 @@ class SelfServiceApi:
             }
         )
 
-    @_envelope
-    def elevation_send(self, req: Request) -> Response:
+    def elevation_send(self, call: Call) -> Response:
         """``POST /api/user/session/elevation``: mail a one-time code bound to this session."""
-        origin, _cookie = self.portal.require_https_origin(req)
-        self.portal.json_body(req)
-        identity, session = self._signed_in(req, origin)
+        origin = call.origin
+        identity, session = call.signed_in()
         if not identity.email:
             raise ApiError(
                 400, "Your account has no email address. Ask your administrator to add one."
             )
-        self._limit(("code_send_user", identity.username), ("code_send_ip", origin.client_ip))
         s = self.settings
         issued = self.codes.issue(
             identity.username,
@@ -482,16 +490,13 @@ class SelfServiceApi:
         )
         return ok()
 
-    @_envelope
-    def elevation_verify(self, req: Request) -> Response:
+    def elevation_verify(self, call: Call) -> Response:
         """``PUT /api/user/session/elevation {otc}``: check the code, elevate under a new id."""
-        origin, cookie = self.portal.require_https_origin(req)
-        data = self.portal.json_body(req)
-        otc = self.portal.field(data, "otc", str, required=True)
-        identity, session = self._signed_in(req, origin)
+        origin, cookie = call.origin, call.cookie
+        otc = field(call.data, "otc", str, required=True)
+        identity, session = call.signed_in()
         if len(otc) > MAX_CODE_INPUT:
             raise ApiError(400, "The code is too long.")
-        self._limit(("code_check_user", identity.username), ("code_check_ip", origin.client_ip))
         fields = {"user": identity.username, "ip": origin.client_ip}
         code_id = session.data.get(OTC_ID)
         good = code_id is not None and self.codes.check(
@@ -517,7 +522,7 @@ class SelfServiceApi:
         )
         log.info("session elevated", extra={"fields": fields})
         resp = ok({"elevated": True, "expires": int(lifetime)})
-        self.portal.set_cookie(resp, elevated, cookie)
+        set_session_cookie(resp, self.sessions, elevated, cookie)
         return resp
 
     # ------------------------------------------------------------------ TOTP enrolment
@@ -540,9 +545,9 @@ class SelfServiceApi:
 
     def _options(self, data: dict[str, t.Any]) -> TotpConfig:
         base = self.config.totp
-        algorithm = self.portal.field(data, "algorithm", str)
-        length = self.portal.field(data, "length", int)
-        period = self.portal.field(data, "period", int)
+        algorithm = field(data, "algorithm", str)
+        length = field(data, "length", int)
+        period = field(data, "period", int)
         algorithm = base.algorithm if algorithm is None else algorithm.upper()
         if algorithm not in ALGORITHMS:
             raise ApiError(400, "The algorithm must be SHA1, SHA256 or SHA512.")
@@ -556,14 +561,10 @@ class SelfServiceApi:
             )
         return replace(base, algorithm=algorithm, digits=digits, period=period)
 
-    @_envelope
-    def totp_register_start(self, req: Request) -> Response:
+    def totp_register_start(self, call: Call) -> Response:
         """``PUT /api/secondfactor/totp/register``: a new secret, pending in the session."""
-        origin, _cookie = self.portal.require_https_origin(req)
-        data = self.portal.json_body(req)
-        identity, session = self._signed_in(req, origin)
-        self._require_change_rights(identity, session)
-        cfg = self._options(data)
+        identity, session = call.signed_in()
+        cfg = self._options(call.data)
         secret = new_secret()
         until = self.now() + self.settings.totp_pending_lifetime
         self._update(
@@ -584,12 +585,9 @@ class SelfServiceApi:
             }
         )
 
-    @_envelope
-    def totp_register_qr(self, req: Request) -> Response:
+    def totp_register_qr(self, call: Call) -> Response:
         """``GET /api/secondfactor/totp/register/qr.svg``: the pending secret's QR code."""
-        origin, _cookie = self.portal.require_https_origin(req)
-        identity, session = self._signed_in(req, origin)
-        self._require_change_rights(identity, session)
+        identity, session = call.signed_in()
         pending = self._pending(session)
         if pending is None:
             raise ApiError(404, "No authenticator app setup is in progress.")
@@ -600,13 +598,10 @@ class SelfServiceApi:
         resp.headers["Content-Disposition"] = 'inline; filename="authctl-totp.svg"'
         return resp
 
-    @_envelope
-    def totp_register_confirm(self, req: Request) -> Response:
+    def totp_register_confirm(self, call: Call) -> Response:
         """``POST /api/secondfactor/totp/register {token}``: store the secret after one code."""
-        origin, _cookie = self.portal.require_https_origin(req)
-        data = self.portal.json_body(req)
-        identity, session = self._signed_in(req, origin)
-        self._require_change_rights(identity, session)
+        origin, data = call.origin, call.data
+        identity, session = call.signed_in()
         pending = self._pending(session)
         if pending is None:
             raise ApiError(400, "No authenticator app setup is in progress; start again.")
@@ -631,23 +626,17 @@ class SelfServiceApi:
         )
         return ok()
 
-    @_envelope
-    def totp_register_cancel(self, req: Request) -> Response:
+    def totp_register_cancel(self, call: Call) -> Response:
         """``DELETE /api/secondfactor/totp/register``: forget the pending secret."""
-        origin, _cookie = self.portal.require_https_origin(req)
-        self.portal.json_body(req)
-        _identity, session = self._signed_in(req, origin)
+        _identity, session = call.signed_in()
         if any(key in session.data for key in _PENDING_TOTP):
             self._update(session, dict.fromkeys(_PENDING_TOTP))
         return ok()
 
-    @_envelope
-    def totp_remove(self, req: Request) -> Response:
+    def totp_remove(self, call: Call) -> Response:
         """``DELETE /api/secondfactor/totp``: remove the user's own TOTP secret."""
-        origin, _cookie = self.portal.require_https_origin(req)
-        self.portal.json_body(req)
-        identity, session = self._signed_in(req, origin)
-        self._require_change_rights(identity, session)
+        origin = call.origin
+        identity, _session = call.signed_in()
         if self.totp.remove(identity.username):
             log.info("TOTP removed by its user", extra={"fields": {"user": identity.username}})
             self._notice(
@@ -660,18 +649,15 @@ class SelfServiceApi:
 
     # ------------------------------------------------------------------ password reset
 
-    @_envelope
-    def reset_start(self, req: Request) -> Response:
+    def reset_start(self, call: Call) -> Response:
         """``POST /api/reset-password/identity/start {username}``: the same answer, in the same
         time, for every name; a link is mailed only to an existing, enabled user with an email.
         """
         started = self.monotonic()
-        origin, cookie = self.portal.require_https_origin(req)
-        data = self.portal.json_body(req)
-        username = self.portal.field(data, "username", str, required=True)
+        origin, cookie = call.origin, call.cookie
+        username = field(call.data, "username", str, required=True)
         if self.outbox.full():  # decided before the name is looked at: no enumeration
             raise OutboxFull("the mail queue is full")
-        self._limit(("reset_start_ip", origin.client_ip))
         try:
             self._send_reset_link(username, origin, cookie)
         except Exception:  # same answer whatever happened (enumeration); the log knows
@@ -717,14 +703,11 @@ class SelfServiceApi:
             "password reset link sent", extra={"fields": {"user": name, "ip": origin.client_ip}}
         )
 
-    @_envelope
-    def reset_finish(self, req: Request) -> Response:
+    def reset_finish(self, call: Call) -> Response:
         """``POST /api/reset-password/identity/finish {token}``: consume the link's token and
         give this browser a fresh session allowed to set that user's password, briefly."""
-        origin, cookie = self.portal.require_https_origin(req)
-        data = self.portal.json_body(req)
-        token = self.portal.field(data, "token", str, required=True)
-        self._limit(("reset_finish_ip", origin.client_ip))
+        origin, cookie = call.origin, call.cookie
+        token = field(call.data, "token", str, required=True)
         fields: dict[str, object] = {"ip": origin.client_ip}
         try:
             claims = self.tokens.verify(token, INTENT_RESET)
@@ -732,7 +715,7 @@ class SelfServiceApi:
             log.info("reset link refused: %s", exc, extra={"fields": fields})
             raise ApiError(401, LINK_INVALID) from None
         fields["user"] = claims.username
-        self._limit(("reset_finish_user", claims.username))
+        self._limit("reset_finish_user", claims.username)
         user = self.identities.lookup(claims.username)
         try:
             self.tokens.consume(token, INTENT_RESET, ip=origin.client_ip)
@@ -742,7 +725,7 @@ class SelfServiceApi:
         if user is None or not self.tokens.matches_stamp(claims, user_stamp(user.password)):
             log.info("reset link refused: user gone or password changed", extra={"fields": fields})
             raise ApiError(401, LINK_INVALID)
-        previous = self._raw_session(req, cookie)
+        previous = self._raw_session(call.req, cookie)
         if previous is not None:
             self.sessions.destroy(previous.id)
         until = self.now() + self.settings.reset_grant_lifetime
@@ -758,16 +741,14 @@ class SelfServiceApi:
         )
         log.info("reset link accepted", extra={"fields": fields})
         resp = ok()
-        self.portal.set_cookie(resp, grant, cookie)
+        set_session_cookie(resp, self.sessions, grant, cookie)
         return resp
 
-    @_envelope
-    def reset_password(self, req: Request) -> Response:
+    def reset_password(self, call: Call) -> Response:
         """``POST /api/reset-password {password}``: set the new password (once per link)."""
-        origin, cookie = self.portal.require_https_origin(req)
-        data = self.portal.json_body(req)
-        password = self.portal.field(data, "password", str, required=True)
-        grant = self._raw_session(req, cookie)
+        origin, cookie = call.origin, call.cookie
+        password = field(call.data, "password", str, required=True)
+        grant = self._raw_session(call.req, cookie)
         username = grant.data.get(RESET_USER) if grant is not None else None
         if grant is None or not username or self._until(grant, RESET_UNTIL) <= self.now():
             raise ApiError(401, LINK_INVALID)
@@ -797,13 +778,10 @@ class SelfServiceApi:
         )
         return resp
 
-    @_envelope
-    def reset_revoke(self, req: Request) -> Response:
+    def reset_revoke(self, call: Call) -> Response:
         """``DELETE /api/reset-password {token}``: kill an unused reset link ("it was not me")."""
-        origin, _cookie = self.portal.require_https_origin(req)
-        data = self.portal.json_body(req)
-        token = self.portal.field(data, "token", str, required=True)
-        self._limit(("reset_finish_ip", origin.client_ip))
+        origin = call.origin
+        token = field(call.data, "token", str, required=True)
         try:
             claims = self.tokens.revoke(token, INTENT_RESET, ip=origin.client_ip)
         except InvalidToken:
@@ -822,17 +800,15 @@ class SelfServiceApi:
 
     # ------------------------------------------------------------------ password change
 
-    @_envelope
-    def change_password(self, req: Request) -> Response:
+    def change_password(self, call: Call) -> Response:
         """``POST /api/change-password {old_password, new_password}``: needs the current one.
 
         The other sessions end; this one continues under a new id (see the module doc).
         """
-        origin, cookie = self.portal.require_https_origin(req)
-        data = self.portal.json_body(req)
-        old = self.portal.field(data, "old_password", str, required=True)
-        new = self.portal.field(data, "new_password", str, required=True)
-        identity, session = self._signed_in(req, origin)
+        origin, cookie = call.origin, call.cookie
+        old = field(call.data, "old_password", str, required=True)
+        new = field(call.data, "new_password", str, required=True)
+        identity, session = call.signed_in()
         fields = {"user": identity.username, "ip": origin.client_ip}
         if not old or len(old) > MAX_PASSWORD:
             raise ApiError(401, "The current password is wrong.")
@@ -858,7 +834,7 @@ class SelfServiceApi:
         # the session was alive a moment ago, so its absolute expiry lies ahead
         self.sessions.store.put(fresh, max(self.sessions.expires_at(fresh) - now, 0.0))
         resp = ok()
-        self.portal.set_cookie(resp, fresh, cookie)
+        set_session_cookie(resp, self.sessions, fresh, cookie)
         log.info("password changed", extra={"fields": {**fields, "sessions_ended": ended}})
         self._notice(
             identity,
@@ -870,7 +846,6 @@ class SelfServiceApi:
 
     # ------------------------------------------------------------------ policy
 
-    @_envelope
-    def password_policy(self, req: Request) -> Response:
+    def password_policy(self, call: Call) -> Response:
         """``GET /api/configuration/password-policy``: the rules, for the portal's forms."""
         return ok(self.policy.describe())
