@@ -7,7 +7,7 @@ SPEC §2.1 appears with its default value.
 
 from __future__ import annotations
 
-STARTER_CONFIG = """\
+_TEMPLATE = """\
 # authctl configuration, written by `authctl init`.
 # Durations: "30s", "5m", "1h", "2d", "1w", "1M" (30 days), "1y" or a number of seconds.
 # Relative paths resolve against the folder of this file.
@@ -40,8 +40,8 @@ store = "sqlite"                        # memory | sqlite | redis
 # One entry per protected root domain: https sites on it and its subdomains are protected.
 [[session.cookies]]
 domain = "example.com"
-portal_url = "https://auth.example.com"         # must be https and inside the domain
-default_redirect_url = "https://www.example.com"
+portal_url = "https://auth.example.com@PORT@"         # must be https and inside the domain
+default_redirect_url = "https://www.example.com@PORT@"
 
 [totp]
 issuer = "authctl"                      # the name shown in authenticator apps
@@ -95,6 +95,19 @@ policy = "two_factor"
 domain = "*.example.com"
 policy = "one_factor"
 """
+
+
+def starter_config(port: int = 443) -> str:
+    """The starter config for a proxy whose public HTTPS port is ``port``.
+
+    The port goes into ``portal_url`` and ``default_redirect_url`` (the addresses browsers are
+    sent to), written only when it is not 443.
+    """
+    return _TEMPLATE.replace("@PORT@", "" if port == 443 else f":{port}")
+
+
+#: The starter config for a proxy on port 443 (what ``authctl init`` writes by default).
+STARTER_CONFIG = starter_config()
 
 STARTER_USERS = """\
 # authctl users file, written by `authctl init`. Add accounts with

@@ -44,14 +44,23 @@ def _shown(path: Path, folder: Path, typed: str) -> str:
 
 @click.command("init")
 @click.argument("directory", default=".", type=click.Path(file_okay=False, path_type=str))
-def init(directory: str) -> None:
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=443,
+    show_default=True,
+    help="The HTTPS port your proxy listens on, as browsers reach it: written into portal_url "
+    "and default_redirect_url (443 is left out of the URLs).",
+)
+def init(directory: str, port: int) -> None:
     """Write a starter config, an empty users file and a storage key into DIRECTORY.
 
     DIRECTORY (default: the current folder) is created if needed. Nothing is overwritten: if
-    one of the files exists, init stops before writing anything (exit 3).
+    one of the files exists, init stops before writing anything (exit 3). A proxy on another
+    port than 443 (e.g. a test setup on 8443): give --port 8443.
     """
-    from authctl._starter import STARTER_CONFIG
     from authctl._starter import STARTER_USERS
+    from authctl._starter import starter_config
     from authctl.cli import DataError
 
     folder = Path(directory).expanduser().absolute()
@@ -60,7 +69,7 @@ def init(directory: str) -> None:
     secrets_dir = folder / "secrets"
     key = secrets_dir / "storage.key"
     plan = [
-        (config, STARTER_CONFIG, 0o600),
+        (config, starter_config(port), 0o600),
         (users, STARTER_USERS, 0o600),
         (key, secrets.token_hex(KEY_BYTES) + "\n", 0o600),
     ]
@@ -96,7 +105,7 @@ def init(directory: str) -> None:
     except OSError as exc:
         _undo(written)
         raise DataError(f"cannot write {exc.filename or folder}: {exc.strerror}") from None
-    _report(folder, directory, [*(p for p, _, _ in plan), cert_paths[0]])
+    _report(folder, directory, [*(p for p, _, _ in plan), cert_paths[0]], port)
 
 
 def _undo(paths: list[Path]) -> None:
@@ -106,7 +115,7 @@ def _undo(paths: list[Path]) -> None:
             path.unlink()
 
 
-def _report(folder: Path, typed: str, paths: list[Path]) -> None:
+def _report(folder: Path, typed: str, paths: list[Path], port: int) -> None:
     from rich.markup import escape
 
     from authctl.output import console
@@ -123,6 +132,8 @@ def _report(folder: Path, typed: str, paths: list[Path]) -> None:
         out.print(f"  {escape(_shown(path, folder, typed))}  [dim]{label}[/dim]")
     config = _shown(paths[0], folder, typed)
     prefix = "authctl" if typed in (".", "") else f"authctl --config {shlex.quote(config)}"
+    portal = "https://auth.example.com" + ("" if port == 443 else f":{port}")
+    out.print(f"The portal is {escape(portal)} (the proxy's HTTPS port {port}; see --port).")
     out.print()
     out.print(f"Next: edit {escape(config)} (cookie domain, portal URL, rules), then:")
     for command in (

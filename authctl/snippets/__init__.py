@@ -29,6 +29,8 @@ from dataclasses import field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from authctl._public_port import port_fix
+
 if t.TYPE_CHECKING:
     from server.core.config import Config
 
@@ -287,13 +289,14 @@ def build_plan(
     warnings: list[str] = []
     portals: list[str] = []
     listen_at = parse_listen(listen)
-    for cookie in config.session.cookies:
+    for index, cookie in enumerate(config.session.cookies):
         parts = urlsplit(cookie.portal_url)
         portals.append(parts.hostname or "")  # the config loader checked the portal URL
         if (parts.port or 443) != listen_at.port:
             warnings.append(
                 f"the portal URL {cookie.portal_url} names port {parts.port or 443} but the "
-                f"proxy listens on {listen_at.port}: redirects would miss the proxy"
+                f"proxy listens on {listen_at.port}: redirects would miss the proxy; "
+                + port_fix(config, index, listen_at.port)
             )
         if parts.path not in ("", "/"):
             warnings.append(
