@@ -23,6 +23,7 @@ from urllib.parse import urlunsplit
 from server.core.durations import format_duration
 from server.core.durations import parse_duration
 from server.core.errors import ConfigError
+from server.core.errors import InvalidTargetError
 from server.core.names import check_group
 from server.core.names import check_username
 from server.core.policy import POLICIES
@@ -36,6 +37,7 @@ from server.core.tomlread import ProblemReader
 from server.core.tomlread import join as _join
 from server.core.tomlread import kind_of as _kind
 from server.core.tomlread import read_toml
+from server.core.urls import canonical_host
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -58,7 +60,6 @@ ARGON2_MAX_ITERATIONS = 20
 ARGON2_MAX_PARALLELISM = 16
 
 _COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _NETWORK_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 #: Every key the loader accepts, by table. ``[]`` marks the entries of an array of tables
@@ -356,25 +357,48 @@ def parse_network(text: str) -> IPNetwork:
     return network
 
 
-def normalise_domain(text: str) -> str:
-    """Lowercase and IDNA-encode a host name; raise ValueError when it is not one.
+class DomainError(ValueError):
+    """A host name the config cannot use; ``spelling`` is the one to write instead, if any."""
 
-    Accepts only letters, digits and hyphens in dot-separated labels after encoding, no
-    trailing dot (one more spelling of the same host is one more way round a rule).
+    def __init__(self, message: str, spelling: str | None = None) -> None:
+        super().__init__(message)
+        self.spelling = spelling
+
+
+def normalise_domain(text: str) -> str:
+    """The canonical host name (lowercase IDNA A-labels), or DomainError.
+
+    The same function reads the hosts of requests (``server.core.urls.canonical_host``), so
+    a spelling a request may not use (fullwidth letters, ``。``, an upper-case non-ASCII
+    letter, an IP address) cannot be configured either: the config says which spelling to
+    write. No trailing dot: one more spelling of the same host is one more way round a rule.
     """
     host = text.strip()
     if not host:
-        raise ValueError("the host name is empty")
+        raise DomainError("the host name is empty")
     if host.endswith("."):
-        raise ValueError(f"{text!r} ends with a dot; write it without")
+        raise DomainError(f"{text!r} ends with a dot; write it without", host.rstrip("."))
     try:
-        ascii_host = host.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise ValueError(f"{text!r} is not a valid host name") from None
-    labels = ascii_host.split(".")
-    if len(ascii_host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
-        raise ValueError(f"{text!r} is not a valid host name")
-    return ascii_host
+        return canonical_host(host, allow_unicode=True)
+    except InvalidTargetError as exc:
+        spelling = _mapped_spelling(host)
+        raise DomainError(f"{text!r} is not a valid host name: {exc}", spelling) from None
+
+
+def _mapped_spelling(host: str) -> str | None:
+    """What IDNA would make of ``host`` (fullwidth ``app`` -> ``app``), if that is a usable name."""
+    try:
+        mapped = host.encode("idna").decode("ascii").encode("ascii").decode("idna")
+        canonical_host(mapped, allow_unicode=True)
+    except (UnicodeError, InvalidTargetError):
+        return None
+    return mapped if mapped != host else None
+
+
+def _write_host(exc: ValueError, fallback: str) -> str:
+    """The fix for a refused host: the spelling to use when there is one, else ``fallback``."""
+    spelling = exc.spelling if isinstance(exc, DomainError) else None
+    return f"write {spelling!r}" if spelling else fallback
 
 
 def _is_ip(text: str) -> bool:
@@ -393,6 +417,43 @@ def _is_ip(text: str) -> bool:
 
 
 _URL_SAFE = "/:@!$&'()*+,;=-._~%?"
+
+
+def _raw_host(netloc: str) -> str:
+    """The host of ``netloc`` as written (``urlsplit().hostname`` lowercases Unicode too)."""
+    host = netloc.rpartition("@")[2]
+    if host.startswith("["):
+        return host.partition("]")[0] + "]"
+    return host.partition(":")[0]
+
+
+def _https_fix(url: str, fallback: str) -> str:
+    """The fix for a refused URL: the https URL with the original host, port and path.
+
+    ``http://auth.example.org:8443/`` gives ``write "https://auth.example.org:8443/"``;
+    ``fallback`` when there is no usable host in it.
+    """
+    text = "".join(ch for ch in url if not (ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F))
+    text = text.replace("\\", "/")
+    if "://" not in text:
+        text = "https://" + text.lstrip("/")
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return fallback
+    raw = _raw_host(parts.netloc)
+    if not raw or _is_ip(raw):
+        return fallback
+    try:
+        host = normalise_domain(raw)
+    except DomainError as exc:
+        if exc.spelling is None:
+            return fallback
+        host = normalise_domain(exc.spelling)
+    netloc = host if port in (None, 0, 443) else f"{host}:{port}"
+    fixed = urlunsplit(("https", netloc, parts.path, parts.query, parts.fragment))
+    return f"write {fixed!r}".replace("'", '"')
 
 
 def _https_url(url: str) -> tuple[str, str]:
@@ -417,11 +478,12 @@ def _https_url(url: str) -> tuple[str, str]:
         raise ValueError("has an invalid port") from None
     if port == 0:
         raise ValueError("has an invalid port")
-    if not parts.hostname:
+    raw_host = _raw_host(parts.netloc)
+    if not raw_host:
         raise ValueError("has no host")
-    if _is_ip(parts.hostname):
+    if _is_ip(raw_host):
         raise ValueError("must name a host, not an IP address")
-    host = normalise_domain(parts.hostname)
+    host = normalise_domain(raw_host)
     netloc = host if port is None else f"{host}:{port}"
     path, query, fragment = (quote(x, safe=_URL_SAFE) for x in parts[2:])
     return host, urlunsplit(("https", netloc, path, query, fragment))
@@ -525,7 +587,9 @@ def _cookie(r: _Reader, raw: object, key: str) -> CookieConfig | None:
     try:
         domain = normalise_domain(domain_raw)
     except ValueError as exc:
-        r.error(f"{key}.domain", str(exc), 'write a domain name such as "example.com"')
+        r.error(
+            f"{key}.domain", str(exc), _write_host(exc, 'write a domain name such as "example.com"')
+        )
         return None
     if "." not in domain:
         r.error(
@@ -538,7 +602,11 @@ def _cookie(r: _Reader, raw: object, key: str) -> CookieConfig | None:
     try:
         portal_host, portal_url = _https_url(portal)
     except ValueError as exc:
-        r.error(f"{key}.portal_url", f"{portal!r} {exc}", 'write "https://auth.example.com"')
+        r.error(
+            f"{key}.portal_url",
+            f"{portal!r} {exc}",
+            _https_fix(portal, 'write "https://auth.example.com"'),
+        )
         return None
     if not cookie.covers(portal_host):
         r.error(
@@ -557,7 +625,7 @@ def _cookie(r: _Reader, raw: object, key: str) -> CookieConfig | None:
             r.error(
                 f"{key}.default_redirect_url",
                 f"{default_redirect!r} {exc}",
-                f'write "https://{domain}/"',
+                _https_fix(default_redirect, f'write "https://{domain}/"'),
             )
         else:
             if not cookie.covers(host):
@@ -756,22 +824,20 @@ def _regex(r: _Reader, key: str, text: str) -> Regex | None:
 
 
 def _rule_domain(r: _Reader, key: str, text: str) -> str | None:
-    lowered = text.strip().lower()
+    stripped = text.strip()
     prefix = ""
-    rest = lowered
+    rest = stripped
     for special in ("*.", "{user}.", "{group}."):
-        if lowered.startswith(special):
-            prefix, rest = special, lowered[len(special) :]
+        if stripped.lower().startswith(special):
+            prefix, rest = special, stripped[len(special) :]
             break
     try:
         return prefix + normalise_domain(rest)
-    except ValueError as exc:
-        r.error(
-            key,
-            str(exc),
-            'write a host ("app.example.com"), a wildcard ("*.example.com") or '
-            '"{user}.example.com"',
+    except DomainError as exc:
+        fix = (
+            'write a host ("app.example.com"), a wildcard ("*.example.com") or "{user}.example.com"'
         )
+        r.error(key, str(exc), f"write {prefix + exc.spelling!r}" if exc.spelling else fix)
         return None
 
 
