@@ -103,3 +103,25 @@ def test_every_problem_is_reported_at_once(portal: Path) -> None:
         load_assets(portal)
     assert "index.html" in str(caught.value)
     assert "settings.html" in str(caught.value)
+
+
+def test_static_folder_is_optional_when_no_page_links_to_it(tmp_path: Path) -> None:
+    """Pages that link to no static file need no static/ folder."""
+    for name in PAGES.values():
+        (tmp_path / name).write_text("<!doctype html><title>x</title>", encoding="utf-8")
+    assert set(load_assets(tmp_path)) == set(PAGES)
+
+
+def test_static_symlinks_and_folders_are_not_served(portal: Path, tmp_path: Path) -> None:
+    """Only regular files under static/ are served: a symlink (which could point anywhere)
+    and a folder are skipped; a binary file gets its type without a charset."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the web", encoding="utf-8")
+    (portal / "static" / "link.txt").symlink_to(secret)
+    (portal / "static" / "fonts").mkdir()
+    (portal / "static" / "fonts" / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    loaded = load_assets(portal)
+    assert "/static/link.txt" not in loaded
+    assert "/static/fonts" not in loaded
+    assert loaded["/static/fonts/logo.png"].content_type == "image/png"
+    assert loaded["/static/portal.css"].content_type == "text/css; charset=utf-8"
