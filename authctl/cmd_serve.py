@@ -19,21 +19,6 @@ if t.TYPE_CHECKING:
     from server.core.config import Config
 
 
-def runtime_problems(config: Config) -> list[str]:
-    """Files ``serve`` needs that ``rules check`` only warns about."""
-    problems = []
-    if not config.users.file.is_file():
-        problems.append(
-            f"{config.users.file}: users file not found (create it with `authctl user add NAME`)"
-        )
-    if not config.storage.encryption_key_file.is_file():
-        problems.append(
-            f"{config.storage.encryption_key_file}: storage key not found (create it with "
-            "`authctl init`)"
-        )
-    return problems
-
-
 def listen_kwargs(config: Config, address: str | None) -> dict[str, t.Any]:
     """waitress's listen arguments from ``server.address`` or ``--address``."""
     if address is None:
@@ -72,6 +57,7 @@ def serve(state: State, address: str | None, workers: int) -> None:
     the other workers keep serving. SIGTERM stops them all.
     """
     from server.core.logs import configure_logging
+    from server.core.runtime import runtime_problems
     from server.serve.httpd import raise_fd_limit
 
     config = state.config()

@@ -108,30 +108,21 @@ def config_findings(error: FileProblemError) -> list[Finding]:
 
 
 def runtime_files(config: Config) -> list[Finding]:
-    """Warnings for files ``authctl serve`` needs but ``rules check`` does not (SPEC §4)."""
-    wanted = [
-        (config.storage.encryption_key_file, "storage.encryption_key_file", "the storage key"),
-        (config.users.file, "users.file", "the users file"),
-    ]
-    if config.notifier.smtp is not None and config.notifier.smtp.password_file is not None:
-        wanted.append(
-            (config.notifier.smtp.password_file, "notifier.smtp.password_file", "the SMTP password")
+    """Warnings for files ``authctl serve`` needs but ``rules check`` does not (SPEC §4):
+    the very problems ``serve`` refuses to start on (``server.core.runtime``)."""
+    from server.core.runtime import runtime_files as problems
+
+    return [
+        Finding(
+            WARNING,
+            None,
+            None,
+            f"{p.key}: {p.what} {str(p.path)!r} {p.problem}; `authctl serve` will refuse to start",
+            p.fix,
+            "missing-file",
         )
-    out = []
-    for path, key, what in wanted:
-        if not path.exists():
-            out.append(
-                Finding(
-                    WARNING,
-                    None,
-                    None,
-                    f"{key}: {what} {str(path)!r} does not exist; `authctl serve` will refuse "
-                    "to start",
-                    "create it (`authctl init` writes a starter set) or fix the path",
-                    "missing-file",
-                )
-            )
-    return out
+        for p in problems(config)
+    ]
 
 
 _RULE_KEY = re.compile(r"access_control\.rules\[(\d+)\]")
