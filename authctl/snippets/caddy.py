@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from authctl.snippets import FORWARD_AUTH
 from authctl.snippets import FORWARDING_HEADERS
 from authctl.snippets import H2C_UPGRADE_RE
 from authctl.snippets import IDENTITY_HEADERS
@@ -31,6 +30,7 @@ from authctl.snippets import Plan
 from authctl.snippets import Rendered
 from authctl.snippets import find_binary
 from authctl.snippets import header
+from server.core.endpoints import FORWARD_AUTH
 
 
 def _address(plan: Plan, host: str) -> str:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from authctl.snippets import EXT_AUTHZ
 from authctl.snippets import IDENTITY_HEADERS
 from authctl.snippets import HostPort
 from authctl.snippets import Plan
@@ -27,6 +26,7 @@ from authctl.snippets import Rendered
 from authctl.snippets import find_binary
 from authctl.snippets import header
 from authctl.snippets import require_tcp
+from server.core.endpoints import EXT_AUTHZ
 
 T = "type.googleapis.com/envoy.extensions"
 HCM = f"{T}.filters.network.http_connection_manager.v3.HttpConnectionManager"

@@ -18,7 +18,6 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from authctl.snippets import AUTH_REQUEST
 from authctl.snippets import FORWARDING_HEADERS
 from authctl.snippets import H2C_UPGRADE_RE
 from authctl.snippets import HOST_HEADER_RE
@@ -28,6 +27,7 @@ from authctl.snippets import Rendered
 from authctl.snippets import find_binary
 from authctl.snippets import header
 from authctl.snippets import require_tcp
+from server.core.endpoints import AUTH_REQUEST
 
 LUA_NAME = "authctl-forward-auth.lua"
 COMBINED_NAME = "authctl-combined.pem"

@@ -27,6 +27,7 @@ from authctl.snippets import Rendered
 from authctl.snippets import find_binary
 from authctl.snippets import header
 from authctl.snippets import indent
+from server.core.endpoints import AUTH_REQUEST
 
 AUTH_LOCATION = "/internal/authctl/authz"
 AUTHCTL_UPSTREAM = "authctl"
@@ -159,7 +160,7 @@ def dropin(plan: Plan) -> str:
         "    # The auth sub-request; `internal` keeps clients from calling it directly.",
         f"    location = {AUTH_LOCATION} {{",
         "        internal;",
-        f"        proxy_pass http://{AUTHCTL_UPSTREAM}{'/api/authz/auth-request'};",
+        f"        proxy_pass http://{AUTHCTL_UPSTREAM}{AUTH_REQUEST};",
         "        proxy_http_version 1.1;",
         '        proxy_set_header Connection "";',
         "        # The sub-request is a GET without a body; the client's Content-Length must not",

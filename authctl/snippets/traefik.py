@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from authctl.snippets import FORWARD_AUTH
 from authctl.snippets import FORWARDING_HEADERS
 from authctl.snippets import IDENTITY_HEADERS
 from authctl.snippets import STRIPPED_HEADERS
@@ -26,6 +25,7 @@ from authctl.snippets import Rendered
 from authctl.snippets import find_binary
 from authctl.snippets import header
 from authctl.snippets import require_tcp
+from server.core.endpoints import FORWARD_AUTH
 
 ENTRY_POINT = "websecure"
 #: Set by Traefik's entry point itself (the client's are dropped there): kept for the app.
