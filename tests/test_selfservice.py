@@ -87,7 +87,7 @@ class SS:
 
     def token(self) -> str:
         """The token of the newest reset link."""
-        found = re.search(r"/reset-password/step2\?token=(\S+)", self.last()["body"])
+        found = re.search(r"/reset-password/step2\?token=([^&\s]+)", self.last()["body"])
         assert found, self.last()
         return unquote(found.group(1))
 
@@ -619,6 +619,42 @@ def test_reset_forgotten_password(ss: SS) -> None:
     assert ss.last()["subject"] == "Your password was changed"
     again = h.api("/api/reset-password", {"password": "yet another passphrase"}, cookie=grant)
     assert again.status_int == 401
+
+
+@pytest.mark.parametrize(
+    ("target", "rd"),
+    [
+        ("https://app.example.com/x?y=1", "https%3A%2F%2Fapp.example.com%2Fx%3Fy%3D1"),
+        ("https://evil-phish.com/", None),
+        ("http://app.example.com/", None),
+        ("https://app.example.com\\@evil.com/", None),
+        (None, None),
+    ],
+    ids=["safe", "foreign", "http", "backslash", "none"],
+)
+def test_reset_link_carries_only_a_safe_target(ss: SS, target: str | None, rd: str | None) -> None:
+    """Issue 14 §5: a finished reset returns to the site the user came from. The start's
+    ``targetURL`` rides in the mailed link as ``rd`` only when the redirect check passes it
+    (re-serialised), and the answer is the same either way."""
+    payload: dict[str, object] = {"username": "alice"}
+    if target is not None:
+        payload["targetURL"] = target
+    resp = ss.h.api("/api/reset-password/identity/start", payload)
+    assert resp.json == {"status": "OK"}
+    link = re.search(r"https://\S+/reset-password/step2\?\S+", ss.last()["body"])
+    assert link
+    query = link.group(0).split("?", 1)[1]
+    params = dict(part.split("=", 1) for part in query.split("&"))
+    assert set(params) == ({"token", "rd"} if rd else {"token"})
+    assert params.get("rd") == rd
+    assert reset_finish(ss, unquote(params["token"])).status_int == 200
+
+
+def test_reset_start_ignores_a_target_of_the_wrong_type(ss: SS) -> None:
+    """``targetURL`` must be a string, like everywhere else."""
+    resp = ss.h.api("/api/reset-password/identity/start", {"username": "alice", "targetURL": ["x"]})
+    assert resp.status_int == 400
+    assert resp.json["message"] == "Field targetURL has the wrong type."
 
 
 def strip(resp: t.Any) -> tuple[int, list[tuple[str, str]], bytes]:

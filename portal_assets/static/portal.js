@@ -287,6 +287,8 @@
 
     submit.disabled = false;
     clearInvalidOnInput([user, pass]);
+    // a reset started here leads back to the same site once it is done
+    $("forgot-password").href = withTarget("/reset-password");
 
     function showLogin(focus) {
       showView("view-login");
@@ -398,6 +400,18 @@
 
   async function page2fa() {
     const rd = query.get("rd") || "";
+
+    /** The site asks for a code but this user has no authenticator app: say so, from the
+     * heading down, instead of asking for a code that cannot exist. */
+    function showNoTotp() {
+      $("code-title").textContent = "Set up two-factor sign-in";
+      document.title = "Set up two-factor sign-in · authctl";
+      $("target-verb").textContent = "A one-time code is needed to continue to";
+      $("code-lead").hidden = true;
+      $("no-totp").hidden = false;
+      form.hidden = true;
+    }
+
     const form = $("code-form");
     const code = $("code");
     const verify = $("verify");
@@ -465,10 +479,7 @@
     if (level >= 2) say(status, "You already verified with a one-time code in this session.");
     try {
       const info = await api("GET", "/api/user/info", undefined, "Account information");
-      if (info.has_totp === false) {
-        $("no-totp").hidden = false;
-        form.hidden = true;
-      }
+      if (info.has_totp === false) showNoTotp();
     } catch (e) {
       /* keep the form: the server decides */
     }
@@ -509,7 +520,17 @@
       say(elevStatus, "");
     }
 
-    function openElevation(retry) {
+    /** Put the identity check right below what the user clicked (outside any form, so its own
+     * form is not nested), not at the top of the page. */
+    function placeElevation(button) {
+      let anchor = (button && (button.closest(".actions") || button)) || null;
+      const form = anchor && anchor.closest("form");
+      if (form) anchor = form;
+      if (anchor && anchor.parentNode) anchor.after(elev);
+    }
+
+    function openElevation(retry, button) {
+      placeElevation(button);
       retryAfterElevation = retry;
       $("elevation-send-row").hidden = false;
       elevForm.hidden = true;
@@ -577,7 +598,7 @@
           if (e instanceof ApiError && e.status === 403 && e.data && e.data.elevation) {
             openElevation(function () {
               guarded(button, errEl, action);
-            });
+            }, button);
             return undefined;
           }
           if (e instanceof ApiError && e.status === 403 && e.data && e.data.second_factor) {
@@ -836,15 +857,20 @@
     const user = $("username");
     const submit = $("reset-start");
     const err = $("reset-error");
+    const rd = query.get("rd") || "";
     submit.disabled = false;
     clearInvalidOnInput([user]);
+    $("back-to-sign-in").href = withTarget("/");
 
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
       const username = user.value.trim();
       if (!username) return fieldError(err, user, "Enter your username.");
       run(submit, err, async function () {
-        await api("POST", "/api/reset-password/identity/start", { username: username }, "Password reset");
+        // the server puts rd in the mailed link only if its redirect check passes it
+        const body = { username: username };
+        if (rd) body.targetURL = rd;
+        await api("POST", "/api/reset-password/identity/start", body, "Password reset");
         showView("view-sent");
         $("sent-title").focus();
         say($("sent-status"), "If the account exists, a link to reset its password is on its way to its email address.");
@@ -870,6 +896,10 @@
     const err = $("step2-error");
     const token = query.get("token") || "";
     let tokenAccepted = false;
+    // where the reset started (`rd` of the mailed link); never followed from here: the sign-in
+    // page passes it to the server, whose redirect check decides
+    $("done-sign-in").href = withTarget("/");
+    $("back-to-sign-in").href = withTarget("/");
 
     // The token is a secret: keep it in memory only, not in the address bar or the history.
     if (token && window.history && window.history.replaceState) {
@@ -916,6 +946,14 @@
         showView("view-done");
         $("done-title").focus();
         say($("done-status"), "Your password has been changed. You can now sign in with it.");
+        try {
+          const state = await stateWithTarget("Password reset");
+          if (showTargetHost("done-target", "done-target-host", state)) {
+            $("done-sign-in").textContent = "Sign in and continue";
+          }
+        } catch (e) {
+          /* the sign-in link still carries the site */
+        }
       });
       return undefined;
     });

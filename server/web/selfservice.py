@@ -103,6 +103,7 @@ from server.core.totp import ALGORITHMS
 from server.core.totp import MalformedCode
 from server.core.totp import new_secret
 from server.core.totp import provisioning_uri
+from server.core.urls import safe_redirect
 from server.core.userfile import UsersFile
 from server.web.errors import ApiError
 from server.web.errors import RateLimited
@@ -240,6 +241,7 @@ class SelfServiceApi:
         self.tokens = SignedTokens(storage, derive_key(key_material, "signed tokens"), now=now)
         self.policy = PasswordPolicy(config.password_policy)
         self.users_file = UsersFile(config.users.file, lock_timeout=5.0)
+        self.domains = [c.domain for c in config.session.cookies]
         s = self.settings
         self.limiters: dict[str, RateLimiter] = {
             name: RateLimiter(getattr(s, name), now=now)
@@ -650,16 +652,20 @@ class SelfServiceApi:
     # ------------------------------------------------------------------ password reset
 
     def reset_start(self, call: Call) -> Response:
-        """``POST /api/reset-password/identity/start {username}``: the same answer, in the same
-        time, for every name; a link is mailed only to an existing, enabled user with an email.
+        """``POST /api/reset-password/identity/start {username, targetURL?}``: the same answer,
+        in the same time, for every name; a link is mailed only to an existing, enabled user
+        with an email. A ``targetURL`` that passes the redirect check (SPEC §3.5) rides along in
+        the link as ``rd``, so the finished reset leads back to the site the user came from.
         """
         started = self.monotonic()
         origin, cookie = call.origin, call.cookie
         username = field(call.data, "username", str, required=True)
+        target_url = field(call.data, "targetURL", str)
         if self.outbox.full():  # decided before the name is looked at: no enumeration
             raise OutboxFull("the mail queue is full")
+        safe = safe_redirect(target_url, self.domains) if target_url else None
         try:
-            self._send_reset_link(username, origin, cookie)
+            self._send_reset_link(username, origin, cookie, safe)
         except Exception:  # same answer whatever happened (enumeration); the log knows
             log.exception("a password reset could not be started")
         s = self.settings
@@ -669,7 +675,9 @@ class SelfServiceApi:
             self.sleep(remaining)
         return ok()
 
-    def _send_reset_link(self, username: str, origin: Origin, cookie: CookieConfig) -> None:
+    def _send_reset_link(
+        self, username: str, origin: Origin, cookie: CookieConfig, target: str | None
+    ) -> None:
         if not username or len(username) > MAX_NAME:
             return
         name = canonical_username(username)
@@ -695,6 +703,8 @@ class SelfServiceApi:
             lifetime=s.reset_token_lifetime,
         )
         link = f"{cookie.portal_url.rstrip('/')}/reset-password/step2?token={quote(token)}"
+        if target is not None:  # re-serialised by the redirect check; the portal checks it again
+            link += f"&rd={quote(target, safe='')}"
         minutes = max(1, int(s.reset_token_lifetime // 60))
         self.outbox.submit(
             reset_link_message(user.email, user.displayname, link, minutes, origin.client_ip)
