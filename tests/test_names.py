@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -92,3 +93,51 @@ def test_group_refuses_invisible_formatting(char: str) -> None:
 def test_display_text_keeps_visible_unicode(value: str) -> None:
     """Ordinary non-ASCII names pass unchanged."""
     assert check_display_text(value, "x") == value
+
+
+GROUP_NAMES = [
+    "admins", "dev-ops", "Admins", "team:red", "\u00e9quipe", "a b", "a,b", "", "a\tb",
+    "x\u200by", "\u3000", "caf\u00e9\u0301",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", GROUP_NAMES, ids=[repr(n) for n in GROUP_NAMES])
+def test_config_and_users_file_agree_on_group_names(name: str, tmp_path: Path) -> None:
+    """A group name is valid in a rule's subject exactly when it is valid in the users file
+    (and in `rules test` cases): all three ask ``check_group``."""
+    import json
+
+    from server.core.config import load_config
+    from server.core.errors import ConfigError
+    from server.core.policy_tests import RequestError
+    from server.core.policy_tests import parse_groups
+    from server.core.users import parse_users
+    from tests.conftest import BASE_CONFIG
+
+    quoted = json.dumps(name)
+    config = BASE_CONFIG + (
+        '\n[[access_control.rules]]\ndomain = "x.example.com"\n'
+        f'subject = [{json.dumps("group:" + name)}]\npolicy = "one_factor"\n'
+    )
+    path = tmp_path / "authctl.toml"
+    path.write_text(config, encoding="utf-8")
+    try:
+        load_config(path)
+        in_config = True
+    except ConfigError:
+        in_config = False
+    text = f'[users.alice]\npassword = "x"\ngroups = [{quoted}]\n'
+    import tomli
+
+    problems = []
+    try:
+        parse_users(text, tomli.loads(text))
+    except ValueError as exc:
+        problems = [str(p) for p in getattr(exc, "problems", [])]
+    in_users = not any("groups[0]" in p for p in problems)
+    try:
+        parse_groups([name], "groups")
+        in_cases = True
+    except RequestError:
+        in_cases = False
+    assert in_config == in_users == in_cases
