@@ -253,12 +253,16 @@ def _case(r: ProblemReader, index: int, raw: object, users: Users) -> PolicyCase
     method = r.value(tbl, key, "method", str, "GET")
     user_text = r.value(tbl, key, "user", str, None)
     ip_text = r.value(tbl, key, "ip", str, None)
-    name = r.value(tbl, key, "name", str, "")
+    title = r.value(tbl, key, "name", str, "")
     expect = r.choice(tbl, key, "expect", POLICIES, "") if "expect" in tbl else None
     group_texts = r.string_list(tbl, key, "groups", allow_string=False) if "groups" in tbl else None
     fields = Fields.of_case(key)
     if group_texts is not None and "user" not in tbl:
-        r.error(fields.groups, "groups needs user (an anonymous request has no groups)", "add user")
+        r.error(
+            fields.groups,
+            "groups needs user (an anonymous request has no groups)",
+            'add user = "NAME"',
+        )
     _parsed(r, parse_url, url, fields.url)
     _parsed(r, parse_method, method, fields.method)
     user = _parsed(r, parse_user, user_text, fields.user)
@@ -271,7 +275,7 @@ def _case(r: ProblemReader, index: int, raw: object, users: Users) -> PolicyCase
     except RequestError as exc:
         r.error(exc.field, exc.message, exc.fix)
         return None
-    return PolicyCase(index, locate(r.text, key), url, request, Policy(expect), name or "")
+    return PolicyCase(index, locate(r.text, key), url, request, Policy(expect), title or "")
 
 
 def _parsed(
