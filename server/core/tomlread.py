@@ -38,7 +38,7 @@ class ProblemReader:
     Subclasses add the value kinds of their file (durations and paths for the config).
     """
 
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Path | None, text: str) -> None:
         self.path = path
         self.text = text
         self.problems: list[Problem] = []

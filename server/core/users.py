@@ -27,7 +27,6 @@ from dataclasses import field
 from pathlib import Path
 
 from server.core.blocking import check as check_blocking
-from server.core.tomlread import read_toml
 from server.core.errors import Problem
 from server.core.errors import UserStoreError
 from server.core.names import canonical_username
@@ -37,6 +36,9 @@ from server.core.names import check_username
 from server.core.passwords import HASH_FIX
 from server.core.passwords import check_hash
 from server.core.tomlpos import locate
+from server.core.tomlread import ProblemReader
+from server.core.tomlread import kind_of
+from server.core.tomlread import read_toml
 
 log = logging.getLogger("server.users")
 
@@ -144,19 +146,12 @@ def key_path(*parts: str | int) -> str:
     return out
 
 
-def _kind(value: object) -> str:
-    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
-    names.update({list: "a list", dict: "a table"})
-    return names.get(type(value), f"a {type(value).__name__}")
-
-
-class _Checker:
-    """Collects problems with lines found in the text (only when there is a problem)."""
+class _Checker(ProblemReader):
+    """The shared TOML reader, with key paths given as parts (user names may need quotes)
+    and unknown keys kept as warnings."""
 
     def __init__(self, path: Path | None, text: str) -> None:
-        self.path = path
-        self.text = text
-        self.problems: list[Problem] = []
+        super().__init__(path, text)
         self.warnings: list[Problem] = []
         self._unknown = 0
 
@@ -174,7 +169,8 @@ class _Checker:
             plain += f"[{part}]" if isinstance(part, int) else (f".{part}" if plain else part)
         return locate(self.text, plain)
 
-    def error(self, parts: tuple[str | int, ...], message: str, hint: str = "") -> None:
+    def at(self, parts: tuple[str | int, ...], message: str, hint: str = "") -> None:
+        """Record a problem at the key path ``parts``."""
         self.problems.append(Problem(self.path, key_path(*parts), message, hint, self._line(parts)))
 
     def unknown(self, parts: tuple[str | int, ...], known: tuple[str, ...]) -> None:
@@ -208,12 +204,12 @@ def _text(c: _Checker, entry: dict[str, t.Any], parts: tuple[str | int, ...], na
     raw = entry.get(name, "")
     here = (*parts, name)
     if not isinstance(raw, str):
-        c.error(here, f"expected a string, got {_kind(raw)}", f'write {name} = "…"')
+        c.at(here, f"expected a string, got {kind_of(raw)}", f'write {name} = "…"')
         return ""
     try:
         check_display_text(raw, f"the {name} of user {parts[-1]!r}")
     except ValueError as exc:
-        c.error(
+        c.at(
             here,
             str(exc),
             "keep it on one line, without control or invisible formatting characters",
@@ -225,53 +221,51 @@ def _text(c: _Checker, entry: dict[str, t.Any], parts: tuple[str | int, ...], na
 def _user(c: _Checker, key: str, entry: object) -> User | None:
     parts: tuple[str | int, ...] = ("users", key)
     if not isinstance(entry, dict):
-        c.error(parts, f"expected a table, got {_kind(entry)}", f"write it as [{key_path(*parts)}]")
+        c.at(parts, f"expected a table, got {kind_of(entry)}", f"write it as [{key_path(*parts)}]")
         return None
     before = len(c.problems)
     try:
         name = check_username(key)
     except ValueError as exc:
-        c.error(parts, str(exc), "rename the entry")
+        c.at(parts, str(exc), "rename the entry")
         name = ""
     password = entry.get("password")
     fix = HASH_FIX.replace("NAME", name or "NAME")
     if password is None:
-        c.error((*parts, "password"), "is required (an argon2id hash)", fix)
+        c.at((*parts, "password"), "is required (an argon2id hash)", fix)
     elif (reason := check_hash(password)) is not None:
-        c.error((*parts, "password"), f"the password of user {name or key!r} {reason}", fix)
+        c.at((*parts, "password"), f"the password of user {name or key!r} {reason}", fix)
     displayname = _text(c, entry, parts, "displayname")
     email = _text(c, entry, parts, "email")
     if email and not _EMAIL.fullmatch(email):
-        c.error(
-            (*parts, "email"), f"{email!r} is not an e-mail address", 'write "name@example.com"'
-        )
+        c.at((*parts, "email"), f"{email!r} is not an e-mail address", 'write "name@example.com"')
     groups: list[str] = []
     raw_groups = entry.get("groups", [])
     if not isinstance(raw_groups, list):
-        c.error(
+        c.at(
             (*parts, "groups"),
-            f"expected a list of strings, got {_kind(raw_groups)}",
+            f"expected a list of strings, got {kind_of(raw_groups)}",
             'write groups = ["admins", "dev"]',
         )
         raw_groups = []
     for i, group in enumerate(raw_groups):
         if not isinstance(group, str):
-            c.error(
-                (*parts, "groups", i), f"expected a string, got {_kind(group)}", 'quote it: "dev"'
+            c.at(
+                (*parts, "groups", i), f"expected a string, got {kind_of(group)}", 'quote it: "dev"'
             )
             continue
         try:
             check_group(group)
         except ValueError as exc:
-            c.error((*parts, "groups", i), str(exc), "rename the group")
+            c.at((*parts, "groups", i), str(exc), "rename the group")
             continue
         if group not in groups:
             groups.append(group)
     disabled = entry.get("disabled", False)
     if not isinstance(disabled, bool):
-        c.error(
+        c.at(
             (*parts, "disabled"),
-            f"expected true or false, got {_kind(disabled)}",
+            f"expected true or false, got {kind_of(disabled)}",
             "write disabled = true or disabled = false (no quotes)",
         )
     extra = {k: v for k, v in entry.items() if k not in USER_KEYS}
@@ -303,16 +297,16 @@ def parse_users(text: str, data: Mapping[str, t.Any], path: Path | None = None) 
     raw_users = data.get("users")
     users: list[User] = []
     if raw_users is None:
-        c.error(("users",), "no [users] table", "start with [users], then [users.NAME] tables")
+        c.at(("users",), "no [users] table", "start with [users], then [users.NAME] tables")
     elif not isinstance(raw_users, dict):
-        c.error(("users",), f"expected a table, got {_kind(raw_users)}", "write it as [users]")
+        c.at(("users",), f"expected a table, got {kind_of(raw_users)}", "write it as [users]")
     else:
         seen: dict[str, str] = {}
         for key, entry in raw_users.items():
             user = _user(c, key, entry)
             canon = user.name if user is not None else canonical_username(key)
             if canon in seen:
-                c.error(
+                c.at(
                     ("users", key),
                     f"{key!r} and {seen[canon]!r} are both the user {canon!r} (names are compared "
                     "after NFKC and case folding)",
