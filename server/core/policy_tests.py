@@ -17,6 +17,7 @@ import typing as t
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.core.endpoints import LEGACY_VERIFY
 from server.core.errors import FileProblemError
 from server.core.errors import InvalidTargetError
 from server.core.names import check_group
@@ -40,7 +41,7 @@ V = t.TypeVar("V")
 #: The keys of one ``[[cases]]`` table.
 CASE_KEYS = ("url", "method", "user", "groups", "ip", "expect", "name")
 #: What a request the server refuses before any rule runs gets, by endpoint.
-REFUSED = "400 Bad Request (auth-request 403, /api/verify 401)"
+REFUSED = f"400 Bad Request (auth-request 403, {LEGACY_VERIFY} 401)"
 
 _METHOD = re.compile(r"[A-Za-z]{1,32}")
 _CREATE = "write [[cases]] tables with url and expect (see `authctl rules test --help`)"
