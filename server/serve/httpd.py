@@ -13,9 +13,8 @@ import socket
 import time
 import typing as t
 
-from waitress.server import create_server
-
 from server.core.forwarded import UNIX_PEER
+from server.serve import waitress_adapter
 from server.serve.drain import accept_in_batches
 
 if t.TYPE_CHECKING:
@@ -121,7 +120,7 @@ def make_server(
     """
     where: dict[str, t.Any] = {"sockets": sockets} if sockets is not None else dict(listen or {})
     socket_map: dict[int, t.Any] = {}
-    server = create_server(
+    server = waitress_adapter.create_server(
         app,
         map=socket_map,
         threads=threads,
@@ -129,13 +128,10 @@ def make_server(
         **where,
         **WAITRESS_FIXED,
     )
-    dispatcher = server.task_dispatcher
-    dispatcher.queue_logger = QueueDepthLogger(dispatcher.queue_logger)  # type: ignore[assignment]
+    waitress_adapter.throttle_queue_warnings(server, QueueDepthLogger)
     accept_in_batches(socket_map)
-    for listener in socket_map.values():
-        if getattr(listener, "family", None) == socket.AF_UNIX:
-            # waitress calls every unix peer "localhost"; the app trusts UNIX_PEER explicitly
-            listener.fix_addr = lambda _addr: (UNIX_PEER, None)
+    # waitress calls every unix peer "localhost"; the app trusts UNIX_PEER explicitly
+    waitress_adapter.name_unix_peers(socket_map, UNIX_PEER)
     if inline is not None:
         from server.serve.inline import install
 

@@ -10,7 +10,8 @@ verify reached about half its throughput through the pool, and about 0.9 answere
 ``install`` gives the servers a channel class whose requests, when waitress hands them to
 the pool from the I/O thread, first go to ``decide(environ)`` (``App.decide_inline``). It
 runs inside ``server.core.blocking.forbidden``, so it can only answer from memory. Its reply is
-written by ``InlineTask`` within waitress's own ``HTTPChannel.service``, so keep-alive,
+written by ``InlineTask`` (``server.serve.waitress_adapter``, which holds every use of
+waitress's internals) within waitress's own ``HTTPChannel.service``, so keep-alive,
 connection close and the order of pipelined answers stay waitress's; the bytes are the
 ones waitress's ``WSGITask`` would write (``render``, tested byte for byte), in one send
 instead of two. Everything else (portal pages, logins, a session missing from the cache, a
@@ -20,43 +21,25 @@ the pool exactly as before, with the environ already built.
 
 from __future__ import annotations
 
-import threading
 import time
 import typing as t
 from collections.abc import Callable
 from collections.abc import Iterable
 from operator import itemgetter
 
-from waitress.channel import HTTPChannel
-from waitress.server import BaseWSGIServer
-from waitress.task import Task
-from waitress.task import WSGITask
-from waitress.task import hop_by_hop
-from waitress.utilities import build_http_date
-
 from server.core import blocking
+from server.serve import waitress_adapter
+from server.serve.waitress_adapter import HOP_BY_HOP
+from server.serve.waitress_adapter import Rendered
+from server.serve.waitress_adapter import build_http_date
 from server.web.authz import Reply
 
 #: Output already waiting for the client above which a request goes to the pool. waitress
 #: makes a writer wait while a connection holds more than its high watermark (16 MiB); a pool
 #: thread may wait, the I/O thread must not (nobody else would send the data).
 MAX_BUFFERED = 64 * 1024
-#: Attributes set on waitress's request object: the environ built for the decision (reused
-#: by the pool's task), and the rendered inline answer.
-_ENVIRON = "_authctl_environ"
-_RENDERED = "_authctl_rendered"
 
 Decide = Callable[[dict[str, t.Any]], Reply | None]
-#: status line, the bytes to send, whether the connection closes after them
-Rendered = tuple[str, bytes, bool]
-
-
-class _IOThread(threading.local):
-    #: The channel whose input this thread is handling (set only in the I/O thread).
-    channel: InlineChannel | None = None
-
-
-_io = _IOThread()
 
 # ------------------------------------------------------------------ the bytes
 
@@ -117,7 +100,7 @@ def _head(
     for name, value in headers:
         if "\n" in value or "\r" in value or "\n" in name or "\r" in name:
             raise ValueError("carriage return/line feed character present in a header")
-        if name.lower() in hop_by_hop:
+        if name.lower() in HOP_BY_HOP:
             raise ValueError(f"{name} is a hop-by-hop header")
         spelled = _header_name(name)
         if spelled in ("Date", "Server"):
@@ -146,111 +129,25 @@ def _head(
 # ------------------------------------------------------------------ waitress integration
 
 
-class InlineTask(Task):
-    """Writes an answer ``render`` produced; ``HTTPChannel.service`` does the rest."""
+def answer_with(decide: Decide) -> waitress_adapter.Answer:
+    """The I/O thread's answer to a request: ``decide`` under ``blocking.forbidden``, rendered
+    as waitress would write it; None when the pool must answer. Raises what ``decide`` and
+    ``render`` raise (the pool answers then too)."""
 
-    complete = True
+    def answer(
+        environ: dict[str, t.Any], version: str, connection: str, ident: str
+    ) -> Rendered | None:
+        with blocking.forbidden:
+            reply = decide(environ)
+        if reply is None:
+            return None
+        data, close = render(version, connection, reply, ident, time.time())
+        return reply[0], data, close
 
-    def __init__(self, channel: HTTPChannel, request: t.Any, rendered: Rendered) -> None:
-        super().__init__(channel, request)
-        self.rendered = rendered
-
-    def execute(self) -> None:
-        self.status, data, close = self.rendered
-        self.wrote_header = True
-        self.close_on_finish = close
-        self.channel.write_soon(data)
-
-
-def _task(channel: HTTPChannel, request: t.Any) -> Task:
-    """The task for ``request``: its inline answer, or the WSGI app with the environ
-    already built for the decision."""
-    rendered = getattr(request, _RENDERED, None)
-    if rendered is not None:
-        return InlineTask(channel, request, rendered)
-    task = WSGITask(channel, request)
-    task.environ = getattr(request, _ENVIRON, None)
-    return task
-
-
-class InlineChannel(HTTPChannel):
-    """An ``HTTPChannel`` that serves the requests ``decide`` answered in the I/O thread."""
-
-    task_class = staticmethod(_task)  # type: ignore[assignment]
-    #: Set by ``install`` on a subclass: the app's ``decide_inline``.
-    decide: t.ClassVar[Decide]
-    _serve_inline = False
-
-    def handle_read(self) -> None:
-        """Read (waitress), then serve what was answered inline.
-
-        ``service`` sends the answer itself (waitress flushes as it writes); what the socket
-        does not take at once is sent by the loop, as for any answer.
-        """
-        _io.channel = self
-        try:
-            super().handle_read()
-            while self._serve_inline:
-                self._serve_inline = False
-                self.service()  # a pipelined request after this one comes back to try_inline
-        finally:
-            _io.channel = None
-            # after an exception waitress's loop closes this connection (handle_error)
-            self._serve_inline = False
-
-    def try_inline(self) -> bool:
-        """Whether the next request was answered from memory (then ``handle_read`` serves it).
-
-        Called under waitress's ``requests_lock``; builds the environ once for both paths.
-        """
-        request = self.requests[0]
-        if request.error is not None or self.total_outbufs_len > MAX_BUFFERED:
-            return False
-        try:
-            environ = WSGITask(self, request).get_environment()  # type: ignore[arg-type]
-            setattr(request, _ENVIRON, environ)
-            with blocking.forbidden:
-                reply = type(self).decide(environ)
-            if reply is None:
-                return False
-            version = request.version if request.version in ("1.0", "1.1") else "1.0"
-            connection = request.headers.get("CONNECTION", "").lower()
-            data, close = render(version, connection, reply, self.adj.ident, time.time())
-        except Exception:  # the pool answers (and logs) it
-            return False
-        rendered: Rendered = (reply[0], data, close)
-        setattr(request, _RENDERED, rendered)
-        return True
+    return answer
 
 
 def install(servers: Iterable[object], decide: Decide) -> None:
     """Serve the connections of ``servers`` (waitress's socket map values: listeners,
-    channels, triggers) through ``InlineChannel`` with ``decide``."""
-    channel_class = type("InlineChannel", (InlineChannel,), {"decide": staticmethod(decide)})
-    for server in servers:
-        if isinstance(server, BaseWSGIServer):
-            _install(server, channel_class)
-
-
-def _install(server: BaseWSGIServer, channel_class: type[InlineChannel]) -> None:
-    dispatch = server.add_task
-    pull_trigger = server.pull_trigger
-
-    def add_task(channel: t.Any) -> None:
-        # waitress calls this in the I/O thread for a connection's first queued request,
-        # and in a pool thread for the next one after a pipelined answer: only the I/O
-        # thread, reading this very channel, may serve it inline
-        reading = _io.channel
-        if reading is not None and reading is channel and reading.try_inline():
-            reading._serve_inline = True
-            return
-        dispatch(channel)
-
-    def trigger() -> None:
-        # the trigger wakes the I/O thread from select(); it is awake if it is the caller
-        if _io.channel is None:
-            pull_trigger()
-
-    server.channel_class = channel_class
-    server.add_task = add_task  # type: ignore[method-assign,assignment]
-    server.pull_trigger = trigger  # type: ignore[method-assign]
+    channels, triggers) with answers from ``decide`` in the I/O thread when it can."""
+    waitress_adapter.serve_inline(servers, answer_with(decide), MAX_BUFFERED)
