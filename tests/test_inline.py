@@ -14,6 +14,7 @@ import logging
 import re
 import socket
 import threading
+import time
 import typing as t
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from server.core.redis_store import RedisStore
 from server.core.session_store import SQLiteStore
 from server.core.sqlite_util import Connections
 from server.core.users import UsersSource
+from server.serve import waitress_adapter
 from server.serve.httpd import make_server
 from server.web.authz import Reply
 from tests.apphelpers import PASSWORDS
@@ -363,7 +365,10 @@ class Served:
             inline=self.decide if decide is not None else None,
         )
         self.port = sockets[0].getsockname()[1] if sockets else self.server.effective_port
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(
+            target=waitress_adapter.run_until, args=(self.server, self.stopped), daemon=True
+        )
         self.thread.start()
 
     def decide(self, environ: dict[str, t.Any]) -> Reply | None:
@@ -386,17 +391,52 @@ class Served:
             return data
 
     def stop(self) -> None:
-        """Close every socket from the loop's own thread (no race with select), then stop
-        the pool."""
-        from waitress import wasyncore
-        from waitress.server import BaseWSGIServer
+        """End the loop, then (no thread polls any more) stop the pool and close every socket.
 
-        socket_map = getattr(self.server, "_map", None) or self.server.map
-        server = next(s for s in socket_map.values() if isinstance(s, BaseWSGIServer))
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(socket_map))
+        Closing the sockets in a thunk on the trigger instead raced: the loop, woken by a
+        pool thread's pull, could run the thunk and close the trigger before this thread's
+        own pull wrote to it ("bad file descriptor", 1 run in 18).
+        """
+        waitress_adapter.stop_loop(self.server, self.stopped)
         self.thread.join(timeout=10)
         assert not self.thread.is_alive()
-        self.server.task_dispatcher.shutdown()
+        assert waitress_adapter.shut_down(self.server)
+
+
+def test_stopping_closes_nothing_a_pool_thread_may_still_pull(harness: Harness) -> None:
+    """Pool threads pull the trigger after each answer, at any time: the trigger stays open
+    until the loop has returned and the pool is stopped. The old stop closed every socket in
+    a thunk on the trigger, which a wake-up from such a pull could run before the stop's own
+    pull wrote its byte: "bad file descriptor", 1 run of the pipelined test in 18."""
+    running = Served(harness, harness.app.decide_inline)
+    (trigger,) = waitress_adapter.triggers(waitress_adapter.socket_map(running.server))
+    failures: list[OSError] = []
+    done = threading.Event()
+
+    def like_a_pool_thread() -> None:
+        while not done.is_set():
+            try:
+                trigger.pull_trigger()
+            except OSError as exc:
+                failures.append(exc)
+                return
+            time.sleep(0.0005)
+
+    puller = threading.Thread(target=like_a_pool_thread)
+    puller.start()
+    try:
+        waitress_adapter.stop_loop(running.server, running.stopped)
+        running.thread.join(10)
+        assert not running.thread.is_alive()
+        time.sleep(0.05)  # pulls after the loop returned still find the trigger open
+    finally:
+        done.set()
+        puller.join(10)
+    assert failures == []
+    assert not trigger._closed
+    assert waitress_adapter.shut_down(running.server)
+    assert trigger._closed
+    assert waitress_adapter.socket_map(running.server) == {}
 
 
 @pytest.fixture
@@ -511,10 +551,12 @@ def test_a_raising_decision_falls_back_to_the_pool(harness: Harness) -> None:
 
 def test_too_much_waiting_output_goes_to_the_pool(served: Served) -> None:
     from server.serve.inline import MAX_BUFFERED
-    from server.serve.inline import InlineChannel
+    from server.serve.waitress_adapter import InlineChannel
 
     waiting = SimpleNamespace(
-        requests=[SimpleNamespace(error=None)], total_outbufs_len=MAX_BUFFERED + 1
+        requests=[SimpleNamespace(error=None)],
+        total_outbufs_len=MAX_BUFFERED + 1,
+        max_buffered=MAX_BUFFERED,
     )
     assert InlineChannel.try_inline(waiting) is False  # type: ignore[arg-type]
 
