@@ -94,7 +94,9 @@ def check(
     Explain (--explain URL): the policy the server would enforce and, for every rule, hit,
     miss or maybe with the criterion that decided. Without --user the request is anonymous,
     and the first rule that may match a signed-in user decides (the server then asks to log
-    in). Rules after the deciding one are evaluated too, for information. Exit 0.
+    in). Rules after the deciding one are evaluated too, for information. For a host
+    outside every cookie domain or a plain http:// URL the decision printed is the server's
+    real answer, 400 before any rule runs (JSON: see "warnings"). Exit 0.
 
     \b
     --explain … --json prints:
