@@ -287,9 +287,6 @@
 
     submit.disabled = false;
     clearInvalidOnInput([user, pass]);
-    // a reset started here leads back to the same site once it is done
-    $("forgot-password").href = withTarget("/reset-password");
-
     function showLogin(focus) {
       showView("view-login");
       if (focus) user.focus();
@@ -381,7 +378,11 @@
       say(err, e.message);
       return;
     }
-    if (showTargetHost("target", "target-host", state)) $("login-lead").hidden = true;
+    if (showTargetHost("target", "target-host", state)) {
+      $("login-lead").hidden = true;
+      // a reset started here leads back to the same site (only one the server's check passed)
+      $("forgot-password").href = withTarget("/reset-password");
+    }
     showTargetHost("signed-in-target", "signed-in-target-host", state);
     if (state.remember_me === false) remember.closest("label").hidden = true;
     const level = Number(state.authentication_level) || 0;
@@ -860,7 +861,6 @@
     const rd = query.get("rd") || "";
     submit.disabled = false;
     clearInvalidOnInput([user]);
-    $("back-to-sign-in").href = withTarget("/");
 
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
@@ -886,6 +886,28 @@
     });
 
     user.focus();
+    await carryCheckedTarget(["back-to-sign-in"]);
+  }
+
+  /**
+   * Point the sign-in links with these ids at `/?rd=…` when the server's redirect check passes
+   * this page's `rd` (an unchecked one never reaches the page's links); the host, or "".
+   */
+  async function carryCheckedTarget(ids) {
+    if (!query.get("rd")) return "";
+    let state;
+    try {
+      state = await stateWithTarget("Password reset");
+    } catch (e) {
+      return "";
+    }
+    const host = state && typeof state.target_host === "string" ? state.target_host : "";
+    if (host) {
+      ids.forEach(function (id) {
+        $(id).href = withTarget("/");
+      });
+    }
+    return host;
   }
 
   async function pageResetPasswordStep2() {
@@ -896,10 +918,10 @@
     const err = $("step2-error");
     const token = query.get("token") || "";
     let tokenAccepted = false;
-    // where the reset started (`rd` of the mailed link); never followed from here: the sign-in
-    // page passes it to the server, whose redirect check decides
-    $("done-sign-in").href = withTarget("/");
-    $("back-to-sign-in").href = withTarget("/");
+    // where the reset started (`rd` of the mailed link): never followed from here; the sign-in
+    // links carry it once the server's redirect check passed it, and the sign-in page passes it
+    // back to the server, whose check decides again
+    const checkedTarget = carryCheckedTarget(["done-sign-in", "back-to-sign-in"]);
 
     // The token is a secret: keep it in memory only, not in the address bar or the history.
     if (token && window.history && window.history.replaceState) {
@@ -946,13 +968,11 @@
         showView("view-done");
         $("done-title").focus();
         say($("done-status"), "Your password has been changed. You can now sign in with it.");
-        try {
-          const state = await stateWithTarget("Password reset");
-          if (showTargetHost("done-target", "done-target-host", state)) {
-            $("done-sign-in").textContent = "Sign in and continue";
-          }
-        } catch (e) {
-          /* the sign-in link still carries the site */
+        const host = await checkedTarget;
+        if (host) {
+          $("done-target-host").textContent = host;
+          $("done-target").hidden = false;
+          $("done-sign-in").textContent = "Sign in and continue";
         }
       });
       return undefined;

@@ -182,3 +182,26 @@ def test_identity_check_opens_where_the_user_clicked(
         assert focused == "elevation-title"
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("page_path", ["/reset-password", "/reset-password/step2"])
+def test_reset_pages_never_carry_an_unsafe_rd(
+    browser: t.Any,  # noqa: F811
+    stack: Stack,
+    page_path: str,
+) -> None:
+    """A crafted reset link with ``rd=<phishing site>`` puts that site in no link or text."""
+    evil = "evil-phish.com"
+    context = _context(browser, stack)
+    try:
+        page = context.new_page()
+        url = portal(stack, page_path, f"https://{evil}/")
+        if page_path.endswith("step2"):
+            url += "&token=abc"
+        page.goto(url)
+        page.wait_for_selector("form", state="visible")
+        page.wait_for_load_state("networkidle")
+        assert evil not in page.content()
+        assert page.get_attribute("#back-to-sign-in", "href") == "/"
+    finally:
+        context.close()
