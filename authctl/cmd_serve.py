@@ -113,7 +113,7 @@ def _run(server: t.Any, config: Config, started: t.Callable[[], None] = lambda: 
 
 def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
     """One process: the app and waitress's thread pool."""
-    from server.serve.httpd import make_server
+    from server.serve.httpd import make_app_server
 
     app = _build_app(config)
     sockets = None
@@ -124,7 +124,7 @@ def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
             sockets = bind(listen)
         except OSError as exc:
             raise click.ClickException(f"cannot listen on {listen['unix_socket']}: {exc}") from None
-    server = make_server(app, config.server.threads, listen, sockets, inline=app.decide_inline)
+    server = make_app_server(app, config, listen, sockets)
     where = listen.get("unix_socket") or f"{listen['host']}:{server.effective_port}"
     click.echo(f"authctl serving on {where} (config {config.path})", err=True)
     try:
@@ -136,7 +136,7 @@ def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
 
 def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int) -> int:
     """The socket bound here, ``workers`` forked processes serving it (``server.serve.workers``)."""
-    from server.serve.httpd import make_server
+    from server.serve.httpd import make_app_server
     from server.serve.workers import StartError
     from server.serve.workers import Supervisor
     from server.serve.workers import bind
@@ -160,7 +160,7 @@ def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int) -> in
             sock = listen_socket()
         except OSError as exc:
             raise StartError(f"cannot listen on {where}: {exc}") from None
-        server = make_server(app, config.server.threads, sockets=[sock], inline=app.decide_inline)
+        server = make_app_server(app, config, sockets=[sock])
         _run(server, config, ready)
         return 0
 

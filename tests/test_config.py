@@ -1527,6 +1527,7 @@ address = "0.0.0.0:9091"
 trusted_proxies = ["10.0.0.0/8"]
 threads = 16
 shutdown_grace = "5s"
+inline_authz = false
 
 [users]
 file = "users.toml"
@@ -1631,6 +1632,7 @@ def test_keys_table_is_exactly_what_the_reader_accepts(write_config: WriteConfig
     assert written == {(table, key) for table, keys in KEYS.items() for key in keys}
     assert config.server.threads == 16
     assert config.server.shutdown_grace == 5
+    assert config.server.inline_authz is False
     assert config.session.remember_me == 0
     assert config.totp.digits == 8
     assert config.notifier.smtp is not None

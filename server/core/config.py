@@ -71,7 +71,7 @@ KEYS: dict[str, tuple[str, ...]] = {
         "server", "users", "storage", "session", "totp", "regulation", "notifier",
         "password_policy", "log", "access_control",
     ),
-    "server": ("address", "trusted_proxies", "threads", "shutdown_grace"),
+    "server": ("address", "trusted_proxies", "threads", "shutdown_grace", "inline_authz"),
     "users": ("file", "watch", "password_hash"),
     "users.password_hash": ("memory_kib", "iterations", "parallelism"),
     "storage": ("path", "encryption_key_file"),
@@ -116,6 +116,9 @@ class ServerConfig:
     threads: int = 8
     #: Seconds SIGTERM waits for answers to requests already received (``server.serve.drain``).
     shutdown_grace: int = 10
+    #: Whether authz answered from memory is sent from the I/O thread (``server.serve.inline``)
+    #: instead of the thread pool; the same bytes either way.
+    inline_authz: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,7 +531,8 @@ def _server(r: _Reader, data: dict[str, t.Any]) -> ServerConfig:
             )
     threads = r.integer(tbl, key, "threads", default.threads, 1, 256)
     grace = r.duration(tbl, key, "shutdown_grace", default.shutdown_grace)
-    return ServerConfig(address, host, port, unix, tuple(proxies), threads, grace)
+    inline = r.boolean(tbl, key, "inline_authz", default.inline_authz)
+    return ServerConfig(address, host, port, unix, tuple(proxies), threads, grace, inline)
 
 
 def _users(r: _Reader, data: dict[str, t.Any], base: Path) -> UsersConfig:

@@ -139,6 +139,18 @@ def make_server(
     return server
 
 
+def make_app_server(
+    app: App,
+    config: Config,
+    listen: dict[str, t.Any] | None = None,
+    sockets: list[socket.socket] | None = None,
+) -> t.Any:
+    """``authctl serve``'s waitress server for ``app``: ``config.server.threads`` pool threads,
+    and authz answered in the I/O thread unless ``server.inline_authz`` is false."""
+    inline = app.decide_inline if config.server.inline_authz else None
+    return make_server(app, config.server.threads, listen, sockets, inline=inline)
+
+
 def build_app(config: Config) -> App:
     """The WSGI app ``authctl serve`` runs for ``config`` (:func:`server.web.app.make_app`).
 
