@@ -12,6 +12,10 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck
 from hypothesis import settings
 
+# a call that may block (open, socket.connect, sqlite3.connect) inside blocking.forbidden fails
+# the test that made it (tests/blocking_audit.py)
+from tests.blocking_audit import pytest_runtest_call  # noqa: F401
+
 settings.register_profile(
     "ci",
     derandomize=True,
