@@ -62,6 +62,8 @@ def serve(state: State, address: str | None, workers: int) -> None:
 
     config = state.config()
     listen = listen_kwargs(config, address)
+    # an address this machine cannot listen on is reported like a config error (exit 3)
+    setting = "--address" if address is not None else f"server.address in {config.path}"
     if workers > 1 and config.session.store == "memory":
         raise click.UsageError(
             'session.store = "memory" is private to one process: with --workers, use '
@@ -73,10 +75,11 @@ def serve(state: State, address: str | None, workers: int) -> None:
     configure_logging(config.log)
     raise_fd_limit()
     _check_notifier(config)
+    _check_host(listen, setting)
     if workers == 1:
-        _serve_one(config, listen)
+        _serve_one(config, listen, setting)
     else:
-        status = _serve_workers(config, listen, workers)
+        status = _serve_workers(config, listen, workers, setting)
         if status:
             raise SystemExit(status)
     click.echo("authctl stopped", err=True)
@@ -104,6 +107,24 @@ def _check_notifier(config: Config) -> None:
         raise DataError(f"notifier: {exc}") from None
 
 
+def _listen_error(listen: dict[str, t.Any], exc: OSError, setting: str) -> DataError:
+    """An address ``serve`` cannot listen on, as one line with the fix (exit 3)."""
+    from server.serve.httpd import address_of
+    from server.serve.httpd import listen_problem
+
+    return DataError(listen_problem(address_of(listen), exc, setting))
+
+
+def _check_host(listen: dict[str, t.Any], setting: str) -> None:
+    """A host name that does not resolve, before anything is built."""
+    from server.serve.httpd import check_host
+
+    try:
+        check_host(listen)
+    except OSError as exc:
+        raise _listen_error(listen, exc, setting) from None
+
+
 def _run(server: t.Any, config: Config, started: t.Callable[[], None] = lambda: None) -> None:
     """Serve until SIGTERM or SIGINT, then answer what was received (``server.serve.drain``)."""
     from server.serve.drain import serve_until_stopped
@@ -111,7 +132,7 @@ def _run(server: t.Any, config: Config, started: t.Callable[[], None] = lambda: 
     serve_until_stopped(server, config.server.shutdown_grace, started)
 
 
-def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
+def _serve_one(config: Config, listen: dict[str, t.Any], setting: str) -> None:
     """One process: the app and waitress's thread pool."""
     from server.serve.httpd import make_app_server
 
@@ -123,8 +144,11 @@ def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
         try:
             sockets = bind(listen)
         except OSError as exc:
-            raise click.ClickException(f"cannot listen on {listen['unix_socket']}: {exc}") from None
-    server = make_app_server(app, config, listen, sockets)
+            raise _listen_error(listen, exc, setting) from None
+    try:
+        server = make_app_server(app, config, listen, sockets)
+    except OSError as exc:  # waitress binds a TCP address itself
+        raise _listen_error(listen, exc, setting) from None
     where = listen.get("unix_socket") or f"{listen['host']}:{server.effective_port}"
     click.echo(f"authctl serving on {where} (config {config.path})", err=True)
     try:
@@ -134,8 +158,10 @@ def _serve_one(config: Config, listen: dict[str, t.Any]) -> None:
             app.selfservice.close()  # send what the outbox still holds
 
 
-def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int) -> int:
+def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int, setting: str) -> int:
     """The socket bound here, ``workers`` forked processes serving it (``server.serve.workers``)."""
+    from server.serve.httpd import address_of
+    from server.serve.httpd import listen_problem
     from server.serve.httpd import make_app_server
     from server.serve.workers import StartError
     from server.serve.workers import Supervisor
@@ -145,7 +171,7 @@ def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int) -> in
     try:
         sockets = bind(listen, workers)
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {listen}: {exc}") from None
+        raise _listen_error(listen, exc, setting) from None
     if "unix_socket" in listen:
         where = listen["unix_socket"]
     else:
@@ -159,7 +185,7 @@ def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int) -> in
         try:
             sock = listen_socket()
         except OSError as exc:
-            raise StartError(f"cannot listen on {where}: {exc}") from None
+            raise StartError(listen_problem(address_of(listen), exc, setting)) from None
         server = make_app_server(app, config, sockets=[sock])
         _run(server, config, ready)
         return 0

@@ -8,10 +8,12 @@ through :func:`build_app` only.
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 import time
 import typing as t
+from pathlib import Path
 
 from server.core.forwarded import UNIX_PEER
 from server.serve import waitress_adapter
@@ -149,6 +151,73 @@ def make_app_server(
     and authz answered in the I/O thread unless ``server.inline_authz`` is false."""
     inline = app.decide_inline if config.server.inline_authz else None
     return make_server(app, config.server.threads, listen, sockets, inline=inline)
+
+
+def address_of(listen: dict[str, t.Any]) -> str:
+    """``listen``'s address as a user writes it: ``host:port``, ``[v6]:port``, ``unix:/path``."""
+    if "unix_socket" in listen:
+        return f"unix:{listen['unix_socket']}"
+    host = str(listen["host"])
+    return f"[{host}]:{listen['port']}" if ":" in host else f"{host}:{listen['port']}"
+
+
+def check_host(listen: dict[str, t.Any]) -> None:
+    """Resolve a TCP host before waitress does (waitress turns a failure into a bare
+    ``ValueError``).
+
+    Raises:
+        socket.gaierror: the host name does not resolve.
+    """
+    if "unix_socket" not in listen:
+        socket.getaddrinfo(
+            listen["host"], listen["port"], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+
+
+def listen_problem(where: str, exc: OSError, setting: str) -> str:
+    """One line for an address ``serve`` cannot listen on: what is wrong with ``where`` and
+    how to fix it in ``setting`` (``--address``, or ``server.address in FILE``)."""
+    unix = where.startswith("unix:")
+    path = where[len("unix:") :]
+    folder = str(Path(path).parent)
+    code = exc.errno
+    if isinstance(exc, socket.gaierror):
+        problem = f"the host name does not resolve ({exc.strerror})"
+        fix = (
+            "write an IP address of this machine (127.0.0.1, [::1], 0.0.0.0) or a name it "
+            f"resolves in {setting}"
+        )
+    elif code == errno.EADDRINUSE and unix:
+        problem = "another server listens on that socket"
+        fix = f"stop it, or choose another path in {setting}"
+    elif code == errno.EADDRINUSE:
+        problem = "the port is already in use"
+        fix = f"stop the server that holds it, or choose another port in {setting}"
+    elif code == errno.ENOENT and unix:
+        problem = f"the folder {folder} does not exist"
+        fix = f"create it with `mkdir -p {folder}`, or choose another path in {setting}"
+    elif code in (errno.EACCES, errno.EPERM) and unix:
+        problem = f"this user may not create a socket in {folder}"
+        fix = f"give it write access to the folder, or choose another path in {setting}"
+    elif code in (errno.EACCES, errno.EPERM):
+        problem = "this user may not listen on that port (below 1024 needs privileges)"
+        fix = f"choose a port above 1023 in {setting}, or run with CAP_NET_BIND_SERVICE"
+    elif code == errno.EADDRNOTAVAIL:
+        problem = "no interface of this machine has that address"
+        fix = (
+            "write an address of this machine (127.0.0.1, or 0.0.0.0 for every interface) "
+            f"in {setting}"
+        )
+    elif code == errno.EEXIST and unix:
+        problem = f"{path} exists and is not a socket"
+        fix = f"move it away, or choose another path in {setting}"
+    elif unix and "too long" in str(exc):
+        problem = "the path is too long for a unix socket"
+        fix = f"choose a path of at most 107 bytes in {setting}"
+    else:
+        problem = exc.strerror or str(exc)
+        fix = f"choose another address in {setting}"
+    return f"cannot listen on {where}: {problem} (fix: {fix})"
 
 
 def build_app(config: Config) -> App:
