@@ -67,10 +67,6 @@ HOST_HEADER_RE = r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$"
 #: never about the requests that follow inside the tunnel).
 H2C_UPGRADE_RE = "h2|http/2"
 
-FORWARD_AUTH = "/api/authz/forward-auth"
-AUTH_REQUEST = "/api/authz/auth-request"
-EXT_AUTHZ = "/api/authz/ext-authz"
-
 GENERATED_MARK = "authctl proxy-snippet"
 
 
