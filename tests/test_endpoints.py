@@ -1,5 +1,5 @@
-"""``server.core.endpoints`` is the one home of authctl's HTTP paths: the proxy snippets use it
-rather than spelling a path again."""
+"""``server.core.endpoints`` is the one home of authctl's HTTP paths: the proxy snippets and the
+web tier use it rather than spelling a path again (issue 14 §3)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,31 @@ def test_snippets_take_paths_from_core(name: str) -> None:
         value for key, value in vars(module).items() if key.isupper() and value in endpoints.AUTHZ
     }
     assert used, f"{name} does not use server.core.endpoints"
+
+
+WEB_MODULES = sorted(Path(endpoints.__file__).parents[1].joinpath("web").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", WEB_MODULES, ids=lambda p: p.name)
+def test_web_tier_takes_paths_from_core(path: Path) -> None:
+    """No module of ``server/web/`` spells an API path: routes and prefixes come from core."""
+    assert _path_literals(path) == []
+
+
+def test_web_tier_modules_are_scanned() -> None:
+    """The glob above finds the web tier (an empty parametrize would pass silently)."""
+    assert {"app.py", "authz.py", "portal.py", "selfservice.py", "routes.py"} <= {
+        p.name for p in WEB_MODULES
+    }
+
+
+def test_route_table_serves_exactly_the_portal_api(tmp_path: Path) -> None:
+    """The app's route table and ``PORTAL_API`` name the same paths: none missing, none extra."""
+    from tests.apphelpers import build
+    from tests.conftest import Clock
+
+    app = build(tmp_path, Clock()).app
+    assert {route.path for route in app.routes} == set(endpoints.PORTAL_API)
 
 
 def test_literal_scan_finds_a_spelt_path(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from webob import Request
 from webob import Response
 
+from server.core import endpoints
 from server.core.errors import StoreUnavailable
 from server.core.identity import IdentityResolver
 from server.core.rules import AccessControl
@@ -80,10 +81,10 @@ PAGE_HEADERS: tuple[tuple[str, str], ...] = (
 )
 
 _AUTHZ_ROUTES: dict[str, tuple[Endpoint, frozenset[str] | None]] = {
-    "/api/authz/forward-auth": (Endpoint.FORWARD_AUTH, frozenset({"GET", "HEAD"})),
-    "/api/authz/auth-request": (Endpoint.AUTH_REQUEST, frozenset({"GET", "HEAD"})),
-    "/api/authz/ext-authz": (Endpoint.EXT_AUTHZ, None),
-    "/api/verify": (Endpoint.LEGACY, None),
+    endpoints.FORWARD_AUTH: (Endpoint.FORWARD_AUTH, frozenset({"GET", "HEAD"})),
+    endpoints.AUTH_REQUEST: (Endpoint.AUTH_REQUEST, frozenset({"GET", "HEAD"})),
+    endpoints.EXT_AUTHZ: (Endpoint.EXT_AUTHZ, None),
+    endpoints.LEGACY_VERIFY: (Endpoint.LEGACY, None),
 }
 
 #: What ``/api/health`` runs: the names of the failing parts with why, empty when healthy.
@@ -93,8 +94,8 @@ HealthCheck = Callable[[], list[str]]
 def _authz_route(path: str) -> tuple[Endpoint, frozenset[str] | None] | None:
     """The authz endpoint and allowed methods (None: any) of ``path``; None for the portal."""
     route = _AUTHZ_ROUTES.get(path)
-    if route is None and path.startswith("/api/authz/ext-authz/"):
-        route = _AUTHZ_ROUTES["/api/authz/ext-authz"]
+    if route is None and path.startswith(f"{endpoints.EXT_AUTHZ}/"):
+        route = _AUTHZ_ROUTES[endpoints.EXT_AUTHZ]
     return route
 
 
@@ -138,8 +139,8 @@ class App:
         #: Every portal API route with its guards; a (method, path) defined twice refuses to start.
         self.routes = RouteTable(
             [
-                Route("GET", "/api/health", self.health),
-                Route("HEAD", "/api/health", self.health),
+                Route("GET", endpoints.HEALTH, self.health),
+                Route("HEAD", endpoints.HEALTH, self.health),
                 *portal.routes(),
                 *(selfservice.routes() if selfservice is not None else ()),
             ]
@@ -214,7 +215,7 @@ class App:
 
     def portal_request(self, req: Request) -> Response:
         path = req.path_info
-        if path.startswith("/api/"):
+        if path.startswith(endpoints.API_PREFIX):
             resp = self.api_request(req, path)
             resp.headerlist.extend(API_HEADERS)
             return resp

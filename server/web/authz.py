@@ -17,6 +17,7 @@ from dataclasses import field
 from urllib.parse import parse_qs
 from urllib.parse import quote
 
+from server.core import endpoints
 from server.core.basic import BasicCredentials
 from server.core.basic import CredentialCache
 from server.core.basic import MalformedCredentials
@@ -392,7 +393,7 @@ class Authorizer:
             raw = quote(path.encode("latin-1"), safe="/;:@!$&'()*+,=~-._") + (
                 f"?{query}" if query else ""
             )
-        prefix = "/api/authz/ext-authz"
+        prefix = endpoints.EXT_AUTHZ
         if not raw.startswith(prefix):
             raise BadRequest("not an ext-authz path")
         rest = raw[len(prefix) :]

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from webob import Request
 from webob import Response
 
+from server.core import endpoints
 from server.core.errors import Banned
 from server.core.names import canonical_username
 from server.core.rules import AccessRequest
@@ -75,14 +76,14 @@ class PortalApi:
     def routes(self) -> list[Route]:
         """The portal's routes and their guards (``server.web.routes``)."""
         return [
-            Route("GET", "/api/state", self.state),
-            Route("GET", "/api/configuration", self.configuration, (SIGNED_IN_FOR_INFO,)),
-            Route("GET", "/api/user/info", self.user_info, (SIGNED_IN_FOR_INFO,)),
-            Route("POST", "/api/firstfactor", self.firstfactor, (SAME_ORIGIN, JSON_BODY)),
-            Route("POST", "/api/logout", self.logout, (SAME_ORIGIN, OPTIONAL_JSON_BODY)),
+            Route("GET", endpoints.STATE, self.state),
+            Route("GET", endpoints.CONFIGURATION, self.configuration, (SIGNED_IN_FOR_INFO,)),
+            Route("GET", endpoints.USER_INFO, self.user_info, (SIGNED_IN_FOR_INFO,)),
+            Route("POST", endpoints.FIRST_FACTOR, self.firstfactor, (SAME_ORIGIN, JSON_BODY)),
+            Route("POST", endpoints.LOGOUT, self.logout, (SAME_ORIGIN, OPTIONAL_JSON_BODY)),
             Route(
                 "POST",
-                "/api/secondfactor/totp",
+                endpoints.SECOND_FACTOR_TOTP,
                 self.secondfactor_totp,
                 (SAME_ORIGIN, JSON_BODY, SIGNED_IN_FOR_CODE),
             ),

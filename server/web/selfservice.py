@@ -73,6 +73,7 @@ from urllib.parse import quote
 from webob import Request
 from webob import Response
 
+from server.core import endpoints
 from server.core.cookies import session_ids
 from server.core.crypto import read_key_file
 from server.core.errors import UserError
@@ -297,60 +298,60 @@ class SelfServiceApi:
         check_code = rate_limit(("code_check_user", USER), ("code_check_ip", IP))
         change = (SAME_ORIGIN, JSON_BODY, SIGNED_IN, ELEVATED)
         return [
-            Route("GET", "/api/user/session/elevation", self.elevation_state, (SIGNED_IN,)),
+            Route("GET", endpoints.SESSION_ELEVATION, self.elevation_state, (SIGNED_IN,)),
             Route(
                 "POST",
-                "/api/user/session/elevation",
+                endpoints.SESSION_ELEVATION,
                 self.elevation_send,
                 (SAME_ORIGIN, JSON_BODY, SIGNED_IN, send_code),
             ),
             Route(
                 "PUT",
-                "/api/user/session/elevation",
+                endpoints.SESSION_ELEVATION,
                 self.elevation_verify,
                 (SAME_ORIGIN, JSON_BODY, SIGNED_IN, check_code),
             ),
-            Route("PUT", "/api/secondfactor/totp/register", self.totp_register_start, change),
-            Route("POST", "/api/secondfactor/totp/register", self.totp_register_confirm, change),
+            Route("PUT", endpoints.TOTP_REGISTER, self.totp_register_start, change),
+            Route("POST", endpoints.TOTP_REGISTER, self.totp_register_confirm, change),
             Route(
                 "DELETE",
-                "/api/secondfactor/totp/register",
+                endpoints.TOTP_REGISTER,
                 self.totp_register_cancel,
                 (SAME_ORIGIN, JSON_BODY, SIGNED_IN),
             ),
             Route(
                 "GET",
-                "/api/secondfactor/totp/register/qr.svg",
+                endpoints.TOTP_REGISTER_QR,
                 self.totp_register_qr,
                 (SAME_ORIGIN, SIGNED_IN, ELEVATED),
             ),
-            Route("DELETE", "/api/secondfactor/totp", self.totp_remove, change),
+            Route("DELETE", endpoints.SECOND_FACTOR_TOTP, self.totp_remove, change),
             Route(
                 "POST",
-                "/api/reset-password/identity/start",
+                endpoints.RESET_START,
                 self.reset_start,
                 (SAME_ORIGIN, JSON_BODY, rate_limit(("reset_start_ip", IP))),
             ),
             Route(
                 "POST",
-                "/api/reset-password/identity/finish",
+                endpoints.RESET_FINISH,
                 self.reset_finish,
                 (SAME_ORIGIN, JSON_BODY, rate_limit(("reset_finish_ip", IP))),
             ),
-            Route("POST", "/api/reset-password", self.reset_password, (SAME_ORIGIN, JSON_BODY)),
+            Route("POST", endpoints.RESET_PASSWORD, self.reset_password, (SAME_ORIGIN, JSON_BODY)),
             Route(
                 "DELETE",
-                "/api/reset-password",
+                endpoints.RESET_PASSWORD,
                 self.reset_revoke,
                 (SAME_ORIGIN, JSON_BODY, rate_limit(("reset_finish_ip", IP))),
             ),
             Route(
                 "POST",
-                "/api/change-password",
+                endpoints.CHANGE_PASSWORD,
                 self.change_password,
                 (SAME_ORIGIN, JSON_BODY, SIGNED_IN),
             ),
-            Route("GET", "/api/configuration/password-policy", self.password_policy),
+            Route("GET", endpoints.PASSWORD_POLICY, self.password_policy),
         ]
 
     def startup_check(self) -> None:
