@@ -1,0 +1,276 @@
+"""The shape of a validated ``authctl.toml``: the accepted keys and values, and the frozen
+dataclasses the loader builds (``server.core.config.sections`` and ``.access`` fill them in).
+
+``tests/test_config_model.py`` checks that :data:`KEYS` and the dataclass fields agree.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from dataclasses import field
+from pathlib import Path
+
+from server.core.policy import Policy
+from server.core.regex import Regex
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+SAME_SITE = ("lax", "strict", "none")
+SESSION_STORES = ("memory", "sqlite", "redis")
+TOTP_ALGORITHMS = ("SHA1", "SHA256", "SHA512")
+REGULATION_MODES = ("user", "ip")
+QUERY_OPERATORS = ("present", "absent", "equal", "not equal", "pattern", "not pattern")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("text", "json")
+#: HTTP methods a ``methods`` criterion may name (RFC 7231, 5789, 4918), as Authelia accepts.
+HTTP_METHODS = (
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+    "PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK",
+)  # fmt: skip
+
+#: Bounds of the argon2id parameters used for new hashes (and accepted in the users file).
+ARGON2_MAX_MEMORY_KIB = 1024 * 1024
+ARGON2_MAX_ITERATIONS = 20
+ARGON2_MAX_PARALLELISM = 16
+
+#: Every key the loader accepts, by table. ``[]`` marks the entries of an array of tables
+#: (``session.cookies[]`` is one ``[[session.cookies]]``); ``query[][]`` is one condition of
+#: a rule's ``query``. A key outside this table is an error (with a did-you-mean), and
+#: ``tests/test_docs.py`` checks that each one is documented in ``man/authctl.toml.5``.
+KEYS: dict[str, tuple[str, ...]] = {
+    "": (
+        "server", "users", "storage", "session", "totp", "regulation", "notifier",
+        "password_policy", "log", "access_control",
+    ),
+    "server": ("address", "trusted_proxies", "threads", "shutdown_grace", "inline_authz"),
+    "users": ("file", "watch", "password_hash"),
+    "users.password_hash": ("memory_kib", "iterations", "parallelism"),
+    "storage": ("path", "encryption_key_file"),
+    "session": (
+        "name", "same_site", "expiration", "inactivity", "remember_me", "store", "redis_url",
+        "cookies",
+    ),
+    "session.cookies[]": ("domain", "portal_url", "default_redirect_url"),
+    "totp": ("issuer", "algorithm", "digits", "period", "skew"),
+    "regulation": ("max_retries", "find_time", "ban_time", "modes"),
+    "notifier": ("filesystem", "smtp"),
+    "notifier.smtp": (
+        "host", "port", "username", "password_file", "sender", "starttls", "tls", "timeout",
+        "startup_check",
+    ),
+    "password_policy": ("min_length", "max_length", "check_common"),
+    "log": ("level", "format"),
+    "access_control": ("default_policy", "networks", "rules"),
+    "access_control.rules[]": (
+        "domain", "domain_regex", "resources", "methods", "networks", "subject", "query",
+        "policy",
+    ),
+    "access_control.rules[].query[][]": ("key", "operator", "value"),
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """``[server]``: where to listen and whom to believe."""
+
+    address: str = "127.0.0.1:9091"
+    host: str = "127.0.0.1"
+    port: int = 9091
+    unix_socket: str | None = None
+    trusted_proxies: tuple[IPNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+    )
+    threads: int = 8
+    #: Seconds SIGTERM waits for answers to requests already received (``server.serve.drain``).
+    shutdown_grace: int = 10
+    #: Whether authz answered from memory is sent from the I/O thread (``server.serve.inline``)
+    #: instead of the thread pool; the same bytes either way.
+    inline_authz: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordHashConfig:
+    """argon2id parameters for NEW hashes (memory in KiB)."""
+
+    memory_kib: int = 65536
+    iterations: int = 3
+    parallelism: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class UsersConfig:
+    """``[users]``: the users file and how new passwords are hashed."""
+
+    file: Path
+    watch: bool = True
+    password_hash: PasswordHashConfig = field(default_factory=PasswordHashConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    """``[storage]``: the SQLite database and the key that encrypts TOTP secrets in it."""
+
+    path: Path
+    encryption_key_file: Path
+
+
+@dataclass(frozen=True, slots=True)
+class CookieConfig:
+    """One ``[[session.cookies]]`` entry: a protected root domain and its portal."""
+
+    domain: str
+    portal_url: str
+    default_redirect_url: str | None = None
+
+    def covers(self, host: str) -> bool:
+        """True when ``host`` (lowercase, no port) is the domain or one of its subdomains."""
+        return host == self.domain or host.endswith("." + self.domain)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """``[session]``: the cookie, lifetimes (seconds) and where sessions are stored."""
+
+    cookies: tuple[CookieConfig, ...]
+    name: str = "authctl_session"
+    same_site: str = "lax"
+    expiration: int = 3600
+    inactivity: int = 300
+    remember_me: int = 30 * 86400
+    store: str = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    def cookie_for(self, host: str) -> CookieConfig | None:
+        """The cookie entry whose domain covers ``host``, or None."""
+        for cookie in self.cookies:
+            if cookie.covers(host):
+                return cookie
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TotpConfig:
+    """``[totp]``: parameters of new TOTP secrets and of code checks."""
+
+    issuer: str = "authctl"
+    algorithm: str = "SHA1"
+    digits: int = 6
+    period: int = 30
+    skew: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RegulationConfig:
+    """``[regulation]``: brute-force bans (Authelia's algorithm)."""
+
+    max_retries: int = 3
+    find_time: int = 120
+    ban_time: int = 300
+    modes: tuple[str, ...] = ("user",)
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpConfig:
+    """``[notifier.smtp]``: an SMTP relay."""
+
+    host: str
+    sender: str
+    port: int = 587
+    username: str | None = None
+    password_file: Path | None = None
+    starttls: bool = True
+    tls: bool = False
+    timeout: int = 10
+    startup_check: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NotifierConfig:
+    """``[notifier]``: where one-time codes and reset links are sent."""
+
+    filesystem: Path | None = None
+    smtp: SmtpConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordPolicyConfig:
+    """``[password_policy]``: rules for passwords chosen in the portal."""
+
+    min_length: int = 8
+    max_length: int = 128
+    check_common: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """``[log]``: level and format (``json`` gives one JSON line per decision)."""
+
+    level: str = "info"
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
+class QueryCondition:
+    """One ``{key, operator, value}`` of a rule's ``query`` criterion."""
+
+    key: str
+    operator: str
+    value: str | None = None
+    pattern: Regex | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkRef:
+    """A ``networks`` entry as written, with the networks it stands for."""
+
+    text: str
+    networks: tuple[IPNetwork, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleConfig:
+    """One ``[[access_control.rules]]`` entry, validated, regexes compiled."""
+
+    index: int
+    policy: Policy
+    domain: tuple[str, ...] = ()
+    domain_regex: tuple[Regex, ...] = ()
+    resources: tuple[Regex, ...] = ()
+    methods: tuple[str, ...] = ()
+    networks: tuple[NetworkRef, ...] = ()
+    subject: tuple[tuple[str, ...], ...] = ()
+    query: tuple[tuple[QueryCondition, ...], ...] = ()
+    line: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AccessControlConfig:
+    """``[access_control]``: the default policy, named networks and the ordered rules."""
+
+    default_policy: Policy = Policy.DENY
+    networks: tuple[tuple[str, tuple[IPNetwork, ...]], ...] = ()
+    rules: tuple[RuleConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole validated configuration."""
+
+    path: Path
+    server: ServerConfig
+    users: UsersConfig
+    storage: StorageConfig
+    session: SessionConfig
+    totp: TotpConfig
+    regulation: RegulationConfig
+    notifier: NotifierConfig
+    password_policy: PasswordPolicyConfig
+    log: LogConfig
+    access_control: AccessControlConfig
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in the config resolve against."""
+        return self.path.parent

@@ -1,0 +1,363 @@
+"""Reading each table of the config but ``[access_control]`` (``server.core.config.access``):
+one function per section, each returning its dataclass and reporting problems to the reader."""
+
+from __future__ import annotations
+
+import re
+import typing as t
+from email.utils import parseaddr
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from server.core.config.model import ARGON2_MAX_ITERATIONS
+from server.core.config.model import ARGON2_MAX_MEMORY_KIB
+from server.core.config.model import ARGON2_MAX_PARALLELISM
+from server.core.config.model import KEYS
+from server.core.config.model import LOG_FORMATS
+from server.core.config.model import LOG_LEVELS
+from server.core.config.model import REGULATION_MODES
+from server.core.config.model import SAME_SITE
+from server.core.config.model import SESSION_STORES
+from server.core.config.model import TOTP_ALGORITHMS
+from server.core.config.model import CookieConfig
+from server.core.config.model import LogConfig
+from server.core.config.model import NotifierConfig
+from server.core.config.model import PasswordHashConfig
+from server.core.config.model import PasswordPolicyConfig
+from server.core.config.model import RegulationConfig
+from server.core.config.model import ServerConfig
+from server.core.config.model import SessionConfig
+from server.core.config.model import SmtpConfig
+from server.core.config.model import StorageConfig
+from server.core.config.model import TotpConfig
+from server.core.config.model import UsersConfig
+from server.core.config.values import Reader
+from server.core.config.values import https_fix
+from server.core.config.values import https_url
+from server.core.config.values import is_ip
+from server.core.config.values import normalise_domain
+from server.core.config.values import parse_network
+from server.core.config.values import resolve
+from server.core.config.values import write_host
+
+_COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
+
+
+def server(r: Reader, data: dict[str, t.Any]) -> ServerConfig:
+    key = "server"
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
+    default = ServerConfig()
+    address = r.string(tbl, key, "address", default.address)
+    host, port, unix = default.host, default.port, None
+    if address.startswith("unix:"):
+        unix = address[len("unix:") :]
+        if not unix.startswith("/"):
+            r.error(
+                "server.address",
+                "a unix socket path must be absolute",
+                'write "unix:/run/authctl/authctl.sock"',
+            )
+    else:
+        found = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})", address)
+        if not found or int(found.group(2)) > 65535:
+            r.error(
+                "server.address",
+                f"{address!r} is not host:port",
+                'write "127.0.0.1:9091", "[::1]:9091" or "unix:/path/to.sock"',
+            )
+        else:
+            host, port = found.group(1).strip("[]"), int(found.group(2))
+    proxies = [] if "trusted_proxies" in tbl else list(default.trusted_proxies)
+    for i, item in enumerate(r.string_list(tbl, key, "trusted_proxies", allow_string=False)):
+        try:
+            proxies.append(parse_network(item))
+        except ValueError:
+            r.error(
+                f"server.trusted_proxies[{i}]",
+                f"{item!r} is not an IP address or CIDR",
+                'write "127.0.0.1/32" or "10.0.0.0/8"',
+            )
+    threads = r.integer(tbl, key, "threads", default.threads, 1, 256)
+    grace = r.duration(tbl, key, "shutdown_grace", default.shutdown_grace)
+    inline = r.boolean(tbl, key, "inline_authz", default.inline_authz)
+    return ServerConfig(address, host, port, unix, tuple(proxies), threads, grace, inline)
+
+
+def users(r: Reader, data: dict[str, t.Any], base: Path) -> UsersConfig:
+    key = "users"
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
+    ph_key = "users.password_hash"
+    ph = r.table(tbl.get("password_hash", {}), ph_key, KEYS[ph_key])
+    d = PasswordHashConfig()
+    params = PasswordHashConfig(
+        memory_kib=r.integer(ph, ph_key, "memory_kib", d.memory_kib, 8, ARGON2_MAX_MEMORY_KIB),
+        iterations=r.integer(ph, ph_key, "iterations", d.iterations, 1, ARGON2_MAX_ITERATIONS),
+        parallelism=r.integer(ph, ph_key, "parallelism", d.parallelism, 1, ARGON2_MAX_PARALLELISM),
+    )
+    if params.memory_kib < 8 * params.parallelism:
+        r.error(
+            f"{ph_key}.memory_kib",
+            f"argon2 needs at least 8 KiB per lane ({8 * params.parallelism} for "
+            f"parallelism = {params.parallelism})",
+            "raise memory_kib or lower parallelism",
+        )
+    return UsersConfig(
+        file=r.file_path(base, tbl, key, "file", "users.toml"),
+        watch=r.boolean(tbl, key, "watch", True),
+        password_hash=params,
+    )
+
+
+def storage(r: Reader, data: dict[str, t.Any], base: Path) -> StorageConfig:
+    key = "storage"
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
+    return StorageConfig(
+        path=r.file_path(base, tbl, key, "path", "authctl.db"),
+        encryption_key_file=r.file_path(
+            base, tbl, key, "encryption_key_file", "secrets/storage.key"
+        ),
+    )
+
+
+def _cookie(r: Reader, raw: object, key: str) -> CookieConfig | None:
+    tbl = r.table(raw, key, KEYS["session.cookies[]"])
+    domain_raw = r.value(tbl, key, "domain", str, hint='write domain = "example.com"')
+    portal = r.value(
+        tbl, key, "portal_url", str, hint='write portal_url = "https://auth.example.com"'
+    )
+    if domain_raw is None or portal is None:
+        return None
+    lowered = domain_raw.strip().lower()
+    if is_ip(domain_raw) or lowered == "localhost" or lowered.endswith(".localhost"):
+        r.error(
+            f"{key}.domain",
+            f"{domain_raw!r} cannot be a cookie domain (an IP address or localhost cannot carry "
+            "a shared cookie)",
+            "use a real domain name such as example.com, or example.test for testing",
+        )
+        return None
+    try:
+        domain = normalise_domain(domain_raw)
+    except ValueError as exc:
+        r.error(
+            f"{key}.domain", str(exc), write_host(exc, 'write a domain name such as "example.com"')
+        )
+        return None
+    if "." not in domain:
+        r.error(
+            f"{key}.domain",
+            f"{domain!r} is a bare top-level domain; browsers refuse cookies for it",
+            "use a registrable domain such as example.com",
+        )
+        return None
+    cookie = CookieConfig(domain, portal)
+    try:
+        portal_host, portal_url = https_url(portal)
+    except ValueError as exc:
+        r.error(
+            f"{key}.portal_url",
+            f"{portal!r} {exc}",
+            https_fix(portal, 'write "https://auth.example.com"'),
+        )
+        return None
+    if not cookie.covers(portal_host):
+        r.error(
+            f"{key}.portal_url",
+            f"the portal host {portal_host!r} is outside the cookie domain {domain!r}",
+            f"serve the portal on {domain} or one of its subdomains",
+        )
+    parts = urlsplit(portal_url)
+    if parts.query or parts.fragment:
+        r.error(f"{key}.portal_url", "must not have a query or fragment", "remove the ?… or #…")
+    default_redirect = r.value(tbl, key, "default_redirect_url", str, None)
+    if default_redirect is not None:
+        try:
+            host, default_redirect = https_url(default_redirect)
+        except ValueError as exc:
+            r.error(
+                f"{key}.default_redirect_url",
+                f"{default_redirect!r} {exc}",
+                https_fix(default_redirect, f'write "https://{domain}/"'),
+            )
+        else:
+            if not cookie.covers(host):
+                r.error(
+                    f"{key}.default_redirect_url",
+                    f"{host!r} is outside the cookie domain {domain!r}",
+                    f"redirect to {domain} or one of its subdomains",
+                )
+    return CookieConfig(domain, portal_url.rstrip("/"), default_redirect)
+
+
+def session(r: Reader, data: dict[str, t.Any]) -> SessionConfig:
+    key = "session"
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
+    d = SessionConfig(cookies=())
+    name = r.string(tbl, key, "name", d.name)
+    if not _COOKIE_NAME.fullmatch(name):
+        r.error(
+            "session.name",
+            f"{name!r} is not a valid cookie name",
+            "use letters, digits, '_' or '-'",
+        )
+    cookies: list[CookieConfig] = []
+    raw_cookies = tbl.get("cookies")
+    if not raw_cookies:
+        r.error(
+            "session.cookies",
+            "at least one [[session.cookies]] entry is required",
+            'add [[session.cookies]] with domain = "example.com" and '
+            'portal_url = "https://auth.example.com"',
+        )
+    elif not isinstance(raw_cookies, list):
+        r.error("session.cookies", "must be an array of tables", "write [[session.cookies]]")
+    else:
+        for i, raw in enumerate(raw_cookies):
+            cookie = _cookie(r, raw, f"session.cookies[{i}]")
+            if cookie is None:
+                continue
+            for other in cookies:
+                if other.covers(cookie.domain) or cookie.covers(other.domain):
+                    r.error(
+                        f"session.cookies[{i}].domain",
+                        f"{cookie.domain!r} overlaps the cookie domain {other.domain!r}",
+                        "list each root domain once; its subdomains are covered already",
+                    )
+                    break
+            else:
+                cookies.append(cookie)
+    redis_url = r.string(tbl, key, "redis_url", d.redis_url)
+    if urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        r.error(
+            "session.redis_url",
+            f"{redis_url!r} is not a redis URL",
+            'write "redis://127.0.0.1:6379/0"',
+        )
+    return SessionConfig(
+        cookies=tuple(cookies),
+        name=name,
+        same_site=r.option(tbl, key, "same_site", SAME_SITE, d.same_site),
+        expiration=r.duration(tbl, key, "expiration", d.expiration, minimum=1),
+        inactivity=r.duration(tbl, key, "inactivity", d.inactivity),
+        remember_me=r.duration(tbl, key, "remember_me", d.remember_me),
+        store=r.option(tbl, key, "store", SESSION_STORES, d.store),
+        redis_url=redis_url,
+    )
+
+
+def totp(r: Reader, data: dict[str, t.Any]) -> TotpConfig:
+    key = "totp"
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
+    d = TotpConfig()
+    issuer = r.string(tbl, key, "issuer", d.issuer)
+    if ":" in issuer or any(ord(c) < 0x20 or ord(c) == 0x7F for c in issuer):
+        r.error(
+            "totp.issuer", "must not contain ':' or control characters", 'write issuer = "authctl"'
+        )
+    digits = r.integer(tbl, key, "digits", d.digits, 6, 8)
+    if digits == 7:
+        r.error("totp.digits", "authenticator apps support 6 or 8 digits", "use 6 or 8")
+    return TotpConfig(
+        issuer=issuer,
+        algorithm=r.option(tbl, key, "algorithm", TOTP_ALGORITHMS, d.algorithm),
+        digits=digits,
+        period=r.integer(tbl, key, "period", d.period, 15, 300),
+        skew=r.integer(tbl, key, "skew", d.skew, 0, 2),
+    )
+
+
+def regulation(r: Reader, data: dict[str, t.Any]) -> RegulationConfig:
+    key = "regulation"
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
+    d = RegulationConfig()
+    modes = r.string_list(tbl, key, "modes") if "modes" in tbl else list(d.modes)
+    for i, mode in enumerate(modes):
+        if mode not in REGULATION_MODES:
+            r.error(f"regulation.modes[{i}]", f"{mode!r} is not a mode", 'use "user" and/or "ip"')
+    if "modes" in tbl and not modes and isinstance(tbl["modes"], list):
+        r.error("regulation.modes", "must name at least one mode", 'use ["user"], ["ip"] or both')
+    return RegulationConfig(
+        max_retries=r.integer(tbl, key, "max_retries", d.max_retries, 0, 1000),
+        find_time=r.duration(tbl, key, "find_time", d.find_time, minimum=1),
+        ban_time=r.duration(tbl, key, "ban_time", d.ban_time, minimum=1),
+        modes=tuple(dict.fromkeys(m for m in modes if m in REGULATION_MODES)),
+    )
+
+
+def notifier(r: Reader, data: dict[str, t.Any], base: Path) -> NotifierConfig:
+    key = "notifier"
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
+    if "smtp" not in tbl:
+        return NotifierConfig(
+            filesystem=r.file_path(base, tbl, key, "filesystem", "notifications.txt")
+        )
+    if "filesystem" in tbl:
+        r.error(
+            "notifier.filesystem",
+            "both filesystem and smtp are set",
+            "keep one: filesystem for testing, [notifier.smtp] for real mail",
+        )
+    skey = "notifier.smtp"
+    s = r.table(tbl["smtp"], skey, KEYS[skey])
+    if not isinstance(tbl["smtp"], dict):
+        return NotifierConfig()
+    host = r.value(s, skey, "host", str, hint='write host = "smtp.example.com"')
+    if host is not None and not host.strip():
+        r.error(f"{skey}.host", "cannot be empty", 'write host = "smtp.example.com"')
+    sender = r.value(s, skey, "sender", str, hint='write sender = "authctl <auth@example.com>"')
+    if sender is not None and "@" not in parseaddr(sender)[1]:
+        r.error(
+            f"{skey}.sender",
+            f"{sender!r} is not an email address",
+            'write sender = "authctl <auth@example.com>"',
+        )
+    username = r.value(s, skey, "username", str, None)
+    password_file = r.value(s, skey, "password_file", str, None)
+    if (username is None) != (password_file is None):
+        missing = "password_file" if password_file is None else "username"
+        present = "username" if password_file is None else "password_file"
+        r.error(
+            f"{skey}.{present}",
+            f"{present} has no meaning without {missing}",
+            f"add {missing}, or remove {present} to send without logging in",
+        )
+    starttls = r.boolean(s, skey, "starttls", True)
+    implicit = r.boolean(s, skey, "tls", False)
+    if starttls and implicit and "starttls" in s:
+        r.error(
+            f"{skey}.tls",
+            "starttls and tls (implicit TLS) exclude each other",
+            "set starttls = false with tls = true (port 465), or remove tls (port 587)",
+        )
+    smtp = SmtpConfig(
+        host=host or "",
+        sender=sender or "",
+        port=r.integer(s, skey, "port", 465 if implicit else 587, 1, 65535),
+        username=username,
+        password_file=resolve(base, password_file) if password_file else None,
+        starttls=starttls and not implicit,
+        tls=implicit,
+        timeout=r.duration(s, skey, "timeout", 10, minimum=1),
+        startup_check=r.boolean(s, skey, "startup_check", True),
+    )
+    return NotifierConfig(smtp=smtp)
+
+
+def password_policy(r: Reader, data: dict[str, t.Any]) -> PasswordPolicyConfig:
+    key = "password_policy"
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
+    d = PasswordPolicyConfig()
+    low = r.integer(tbl, key, "min_length", d.min_length, 1, 1024)
+    high = r.integer(tbl, key, "max_length", d.max_length, 8, 1024)
+    if low > high:
+        r.error("password_policy.min_length", "is larger than max_length", "lower min_length")
+    return PasswordPolicyConfig(low, high, r.boolean(tbl, key, "check_common", d.check_common))
+
+
+def log(r: Reader, data: dict[str, t.Any]) -> LogConfig:
+    key = "log"
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
+    return LogConfig(
+        level=r.option(tbl, key, "level", LOG_LEVELS, "info"),
+        format=r.option(tbl, key, "format", LOG_FORMATS, "text"),
+    )
