@@ -1,13 +1,13 @@
 """The root ``authctl`` command: global options, exit codes and the one error translation.
 
 Subcommands live in ``authctl/cmd_*.py`` and are imported only when they run (or when
-``--help`` lists them). This module and those modules import only click and the standard
-library at the top, so ``authctl --help`` never pays for webob, waitress, argon2, pyotp or rich.
+``--help`` lists them). This module and those modules import only click, the standard library
+and ``authctl.errors`` at the top, so ``authctl --help`` never pays for webob, waitress, argon2,
+pyotp or rich.
 """
 
 from __future__ import annotations
 
-import enum
 import importlib
 import typing as t
 from dataclasses import dataclass
@@ -16,29 +16,14 @@ from pathlib import Path
 
 import click
 
+from authctl.errors import CheckFailed as CheckFailed
+from authctl.errors import DataError as DataError
+from authctl.errors import ExitCode as ExitCode
+from authctl.errors import to_click
+from server.core.errors import AuthError
+
 if t.TYPE_CHECKING:
     from server.core.config import Config
-
-
-class ExitCode(enum.IntEnum):
-    """Process exit codes (SPEC §4)."""
-
-    OK = 0
-    CHECK_FAILED = 1
-    USAGE = 2
-    DATA_ERROR = 3
-
-
-class DataError(click.ClickException):
-    """A file cannot be read or is invalid, or the data forbids the request: exit 3."""
-
-    exit_code = ExitCode.DATA_ERROR
-
-
-class CheckFailed(click.ClickException):
-    """A check found problems (lint errors, a failing policy test): exit 1."""
-
-    exit_code = ExitCode.CHECK_FAILED
 
 
 @dataclass
@@ -84,8 +69,8 @@ COMMANDS: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
-    """A group that imports each subcommand's module only when it is needed, and turns the
-    core's errors into messages and exit codes in one place."""
+    """A group that imports each subcommand's module only when it is needed, and turns every
+    core error into its message and exit code in one place (``authctl.errors``)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -101,15 +86,10 @@ class LazyGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context) -> t.Any:
-        from server.core.errors import FileProblemError
-        from server.core.errors import UserError
-
         try:
             return super().invoke(ctx)
-        except FileProblemError as exc:
-            raise DataError(str(exc)) from None
-        except UserError as exc:
-            raise DataError(str(exc)) from None
+        except AuthError as exc:
+            raise to_click(exc) from None
 
 
 def _version() -> str:

@@ -47,16 +47,12 @@ def list_bans(state: State, as_json: bool) -> None:
     """List the bans running now, the one ending first first."""
     import time
 
-    from server.core.storage import StorageError
-
     if not state.config().storage.path.exists():
         found = []  # no database yet: no bans, and nothing is created just to say so
     else:
         regulator = _regulator(state)
         try:
             found = regulator.list_bans()
-        except StorageError as exc:
-            raise DataError(str(exc)) from None
         finally:
             regulator.storage.close()
     now = time.time()
@@ -108,15 +104,11 @@ def clear(state: State, target: str) -> None:
     Only the ban is lifted: the recent failures still count, so one more failure within
     find_time bans again. No ban to lift is exit 3.
     """
-    from server.core.storage import StorageError
-
     lifted = []
     if state.config().storage.path.exists():
         regulator = _regulator(state)
         try:
             lifted = regulator.clear(target)
-        except StorageError as exc:
-            raise DataError(str(exc)) from None
         finally:
             regulator.storage.close()
     if not lifted:

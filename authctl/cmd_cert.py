@@ -87,21 +87,18 @@ def generate(
     Example: authctl cert generate --host auth.example.com --host '*.example.com' --ca
     """
     from authctl.cli import DataError
+    from authctl.errors import bad_parameter
     from server.core import certs
 
-    try:
+    with bad_parameter("--host", certs.CertificateError):
         for host in hosts:
             certs.normalise_host(host)
-    except certs.CertificateError as exc:
-        raise click.BadParameter(str(exc), param_hint="--host") from None
     if out_dir is None:
         out_dir = default_folder(state.config_path)
     bundle = certs.generate(hosts, days=days, key_type=key_type, rsa_bits=int(rsa_bits), ca=ca)
     files = bundle.files()
     try:
         paths = certs.write_files(out_dir, files, force=force)
-    except certs.CertificateError as exc:
-        raise DataError(str(exc)) from None
     except OSError as exc:
         raise DataError(f"cannot write {exc.filename or out_dir}: {exc.strerror}") from None
     for f, path in zip(files, paths, strict=True):

@@ -62,6 +62,7 @@ def init(directory: str, port: int) -> None:
     from authctl._starter import STARTER_USERS
     from authctl._starter import starter_config
     from authctl.cli import DataError
+    from authctl.errors import reworded
 
     folder = Path(directory).expanduser().absolute()
     config = folder / "authctl.toml"
@@ -95,10 +96,11 @@ def init(directory: str, port: int) -> None:
         for path, text, mode in plan:
             _create(path, text, mode)
             written.append(path)
-        written += write_default_certificate(folder, CERT_HOSTS)
-    except CertificateError as exc:
+        with reworded("{}; nothing was written", CertificateError):
+            written += write_default_certificate(folder, CERT_HOSTS)
+    except click.ClickException:
         _undo(written)
-        raise DataError(f"{exc}; nothing was written") from None
+        raise
     except FileExistsError as exc:
         _undo(written)
         raise DataError(f"{exc.filename} appeared meanwhile; nothing was written") from None

@@ -18,10 +18,11 @@ from pathlib import Path
 
 import click
 
-from authctl.cli import DataError
 from authctl.cli import ExitCode
 from authctl.cli import State
 from authctl.cli import pass_state
+from authctl.errors import bad_parameter
+from authctl.errors import reworded
 from authctl.output import echo_json
 
 if t.TYPE_CHECKING:
@@ -206,7 +207,10 @@ def _explain(
     config = state.config()
     if groups is not None and user is None:
         raise click.UsageError("--groups needs --user (an anonymous request has no groups)")
-    try:
+    with (
+        bad_parameter("'{0.field}'", RequestError, template="{0.message}"),
+        reworded("{0.field}: {0.message}; {0.fix}", UnknownUserError),
+    ):
         request = build_request(
             url,
             method or "GET",
@@ -217,17 +221,12 @@ def _explain(
             parse_ip(ip, "--ip") if ip is not None else None,
             Users(config.users.file),
         )
-    except UnknownUserError as exc:
-        raise DataError(f"{exc.field}: {exc.message}; {exc.fix}") from None
-    except RequestError as exc:
-        raise click.BadParameter(exc.message, param_hint=f"'{exc.field}'") from None
-    try:
+    with bad_parameter(
+        "'--explain'",
+        InvalidTargetError,
+        template="the server refuses this request (400; auth-request 403): {}",
+    ):
         explanation = _engine(config).explain(request)
-    except InvalidTargetError as exc:
-        raise click.BadParameter(
-            f"the server refuses this request (400; auth-request 403): {exc}",
-            param_hint="'--explain'",
-        ) from None
     notes = refusals(config, url, request.host)
     if as_json:
         echo_json(_explain_json(explanation, config, request, notes))
@@ -377,13 +376,13 @@ def test(state: State, cases_file: Path, as_json: bool) -> None:
     passed: list[PolicyCase] = []
 
     for case in cases:
-        try:
+        title = _case_title(case).replace("{", "{{").replace("}", "}}")
+        with reworded(
+            title + ": the server refuses this request (400; auth-request 403) before any "
+            "policy applies: {}; change the case's url",
+            InvalidTargetError,
+        ):
             explanation = engine.explain(case.request)
-        except InvalidTargetError as exc:
-            raise DataError(
-                f"{_case_title(case)}: the server refuses this request (400; auth-request "
-                f"403) before any policy applies: {exc}; change the case's url"
-            ) from None
         if explanation.policy == case.expect:
             passed.append(case)
         else:

@@ -14,6 +14,7 @@ import click
 from authctl.cli import DataError
 from authctl.cli import State
 from authctl.cli import pass_state
+from authctl.errors import reworded
 
 if t.TYPE_CHECKING:
     from server.core.config import Config
@@ -90,10 +91,9 @@ def _build_app(config: Config) -> t.Any:
     from server.core.errors import AuthError
     from server.serve.httpd import build_app
 
-    try:
+    # here, not at the root group: a worker process reports it to the parent (StartError)
+    with reworded("{}", ValueError, AuthError):
         return build_app(config)
-    except (ValueError, AuthError) as exc:
-        raise DataError(str(exc)) from None
 
 
 def _check_notifier(config: Config) -> None:
@@ -101,10 +101,8 @@ def _check_notifier(config: Config) -> None:
     from server.core.notifier import NotifierError
     from server.core.notifier import make_notifier
 
-    try:
+    with reworded("notifier: {}", NotifierError):
         make_notifier(config.notifier).startup_check()
-    except NotifierError as exc:
-        raise DataError(f"notifier: {exc}") from None
 
 
 def _listen_error(listen: dict[str, t.Any], exc: OSError, setting: str) -> DataError:

@@ -19,6 +19,7 @@ from authctl.cli import DataError
 from authctl.cli import State
 from authctl.cli import pass_state
 from authctl.cli import username_callback
+from authctl.errors import reworded
 
 if t.TYPE_CHECKING:
     from server.core.config import Config
@@ -28,12 +29,8 @@ if t.TYPE_CHECKING:
 def open_storage(config: Config, *, require_key: bool = True) -> Storage:
     """The storage database of ``config``; a failure ends the command with exit 3."""
     from server.core.storage import Storage
-    from server.core.storage import StorageError
 
-    try:
-        return Storage(config.storage, require_key=require_key)
-    except StorageError as exc:
-        raise DataError(str(exc)) from None
+    return Storage(config.storage, require_key=require_key)
 
 
 def _on_storage(config: Config, username: str, action: t.Callable[[Storage, str], bool]) -> bool:
@@ -41,18 +38,15 @@ def _on_storage(config: Config, username: str, action: t.Callable[[Storage, str]
     exists yet (nothing to find, and none is created).
 
     Raises:
-        DataError: the storage database cannot be used (exit 3).
+        StorageError: the storage database cannot be used (exit 3).
     """
     from server.core.names import canonical_username
-    from server.core.storage import StorageError
 
     if not config.storage.path.exists():
         return False
     storage = open_storage(config, require_key=False)
     try:
         return action(storage, canonical_username(username))
-    except StorageError as exc:
-        raise DataError(str(exc)) from None
     finally:
         storage.close()
 
@@ -61,7 +55,7 @@ def has_totp(config: Config, username: str) -> bool:
     """True when ``username`` has a TOTP secret (for ``user show``); reads no secret.
 
     Raises:
-        DataError: the storage database cannot be read (exit 3).
+        StorageError: the storage database cannot be read (exit 3).
     """
     from server.core.storage import Storage
 
@@ -72,7 +66,7 @@ def remove_totp(config: Config, username: str) -> bool:
     """Remove ``username``'s TOTP secret if there is one (for ``user remove``); True if so.
 
     Raises:
-        DataError: the storage database cannot be written (exit 3).
+        StorageError: the storage database cannot be written (exit 3).
     """
     from server.core.storage import Storage
 
@@ -109,7 +103,6 @@ def add(state: State, name: str, force: bool, as_json: bool) -> None:
     only now. NAME must be in the users file; an existing secret is replaced only with
     --force (exit 3 otherwise).
     """
-    from server.core.storage import StorageError
     from server.core.totp import TotpAlreadyEnrolled
     from server.core.totp import TotpService
     from server.core.userfile import UsersFile
@@ -120,14 +113,11 @@ def add(state: State, name: str, force: bool, as_json: bool) -> None:
         raise DataError(f"no user {name!r} in {users.path} (list them with `authctl user list`)")
     storage = open_storage(config)
     try:
-        secret, uri = TotpService(storage, config.totp).enrol(name, force=force)
-    except TotpAlreadyEnrolled:
-        raise DataError(
-            f"user {name!r} has a TOTP secret already; add --force to replace it "
-            "(the old authenticator entry stops working)"
-        ) from None
-    except StorageError as exc:
-        raise DataError(str(exc)) from None
+        with reworded(
+            "{}; add --force to replace it (the old authenticator entry stops working)",
+            TotpAlreadyEnrolled,
+        ):
+            secret, uri = TotpService(storage, config.totp).enrol(name, force=force)
     finally:
         storage.close()
     if as_json:

@@ -13,7 +13,6 @@ import pytest
 from click.testing import CliRunner
 from click.testing import Result
 
-from authctl.cli import DataError
 from authctl.cli import cli
 from authctl.cmd_totp import has_totp
 from authctl.cmd_totp import remove_totp
@@ -21,6 +20,7 @@ from server.core.config import Config
 from server.core.config import load_config
 from server.core.storage import WRONG_KEY
 from server.core.storage import Storage
+from server.core.storage import StorageError
 from server.core.totp import TotpService
 from server.core.totp import totp_at
 from tests.conftest import ROOT
@@ -89,7 +89,10 @@ def test_add_refuses_to_replace_without_force(runner: CliRunner, setup: Path) ->
     first = add_json(runner, setup)
     result = run(runner, setup, "user", "totp", "add", "alice")
     assert result.exit_code == 3, result.output
-    assert "--force" in result.output
+    assert result.stderr == (
+        "Error: user 'alice' has a TOTP secret already; add --force to replace it "
+        "(the old authenticator entry stops working)\n"
+    )
     second = add_json(runner, setup, "--force")
     assert second["secret"] != first["secret"]
     text = run(runner, setup, "user", "totp", "add", "alice", "--force")
@@ -180,22 +183,27 @@ def test_helpers_without_a_database(setup: Path) -> None:
     assert not config.storage.path.exists()
 
 
-def test_helpers_turn_storage_errors_into_exit_3(setup: Path) -> None:
-    """A database that is not ours makes the helpers raise DataError (exit 3)."""
+def test_helpers_turn_storage_errors_into_exit_3(runner: CliRunner, setup: Path) -> None:
+    """A database that is not ours: the helpers raise StorageError, and ``user show`` and
+    ``user remove`` end with its message and exit 3 (the root group's one translation)."""
     config = config_of(setup)
     config.storage.path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(DataError):
+    with pytest.raises(StorageError):
         has_totp(config, "alice")
-    with pytest.raises(DataError):
+    with pytest.raises(StorageError):
         remove_totp(config, "alice")
+    for argv in (["user", "show", "alice"], ["user", "remove", "alice"]):
+        result = run(runner, setup, *argv)
+        assert result.exit_code == 3, result.output
+        assert result.stderr.startswith("Error: cannot open the storage database ")
+        assert "file is not a database" in result.stderr
+        assert "Traceback" not in result.output
 
 
 def test_helpers_report_failures_after_opening(
-    setup: Path, monkeypatch: pytest.MonkeyPatch
+    runner: CliRunner, setup: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A failure of the query itself is DataError too."""
-    from server.core.storage import StorageError
-
+    """A failure of the query itself ends the command with exit 3 too."""
     config = config_of(setup)
     Storage(config.storage).close()
 
@@ -204,10 +212,13 @@ def test_helpers_report_failures_after_opening(
 
     monkeypatch.setattr(Storage, "has_totp", broken)
     monkeypatch.setattr(Storage, "delete_totp", broken)
-    with pytest.raises(DataError, match="disk"):
+    with pytest.raises(StorageError, match="disk"):
         has_totp(config, "alice")
-    with pytest.raises(DataError, match="disk"):
+    with pytest.raises(StorageError, match="disk"):
         remove_totp(config, "alice")
+    for argv in (["user", "show", "alice"], ["user", "remove", "alice"]):
+        result = run(runner, setup, *argv)
+        assert (result.exit_code, result.stderr) == (3, "Error: disk I/O error\n")
 
 
 @pytest.mark.parametrize(
