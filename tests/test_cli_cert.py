@@ -130,3 +130,11 @@ def test_default_folder_is_beside_the_config(
     assert result.exit_code == 0, result.output
     assert f"wrote {site / 'certs' / 'key.pem'}" in result.output
     assert not (elsewhere / "certs").exists()
+
+
+def test_a_bad_host_is_a_usage_error(runner: CliRunner, tmp_path: Path) -> None:
+    """A host certs refuses is exit 2 naming --host, before anything is written."""
+    result = runner.invoke(cli, ["cert", "generate", "--host", "*", "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "Error: Invalid value for --host: '*' is not a host name (a wildcard" in (result.stderr)
+    assert list(tmp_path.iterdir()) == []

@@ -523,6 +523,22 @@ def test_rules_test_ambiguous_query_names_the_case(
     assert "refuses this request" in " ".join(result.output.split())
 
 
+def test_rules_test_refused_case_keeps_braces_in_its_name(
+    runner: CliRunner, write_config: Callable[[str], Path], tmp_path: Path
+) -> None:
+    """The case's name goes into the message as it is (braces are not a format field)."""
+    path = write_config(QUERY_RULE)
+    case_file = cases(
+        tmp_path,
+        '[[cases]]\nurl = "https://app.example.com/?debug=%zz"\nexpect = "deny"\n'
+        'name = "odd {0} {name}"\n',
+    )
+    result = run(runner, path, "test", str(case_file))
+    assert result.exit_code == 3, result.output
+    assert result.stderr.startswith("Error: case 0 (line 1) 'odd {0} {name}': GET https://")
+    assert result.stderr.endswith("; change the case's url\n")
+
+
 def test_bad_cases_file_reports_every_problem(
     runner: CliRunner, config_file: Path, users_file: Path, tmp_path: Path
 ) -> None:
