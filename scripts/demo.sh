@@ -20,8 +20,8 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e .
+.venv/bin/python -m pip install -q -c constraints.txt --upgrade pip
+.venv/bin/python -m pip install -q -c constraints.txt -e .   # the versions CI tests (constraints.txt)
 AUTHCTL=.venv/bin/authctl
 export AUTHCTL_CONFIG=demo/authctl.toml
 
