@@ -22,6 +22,7 @@ from server.web import errors
 from server.web.errors import RateLimited
 from server.web.routes import Route
 from server.web.routes import RouteTable
+from tests.apphelpers import PASSWORDS
 from tests.apphelpers import Harness
 from tests.apphelpers import build
 
@@ -63,6 +64,14 @@ STORAGE_ROUTES = [
     ("DELETE", "/api/secondfactor/totp", {}),
     ("POST", "/api/reset-password/identity/finish", {"token": "TOKEN"}),
     ("DELETE", "/api/reset-password", {"token": "TOKEN"}),
+    # the password step's regulation reads and writes the storage too (it answered 401, "check
+    # your credentials", before: a user told to retype a right password)
+    ("POST", "/api/firstfactor", {"username": "bob", "password": PASSWORDS["bob"]}),
+    (
+        "POST",
+        "/api/change-password",
+        {"old_password": PASSWORDS["alice"], "new_password": "a-new-long-passphrase-7"},
+    ),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import typing as t
 from pathlib import Path
@@ -203,7 +204,8 @@ def test_totp_failures_are_regulated(h: Harness) -> None:
 
 
 def test_regulation_store_failure_fails_closed(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A regulation store that fails refuses the login rather than letting it through."""
+    """A regulation store that fails refuses the login rather than letting it through: the
+    portal says the storage is down (503), and Basic credentials get their 401."""
     from server.core.storage import StorageError
 
     def broken(*_args: object, **_kwargs: object) -> None:
@@ -211,8 +213,13 @@ def test_regulation_store_failure_fails_closed(h: Harness, monkeypatch: pytest.M
 
     monkeypatch.setattr(h.app.authorizer._identities.regulator, "reserve", broken)
     resp = h.api("/api/firstfactor", {"username": "bob", "password": PASSWORDS["bob"]})
-    assert resp.status_int == 401
+    assert resp.status_int == 503
+    assert resp.json["message"] == "The storage is unavailable; try again in a moment."
     assert "Set-Cookie" not in resp.headers
+    basic = base64.b64encode(f"bob:{PASSWORDS['bob']}".encode()).decode()
+    resp = h.forward_auth("https://app.example.com/", extra={"Authorization": f"Basic {basic}"})
+    assert resp.status_int == 401
+    assert resp.headers["WWW-Authenticate"].startswith("Basic")
 
 
 def test_saturated_hashing_refuses_logins_at_once(h: Harness) -> None:

@@ -39,7 +39,6 @@ from server.core.errors import UserStoreError
 from server.core.hashcap import Busy
 from server.core.hashcap import HashTimer
 from server.core.names import canonical_username
-from server.core.storage import StorageError
 from server.core.userfile import UsersFile
 
 if t.TYPE_CHECKING:
@@ -98,8 +97,13 @@ class PasswordCheck:
     def check(self, username: str, password: str, *, ip: str | None, kind: str) -> User | None:
         """The user (with the hash now stored) when the password is right, else None.
 
-        Never raises for a refusal: wrong, unknown, disabled, banned, over the client's share,
-        no free slot and a storage error are all None.
+        Never raises for a refusal: wrong, unknown, disabled, banned, over the client's share
+        and no free slot are all None.
+
+        Raises:
+            StorageError: regulation's storage failed, so nobody is signed in; an outage,
+                answered as such by the caller (503 at the portal API's boundary), not a
+                wrong password the user would retype.
         """
         name = canonical_username(username)
         try:
@@ -121,16 +125,9 @@ class PasswordCheck:
             with self.gate.pad_slot():
                 self.sleep(self.timer.floor())
             return None
-        except StorageError:
-            log.exception("regulation store failed; refusing the login")
-            return None
         with reservation:
             user = self._verify(name, password)  # Busy: released uncounted
-            try:
-                reservation.settle(user is not None)
-            except StorageError:
-                log.exception("regulation store failed; refusing the login")
-                return None
+            reservation.settle(user is not None)  # a storage failure: no sign-in (raised)
         return user
 
     def _verify(self, name: str, password: str) -> User | None:

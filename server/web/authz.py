@@ -24,9 +24,11 @@ from server.core.basic import MalformedCredentials
 from server.core.basic import parse_basic
 from server.core.cookies import session_ids
 from server.core.errors import InvalidTargetError
+from server.core.errors import StoreUnavailable
 from server.core.forwarded import TrustedProxies
 from server.core.identity import Identity
 from server.core.identity import IdentityResolver
+from server.core.outage import Throttled
 from server.core.rules import AccessRequest
 from server.core.rules import Decision
 from server.core.urls import Target
@@ -40,6 +42,8 @@ if t.TYPE_CHECKING:
     from server.core.rules import AccessControl
 
 log = logging.getLogger("authctl.authz")
+#: Basic credentials that could not be checked because a store is down (logged once a minute).
+_basic_outage = Throttled(log)
 
 ANONYMOUS_HEADERS: tuple[tuple[str, str], ...] = (
     ("Remote-User", ""),
@@ -438,9 +442,15 @@ class Authorizer:
             identity = self._identities.current(cached[0], cached[1], level=1)
             if identity is not None:
                 return identity
-        result = self._identities.check_password(
-            creds.username, creds.password, ip=ip, kind="BASIC"
-        )
+        try:
+            result = self._identities.check_password(
+                creds.username, creds.password, ip=ip, kind="BASIC"
+            )
+        except StoreUnavailable as exc:
+            # a script gets 401 + WWW-Authenticate as for any failure (fail closed); the log
+            # says why, once a minute rather than once per request
+            _basic_outage.hit(logging.ERROR, "Basic credentials not checked: %s", exc)
+            return None
         if result is None:
             return None
         identity, stamp = result
