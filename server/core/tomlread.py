@@ -238,12 +238,14 @@ def read_toml(
     error: type[FileProblemError] = ConfigError,
     *,
     create: str = "create it with `authctl init`, or pass --config PATH",
+    raw: bytes | None = None,
 ) -> tuple[str, dict[str, t.Any]]:
     """Read ``path`` as UTF-8 TOML; raise ``error`` naming the file, line and column.
 
     Shared by every loader so each explains a broken file the same way; ``create`` is the
     fix for a missing file. For a syntax error, the problem also names the key being written
-    there when it can be found.
+    there when it can be found. ``raw``: the file's bytes, when the caller has read them
+    already (it judged them, so the parse must be of the very same bytes, not a re-read).
     """
 
     def fail(
@@ -252,7 +254,8 @@ def read_toml(
         raise error([Problem(path, key, message, hint, line, col)])
 
     try:
-        raw = path.read_bytes()
+        if raw is None:
+            raw = path.read_bytes()
     except FileNotFoundError:
         fail("file not found", create)
     except IsADirectoryError:

@@ -420,6 +420,7 @@ def read_users_text(path: Path, *, missing_ok: bool = False) -> tuple[str, dict[
         UserStoreError: the file is missing, unreadable, invalid TOML, emptied or cut short.
     """
     backup = backup_path(path)
+    raw: bytes | None
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -427,15 +428,16 @@ def read_users_text(path: Path, *, missing_ok: bool = False) -> tuple[str, dict[
             return "", {}
         raise _missing(path) from None
     except OSError:
-        raw = b"?"  # let read_toml explain
-    if not raw.strip():
+        raw = None  # read_toml tries again and explains
+    if raw is not None and not raw.strip():
         if backup.exists():
             raise _emptied(path, backup)
         return "", {}
     try:
-        text, data = read_toml(path, error=UserStoreError)
+        # one read: the emptiness and end-marker verdicts are about the bytes that are parsed
+        text, data = read_toml(path, error=UserStoreError, raw=raw)
     except UserStoreError as exc:
-        if backup.exists() and END_MARKER.encode() not in raw:
+        if backup.exists() and (raw is None or END_MARKER.encode() not in raw):
             raise UserStoreError([*exc.problems, _cut(path, backup)]) from None
         raise
     if not has_end_marker(text) and backup.exists():
