@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,8 +25,9 @@ from server.core.users import UsersSource
 from server.core.users import load_users
 from tests.conftest import ROOT
 from tests.conftest import Clock
+from tests.test_users_integrity import AUTHCTL
+from tests.test_users_integrity import cli
 
-AUTHCTL = Path(sys.executable).parent / "authctl"
 HASH = PasswordHasher(PasswordHashConfig(memory_kib=8, iterations=1, parallelism=1)).hash("pw")
 PASSWORD = "a long unusual passphrase 7"
 
@@ -51,19 +51,6 @@ if _marker:
 
     os.fsync = _slow_fsync
 """
-
-
-def cli(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """Run the real ``authctl --config CONFIG ARGS``."""
-    return subprocess.run(
-        [str(AUTHCTL), "--config", str(config), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=50,
-        check=False,
-    )
 
 
 def temp_files(folder: Path) -> list[str]:
