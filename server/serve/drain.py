@@ -80,8 +80,8 @@ def _drain_channel(channel: t.Any) -> None:
 
     "Last" is judged under that read lock: a pool thread makes the task while the I/O
     thread may be between its ``recv`` and the parsing of what it read, and judging then
-    took a request in the middle of a pipelined batch for the last one, so waitress dropped
-    the requests behind it unanswered (seen under load).
+    could take a request in the middle of a pipelined batch for the last one, and waitress
+    would then drop the requests behind it unanswered.
     """
     if getattr(channel, "_authctl_draining", False):
         return
