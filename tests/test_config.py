@@ -1535,8 +1535,15 @@ watch = false
 password_hash = { memory_kib = 1024, iterations = 2, parallelism = 2 }
 
 [storage]
+backend = "postgres"
 path = "authctl.db"
 encryption_key_file = "storage.key"
+
+[storage.postgres]
+dsn = "host=db1,db2 dbname=authctl user=authctl target_session_attrs=read-write"
+password_file = "secrets/postgres.password"
+pool_size = 4
+timeout = "3s"
 
 [session]
 name = "sso"
@@ -1546,6 +1553,8 @@ inactivity = "10m"
 remember_me = "0"
 store = "redis"
 redis_url = "rediss://redis.example.com:6380/1"
+redis_password_file = "secrets/redis.password"
+redis_sentinel = { master_name = "authctl", nodes = ["10.0.0.1:26379", "[::1]:26380"] }
 
 [[session.cookies]]
 domain = "example.com"
@@ -1638,3 +1647,71 @@ def test_keys_table_is_exactly_what_the_reader_accepts(write_config: WriteConfig
     assert config.notifier.smtp is not None
     assert config.notifier.smtp.port == 2525
     assert config.access_control.rules[0].query[0][0].value == "1"
+    assert config.storage.backend == "postgres"
+    assert config.storage.postgres is not None
+    assert config.storage.postgres.pool_size == 4
+    assert config.storage.postgres.timeout == 3
+    assert config.storage.postgres.password_file is not None
+    assert config.storage.postgres.password_file.name == "postgres.password"
+    assert config.session.redis_password_file is not None
+    assert config.session.redis_sentinel is not None
+    assert config.session.redis_sentinel.nodes == (("10.0.0.1", 26379), ("::1", 26380))
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        ('[storage]\nbackend = "postgres"\n', "storage.postgres", "needs a [storage.postgres]"),
+        ('[storage]\nbackend = "mysql"\n', "storage.backend", "not one of"),
+        (
+            '[storage.postgres]\ndsn = "postgresql://authctl:hunter2@db/authctl"\n',
+            "storage.postgres.dsn",
+            "holds a password",
+        ),
+        (
+            '[storage.postgres]\ndsn = "host=db password=hunter2"\n',
+            "storage.postgres.dsn",
+            "holds a password",
+        ),
+        ('[storage.postgres]\ndsn = " "\n', "storage.postgres.dsn", "cannot be empty"),
+        ("[storage.postgres]\npool_size = 3\n", "storage.postgres.dsn", "is required"),
+        (
+            '[storage.postgres]\ndsn = "host=db"\npool_size = 0\n',
+            "storage.postgres.pool_size",
+            "out of range",
+        ),
+        (
+            '[session.redis_sentinel]\nmaster_name = "m"\nnodes = ["h"]\n',
+            "session.redis_sentinel.nodes[0]",
+            "not host:port",
+        ),
+        (
+            '[session.redis_sentinel]\nmaster_name = "m"\nnodes = [26379]\n',
+            "session.redis_sentinel.nodes[0]",
+            "not host:port",
+        ),
+        (
+            '[session.redis_sentinel]\nmaster_name = "m"\nnodes = []\n',
+            "session.redis_sentinel.nodes",
+            "lists no Sentinel",
+        ),
+        (
+            '[session.redis_sentinel]\nmaster_name = ""\nnodes = ["h:1"]\n',
+            "session.redis_sentinel.master_name",
+            "cannot be empty",
+        ),
+        (
+            '[session.redis_sentinel]\nnodes = ["h:1"]\n',
+            "session.redis_sentinel.master_name",
+            "is required",
+        ),
+        ("[session]\nredis_sentinel = 3\n", "session.redis_sentinel", "expected a table"),
+        ("[storage]\npostgres = 3\n", "storage.postgres", "expected a table"),
+    ],
+)
+def test_many_hosts_keys_are_checked(
+    write_config: WriteConfig, body: str, field: str, words: str
+) -> None:
+    """[storage.postgres] and [session.redis_sentinel] name the field and the fix (SPEC §7.2)."""
+    problems = _problems(write_config, body)
+    assert any(p.key == field and words in p.message for p in problems), problems

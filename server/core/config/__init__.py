@@ -28,6 +28,7 @@ from server.core.config.model import QUERY_OPERATORS
 from server.core.config.model import REGULATION_MODES
 from server.core.config.model import SAME_SITE
 from server.core.config.model import SESSION_STORES
+from server.core.config.model import STORAGE_BACKENDS
 from server.core.config.model import TOTP_ALGORITHMS
 from server.core.config.model import AccessControlConfig
 from server.core.config.model import Config
@@ -38,9 +39,11 @@ from server.core.config.model import NetworkRef
 from server.core.config.model import NotifierConfig
 from server.core.config.model import PasswordHashConfig
 from server.core.config.model import PasswordPolicyConfig
+from server.core.config.model import PostgresConfig
 from server.core.config.model import QueryCondition
 from server.core.config.model import RegulationConfig
 from server.core.config.model import RuleConfig
+from server.core.config.model import SentinelConfig
 from server.core.config.model import ServerConfig
 from server.core.config.model import SessionConfig
 from server.core.config.model import SmtpConfig
@@ -57,12 +60,12 @@ from server.core.tomlread import read_toml
 __all__ = [
     "ARGON2_MAX_ITERATIONS", "ARGON2_MAX_MEMORY_KIB", "ARGON2_MAX_PARALLELISM", "HTTP_METHODS",
     "KEYS", "LOG_FORMATS", "LOG_LEVELS", "QUERY_OPERATORS", "REGULATION_MODES", "SAME_SITE",
-    "SESSION_STORES", "TOTP_ALGORITHMS", "AccessControlConfig", "Config", "CookieConfig",
-    "DomainError", "IPNetwork", "LogConfig", "NetworkRef", "NotifierConfig",
-    "PasswordHashConfig", "PasswordPolicyConfig", "QueryCondition", "RegulationConfig",
-    "RuleConfig", "ServerConfig", "SessionConfig", "SmtpConfig", "StorageConfig", "TotpConfig",
-    "UsersConfig", "load_config", "normalise_domain", "parse_config", "parse_network",
-    "read_toml",
+    "SESSION_STORES", "STORAGE_BACKENDS", "TOTP_ALGORITHMS", "AccessControlConfig", "Config",
+    "CookieConfig", "DomainError", "IPNetwork", "LogConfig", "NetworkRef", "NotifierConfig",
+    "PasswordHashConfig", "PasswordPolicyConfig", "PostgresConfig", "QueryCondition",
+    "RegulationConfig", "RuleConfig", "SentinelConfig", "ServerConfig", "SessionConfig",
+    "SmtpConfig", "StorageConfig", "TotpConfig", "UsersConfig", "load_config", "normalise_domain",
+    "parse_config", "parse_network", "read_toml",
 ]  # fmt: skip
 
 
@@ -80,7 +83,7 @@ def parse_config(text: str, data: dict[str, t.Any], path: Path) -> Config:
         server=sections.server(r, data),
         users=sections.users(r, data, base),
         storage=sections.storage(r, data, base),
-        session=sections.session(r, data),
+        session=sections.session(r, data, base),
         totp=sections.totp(r, data),
         regulation=sections.regulation(r, data),
         notifier=sections.notifier(r, data, base),

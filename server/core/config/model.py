@@ -18,6 +18,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SAME_SITE = ("lax", "strict", "none")
 SESSION_STORES = ("memory", "sqlite", "redis")
+STORAGE_BACKENDS = ("sqlite", "postgres")
 TOTP_ALGORITHMS = ("SHA1", "SHA256", "SHA512")
 REGULATION_MODES = ("user", "ip")
 QUERY_OPERATORS = ("present", "absent", "equal", "not equal", "pattern", "not pattern")
@@ -46,11 +47,13 @@ KEYS: dict[str, tuple[str, ...]] = {
     "server": ("address", "trusted_proxies", "threads", "shutdown_grace", "inline_authz"),
     "users": ("file", "watch", "password_hash"),
     "users.password_hash": ("memory_kib", "iterations", "parallelism"),
-    "storage": ("path", "encryption_key_file"),
+    "storage": ("backend", "path", "encryption_key_file", "postgres"),
+    "storage.postgres": ("dsn", "password_file", "pool_size", "timeout"),
     "session": (
         "name", "same_site", "expiration", "inactivity", "remember_me", "store", "redis_url",
-        "cookies",
+        "redis_password_file", "redis_sentinel", "cookies",
     ),
+    "session.redis_sentinel": ("master_name", "nodes"),
     "session.cookies[]": ("domain", "portal_url", "default_redirect_url"),
     "totp": ("issuer", "algorithm", "digits", "period", "skew"),
     "regulation": ("max_retries", "find_time", "ban_time", "modes"),
@@ -109,11 +112,26 @@ class UsersConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PostgresConfig:
+    """``[storage.postgres]``: a libpq DSN (several hosts and ``target_session_attrs`` for
+    failover), the password read from a file (never in the DSN), the pool and a bounded
+    connect/statement ``timeout`` in seconds."""
+
+    dsn: str
+    password_file: Path | None = None
+    pool_size: int = 10
+    timeout: int = 5
+
+
+@dataclass(frozen=True, slots=True)
 class StorageConfig:
-    """``[storage]``: the SQLite database and the key that encrypts TOTP secrets in it."""
+    """``[storage]``: the backend (SQLite at ``path``, or PostgreSQL) and the key that
+    encrypts secrets in it. ``path`` also names the SQLite session store's file."""
 
     path: Path
     encryption_key_file: Path
+    backend: str = "sqlite"
+    postgres: PostgresConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +148,15 @@ class CookieConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SentinelConfig:
+    """``[session.redis_sentinel]``: the Sentinel nodes that name the Redis primary; they
+    replace ``redis_url``'s host and port (its database number and TLS scheme still apply)."""
+
+    master_name: str
+    nodes: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SessionConfig:
     """``[session]``: the cookie, lifetimes (seconds) and where sessions are stored."""
 
@@ -141,6 +168,8 @@ class SessionConfig:
     remember_me: int = 30 * 86400
     store: str = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_password_file: Path | None = None
+    redis_sentinel: SentinelConfig | None = None
 
     def cookie_for(self, host: str) -> CookieConfig | None:
         """The cookie entry whose domain covers ``host``, or None."""

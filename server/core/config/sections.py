@@ -18,13 +18,16 @@ from server.core.config.model import LOG_LEVELS
 from server.core.config.model import REGULATION_MODES
 from server.core.config.model import SAME_SITE
 from server.core.config.model import SESSION_STORES
+from server.core.config.model import STORAGE_BACKENDS
 from server.core.config.model import TOTP_ALGORITHMS
 from server.core.config.model import CookieConfig
 from server.core.config.model import LogConfig
 from server.core.config.model import NotifierConfig
 from server.core.config.model import PasswordHashConfig
 from server.core.config.model import PasswordPolicyConfig
+from server.core.config.model import PostgresConfig
 from server.core.config.model import RegulationConfig
+from server.core.config.model import SentinelConfig
 from server.core.config.model import ServerConfig
 from server.core.config.model import SessionConfig
 from server.core.config.model import SmtpConfig
@@ -111,12 +114,86 @@ def users(r: Reader, data: dict[str, t.Any], base: Path) -> UsersConfig:
 def storage(r: Reader, data: dict[str, t.Any], base: Path) -> StorageConfig:
     key = "storage"
     tbl = r.table(data.get(key, {}), key, KEYS[key])
+    backend = r.option(tbl, key, "backend", STORAGE_BACKENDS, "sqlite")
+    postgres = _postgres(r, tbl, base) if "postgres" in tbl else None
+    if backend == "postgres" and postgres is None and "postgres" not in tbl:
+        r.error(
+            "storage.postgres",
+            'backend = "postgres" needs a [storage.postgres] table',
+            'add [storage.postgres] with dsn = "postgresql://authctl@127.0.0.1:5432/authctl"',
+        )
     return StorageConfig(
         path=r.file_path(base, tbl, key, "path", "authctl.db"),
         encryption_key_file=r.file_path(
             base, tbl, key, "encryption_key_file", "secrets/storage.key"
         ),
+        backend=backend,
+        postgres=postgres,
     )
+
+
+#: A password inside a libpq DSN: URI userinfo ``user:secret@`` or a ``password=`` keyword.
+_DSN_PASSWORD = re.compile(r"^postgres(?:ql)?://[^/@?#]*:[^/@?#]*@|(?:^|\s)password\s*=", re.I)
+
+
+def _postgres(r: Reader, tbl: dict[str, t.Any], base: Path) -> PostgresConfig | None:
+    key = "storage.postgres"
+    pg = r.table(tbl["postgres"], key, KEYS[key])
+    if not isinstance(tbl["postgres"], dict):
+        return None
+    dsn = r.value(
+        pg, key, "dsn", str, hint='write dsn = "postgresql://authctl@127.0.0.1:5432/authctl"'
+    )
+    if dsn is None:
+        return None
+    if not dsn.strip():
+        r.error(
+            f"{key}.dsn", "cannot be empty", 'write dsn = "postgresql://authctl@db:5432/authctl"'
+        )
+    elif _DSN_PASSWORD.search(dsn):
+        r.error(
+            f"{key}.dsn",
+            "holds a password (it would end up in logs, backups and process listings)",
+            "remove it from the DSN and put it in a file named by password_file",
+        )
+    password_file = r.value(pg, key, "password_file", str, None)
+    d = PostgresConfig(dsn="")
+    return PostgresConfig(
+        dsn=dsn,
+        password_file=resolve(base, password_file) if password_file else None,
+        pool_size=r.integer(pg, key, "pool_size", d.pool_size, 1, 1000),
+        timeout=r.duration(pg, key, "timeout", d.timeout, minimum=1),
+    )
+
+
+def _sentinel(r: Reader, raw: object) -> SentinelConfig | None:
+    key = "session.redis_sentinel"
+    tbl = r.table(raw, key, KEYS[key])
+    if not isinstance(raw, dict):
+        return None
+    master = r.value(tbl, key, "master_name", str, hint='write master_name = "authctl"')
+    if master is not None and not master.strip():
+        r.error(f"{key}.master_name", "cannot be empty", 'write master_name = "authctl"')
+    raw_nodes = r.value(
+        tbl, key, "nodes", list, hint='write nodes = ["127.0.0.1:26379", "127.0.0.1:26380"]'
+    )
+    nodes: list[tuple[str, int]] = []
+    for i, node in enumerate(raw_nodes or []):
+        host, _, port = str(node).rpartition(":")
+        host = host.strip("[]")
+        if not isinstance(node, str) or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            r.error(
+                f"{key}.nodes[{i}]",
+                f"{node!r} is not host:port",
+                'write "sentinel1.example.com:26379"',
+            )
+            continue
+        nodes.append((host, int(port)))
+    if raw_nodes is not None and not raw_nodes:
+        r.error(f"{key}.nodes", "lists no Sentinel", 'write nodes = ["127.0.0.1:26379"]')
+    if master is None or not nodes:
+        return None
+    return SentinelConfig(master_name=master, nodes=tuple(nodes))
 
 
 def _cookie(r: Reader, raw: object, key: str) -> CookieConfig | None:
@@ -189,7 +266,7 @@ def _cookie(r: Reader, raw: object, key: str) -> CookieConfig | None:
     return CookieConfig(domain, portal_url.rstrip("/"), default_redirect)
 
 
-def session(r: Reader, data: dict[str, t.Any]) -> SessionConfig:
+def session(r: Reader, data: dict[str, t.Any], base: Path) -> SessionConfig:
     key = "session"
     tbl = r.table(data.get(key, {}), key, KEYS[key])
     d = SessionConfig(cookies=())
@@ -233,6 +310,7 @@ def session(r: Reader, data: dict[str, t.Any]) -> SessionConfig:
             f"{redis_url!r} is not a redis URL",
             'write "redis://127.0.0.1:6379/0"',
         )
+    password_file = r.value(tbl, key, "redis_password_file", str, None)
     return SessionConfig(
         cookies=tuple(cookies),
         name=name,
@@ -242,6 +320,8 @@ def session(r: Reader, data: dict[str, t.Any]) -> SessionConfig:
         remember_me=r.duration(tbl, key, "remember_me", d.remember_me),
         store=r.option(tbl, key, "store", SESSION_STORES, d.store),
         redis_url=redis_url,
+        redis_password_file=resolve(base, password_file) if password_file else None,
+        redis_sentinel=_sentinel(r, tbl["redis_sentinel"]) if "redis_sentinel" in tbl else None,
     )
 
 
