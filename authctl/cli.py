@@ -65,6 +65,7 @@ COMMANDS: dict[str, str] = {
     "bans": "authctl.cmd_bans:bans",
     "cert": "authctl.cmd_cert:cert",
     "proxy-snippet": "authctl.cmd_proxy:proxy_snippet",
+    "storage": "authctl.cmd_storage:storage",
     "import": "authctl.cmd_import:import_",
 }
 
