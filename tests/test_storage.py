@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -825,3 +826,139 @@ def test_no_module_reaches_into_storage_privates() -> None:
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
     assert {"_transaction", "_read", "_write", "_conn"} <= STORAGE_PRIVATES
     assert offenders == []
+
+
+# --------------------------------------------------------------------------- shared limits
+
+
+class TestRateLimits:
+    """hit_rate_limits: every limit of every key checked and the hits recorded in one step."""
+
+    def test_allows_until_the_count_then_says_how_long(self, storage: Storage) -> None:
+        """Three hits in 60 s are allowed, the fourth waits until the oldest leaves the window."""
+        limits = [(3, 60.0)]
+        assert storage.hit_rate_limits([("k", limits)], 100.0) == 0.0
+        assert storage.hit_rate_limits([("k", limits)], 110.0) == 0.0
+        assert storage.hit_rate_limits([("k", limits)], 120.0) == 0.0
+        assert storage.hit_rate_limits([("k", limits)], 130.0) == pytest.approx(30.0)
+        assert storage.hit_rate_limits([("k", limits)], 159.0) == pytest.approx(1.0)
+        assert storage.hit_rate_limits([("k", limits)], 160.0) == 0.0  # the hit at 100 left
+        assert storage.hit_rate_limits([("other", limits)], 160.0) == 0.0
+
+    def test_all_or_nothing_and_longest_wait(self, storage: Storage) -> None:
+        """One key over its limit records nothing for any key; the longest wait is returned."""
+        assert storage.hit_rate_limits([("a", [(1, 10.0)]), ("b", [(5, 10.0)])], 0.0) == 0.0
+        wait = storage.hit_rate_limits([("b", [(5, 10.0)]), ("a", [(1, 10.0), (1, 50.0)])], 5.0)
+        assert wait == pytest.approx(45.0)
+        # b got no hit from the refused call: four more fit
+        for now in (6.0, 6.5, 7.0, 7.5):
+            assert storage.hit_rate_limits([("b", [(5, 10.0)])], now) == 0.0
+        assert storage.hit_rate_limits([("b", [(5, 10.0)])], 8.0) > 0.0
+
+    def test_bad_limits_are_programming_errors(self, storage: Storage) -> None:
+        """A count below 1 or a window that is not positive is a ValueError."""
+        with pytest.raises(ValueError, match="count"):
+            storage.hit_rate_limits([("k", [(0, 1.0)])], 0.0)
+        with pytest.raises(ValueError, match="window"):
+            storage.hit_rate_limits([("k", [(1, 0.0)])], 0.0)
+
+    def test_no_hits_is_allowed(self, storage: Storage) -> None:
+        """No keys: allowed, nothing recorded; a key without limits is allowed and recorded."""
+        assert storage.hit_rate_limits([], 0.0) == 0.0
+        assert storage.hit_rate_limits([("k", [])], 0.0) == 0.0
+        assert storage.purge_rate_limits(1e12) == 1
+
+    def test_purge(self, storage: Storage) -> None:
+        """purge_rate_limits drops hits older than the cut-off and says how many."""
+        for now in (1.0, 2.0, 3.0):
+            storage.hit_rate_limits([("k", [(10, 100.0)])], now)
+        assert storage.purge_rate_limits(2.5) == 2
+        assert storage.hit_rate_limits([("k", [(2, 100.0)])], 4.0) == 0.0
+        assert storage.hit_rate_limits([("k", [(2, 100.0)])], 5.0) == pytest.approx(98.0)
+
+
+class TestInflight:
+    """Regulation attempts in flight and the cross-process lock."""
+
+    def test_add_count_remove(self, storage: Storage, clock: Clock) -> None:
+        """Counts cover live rows of each counter asked; remove drops a token's rows."""
+        one, two = ("1FA", "user", "alice"), ("1FA", "ip", "10.0.0.1")
+        now = clock.now
+        storage.add_inflight("t1", [one, two], expires=now + 100)
+        storage.add_inflight("t2", [one], expires=now + 50)
+        assert storage.inflight_counts([one, two, ("x", "y", "z")], now + 10) == {
+            one: 2,
+            two: 1,
+            ("x", "y", "z"): 0,
+        }
+        assert storage.inflight_counts([one], now + 50) == {one: 1}  # t2 expired
+        storage.remove_inflight("t1")
+        assert storage.inflight_counts([one, two], now + 10) == {one: 1, two: 0}
+        storage.remove_inflight("absent")
+        assert storage.inflight_counts([], now) == {}
+
+    def test_expired_rows_are_dropped_by_the_next_add(self, storage: Storage, clock: Clock) -> None:
+        """A crashed host's rows stop counting at expiry and are deleted by a later add."""
+        one = ("1FA", "user", "alice")
+        storage.add_inflight("dead", [one], expires=clock.now + 5)
+        clock.advance(10)
+        storage.add_inflight("live", [one], expires=clock.now + 5)
+        assert storage.inflight_counts([one], clock.now - 100) == {one: 1}
+
+    def test_add_twice_is_one_row(self, storage: Storage, clock: Clock) -> None:
+        """Adding the same token and counter again keeps one row, with the later expiry."""
+        one = ("1FA", "user", "alice")
+        storage.add_inflight("t1", [one], expires=clock.now + 10)
+        storage.add_inflight("t1", [one], expires=clock.now + 20)
+        assert storage.inflight_counts([one], clock.now + 15) == {one: 1}
+
+    def test_exclusive_excludes_threads(self, storage: Storage) -> None:
+        """Two threads never hold the same name at once; other names do not wait."""
+        inside: list[int] = []
+        most = [0]
+        lock = threading.Lock()
+        barrier = threading.Barrier(4)
+
+        def work() -> None:
+            barrier.wait()
+            for _ in range(5):
+                with storage.exclusive("regulation"):
+                    with lock:
+                        inside.append(1)
+                        most[0] = max(most[0], len(inside))
+                    time.sleep(0.002)
+                    with lock:
+                        inside.pop()
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        with storage.exclusive("other"):
+            pass
+        for thread in threads:
+            thread.join()
+        assert most[0] == 1
+
+    def test_exclusive_times_out_into_a_storage_error(self, storage: Storage) -> None:
+        """A lock held elsewhere longer than the timeout is a StorageError, never a free pass."""
+        taken, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with storage.exclusive("regulation"):
+                taken.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        taken.wait(10)
+        storage.timeout = 0.1
+        try:
+            with pytest.raises(StorageError, match="timed out"), storage.exclusive("regulation"):
+                raise AssertionError("entered a held lock")
+        finally:
+            release.set()
+            holder.join()
+        with storage.exclusive("regulation"):
+            pass
+        lock_file = storage.path.with_name(storage.path.name + ".lock")
+        assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600

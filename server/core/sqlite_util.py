@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import hashlib
 import os
 import sqlite3
+import struct
 import threading
 import time
 import typing as t
@@ -201,3 +204,55 @@ class Connections:
             self._all.clear()
         for conn in connections:
             conn.close()
+
+
+def _lock_offset(name: str) -> int:
+    """The byte of the lock file that stands for ``name`` (distinct names rarely share one)."""
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 2  # below 2**62: a valid off_t
+
+
+def _ofd_lock(fd: int, offset: int, kind: int) -> None:
+    """Take (or with ``F_UNLCK`` drop) an open-file-description lock on one byte, or raise
+    ``BlockingIOError`` at once. Unlike ``lockf`` it belongs to the open file, so two threads
+    of one process exclude each other too; unlike ``flock`` one file holds many names."""
+    # struct flock: l_type, l_whence (short), l_start, l_len (off_t), l_pid (int, 0 for OFD)
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, struct.pack("hhqqi", kind, os.SEEK_SET, offset, 1, 0))
+
+
+@contextlib.contextmanager
+def file_lock(
+    path: Path, name: str, *, timeout: float, error: type[StoreUnavailable]
+) -> t.Iterator[None]:
+    """Hold the lock ``name`` in the lock file ``path`` (created 0600) for the block, across
+    threads and processes; wait at most ``timeout`` seconds, then raise ``error``.
+
+    The lock goes with the file descriptor: a crashed holder never leaves it taken.
+    """
+    check_blocking()
+    offset = _lock_offset(name)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise error(f"cannot open the lock file {path}: {exc}", reason=reason(exc)) from exc
+    try:
+        deadline = time.monotonic() + timeout
+        pause = 0.001
+        while True:
+            try:
+                _ofd_lock(fd, offset, fcntl.F_WRLCK)
+                break
+            except (BlockingIOError, PermissionError):
+                if time.monotonic() >= deadline:
+                    raise error(
+                        f"timed out after {timeout:g} s waiting for the lock {name!r} in {path}",
+                        reason="lock timeout",
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.02)
+        try:
+            yield
+        finally:
+            _ofd_lock(fd, offset, fcntl.F_UNLCK)
+    finally:
+        os.close(fd)

@@ -39,6 +39,7 @@ import typing as t
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from dataclasses import field
@@ -50,6 +51,7 @@ from server.core.crypto import read_key_file
 from server.core.errors import StoreUnavailable
 from server.core.sqlite_util import Connections
 from server.core.sqlite_util import explain
+from server.core.sqlite_util import file_lock
 from server.core.sqlite_util import reason
 
 if t.TYPE_CHECKING:
@@ -58,7 +60,7 @@ if t.TYPE_CHECKING:
 log = logging.getLogger("server.storage")
 
 #: Version of the schema, kept in ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of an authctl storage database ("actl").
 APPLICATION_ID = 0x6163746C
 #: Seconds a connection waits for another writer (thread or worker) before failing.
@@ -125,6 +127,42 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID""",
         "CREATE INDEX one_time_codes_username ON one_time_codes (username, intent)",
         "CREATE INDEX one_time_codes_expires ON one_time_codes (expires)",
+    ),
+    (
+        """CREATE TABLE rate_limit_hits (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL,               -- the caller's limit key, e.g. endpoint + user
+            time REAL NOT NULL
+        )""",
+        "CREATE INDEX rate_limit_hits_key_time ON rate_limit_hits (key, time)",
+        "CREATE INDEX rate_limit_hits_time ON rate_limit_hits (time)",
+        """CREATE TABLE regulation_inflight (
+            token TEXT NOT NULL,             -- one attempt in flight (random)
+            kind TEXT NOT NULL,              -- the counter: three strings of the caller's
+            target TEXT NOT NULL,
+            value TEXT NOT NULL,
+            expires REAL NOT NULL,           -- a crashed host's attempt stops counting then
+            PRIMARY KEY (token, kind, target, value)
+        ) WITHOUT ROWID""",
+        "CREATE INDEX regulation_inflight_counter ON regulation_inflight "
+        "(kind, target, value, expires)",
+        """CREATE TABLE webauthn_credentials (
+            id TEXT PRIMARY KEY,             -- opaque random public id
+            username TEXT NOT NULL,          -- canonical user name
+            credential_id BLOB NOT NULL UNIQUE,
+            public_key BLOB NOT NULL,        -- COSE key
+            sign_count INTEGER NOT NULL DEFAULT 0 CHECK (sign_count >= 0),
+            aaguid TEXT NOT NULL DEFAULT '',
+            transports TEXT NOT NULL DEFAULT '',   -- comma-separated
+            backup_eligible INTEGER NOT NULL DEFAULT 0,
+            backup_state INTEGER NOT NULL DEFAULT 0,
+            discoverable INTEGER NOT NULL DEFAULT 0,
+            description TEXT NOT NULL,
+            attestation_type TEXT NOT NULL DEFAULT 'none',
+            created_at REAL NOT NULL,
+            last_used_at REAL,
+            UNIQUE (username, description)
+        ) WITHOUT ROWID""",
     ),
 )
 
@@ -254,6 +292,8 @@ class Storage:
         self.path = Path(config.path)
         self.key_file = Path(config.encryption_key_file)
         self._now = now
+        #: Seconds to wait for a lock (:meth:`exclusive`) before failing.
+        self.timeout = BUSY_TIMEOUT
         self._db = Connections(
             self.path, name="storage database", error=StorageError, busy_timeout=BUSY_TIMEOUT
         )
@@ -664,3 +704,97 @@ class Storage:
     def purge_one_time_codes(self, before: float) -> int:
         """Remove codes and tokens that expired before ``before``; how many."""
         return self._write("DELETE FROM one_time_codes WHERE expires < ?", (before,))
+
+    # ------------------------------------------------------------------ shared limits
+
+    def hit_rate_limits(
+        self, hits: Sequence[tuple[str, Sequence[tuple[int, float]]]], now: float
+    ) -> float:
+        """Count one hit of each key at ``now`` if every limit of every key allows it.
+
+        ``hits`` pairs a key with its limits, ``(count, window)``: fewer than ``count`` hits
+        of the key in the last ``window`` seconds. If all allow, one hit per key is recorded
+        and 0.0 returned; otherwise nothing is recorded and the result is the longest wait in
+        seconds (until the hit that must leave its window has left it). Check and record are
+        one write transaction, so N workers or N hosts share one limit.
+        """
+        for _key, limits in hits:
+            for count, window in limits:
+                if count < 1:
+                    raise ValueError(f"a rate limit count must be at least 1, not {count}")
+                if not window > 0:
+                    raise ValueError(f"a rate limit window must be positive, not {window}")
+        with self._transaction() as conn:
+            wait = 0.0
+            for key, limits in hits:
+                for count, window in limits:
+                    # the count-th newest hit inside the window, if there are that many
+                    row = conn.execute(
+                        "SELECT time FROM rate_limit_hits WHERE key = ? AND time > ? "
+                        "ORDER BY time DESC LIMIT 1 OFFSET ?",
+                        (key, now - window, count - 1),
+                    ).fetchone()
+                    if row is not None:
+                        wait = max(wait, float(row[0]) + window - now)
+            if wait > 0:
+                return wait
+            for key, _limits in hits:
+                conn.execute("INSERT INTO rate_limit_hits (key, time) VALUES (?, ?)", (key, now))
+        return 0.0
+
+    def purge_rate_limits(self, before: float) -> int:
+        """Remove rate-limit hits older than ``before``; how many."""
+        return self._write("DELETE FROM rate_limit_hits WHERE time < ?", (before,))
+
+    # ------------------------------------------------------------------ attempts in flight
+
+    def add_inflight(
+        self, token: str, counters: Sequence[tuple[str, str, str]], expires: float
+    ) -> None:
+        """Record attempt ``token`` as in flight for each counter until ``expires`` (a host
+        that dies mid-attempt stops counting then); drops rows that expired by now."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM regulation_inflight WHERE expires <= ?", (self._now(),))
+            for kind, target, value in counters:
+                conn.execute(
+                    "INSERT INTO regulation_inflight (token, kind, target, value, expires) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (token, kind, target, value) "
+                    "DO UPDATE SET expires = excluded.expires",
+                    (token, kind, target, value, expires),
+                )
+
+    def remove_inflight(self, token: str) -> None:
+        """Attempt ``token`` is over: it no longer counts anywhere."""
+        self._write("DELETE FROM regulation_inflight WHERE token = ?", (token,))
+
+    def inflight_counts(
+        self, counters: Sequence[tuple[str, str, str]], now: float
+    ) -> dict[tuple[str, str, str], int]:
+        """How many attempts not expired at ``now`` are in flight for each counter (0 too)."""
+        counts = {tuple(counter): 0 for counter in counters}
+        if not counts:
+            return {}
+        where = " OR ".join("(kind = ? AND target = ? AND value = ?)" for _ in counts)
+        rows = self._read(
+            "SELECT kind, target, value, count(*) FROM regulation_inflight "  # noqa: S608
+            f"WHERE expires > ? AND ({where}) GROUP BY kind, target, value",
+            (now, *(part for counter in counts for part in counter)),
+        )
+        for kind, target, value, number in rows:
+            counts[(kind, target, value)] = int(number)
+        return t.cast("dict[tuple[str, str, str], int]", counts)
+
+    @contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """Hold the lock ``name`` for the block, across threads, processes and hosts.
+
+        Waits at most the storage's timeout, then raises StorageError (fail closed).
+        SQLite: a byte of ``<path>.lock`` (0600) next to the database.
+        """
+        with file_lock(
+            self.path.with_name(self.path.name + ".lock"),
+            name,
+            timeout=self.timeout,
+            error=StorageError,
+        ):
+            yield
