@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+import time
 import tomllib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -186,3 +189,237 @@ def test_init_refuses_an_existing_certificate(runner: CliRunner, tmp_path: Path)
     assert result.exit_code == 3
     assert not (tmp_path / "authctl.toml").exists()
     assert (tmp_path / "certs" / "cert.pem").read_text() == "mine"
+
+
+# --------------------------------------------------------------------------- init --join
+
+
+def _joined(runner: CliRunner, tmp_path: Path, *extra: str) -> tuple[Path, Path, str]:
+    """init a host folder ``a`` and join ``b`` to it; (a, b, join output)."""
+    host_a, host_b = tmp_path / "a", tmp_path / "b"
+    assert runner.invoke(cli, ["init", str(host_a)]).exit_code == 0
+    result = runner.invoke(cli, ["init", "--join", str(host_a), *extra, str(host_b)])
+    assert result.exit_code == 0, result.output
+    return host_a, host_b, result.output
+
+
+def test_join_shares_users_storage_and_secrets(runner: CliRunner, tmp_path: Path) -> None:
+    """The joined config reads A's users file and storage and holds a 0600 copy of every
+    secret under A's secrets/ (the storage key and any other key file), in a 0700 folder."""
+    host_a = tmp_path / "a"
+    assert runner.invoke(cli, ["init", str(host_a)]).exit_code == 0
+    (host_a / "secrets" / "oidc").mkdir(mode=0o700)
+    (host_a / "secrets" / "oidc" / "signing.pem").write_bytes(b"PEM\n")
+    (host_a / "secrets" / "reset.key").write_bytes(b"r" * 40)
+    host_b = tmp_path / "b"
+    result = runner.invoke(cli, ["init", "--join", str(host_a), str(host_b)])
+    assert result.exit_code == 0, result.output
+    a, b = load_config(host_a / "authctl.toml"), load_config(host_b / "authctl.toml")
+    assert b.users.file == a.users.file == host_a / "users.toml"
+    assert b.storage.path == a.storage.path == host_a / "authctl.db"
+    assert b.storage.encryption_key_file == host_b / "secrets" / "storage.key"
+    assert (b.session, b.totp, b.regulation) == (a.session, a.totp, a.regulation)
+    assert [replace(r, line=0) for r in b.access_control.rules] == [
+        replace(r, line=0) for r in a.access_control.rules
+    ]
+    for name in ("storage.key", "reset.key", "oidc/signing.pem"):
+        copied = host_b / "secrets" / name
+        assert copied.read_bytes() == (host_a / "secrets" / name).read_bytes(), name
+        assert mode(copied) == 0o600, name
+    assert mode(host_b / "secrets") == mode(host_b / "secrets" / "oidc") == 0o700
+    assert mode(host_b / "authctl.toml") == 0o600
+    assert (host_b / "certs" / "cert.pem").is_file()
+    assert (host_b / "certs" / "cert.pem").read_bytes() != (
+        host_a / "certs" / "cert.pem"
+    ).read_bytes()
+    assert not (host_b / "users.toml").exists()
+    text = " ".join(result.output.split())
+    assert 'backend = "postgres"' in text
+    assert 'store = "redis"' in text
+    assert str(host_a / "users.toml") in text
+
+
+def test_join_a_config_file_and_a_secret_outside_secrets(runner: CliRunner, tmp_path: Path) -> None:
+    """EXISTING may name the config file; a secret file the config names outside secrets/
+    (here the Redis password) is copied to secrets/<name> and the config points at the copy."""
+    host_a = tmp_path / "a"
+    assert runner.invoke(cli, ["init", str(host_a)]).exit_code == 0
+    password = tmp_path / "elsewhere" / "redis.password"
+    password.parent.mkdir()
+    password.write_text("s3cret\n")
+    config = host_a / "authctl.toml"
+    config.write_text(
+        config.read_text().replace(
+            'store = "sqlite"', f'store = "redis"\nredis_password_file = "{password}"'
+        )
+    )
+    host_b = tmp_path / "b"
+    result = runner.invoke(cli, ["init", "--join", str(config), str(host_b)])
+    assert result.exit_code == 0, result.output
+    joined = load_config(host_b / "authctl.toml")
+    assert joined.session.redis_password_file == host_b / "secrets" / "redis.password"
+    assert (host_b / "secrets" / "redis.password").read_text() == "s3cret\n"
+    assert mode(host_b / "secrets" / "redis.password") == 0o600
+    assert 'store = "redis"' not in " ".join(result.output.split())
+
+
+def test_join_never_overwrites(runner: CliRunner, tmp_path: Path) -> None:
+    """A DIR that already has a config: exit 3 naming it, nothing written (no secret copied)."""
+    host_a = tmp_path / "a"
+    assert runner.invoke(cli, ["init", str(host_a)]).exit_code == 0
+    host_b = tmp_path / "b"
+    host_b.mkdir()
+    (host_b / "authctl.toml").write_text("keep me\n")
+    result = runner.invoke(cli, ["init", "--join", str(host_a), str(host_b)])
+    assert result.exit_code == 3, result.output
+    assert str(host_b / "authctl.toml") in result.output
+    assert "never overwrites" in result.output
+    assert (host_b / "authctl.toml").read_text() == "keep me\n"
+    assert not (host_b / "secrets").exists()
+    assert not (host_b / "certs").exists()
+
+
+def test_join_refuses_its_own_folder_and_a_broken_source(runner: CliRunner, tmp_path: Path) -> None:
+    """Joining a folder to itself is a usage error; a source whose config is invalid or whose
+    key is missing is exit 3 naming the file, and nothing is written."""
+    host_a = tmp_path / "a"
+    assert runner.invoke(cli, ["init", str(host_a)]).exit_code == 0
+    assert runner.invoke(cli, ["init", "--join", str(host_a), str(host_a)]).exit_code == 2
+    (host_a / "secrets" / "storage.key").unlink()
+    result = runner.invoke(cli, ["init", "--join", str(host_a), str(tmp_path / "b")])
+    assert result.exit_code == 3, result.output
+    assert "storage.key" in result.output
+    assert not (tmp_path / "b").exists()
+    (host_a / "authctl.toml").write_text("[server\n")
+    result = runner.invoke(cli, ["init", "--join", str(host_a), str(tmp_path / "b")])
+    assert result.exit_code == 3, result.output
+    assert "authctl.toml" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_join_port_must_be_the_portals(runner: CliRunner, tmp_path: Path) -> None:
+    """A joined host serves the same portal: --port may repeat its port, not change it."""
+    host_a = tmp_path / "a"
+    assert runner.invoke(cli, ["init", "--port", "8443", str(host_a)]).exit_code == 0
+    wrong = runner.invoke(
+        cli, ["init", "--join", str(host_a), "--port", "443", str(tmp_path / "b")]
+    )
+    assert wrong.exit_code == 2, wrong.output
+    assert "8443" in wrong.output
+    assert not (tmp_path / "b").exists()
+    same = runner.invoke(
+        cli, ["init", "--join", str(host_a), "--port", "8443", str(tmp_path / "b")]
+    )
+    assert same.exit_code == 0, same.output
+    joined = load_config(tmp_path / "b" / "authctl.toml")
+    assert joined.session.cookies[0].portal_url == "https://auth.example.com:8443"
+
+
+def test_join_into_the_current_folder(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without DIR the current folder joins; the next steps are plain commands."""
+    assert runner.invoke(cli, ["init", str(tmp_path / "a")]).exit_code == 0
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "b")
+    result = runner.invoke(cli, ["init", "--join", "../a"])
+    assert result.exit_code == 0, result.output
+    assert load_config(tmp_path / "b" / "authctl.toml").users.file == tmp_path / "a" / "users.toml"
+    assert "  authctl serve" in result.output
+
+
+# --------------------------------------------------------------------------- joined hosts serving
+
+
+def _two_hosts(tmp_path: Path, config: str) -> tuple[Path, Path]:
+    """A host folder over the serve tests' users and ``config``, and a host joined to it by a
+    real ``authctl init --join``."""
+    from tests.test_serve import AUTHCTL
+    from tests.test_serve import make_folder
+
+    host_a = make_folder(tmp_path / "a", config)
+    host_b = tmp_path / "b"
+    done = subprocess.run(
+        [AUTHCTL, "init", "--join", str(host_a), str(host_b)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return host_a, host_b
+
+
+@pytest.mark.slow
+def test_joined_hosts_share_users_and_sqlite_sessions(tmp_path: Path) -> None:
+    """Two real ``serve`` processes on one machine, B joined to A: a session made on A opens on
+    B (the same SQLite session store, sealed with the copied key), and a user added through
+    B's config signs in on A (the same users file)."""
+    import os
+
+    from tests.test_serve import AUTHCTL
+    from tests.test_serve import SQLITE_CONFIG
+    from tests.test_serve import Server
+    from tests.test_serve import cookie_of
+
+    host_a, host_b = _two_hosts(tmp_path, SQLITE_CONFIG)
+    server_a, server_b = Server(host_a), Server(host_b)
+    try:
+        alice = cookie_of(server_a.login("alice"))
+        allowed = server_b.verify("https://app.example.com/", alice)
+        assert allowed.status == 200
+        assert allowed.getheader("Remote-User") == "alice"
+        env = {**os.environ, "AUTHCTL_CONFIG": str(host_b / "authctl.toml")}
+        subprocess.run(
+            [AUTHCTL, "user", "add", "dora", "--password-stdin"],
+            input="dora's long passphrase\n",
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        body = json.dumps({"username": "dora", "password": "dora's long passphrase"})
+        headers = {
+            "Content-Type": "application/json",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "auth.example.com",
+            "Origin": "https://auth.example.com",
+        }
+        time.sleep(0.6)  # A looks at the users file every 0.25 s (a failed try would count)
+        resp = server_a.request("POST", "/api/firstfactor", headers, body.encode())
+        assert resp.status == 200
+        dora = cookie_of(resp)
+        assert server_b.verify("https://app.example.com/", dora).getheader("Remote-User") == (
+            "dora"
+        )
+    finally:
+        server_a.stop()
+        server_b.stop()
+
+
+@pytest.mark.slow
+def test_joined_hosts_share_redis_sessions(tmp_path: Path) -> None:
+    """With ``store = "redis"`` (a real redis-server), a session signed in on B opens on A, and
+    a host that does not hold the copied key (a fresh init) refuses the same record."""
+    from tests.test_redis_store import RedisServer
+    from tests.test_redis_store import redis_config
+    from tests.test_serve import Server
+    from tests.test_serve import cookie_of
+    from tests.test_serve import make_folder
+
+    redis_server = RedisServer(tmp_path / "redis")
+    host_a, host_b = _two_hosts(tmp_path, redis_config(redis_server.url))
+    stranger = make_folder(tmp_path / "c", redis_config(redis_server.url))
+    servers = [Server(host_a), Server(host_b), Server(stranger)]
+    try:
+        server_a, server_b, server_c = servers
+        bob = cookie_of(server_b.login("bob"))
+        allowed = server_a.verify("https://app.example.com/", bob)
+        assert allowed.status == 200
+        assert allowed.getheader("Remote-User") == "bob"
+        assert server_c.verify("https://app.example.com/", bob).status == 302
+    finally:
+        for server in servers:
+            server.stop()
+        redis_server.stop()
