@@ -182,6 +182,9 @@ def fa_headers(**overrides: str | None) -> dict[str, str]:
         fa_headers(X_Forwarded_Proto=None),
         fa_headers(X_Forwarded_Method=None),
         fa_headers(X_Forwarded_Method="G3T"),
+        fa_headers(X_Forwarded_Method="get"),
+        fa_headers(X_Forwarded_Method=" GET"),
+        fa_headers(X_Forwarded_Method="A" * 33),
         fa_headers(X_Forwarded_Uri="/a\x01"),
         fa_headers(X_Forwarded_Uri="/public/..%252fadmin"),
         fa_headers(X_Forwarded_Uri="/public\\..\\admin"),
@@ -192,7 +195,8 @@ def fa_headers(**overrides: str | None) -> dict[str, str]:
     ],
     ids=[
         "http", "foreign-host", "suffix-trick", "no-host", "no-proto", "no-method",
-        "bad-method", "control-char", "double-encoding", "backslash", "matrix-dot",
+        "bad-method", "lower-method", "spaced-method", "long-method", "control-char",
+        "double-encoding", "backslash", "matrix-dot",
         "userinfo", "bad-port", "trailing-dot",
     ],
 )  # fmt: skip
@@ -430,8 +434,10 @@ def test_auth_request_answers_401_with_location(h: Harness) -> None:
         {"X-Original-URL": "http://app.example.com/", "X-Original-Method": "GET"},
         {"X-Original-URL": "/relative", "X-Original-Method": "GET"},
         {"X-Original-URL": "https://evil.com/", "X-Original-Method": "GET"},
+        {"X-Original-URL": "https://public.example.com/", "X-Original-Method": "get"},
+        {"X-Original-URL": "https://public.example.com/", "X-Original-Method": "GET "},
     ],
-    ids=["no-url", "no-method", "http", "relative", "foreign"],
+    ids=["no-url", "no-method", "http", "relative", "foreign", "lower-method", "spaced-method"],
 )
 def test_auth_request_malformed_is_403(h: Harness, headers: dict[str, str]) -> None:
     """auth-request answers only 200, 401 or 403; malformed input is 403."""

@@ -286,7 +286,22 @@ def test_a_failing_decision_goes_to_the_pool(harness: Harness) -> None:
     assert _call(harness, environ)[0] == "400 Bad Request"
 
 
-_HEADER_VALUES = st.sampled_from(["", "x", "GET", "https", "/", "text/html", "*/*", "basic x"])
+_HEADER_VALUES = st.sampled_from(
+    [
+        "",
+        "x",
+        "GET",
+        "https",
+        "/",
+        "text/html",
+        "*/*",
+        "basic x",
+        "get",
+        " GET",
+        "GET\r",
+        "PROPFIND",
+    ]
+)
 
 
 @given(
@@ -302,7 +317,15 @@ _HEADER_VALUES = st.sampled_from(["", "x", "GET", "https", "/", "text/html", "*/
     ),
     signed_in=st.booleans(),
     extra=st.dictionaries(
-        st.sampled_from(["X-Forwarded-Method", "Accept", "X-Requested-With", "Authorization"]),
+        st.sampled_from(
+            [
+                "X-Forwarded-Method",
+                "X-Original-Method",
+                "Accept",
+                "X-Requested-With",
+                "Authorization",
+            ]
+        ),
         _HEADER_VALUES,
         max_size=3,
     ),

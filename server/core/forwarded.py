@@ -1,4 +1,4 @@
-"""Which peers may speak for the client, and who the client is.
+"""Which peers may speak for the client, who the client is, and what method it used.
 
 X-Forwarded-* and X-Original-* headers are believed only from ``server.trusted_proxies``
 (CVE-2026-40575: a client-sent ``X-Forwarded-Uri`` made rules run on the wrong path). The
@@ -9,6 +9,7 @@ client cannot choose the address the ``networks`` criterion sees.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -22,6 +23,14 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 #: group) can connect, which is the same proof a trusted_proxies entry asks of a TCP peer.
 #: No TCP peer can have this REMOTE_ADDR (waitress gives those as IP addresses).
 UNIX_PEER = "unix"
+
+#: Longest method accepted. Authelia sets no bound, but the method goes into the portal
+#: redirect (``rm=``) and the decision log, and no registered method is longer than 17
+#: letters (UPDATEREDIRECTREF), so a longer one is malformed input like any other.
+METHOD_MAX = 32
+#: ``^[A-Z]+$`` (SPEC §7.5, Authelia's ``hasInvalidMethodCharacters``: bytes 0x41-0x5A), as
+#: a fullmatch: ``$`` alone would let a final newline through.
+_METHOD = re.compile(f"[A-Z]{{1,{METHOD_MAX}}}")
 
 
 @lru_cache(maxsize=4096)
@@ -82,3 +91,14 @@ class TrustedProxies:
             if not any(address in net for net in self._networks):
                 return address
         return parse_ip(hops[0])
+
+
+def valid_method(value: object) -> bool:
+    """Whether ``value`` is a method authctl judges: 1 to METHOD_MAX of ``A``-``Z``.
+
+    Nothing is stripped or upper-cased: ``get``, `` GET`` and ``GET\\r`` are not GET to
+    every application behind the proxy, so a rule must not judge them as GET. ``str.upper``
+    and ``isalpha`` are no help here (U+0131 dotless i upper-cases to ``I``; the fullwidth
+    U+FF27 is alphabetic).
+    """
+    return type(value) is str and _METHOD.fullmatch(value) is not None

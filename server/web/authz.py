@@ -25,7 +25,9 @@ from server.core.basic import parse_basic
 from server.core.cookies import session_ids
 from server.core.errors import InvalidTargetError
 from server.core.errors import StoreUnavailable
+from server.core.forwarded import METHOD_MAX
 from server.core.forwarded import TrustedProxies
+from server.core.forwarded import valid_method
 from server.core.identity import Identity
 from server.core.identity import IdentityResolver
 from server.core.outage import Throttled
@@ -62,6 +64,10 @@ MEMO_SIZE = 4096
 MEMO_KEY_MAX = 512
 #: Longest path the decision log writes; a longer one is cut and says how long it was.
 LOG_PATH_MAX = 256
+#: Where a method was read from, for the refusal's log line.
+_FORWARDED_METHOD = "X-Forwarded-Method"
+_ORIGINAL_METHOD = "X-Original-Method"
+_REQUEST_LINE = "request method"
 #: Methods as proxies send them, already valid: skips the checks of ``_method``.
 _PLAIN_METHODS = {
     m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE")
@@ -121,16 +127,31 @@ def _header(environ: t.Mapping[str, t.Any], name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _method(raw: str | None) -> str:
+def _method(raw: object, source: str) -> str:
+    """The method read from ``source`` (a header name, or the request line), exactly as
+    sent: it must match ``^[A-Z]+$`` (SPEC §7.5), else the request is malformed."""
     plain = _PLAIN_METHODS.get(raw) if type(raw) is str else None
     if plain is not None:
         return plain
     if not raw:
-        raise BadRequest("missing method")
-    method = raw.strip().upper()
-    if not method.isascii() or not method.isalpha() or len(method) > 16:
-        raise BadRequest("invalid method")
-    return method
+        raise BadRequest(f"missing {source}")
+    if not valid_method(raw):
+        shown = repr(raw[:40]) + ("..." if len(raw) > 40 else "") if type(raw) is str else "?"
+        raise BadRequest(f"invalid {source} {shown}: a method is 1-{METHOD_MAX} of A-Z")
+    return t.cast(str, raw)
+
+
+def _legacy_method(environ: t.Mapping[str, t.Any]) -> str:
+    """``/api/verify``: the first non-empty of X-Forwarded-Method, X-Original-Method and the
+    request line; it must be valid itself (a valid later one never stands in for it)."""
+    for key, source in (
+        ("HTTP_X_FORWARDED_METHOD", _FORWARDED_METHOD),
+        ("HTTP_X_ORIGINAL_METHOD", _ORIGINAL_METHOD),
+    ):
+        value = _header(environ, key)
+        if value:
+            return _method(value, source)
+    return _method(environ.get("REQUEST_METHOD"), _REQUEST_LINE)
 
 
 def _latin1(value: str) -> str:
@@ -307,13 +328,13 @@ class Authorizer:
             url = _header(environ, "HTTP_X_ORIGINAL_URL")
             if not url:
                 raise BadRequest("missing X-Original-URL")
-            return _method(_header(environ, "HTTP_X_ORIGINAL_METHOD")), self._parse_target(url)
+            method = _method(_header(environ, "HTTP_X_ORIGINAL_METHOD"), _ORIGINAL_METHOD)
+            return method, self._parse_target(url)
         if endpoint is Endpoint.FORWARD_AUTH:
-            return _method(_header(environ, "HTTP_X_FORWARDED_METHOD")), self._forwarded(
-                environ, _header(environ, "HTTP_X_FORWARDED_HOST"), None
-            )
+            method = _method(_header(environ, "HTTP_X_FORWARDED_METHOD"), _FORWARDED_METHOD)
+            return method, self._forwarded(environ, _header(environ, "HTTP_X_FORWARDED_HOST"), None)
         if endpoint is Endpoint.EXT_AUTHZ:
-            return _method(environ.get("REQUEST_METHOD")), self._forwarded(
+            return _method(environ.get("REQUEST_METHOD"), _REQUEST_LINE), self._forwarded(
                 environ, _header(environ, "HTTP_HOST"), self._ext_authz_uri(environ)
             )
         return self._legacy_target(environ)
@@ -327,11 +348,7 @@ class Authorizer:
         from the client: when both are there and name different targets, the request is
         refused rather than judged on one of them.
         """
-        method = _method(
-            _header(environ, "HTTP_X_FORWARDED_METHOD")
-            or _header(environ, "HTTP_X_ORIGINAL_METHOD")
-            or environ.get("REQUEST_METHOD")
-        )
+        method = _legacy_method(environ)
         url = _header(environ, "HTTP_X_ORIGINAL_URL")
         host = _header(environ, "HTTP_X_FORWARDED_HOST") or _header(environ, "HTTP_HOST")
         forwarded = _header(environ, "HTTP_X_FORWARDED_PROTO") and _header(
