@@ -26,8 +26,9 @@ from server.core.notifier import Message
 from server.core.notifier import NotifierError
 from server.core.notifier import Outbox
 from server.core.otc import SignedTokens
-from server.core.ratelimit import RateLimiter
+from server.core.ratelimit import RateLimits
 from server.core.ratelimit import limits
+from server.core.storage import Storage
 from server.core.totp import totp_at
 from server.core.userfile import UsersFile
 from server.web.selfservice import SelfServiceApi
@@ -285,7 +286,7 @@ def test_code_requests_are_rate_limited_per_user(ss: SS) -> None:
 
 def test_code_requests_are_rate_limited_per_ip(ss: SS) -> None:
     """Code requests from one IP are limited across users."""
-    ss.svc.limiters["code_send_ip"] = RateLimiter(limits((2, 300)), now=ss.h.clock)
+    ss.svc.limiters["code_send_ip"] = ss.svc.rate_limits.limiter("code_send_ip", limits((2, 300)))
     ip = {"X-Forwarded-For": "203.0.113.9"}
     alice, bob = ss.h.login("alice"), ss.h.login("bob")
     assert ss.h.api("/api/user/session/elevation", {}, cookie=alice, headers=ip).status_int == 200
@@ -851,6 +852,40 @@ def test_reset_start_per_ip_limit(ss: SS) -> None:
     resp = reset_start(ss, "user9")
     assert resp.status_int == 429
     assert "Retry-After" in resp.headers
+
+
+def test_reset_start_limit_is_shared_through_storage(ss: SS) -> None:
+    """The per-IP limit is counted in the storage database: hits another process (here a
+    second Storage on the same file, as another worker or host would) made count too."""
+    other = Storage(ss.h.config.storage, ss.h.clock)
+    try:
+        elsewhere = RateLimits(other, now=ss.h.clock).limiter(
+            "reset_start_ip", ss.svc.settings.reset_start_ip
+        )
+        for _ in range(3):
+            assert elsewhere.hit("203.0.113.77") == 0.0
+    finally:
+        other.close()
+    ip = {"X-Forwarded-For": "203.0.113.77"}
+    assert [reset_start(ss, f"user{i}", headers=ip).status_int for i in range(3)] == [
+        200,
+        200,
+        429,
+    ]
+
+
+def test_rate_limit_storage_failure_is_503(ss: SS) -> None:
+    """When the storage fails, a rate-limited request is refused with the outage's 503 (fail
+    closed), never let through uncounted: a reset start (whose handler hides every other
+    failure behind the same 200) included."""
+    ss.svc.codes.storage.close()
+    resp = reset_start(ss, "alice")
+    assert resp.status_int == 503
+    assert resp.json["message"] == "The storage is unavailable; try again in a moment."
+    assert resp.headers["Retry-After"] == "5"
+    assert reset_finish(ss, "garbage").status_int == 503
+    assert ss.messages() == []
+    assert ss.sleeps == []  # refused before the handler ran
 
 
 def test_reset_finish_limits(ss: SS) -> None:

@@ -1,4 +1,4 @@
-"""Sliding-window rate limits for the self-service endpoints, on the injected clock.
+"""Sliding-window rate limits for the self-service endpoints, counted in the storage database.
 
 Why: one-time codes, reset links and reset tokens are guessable only by volume, and each
 request can also make authctl send an email. Without a limit an attacker can mail-bomb a user
@@ -12,27 +12,35 @@ allowed when fewer than ``count`` hits of that key were recorded in the last ``w
 for every limit. Refused hits are not recorded, so a client that keeps hammering still gets
 its allowance back as the window slides (no self-extending lockout).
 
-The state lives in memory, in this process only: with ``serve --workers N`` each worker keeps
-its own counters, so the effective limit is up to N times the configured one (still bounded),
-and a restart forgets them. Memory is bounded too: at most ``max_keys`` keys are tracked; past
-that the longest-idle key is forgotten first (an attacker would need that many addresses to
-evict a counter, and gains one fresh allowance by it).
+The hits live in the storage database (SPEC §7.2), not in this process: every worker of
+``serve --workers N`` and every host on one PostgreSQL database counts against one limit, a
+restart forgets nothing, and :meth:`RateLimiter.hit_all` checks and records all of a request's
+limits (its user's and its IP's) in one storage transaction, so a request refused for its IP
+does not eat its user's allowance and parallel requests never overshoot a limit. Keys are
+namespaced by the limiter's name (``code_send_user:alice``). When the storage fails the error
+is raised (:class:`server.core.errors.StoreUnavailable`): the request is refused (fail
+closed), never let through uncounted. Old hits are purged at most once a minute per process,
+on a hit.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
-from collections import OrderedDict
-from collections import deque
+import typing as t
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: Keys tracked per limiter before the longest-idle one is forgotten.
-DEFAULT_MAX_KEYS = 10_000
+from server.core.errors import StoreUnavailable
+
+log = logging.getLogger("server.ratelimit")
+
+#: Seconds between two purges of old hits by one process.
+PURGE_INTERVAL = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,56 +60,100 @@ def limits(*pairs: tuple[int, float]) -> tuple[Limit, ...]:
     return tuple(Limit(count, window) for count, window in pairs)
 
 
-class RateLimiter:
-    """Several sliding-window limits over string keys (a user name, an IP); thread-safe."""
+class HitStore(t.Protocol):
+    """Where hits are counted: :class:`server.core.storage.Storage` (SQLite or PostgreSQL)."""
+
+    def hit_rate_limits(
+        self, hits: Sequence[tuple[str, Sequence[tuple[int, float]]]], now: float
+    ) -> float:
+        """Check every ``(key, [(count, window), …])`` and, only if all allow, record one hit
+        per key and return 0; else record nothing and return the longest wait (atomic)."""
+        ...  # pragma: no cover - a protocol
+
+    def purge_rate_limits(self, before: float) -> int:
+        """Forget hits older than ``before``; how many were removed."""
+        ...  # pragma: no cover - a protocol
+
+
+class RateLimits:
+    """The limiters counted in one store, with its clock and its purge schedule."""
 
     def __init__(
         self,
-        rules: Sequence[Limit],
+        store: HitStore,
         *,
         now: Callable[[], float] = time.time,
-        max_keys: int = DEFAULT_MAX_KEYS,
+        purge_interval: float = PURGE_INTERVAL,
     ) -> None:
-        if not rules:
-            raise ValueError("a rate limiter needs at least one limit")
-        if max_keys < 1:
-            raise ValueError("max_keys must be at least 1")
-        self.rules = tuple(rules)
+        self.store = store
         self._now = now
-        self._max_keys = max_keys
-        self._horizon = max(rule.window for rule in self.rules)
-        self._keep = max(rule.count for rule in self.rules)
-        self._hits: OrderedDict[str, deque[float]] = OrderedDict()
+        self._purge_interval = purge_interval
+        self._horizon = 0.0
+        self._next_purge = 0.0
         self._lock = threading.Lock()
 
-    def __len__(self) -> int:
-        """How many keys are tracked now."""
-        return len(self._hits)
+    def limiter(self, name: str, rules: Sequence[Limit]) -> RateLimiter:
+        """A limiter whose keys are counted as ``name:key``."""
+        limiter = RateLimiter(name, rules, self)
+        self._horizon = max(self._horizon, limiter.horizon)
+        return limiter
 
-    def _wait(self, key: str, now: float) -> float:
-        """Seconds until ``key`` may hit again (0: now). Caller holds the lock."""
-        hits = self._hits.get(key)
+    def hit_all(self, pairs: Iterable[tuple[RateLimiter, str]]) -> float:
+        """See :meth:`RateLimiter.hit_all`."""
+        hits: dict[str, list[tuple[int, float]]] = {}
+        for limiter, key in pairs:
+            if limiter.group is not self:
+                raise ValueError("hit_all takes limiters of one store")
+            hits[limiter.key(key)] = [(rule.count, rule.window) for rule in limiter.rules]
         if not hits:
             return 0.0
-        while hits and hits[0] <= now - self._horizon:
-            hits.popleft()
-        wait = 0.0
-        for rule in self.rules:
-            inside = [when for when in hits if when > now - rule.window]
-            if len(inside) >= rule.count:
-                # the oldest hit that must leave the window before one more fits
-                oldest = inside[len(inside) - rule.count]
-                wait = max(wait, oldest + rule.window - now)
+        now = self._now()
+        wait = self.store.hit_rate_limits(list(hits.items()), now)
+        self._maybe_purge(now)
         return wait
 
-    def retry_after(self, key: str) -> float:
-        """Seconds until ``key`` may hit again; 0 when a hit would be allowed now."""
+    def _maybe_purge(self, now: float) -> None:
+        """Forget hits no window still sees, at most once per interval (a failure only logs:
+        forgetting old hits late allows nothing)."""
         with self._lock:
-            return self._wait(key, self._now())
+            if now < self._next_purge:
+                return
+            self._next_purge = now + self._purge_interval
+        try:
+            self.store.purge_rate_limits(now - self._horizon)
+        except StoreUnavailable as exc:
+            log.warning("old rate-limit hits could not be purged: %s", exc)
+
+
+class RateLimiter:
+    """Several sliding-window limits over string keys (a user name, an IP), made by
+    :meth:`RateLimits.limiter`; the hits are counted in its store."""
+
+    def __init__(self, name: str, rules: Sequence[Limit], group: RateLimits) -> None:
+        if not name or ":" in name:
+            raise ValueError("a rate limiter needs a name without ':'")
+        if not rules:
+            raise ValueError("a rate limiter needs at least one limit")
+        self.name = name
+        self.rules = tuple(rules)
+        self.group = group
+        #: The longest window: older hits no longer count.
+        self.horizon = max(rule.window for rule in self.rules)
+
+    def __repr__(self) -> str:
+        return f"<RateLimiter {self.name}>"
+
+    def key(self, key: str) -> str:
+        """The key ``key`` is counted under in the store (namespaced by the limiter)."""
+        return f"{self.name}:{key}"
 
     def hit(self, key: str) -> float:
-        """Record a hit of ``key`` if it is allowed and return 0; else the seconds to wait."""
-        return self.hit_all([(self, key)])
+        """Record a hit of ``key`` if it is allowed and return 0; else the seconds to wait.
+
+        Raises:
+            StoreUnavailable: the store failed; refuse the request.
+        """
+        return self.group.hit_all([(self, key)])
 
     @staticmethod
     def hit_all(pairs: Iterable[tuple[RateLimiter, str]]) -> float:
@@ -109,44 +161,17 @@ class RateLimiter:
 
         Returns 0 when recorded, else the longest wait among the refusals (nothing recorded).
         Used to limit one request per user *and* per IP at once: a request refused for its IP
-        does not eat the user's allowance. Each limiter is checked under its own lock, so two
-        racing requests may overshoot a limit by one; the limits are coarse by nature.
+        does not eat the user's allowance. One store transaction, so racing requests (threads,
+        workers, hosts) never overshoot a limit. No pairs: 0, the store is not asked.
+
+        Raises:
+            StoreUnavailable: the store failed; refuse the request.
+            ValueError: the limiters belong to different stores.
         """
         pairs = list(pairs)
-        wait = 0.0
-        for limiter, key in pairs:
-            wait = max(wait, limiter.retry_after(key))
-        if wait > 0:
-            return wait
-        for limiter, key in pairs:
-            limiter._record(key)
-        return 0.0
-
-    def _record(self, key: str) -> None:
-        with self._lock:
-            now = self._now()
-            hits = self._hits.get(key)
-            if hits is None:
-                if len(self._hits) >= self._max_keys:
-                    self._evict(now)
-                hits = deque(maxlen=self._keep)
-                self._hits[key] = hits
-            else:
-                self._hits.move_to_end(key)
-            hits.append(now)
-
-    def _evict(self, now: float) -> None:
-        """Drop keys with no hit inside any window; if none, the longest-idle one."""
-        stale = [k for k, hits in self._hits.items() if not hits or hits[-1] <= now - self._horizon]
-        for key in stale:
-            del self._hits[key]
-        if len(self._hits) >= self._max_keys:
-            self._hits.popitem(last=False)
-
-    def reset(self, key: str) -> None:
-        """Forget ``key``'s hits (for an administrator, or a test)."""
-        with self._lock:
-            self._hits.pop(key, None)
+        if not pairs:
+            return 0.0
+        return pairs[0][0].group.hit_all(pairs)
 
 
 def retry_after_header(wait: float) -> str:

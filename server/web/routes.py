@@ -92,7 +92,9 @@ IP = "ip"
 @dataclass(frozen=True)
 class RateLimit(Guard):
     """Hit every named limiter at once, keyed by the signed-in user or the client IP; 429 with
-    ``Retry-After`` when one refuses (nothing recorded then). A missing key is skipped."""
+    ``Retry-After`` when one refuses (nothing recorded then). A missing key is skipped. The hits
+    are counted in storage (one transaction per request); a storage failure raises, and the
+    request gets the outage's 503 (fail closed)."""
 
     limits: tuple[tuple[str, str], ...] = ()
 

@@ -51,7 +51,8 @@ Failures (rate limits, a full mail queue, a store outage) are answered by the on
 :mod:`server.web.errors`, the same from every endpoint.
 
 Code requests, code checks, reset starts and finishes are rate limited per user and per IP
-(:mod:`server.core.ratelimit`, in memory: with several workers each keeps its own counters). A limit
+(:mod:`server.core.ratelimit`, counted in the storage database, so every worker and host shares
+one limit; a storage failure refuses the request with the outage's 503). A limit
 on a reset start *per user* is silent (same answer, no mail), so it neither reveals the account
 nor lets anyone stop a user from resetting their password with 429s. Codes, tokens, secrets
 and passwords are never logged.
@@ -96,6 +97,7 @@ from server.core.password_policy import PasswordPolicy
 from server.core.password_policy import WeakPassword
 from server.core.ratelimit import Limit
 from server.core.ratelimit import RateLimiter
+from server.core.ratelimit import RateLimits
 from server.core.ratelimit import limits
 from server.core.sessions import SessionGoneError
 from server.core.sessions import new_session_id
@@ -244,8 +246,11 @@ class SelfServiceApi:
         self.users_file = UsersFile(config.users.file, lock_timeout=5.0)
         self.domains = [c.domain for c in config.session.cookies]
         s = self.settings
+        #: The self-service limits, counted in the storage database (shared by every worker
+        #: and host).
+        self.rate_limits = RateLimits(storage, now=now)
         self.limiters: dict[str, RateLimiter] = {
-            name: RateLimiter(getattr(s, name), now=now)
+            name: self.rate_limits.limiter(name, getattr(s, name))
             for name in (
                 "code_send_user",
                 "code_send_ip",
