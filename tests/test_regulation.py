@@ -18,6 +18,7 @@ from server.core.config import StorageConfig
 from server.core.errors import Banned
 from server.core.errors import InvalidCredentials
 from server.core.names import canonical_username
+from server.core.regulation import INFLIGHT_TTL
 from server.core.regulation import REASON
 from server.core.regulation import Regulator
 from server.core.regulation import ip_key
@@ -511,3 +512,99 @@ def test_refusals_are_logged_with_their_reason(
     ]
     assert str(ban.value) == "banned until 2023-11-14T22:23:20Z (user alice)"
     assert reg.list_bans()[0].expires == 1_700_000_600.0
+
+
+# --------------------------------------------------------------------------- shared in flight
+
+
+def test_places_in_flight_are_shared_through_storage(
+    storage: Storage, clock: Clock, tmp_path: Path
+) -> None:
+    """Two regulators on two Storage objects of one file (two workers, two hosts) count the
+    same attempts in flight: three held by one fill the limit for the other."""
+    other = Storage(
+        StorageConfig(tmp_path / "authctl.db", tmp_path / "missing.key"), clock, require_key=False
+    )
+    try:
+        here, there = regulator(storage, clock), regulator(other, clock)
+        held = [here.reserve("alice", "10.0.0.1", "1FA") for _ in range(3)]
+        with pytest.raises(Banned, match="3 attempts in flight"):
+            there.reserve("alice", "10.0.0.9", "BASIC")
+        held[0].release()
+        there.reserve("alice", "10.0.0.9", "BASIC").settle(False)
+        for attempt in held[1:]:
+            attempt.settle(False)
+        assert banned(here)
+        assert banned(there)
+    finally:
+        other.close()
+
+
+def test_a_lost_reservation_expires(storage: Storage, clock: Clock) -> None:
+    """A reservation never settled (its worker crashed) stops counting after INFLIGHT_TTL."""
+    reg = regulator(storage, clock)
+    for _ in range(3):
+        reg.reserve("alice", None, "1FA")  # dropped: as if the process died
+    clock.advance(INFLIGHT_TTL - 1)
+    with pytest.raises(Banned):
+        reg.reserve("alice", None, "1FA")
+    clock.advance(1)
+    reg.reserve("alice", None, "1FA").settle(True)
+    assert log_rows(storage, "SELECT count(*) FROM regulation_inflight") == [(0,)]
+
+
+def test_a_held_lock_fails_closed(storage: Storage, clock: Clock) -> None:
+    """When the regulation lock cannot be had in time (another process holds it), reserve
+    raises StorageError: the attempt is denied, never let through uncounted."""
+    import threading
+
+    reg = regulator(storage, clock)
+    storage.timeout = 0.05
+    taken, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with storage.exclusive("regulation"):
+            taken.set()
+            done.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert taken.wait(10)
+        with pytest.raises(StorageError, match="lock"):
+            reg.reserve("alice", "10.0.0.1", "1FA")
+    finally:
+        done.set()
+        holder.join()
+    assert log_rows(storage, "SELECT count(*) FROM regulation_inflight") == [(0,)]
+    reg.reserve("alice", "10.0.0.1", "1FA").release()
+
+
+def test_nothing_to_count_takes_no_lock_and_no_place(storage: Storage, clock: Clock) -> None:
+    """With max_retries = 0 (or no name and no address) only a ban can refuse: no lock is
+    taken and no place stored."""
+    reg = regulator(storage, clock, RegulationConfig(max_retries=0, find_time=30, ban_time=60))
+    storage.timeout = 0.0
+    with storage.exclusive("regulation"):
+        attempt = reg.reserve("alice", "10.0.0.1", "1FA")
+    assert attempt.token == ""
+    attempt.settle(False)
+    storage.save_ban("user", "alice", clock.now + 60, "test")
+    with pytest.raises(Banned, match="banned until"):
+        reg.reserve("alice", "10.0.0.1", "1FA")
+
+
+def test_a_place_that_cannot_be_freed_is_logged_and_expires(
+    storage: Storage, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """If the store fails when the place is freed, leaving the ``with`` does not raise (the
+    caller's own outcome stands); the place stays taken until it expires (the safe side)."""
+    reg = regulator(storage, clock)
+    attempt = reg.reserve("alice", "10.0.0.1", "1FA")
+    storage.close()
+    with caplog.at_level(logging.WARNING, "server.regulation"), attempt:
+        pass
+    assert attempt.done
+    assert caplog.messages[0].startswith(
+        "an attempt's place in flight could not be freed (it expires in 120s): "
+    )

@@ -19,9 +19,19 @@ limit of three (each checks before any is recorded), and then the right password
 reservation is counted as a failure until it is settled, so with ``max_retries = 3`` at most
 three attempts of one user (or IP) are ever in flight or failed at once; the others are
 refused like banned ones. With nothing in flight one attempt always goes ahead, so a ban that
-ran out (or was cleared) gives one more try, as in Authelia, whose failure bans again. The
-in-flight counts live in this process: with ``serve --workers N`` each worker keeps its own,
-so at most N times ``max_retries`` guesses get in before the ban (the ban itself is shared).
+ran out (or was cleared) gives one more try, as in Authelia, whose failure bans again.
+
+The attempts in flight live in the storage database (``add_inflight``), next to the log and
+the bans, so every worker of ``serve --workers N`` and every host on one PostgreSQL database
+counts the same ones: N workers let in ``max_retries`` guesses, not N times as many.
+:meth:`Regulator.reserve` looks, counts and reserves under the storage's cross-process lock
+(``exclusive("regulation")``), so two workers never both take the last place. Settling needs
+no lock: it logs the attempt, bans if need be, and only then frees the place, and a reserve
+reads the places first and the bans and failures after, so it sees the attempt either in
+flight or logged (or both: counted twice, never missed). A reservation expires after
+:data:`INFLIGHT_TTL` seconds: a worker that crashed (or lost the database) while holding one
+cannot hold its place for ever; an attempt taking longer than that (it never should: a hash
+takes well under a second) would let one more in.
 
 Three differences from Authelia, all on purpose (the third is the reservation above):
 
@@ -43,14 +53,15 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import secrets
 import threading
 import time
 import typing as t
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from server.core.errors import Banned
+from server.core.errors import StoreUnavailable
 from server.core.names import canonical_username
 from server.core.storage import ATTEMPT_KINDS
 
@@ -72,6 +83,10 @@ STREAMS: dict[str, tuple[str, ...]] = {
 }
 #: Longest user name stored in the log (longer ones cannot be users; they are cut).
 MAX_NAME = 256
+#: Seconds an attempt's place stays reserved at most (a crashed worker's is freed then).
+INFLIGHT_TTL = 120.0
+#: The name of the storage lock reservations are taken under.
+LOCK_NAME = "regulation"
 
 
 def ip_key(ip: str | None) -> str:
@@ -126,6 +141,8 @@ class Reservation:
     ip: str
     kind: str
     keys: tuple[CounterKey, ...]
+    #: The id of its places in storage ("" when it holds none).
+    token: str = ""
     done: bool = False
 
     def settle(self, success: bool) -> None:
@@ -161,17 +178,16 @@ class Regulator:
         self.config = config
         self.storage = storage
         self._now = now
-        # attempts reserved and not settled yet, per counter; guarded by _lock, which also
-        # makes "check, count, reserve" and "record, ban, free" one step each
+        # one reserve at a time in this process (the storage lock orders the processes)
         self._lock = threading.Lock()
-        self._pending: Counter[CounterKey] = Counter()
 
     def reserve(self, username: str | None, ip: str | None, kind: str) -> Reservation:
         """Let one attempt go ahead, counting it as a failure until it is settled.
 
         Refused (:class:`Banned`, and logged as a banned attempt) when the user or IP is
-        banned, or when attempts in flight plus failures since the last success already reach
-        ``max_retries`` on one of the counters ``modes`` names (see the module doc).
+        banned, or when attempts in flight (in every process) plus failures since the last
+        success already reach ``max_retries`` on one of the counters ``modes`` names (see the
+        module doc).
 
         Raises:
             Banned: answer as for wrong credentials, without any password or code work.
@@ -181,36 +197,58 @@ class Regulator:
             raise ValueError(f"unknown attempt kind {kind!r}")
         name, address = user_key(username), ip_key(ip)
         keys = self._counters(name, address, kind)
-        with self._lock:
+        if not keys:  # nothing to count: only a ban can refuse
+            self._refuse_if(self._banned(name, address), name, address, kind, self._now())
+            return Reservation(self, name, address, kind, keys)
+        token = secrets.token_hex(16)
+        with self._lock, self.storage.exclusive(LOCK_NAME):
             now = self._now()
-            refusal = self._refusal(name, address, keys, now)
-            if refusal is not None:
-                self.storage.append_log(now, name, address, kind, False, True)
-                # the admin's log says why; the client's answer is a wrong password's
-                log.warning(
-                    "%s attempt of %s from %s refused: %s",
-                    kind,
-                    name or "(no name)",
-                    address or "(no address)",
-                    refusal,
-                    extra={"fields": {"user": name, "ip": address, "kind": kind}},
-                )
-                raise Banned(refusal)
-            self._pending.update(keys)
-        return Reservation(self, name, address, kind, keys)
+            self._refuse_if(self._refusal(name, address, keys, now), name, address, kind, now)
+            self.storage.add_inflight(token, keys, now + INFLIGHT_TTL)
+        return Reservation(self, name, address, kind, keys, token)
+
+    def _refuse_if(
+        self, refusal: str | None, name: str, address: str, kind: str, now: float
+    ) -> None:
+        """Log a refused attempt (the admin's log says why) and raise Banned; or nothing."""
+        if refusal is None:
+            return
+        self.storage.append_log(now, name, address, kind, False, True)
+        # the client's answer is a wrong password's
+        log.warning(
+            "%s attempt of %s from %s refused: %s",
+            kind,
+            name or "(no name)",
+            address or "(no address)",
+            refusal,
+            extra={"fields": {"user": name, "ip": address, "kind": kind}},
+        )
+        raise Banned(refusal)
+
+    def _banned(self, name: str, address: str) -> str | None:
+        ban = self._ban(name, address)
+        if ban is None:
+            return None
+        return f"banned until {utc(ban.expires)} ({ban.kind} {ban.value})"
 
     def _refusal(
         self, name: str, address: str, keys: tuple[CounterKey, ...], now: float
     ) -> str | None:
         """Why an attempt must not go ahead (for the log), or None: a running ban, or the
-        attempts in flight plus the failures since the last success reaching the limit."""
-        ban = self._ban(name, address)
-        if ban is not None:
-            return f"banned until {utc(ban.expires)} ({ban.kind} {ban.value})"
-        for by, value, stream in keys:
-            pending = self._pending[(by, value, stream)]
-            failures = self._failures((by, value, stream), now) if pending else 0
-            if pending and pending + failures >= self.config.max_retries:
+        attempts in flight plus the failures since the last success reaching the limit.
+
+        The places are read before the bans and the log (see the module doc on settling)."""
+        in_flight = self.storage.inflight_counts(keys, now)
+        banned = self._banned(name, address)
+        if banned is not None:
+            return banned
+        for key in keys:
+            pending = in_flight.get(key, 0)
+            if not pending:
+                continue
+            failures = self._failures(key, now)
+            if pending + failures >= self.config.max_retries:
+                by, value, _ = key
                 return (
                     f"{pending} attempts in flight and {failures} failures reach "
                     f"max_retries = {self.config.max_retries} ({by} {value})"
@@ -252,25 +290,32 @@ class Regulator:
         return failures
 
     def _settle(self, reservation: Reservation, success: bool) -> None:
-        with self._lock:
-            if reservation.done:
-                raise RuntimeError("this attempt was settled or released already")
-            try:
-                self.record(reservation.username, reservation.ip, reservation.kind, success)
-            finally:
-                self._free(reservation)
+        # log (and ban) first, free the place after: a reserve in between counts the attempt
+        # twice, never zero times
+        if reservation.done:
+            raise RuntimeError("this attempt was settled or released already")
+        try:
+            self.record(reservation.username, reservation.ip, reservation.kind, success)
+        finally:
+            self._free(reservation)
 
     def _release(self, reservation: Reservation) -> None:
-        with self._lock:
-            if not reservation.done:
-                self._free(reservation)
+        if not reservation.done:
+            self._free(reservation)
 
     def _free(self, reservation: Reservation) -> None:
+        """Free the place; if the store fails it stays taken until it expires (safe side)."""
         reservation.done = True
-        self._pending.subtract(reservation.keys)
-        for key in reservation.keys:
-            if self._pending[key] <= 0:
-                del self._pending[key]
+        if not reservation.token:
+            return
+        try:
+            self.storage.remove_inflight(reservation.token)
+        except StoreUnavailable as exc:
+            log.warning(
+                "an attempt's place in flight could not be freed (it expires in %ds): %s",
+                INFLIGHT_TTL,
+                exc,
+            )
 
     def check(self, username: str | None, ip: str | None) -> None:
         """Do nothing, or raise :class:`Banned` if the user or the IP is banned now.
