@@ -16,8 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
 import time
 import typing as t
 from collections.abc import Callable
@@ -25,13 +23,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
+from server.core.redis_cache import HEARTBEAT_BOUND
 from server.core.redis_store import RedisStore
 from server.core.session_store import SessionStore
 from server.core.session_store import SessionStoreError
 from server.core.session_store import hash_session_id
 from tests import test_session_store as contract
+from tests.redis_services import RedisServer
+from tests.redis_services import free_port
 from tests.test_serve import SQLITE_CONFIG
 from tests.test_serve import Server
 from tests.test_serve import cookie_of
@@ -40,73 +40,6 @@ from tests.test_session_store import FakeClock
 from tests.test_session_store import make_session
 
 pytestmark = pytest.mark.slow
-
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class RedisServer:
-    """A throw-away ``redis-server`` (no persistence) on 127.0.0.1."""
-
-    def __init__(self, folder: Path, port: int | None = None) -> None:
-        if not Path(REDIS_SERVER).exists():
-            pytest.fail(
-                "redis-server is not installed: apt-get install -y redis-server "
-                "(the Redis store is tested against a real server, never skipped)"
-            )
-        self.folder = folder
-        self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.start()
-
-    def start(self) -> None:
-        """Start (or restart) the server on the same port and wait until it answers."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        options = {
-            "port": str(self.port),
-            "bind": "127.0.0.1",
-            "save": "",
-            "appendonly": "no",
-            "dir": str(self.folder),
-            "loglevel": "warning",
-        }
-        argv = [REDIS_SERVER]
-        for name, value in options.items():
-            argv += [f"--{name}", value]
-        self.proc = subprocess.Popen(
-            argv,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if client.ping():
-                    break
-            except redis.RedisError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise AssertionError("redis-server did not start") from None
-                time.sleep(0.05)
-        client.close()
-
-    def client(self) -> redis.Redis:
-        """A plain client for looking at what the store wrote."""
-        return redis.Redis(port=self.port, socket_timeout=2)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the server (SIGCONT first, in case a test paused it)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +141,40 @@ class TestRedisContract(contract.TestContract):
         assert store.purge_expired(time.time()) == 0
         assert all(store.get(s.id) is None for s in short)
         assert store.get(long.id) == long
+
+
+class TestCachedRedisContract(TestRedisContract):
+    """The same contract with the per-process cache on (``from_config``'s default), each
+    store warmed up first so that reads are really answered from the cache."""
+
+    @pytest.fixture
+    def make_store(  # type: ignore[override]
+        self, shared_redis: RedisServer
+    ) -> Iterator[Callable[[FakeClock], SessionStore]]:
+        with shared_redis.client() as client:
+            client.flushdb()
+        made: list[RedisStore] = []
+
+        def make(_clock: FakeClock) -> SessionStore:
+            store = RedisStore.from_url(shared_redis.url, cache=True)
+            assert store.inline_reads is True
+            store.get(contract.new_session_id())  # starts the subscriber
+            wait_until(lambda: store.cache is not None and store.cache.healthy())
+            made.append(store)
+            return store
+
+        yield make
+        for store in made:
+            store.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> float:
+    """Seconds until ``condition()`` holds (fails after ``timeout``)."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, "condition not met in time"
+        time.sleep(0.005)
+    return time.monotonic() - started
 
 
 # --------------------------------------------------------------------------- Redis only
@@ -370,12 +337,16 @@ def redis_site(tmp_path: Path, own_redis: RedisServer) -> Iterator[tuple[Server,
 def test_stopped_redis_answers_login_within_two_seconds(
     redis_site: tuple[Server, RedisServer],
 ) -> None:
-    """SIGSTOP on Redis: verifies answer 302 in under 2 s, never 200; SIGCONT: 200 again."""
+    """SIGSTOP on Redis: once the invalidation channel's heartbeat is overdue (the cache is
+    then bypassed), verifies answer 302 in under 2 s, never 200; SIGCONT: 200 again."""
     server, redis_server = redis_site
     cookie = cookie_of(server.login("alice"))
     assert server.verify("https://app.example.com/", cookie).status == 200
+    time.sleep(0.3)  # the subscriber is up: the next verify is cached
+    assert server.verify("https://app.example.com/", cookie).status == 200
     redis_server.proc.send_signal(signal.SIGSTOP)
     try:
+        time.sleep(HEARTBEAT_BOUND)  # a frozen Redis answers no PING: cache no longer trusted
         answers = [timed_verify(server, cookie) for _ in range(5)]
     finally:
         redis_server.proc.send_signal(signal.SIGCONT)
@@ -454,3 +425,35 @@ def test_store_is_fork_safe(store: SessionStore) -> None:
     os.waitpid(pid, 0)
     assert answer == b"1"
     assert store.get(session.id) == session
+
+
+def test_cached_store_is_fork_safe(shared_redis: RedisServer) -> None:
+    """A forked child starts with an empty cache and no subscription (it reads Redis), and
+    gets a subscription of its own."""
+    store = RedisStore.from_url(shared_redis.url, cache=True)
+    session = make_session()
+    store.put(session, 60)
+    store.get(session.id)
+    wait_until(lambda: store.cache is not None and store.cache.healthy())
+    assert store.get(session.id) == session
+    assert store.cache is not None
+    assert len(store.cache) == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read)
+        cache = store.cache
+        ok = len(cache) == 0 and not cache.healthy() and store.get(session.id) == session
+        deadline = time.monotonic() + 5
+        while ok and not cache.healthy():
+            ok = time.monotonic() < deadline
+            time.sleep(0.01)
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    answer = os.read(read, 1)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert answer == b"1"
+    assert store.get(session.id) == session
+    store.close()

@@ -30,6 +30,25 @@ back. An outage is logged when it starts and when it ends, with the count of fai
 never once per request. A refused command (a read-only replica, out of memory) fails that
 command only: reads go on.
 ``purge_expired`` has nothing to do: Redis expires keys itself.
+
+Building it from ``[session]`` (``RedisStore.from_config``, what ``authctl serve`` does):
+
+- ``redis_password_file``: the password (the file's one line), sent to Redis and to the
+  Sentinels (give them the same ``requirepass``); a missing, unreadable or empty file stops
+  start-up with a message naming the key. It is never logged, and overrides a password in
+  ``redis_url``.
+- ``[session.redis_sentinel]``: redis-py's ``Sentinel`` asks the nodes for the primary of
+  ``master_name`` on every new connection (``redis_url`` still gives the database number and
+  TLS). While the primary is down every call raises ``SessionStoreError`` (fail closed);
+  once a Sentinel has promoted a replica the next connection reaches it, with no restart,
+  and the sessions are there (they were replicated). Sentinel connections have the same
+  timeouts and no retries.
+- The per-process cache (``server.core.redis_cache``, on unless ``cache=False``): ``get``
+  answers from this process's memory while the invalidation channel is healthy, so verify
+  stays in waitress's I/O thread (``inline_reads``); a miss there raises ``WouldBlock``
+  before any round trip. Every write publishes its invalidation in the same MULTI/EXEC (or
+  script) as the write, whether or not this store caches: other hosts may. ``from_url``
+  builds a store without a cache (tests, tools).
 """
 
 from __future__ import annotations
@@ -41,23 +60,35 @@ import time
 import typing as t
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import ConnectionPool
+from redis.connection import SSLConnection
+from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from server.core.blocking import check as check_blocking
 from server.core.outage import Outage
+from server.core.redis_cache import SessionCache
+from server.core.redis_cache import session_message
+from server.core.redis_cache import user_message
 from server.core.session_store import RecordSeal
 from server.core.session_store import SessionStoreError
 from server.core.session_store import hash_session_id
 from server.core.session_store import log
 from server.core.sessions import Session
+
+if t.TYPE_CHECKING:
+    from server.core.config.model import SentinelConfig
+    from server.core.config.model import SessionConfig
 
 PREFIX = "authctl:"
 #: Seconds allowed to connect to Redis, and to wait for one answer.
@@ -66,6 +97,8 @@ TIMEOUT = 1.0
 RETRY_AFTER = 1.0
 #: Attempts of an optimistic ``touch`` before giving up (another writer kept winning).
 TOUCH_ATTEMPTS = 5
+#: Longest password file read (a password is one short line).
+MAX_PASSWORD_BYTES = 4096
 
 # Ends every session listed in a user's index, then the index; the count of sessions ended.
 # One script, so a session created meanwhile is either ended or listed in a fresh index.
@@ -77,8 +110,76 @@ for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     end
 end
 redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
 return n
 """
+
+
+def read_password_file(path: Path, name: str = "session.redis_password_file") -> str:
+    """The password in ``path``: its one line, without the line ending.
+
+    Raises:
+        ValueError: the file is missing, unreadable, too long, empty, not UTF-8 or holds more
+            than one line; the message names the key ``name`` and the file, never the content.
+    """
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_PASSWORD_BYTES + 1)
+    except FileNotFoundError:
+        raise ValueError(
+            f"{name}: the file {path} is missing: write the Redis password in it (one line) "
+            f"or remove the key"
+        ) from None
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read the file {path}: {exc.strerror}") from None
+    if len(data) > MAX_PASSWORD_BYTES:
+        raise ValueError(f"{name}: the file {path} is larger than {MAX_PASSWORD_BYTES} bytes")
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{name}: the file {path} is not UTF-8 text") from None
+    if len(lines) > 1 and any(line for line in lines[1:]):
+        raise ValueError(
+            f"{name}: the file {path} holds more than one line; keep the password only"
+        )
+    if not lines or not lines[0]:
+        raise ValueError(f"{name}: the file {path} is empty; write the Redis password in it")
+    return lines[0]
+
+
+def _client_options() -> dict[str, t.Any]:
+    """Short timeouts and no client-side retries, for every connection (Sentinels too)."""
+    return {
+        "socket_connect_timeout": TIMEOUT,
+        "socket_timeout": TIMEOUT,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_timeout": False,
+        "health_check_interval": 0,
+    }
+
+
+def _sentinel_client(url: str, sentinel: SentinelConfig, password: str | None) -> redis.Redis:
+    """A client of the primary ``sentinel``'s nodes name; ``url`` gives the database, the
+    user name and TLS."""
+    options = parse_url(url)  # type: ignore[no-untyped-call]
+    if "path" in options:
+        raise ValueError(
+            "session.redis_url: a unix:// URL cannot be used with [session.redis_sentinel]; "
+            "use redis:// or rediss:// (its host and port are replaced by the Sentinels')"
+        )
+    for name in ("host", "port"):
+        options.pop(name, None)
+    tls = options.pop("connection_class", None) is SSLConnection
+    if password is not None:
+        options["password"] = password
+    node_options = _client_options()
+    if password is not None:
+        node_options["password"] = password
+    if tls:
+        node_options["ssl"] = True
+        node_options.update({k: v for k, v in options.items() if k.startswith("ssl_")})
+    manager = Sentinel(list(sentinel.nodes), sentinel_kwargs=node_options, **_client_options())
+    return t.cast(redis.Redis, manager.master_for(sentinel.master_name, ssl=tls, **options))
 
 
 class RedisStore:
@@ -90,7 +191,9 @@ class RedisStore:
             record that is not a session; also after ``close()``.
     """
 
-    inline_reads = False  # no local cache: every read is a round trip to Redis
+    #: False without the cache: every read is a round trip to Redis. True with it (an
+    #: instance attribute): a cached read is answered in memory, a miss is WouldBlock.
+    inline_reads = False
 
     def __init__(
         self,
@@ -99,10 +202,15 @@ class RedisStore:
         key: bytes | None = None,
         prefix: str = PREFIX,
         monotonic: Callable[[], float] = time.monotonic,
+        cache: bool = False,
     ) -> None:
         """``key``: the storage key file's material, the same on every host (None: a key of
-        this process only, for tests)."""
+        this process only, for tests). ``cache``: keep opened sessions in this process
+        (``server.core.redis_cache``)."""
         self._redis = client
+        self.channel = f"{prefix}invalidate"
+        self.cache = SessionCache(client, self.channel, monotonic=monotonic) if cache else None
+        self.inline_reads = cache
         self._seal = RecordSeal(key)
         self._prefix = prefix
         self._monotonic = monotonic
@@ -114,12 +222,15 @@ class RedisStore:
         self.write_outage = Outage("session store (Redis) writes", log, monotonic)
 
     @classmethod
-    def from_url(cls, url: str, *, key: bytes | None = None, prefix: str = PREFIX) -> RedisStore:
+    def from_url(
+        cls, url: str, *, key: bytes | None = None, prefix: str = PREFIX, cache: bool = False
+    ) -> RedisStore:
         """A store on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``), with
         short timeouts and no client-side retries.
 
         Nothing is sent yet: an unreachable Redis shows as errors on use (fail closed), so
-        authctl starts, answers "log in", and recovers when Redis comes back.
+        authctl starts, answers "log in", and recovers when Redis comes back. No per-process
+        cache unless ``cache`` (``from_config`` has one by default).
         """
         client = redis.Redis.from_url(
             url,
@@ -129,7 +240,38 @@ class RedisStore:
             retry_on_timeout=False,
             health_check_interval=0,
         )
-        return cls(client, key=key, prefix=prefix)
+        return cls(client, key=key, prefix=prefix, cache=cache)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: SessionConfig,
+        *,
+        key: bytes | None = None,
+        prefix: str = PREFIX,
+        cache: bool = True,
+    ) -> RedisStore:
+        """The store ``[session]`` describes: ``redis_url``, or the primary that the Sentinels
+        of ``redis_sentinel`` name; the password from ``redis_password_file``; with the
+        per-process cache unless ``cache`` is False. Nothing is sent yet (as ``from_url``).
+
+        Raises:
+            ValueError: the password file cannot be used, or the URL does not fit Sentinel;
+                the message names the key.
+        """
+        password = (
+            read_password_file(config.redis_password_file)
+            if config.redis_password_file is not None
+            else None
+        )
+        if config.redis_sentinel is not None:
+            client = _sentinel_client(config.redis_url, config.redis_sentinel, password)
+        else:
+            options = {**parse_url(config.redis_url), **_client_options()}  # type: ignore[no-untyped-call]
+            if password is not None:
+                options["password"] = password
+            client = redis.Redis.from_pool(ConnectionPool(**options))
+        return cls(client, key=key, prefix=prefix, cache=cache)
 
     # ------------------------------------------------------------------ keys
 
@@ -186,12 +328,42 @@ class RedisStore:
 
     def get(self, session_id: str) -> Session | None:
         """The session under ``session_id``; Redis drops it when its TTL ends. A record that
-        does not authenticate is no session."""
+        does not authenticate is no session.
+
+        With the cache: from memory while the invalidation channel is healthy and nothing
+        changed the session since it was read (less than ``CACHE_MAX_AGE`` ago); otherwise
+        GET and PTTL in one round trip (``WouldBlock`` first in the I/O thread).
+        """
         key, hashed = self._key(session_id)
-        raw = self._call(lambda: self._redis.get(key))
+        cache = self.cache
+        if cache is None:
+            raw = self._call(lambda: self._redis.get(key))
+            return None if raw is None else self._seal.open(hashed, session_id, raw)
+        cached = cache.lookup(hashed, session_id)
+        if cached is not None:
+            return cached
+        ticket = cache.ticket()
+        read_at = self._monotonic()
+        raw, pttl = self._call(lambda: self._get_with_ttl(key))
         if raw is None:
             return None
-        return self._seal.open(hashed, session_id, raw)
+        session = self._seal.open(hashed, session_id, raw)
+        if session is not None and ticket is not None and pttl > 0:
+            cache.store(ticket, hashed, session, pttl / 1000, read_at)
+        return session
+
+    def _get_with_ttl(self, key: str) -> tuple[bytes | None, int]:
+        """The record under ``key`` and its TTL in ms (negative: gone or without one)."""
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            raw, pttl = pipe.execute()
+        return raw, int(pttl)
+
+    def _forget(self, hashed: bytes) -> None:
+        """This process's copy of a session it just wrote (others get the message)."""
+        if self.cache is not None:
+            self.cache.forget(hashed)
 
     def put(self, session: Session, ttl: float) -> None:
         """Insert or replace ``session`` for ``ttl`` seconds (and list it under its user)."""
@@ -207,34 +379,55 @@ class RedisStore:
                     pipe.sadd(user_key, hashed.hex())
                     pipe.pexpire(user_key, ms, nx=True)  # a new index: this TTL
                     pipe.pexpire(user_key, ms, gt=True)  # an existing one: never shorter
+                pipe.publish(self.channel, session_message(hashed))
                 pipe.execute()
 
-        self._call(write, write=True)
+        try:
+            self._call(write, write=True)
+        finally:
+            self._forget(hashed)
 
     def delete(self, session_id: str) -> bool:
         """Remove one session; True when this call removed it (DEL is atomic)."""
-        key = self._key(session_id)[0]
-        return bool(self._call(lambda: self._redis.delete(key), write=True))
+        key, hashed = self._key(session_id)
+
+        def write() -> int:
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                pipe.publish(self.channel, session_message(hashed))
+                return int(pipe.execute()[0])
+
+        try:
+            return bool(self._call(write, write=True))
+        finally:
+            self._forget(hashed)
 
     def discard(self, session_id: str) -> None:
         """Remove a dead session (Redis never waits on a lock; failures are the caller's)."""
         self.delete(session_id)
 
     def delete_user(self, username: str) -> int:
-        """Remove every session of ``username``."""
-        count = self._call(
-            lambda: self._delete_user(
-                keys=[self._user_key(username)], args=[f"{self._prefix}session:"]
-            ),
-            write=True,
-        )
+        """Remove every session of ``username`` (and tell every process to forget them)."""
+        try:
+            count = self._call(
+                lambda: self._delete_user(
+                    keys=[self._user_key(username)],
+                    args=[f"{self._prefix}session:", self.channel, user_message(username)],
+                ),
+                write=True,
+            )
+        finally:
+            if self.cache is not None:
+                self.cache.forget_user(username)
         return int(count)
 
     def touch(self, session_id: str, last_activity: float) -> None:
         """Move ``last_activity`` forward (never back), keeping the TTL; never resurrects.
 
-        An optimistic transaction (WATCH, read, SET KEEPTTL): a concurrent change makes it
-        read again, and a session deleted meanwhile stays deleted.
+        An optimistic transaction (WATCH, read, SET KEEPTTL, PUBLISH): a concurrent change
+        makes it read again, and a session deleted meanwhile stays deleted. Only a touch that
+        moved ``last_activity`` is published (it changes when verify next writes, and when
+        the session ends for inactivity).
         """
         key, hashed = self._key(session_id)
 
@@ -252,12 +445,16 @@ class RedisStore:
                         pipe.multi()
                         touched = replace(session, last_activity=last_activity)
                         pipe.set(key, self._seal.seal(hashed, touched), keepttl=True, xx=True)
+                        pipe.publish(self.channel, session_message(hashed))
                         pipe.execute()
                         return
                     except WatchError:
                         continue
 
-        self._call(update)  # best effort: not counted as a write outage (the caller logs it)
+        try:
+            self._call(update)  # best effort: not a write outage (the caller logs it)
+        finally:
+            self._forget(hashed)
 
     def purge_expired(self, now: float) -> int:
         """Nothing to do: Redis expires sessions itself."""
@@ -271,6 +468,8 @@ class RedisStore:
             if self._closed:
                 return
             self._closed = True
+        if self.cache is not None:
+            self.cache.close()
         with contextlib.suppress(RedisError, OSError):
             self._redis.close()
 

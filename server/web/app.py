@@ -307,7 +307,8 @@ def make_session_store(config: Config) -> SessionStore:
     derived from ``storage.encryption_key_file`` (the same file on every host).
 
     Raises:
-        ValueError: the key file is missing or invalid (the message says how to fix it).
+        ValueError: the key file or ``session.redis_password_file`` is missing or invalid
+            (the message says how to fix it).
         SessionStoreError: the SQLite store cannot be opened.
     """
     from server.core.crypto import read_key_file
@@ -323,7 +324,7 @@ def make_session_store(config: Config) -> SessionStore:
         from server.core.redis_store import RedisStore
 
         key = read_key_file(Path(config.storage.encryption_key_file))
-        return RedisStore.from_url(config.session.redis_url, key=key)
+        return RedisStore.from_config(config.session, key=key)
     raise ValueError(f"unknown session.store {config.session.store!r}")
 
 
