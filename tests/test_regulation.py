@@ -263,9 +263,11 @@ def test_user_key_is_canonical_and_bounded() -> None:
 
 
 def test_unknown_kind_is_refused(storage: Storage, clock: Clock) -> None:
-    """record() refuses kinds other than 1FA, BASIC and TOTP."""
+    """record() and reserve() refuse kinds other than 1FA, BASIC and TOTP."""
     with pytest.raises(ValueError, match="kind"):
         regulator(storage, clock).record("alice", "", "SMS", False)
+    with pytest.raises(ValueError, match="kind"):
+        regulator(storage, clock).reserve("alice", "", "SMS")
 
 
 # --------------------------------------------------------------------------- streams
@@ -419,6 +421,7 @@ def test_a_success_in_flight_ends_the_count(storage: Storage, clock: Clock) -> N
     reg = regulator(storage, clock)
     first, second = reg.reserve("alice", None, "1FA"), reg.reserve("alice", None, "1FA")
     first.release()
+    first.release()  # idempotent
     second.settle(True)
     for _ in range(2):
         reg.reserve("alice", None, "1FA").settle(False)
@@ -587,7 +590,11 @@ def test_nothing_to_count_takes_no_lock_and_no_place(storage: Storage, clock: Cl
     storage.timeout = 0.0
     with storage.exclusive("regulation"):
         attempt = reg.reserve("alice", "10.0.0.1", "1FA")
-    assert attempt.token == ""
+        nameless = regulator(storage, clock, RegulationConfig(modes=("ip",))).reserve(
+            "alice", None, "1FA"
+        )
+    assert attempt.token == nameless.token == ""
+    nameless.release()
     attempt.settle(False)
     storage.save_ban("user", "alice", clock.now + 60, "test")
     with pytest.raises(Banned, match="banned until"):
