@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import typing as t
 
 import argon2
@@ -14,6 +16,8 @@ import server.core.passwords
 from server.core.config import PasswordHashConfig
 from server.core.passwords import PasswordHasher
 from server.core.passwords import check_hash
+from server.core.passwords import is_legacy
+from server.core.passwords import scheme_of
 
 CHEAP = PasswordHashConfig(memory_kib=8, iterations=1, parallelism=1)
 SALT = "c2FsdHNhbHRzYWx0c2FsdA"  # 16 bytes
@@ -87,9 +91,10 @@ def test_lone_surrogate_does_not_raise(hasher: PasswordHasher) -> None:
 BAD_HASHES = [
     ("", "not a hash"),
     ("correct horse", "plain-text"),
-    ("$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW", "bcrypt"),
-    (phc("argon2i"), "argon2i"),
-    (phc("argon2d"), "argon2d"),
+    ("$2b$16$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW", "bcrypt"),
+    ("$1$saltsalt$qjXMvbEw8oaL.CzflDugX/", "md5-crypt"),
+    (phc("argon2i", params="m=4194304,t=1,p=1"), "memory"),
+    (phc("argon2d", version="v=16"), "version"),
     ("$pbkdf2-sha512$25000$c2FsdA$aGFzaA", "pbkdf2-sha512"),
     (phc(params="m=4194304,t=1,p=1"), "memory"),
     (phc(params="m=65536,t=1000,p=1"), "iterations"),
@@ -109,8 +114,9 @@ BAD_HASHES = [
     (phc() + "\n", "well-formed"),
 ]
 BAD_IDS = [
-    "empty", "plain-text", "bcrypt", "argon2i", "argon2d", "pbkdf2", "memory-4GiB", "t-1000",
-    "p-255", "m-below-8p", "t-0", "version-16", "no-version", "arabic-digit", "space",
+    "empty", "plain-text", "bcrypt-cost-16", "md5-crypt", "argon2i-4GiB", "argon2d-v16",
+    "pbkdf2", "memory-4GiB", "t-1000", "p-255", "m-below-8p", "t-0", "version-16",
+    "no-version", "arabic-digit", "space",
     "missing-tag", "bad-salt", "short-tag", "short-salt", "non-canonical-base64",
     "base64-length", "newline",
 ]  # fmt: skip
@@ -127,7 +133,7 @@ def test_check_hash_refuses(stored: str, reason: str) -> None:
 @pytest.mark.parametrize("stored", [1, None, b"$argon2id$"], ids=["int", "none", "bytes"])
 def test_check_hash_refuses_non_strings(stored: object) -> None:
     """A value that is not a string is refused, not crashed on."""
-    assert check_hash(stored) == "must be a string holding an argon2id hash"
+    assert check_hash(stored) == "must be a string holding a password hash"
 
 
 def test_check_hash_accepts_bounds() -> None:
@@ -194,6 +200,57 @@ def test_needs_rehash(hasher: PasswordHasher) -> None:
     assert hasher.needs_rehash(other.hash("pw"))
     assert hasher.needs_rehash("plain")
     assert hasher.needs_rehash(phc(params="m=4194304,t=1,p=1"))
+    # argon2id with a parameter left out (Authelia reads it with go-crypt's default): legacy
+    assert hasher.needs_rehash(phc(params="m=8,t=1"))
+
+
+#: Authelia's documented example (password "password") and legacy hashes of "password".
+AUTHELIA_ARGON2ID = (
+    "$argon2id$v=19$m=65536,t=3,p=2$BpLnfgDsc2WD8F2q$o/vzA4myCqZZ36bUGsDY//8mKUYNZZaR0t4MFFSs+iM"
+)
+LEGACY = {
+    "bcrypt": "$2a$10$3o9IF74Phgdz4Q6j7K7s0unovt.v.7YBLKFyV73pGTd2.tfdz/F8e",
+    "argon2i": "$argon2i$v=19$m=65536,t=3,p=4$ScGiEq8Low5K7B7/IwYxgA"
+    "$q6Zo0u/aDtZk404ZNmBi33WXkC5g0y60QdOQQ3oziyU",
+    "sha256-crypt": "$5$4X/QmdRP6q7Ilhpc$2sperIXN6jawEYd8a8arineQHqYIEGURjZGdD4H4xs8",
+}
+
+
+def test_native_argon2id_is_not_legacy(hasher: PasswordHasher) -> None:
+    """authctl's own form (Authelia's usual one too) is argon2id, verified here, not legacy."""
+    assert scheme_of(AUTHELIA_ARGON2ID) == "argon2id"
+    assert not is_legacy(AUTHELIA_ARGON2ID)
+    assert hasher.verify(AUTHELIA_ARGON2ID, "password")
+    assert scheme_of(hasher.hash("pw")) == "argon2id"
+    assert scheme_of("plain") is None
+    assert not is_legacy("plain")
+
+
+@pytest.mark.parametrize(("scheme", "stored"), LEGACY.items(), ids=list(LEGACY))
+def test_legacy_hashes_verify_and_need_a_rehash(
+    hasher: PasswordHasher, scheme: str, stored: str
+) -> None:
+    """Authelia's other schemes are accepted, verified, and always due for a rehash."""
+    assert check_hash(stored) is None
+    assert scheme_of(stored) == scheme
+    assert is_legacy(stored)
+    assert hasher.verify(stored, "password")
+    assert not hasher.verify(stored, "Password")
+    assert hasher.needs_rehash(stored)
+
+
+def test_legacy_hash_verifies_the_bytes_as_typed(hasher: PasswordHasher) -> None:
+    """A legacy hash is checked against the UTF-8 of the password as typed (Authelia hashed
+    those bytes), not its NFKC form: "ﬁx" set in Authelia is not "fix"."""
+    stored = "$pbkdf2-sha256$1000$c2FsdHNhbHQ$" + pbkdf2_ab64("\ufb01x".encode(), b"saltsalt")
+    assert hasher.verify(stored, "\ufb01x")
+    assert not hasher.verify(stored, "fix")
+
+
+def pbkdf2_ab64(secret: bytes, salt: bytes) -> str:
+    """The key of a pbkdf2-sha256 hash (1000 iterations) in passlib's ab64."""
+    key = hashlib.pbkdf2_hmac("sha256", secret, salt, 1000)
+    return base64.b64encode(key).decode().rstrip("=").replace("+", ".")
 
 
 def test_default_parameters() -> None:

@@ -198,8 +198,11 @@ FULLWIDTH_ALICE = "".join(chr(ord(c) + 0xFEE0) for c in "ALICE")  # U+FF21 …
 BIG_M = f"$argon2id$v=19$m=4194304,t=1,p=1${SALT_TAG}"
 BIG_T = f"$argon2id$v=19$m=8,t=1000,p=1${SALT_TAG}"
 BIG_P = f"$argon2id$v=19$m=65536,t=1,p=255${SALT_TAG}"
-ARGON2I = f"$argon2i$v=19$m=8,t=1,p=1${SALT_TAG}"
-BCRYPT = "$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"
+ARGON2I = f"$argon2i$v=19$m=4194304,t=1,p=1${SALT_TAG}"
+BCRYPT = "$2b$16$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW"
+SHA512_CRYPT = "$6$rounds=999999999$saltsalt$" + "a" * 86
+PBKDF2 = "$pbkdf2-sha512$3000001$c2FsdHNhbHQ$" + "a" * 86
+SCRYPT = f"$scrypt$ln=20,r=8,p=1${SALT_TAG}"
 ALICE_PW = "users.alice.password"
 
 
@@ -225,8 +228,12 @@ MALFORMED: list[tuple[str, str | bytes | None, str, str, int | None]] = [
     ("memory-4GiB", pw(f'"{BIG_M}"'), ALICE_PW, "'alice' asks for 4194304 KiB", 2),
     ("t-1000", pw(f'"{BIG_T}"'), ALICE_PW, "1000 iterations", 2),
     ("p-255", pw(f'"{BIG_P}"'), ALICE_PW, "parallelism 255", 2),
-    ("argon2i", pw(f'"{ARGON2I}"'), ALICE_PW, "not argon2id", 2),
-    ("bcrypt", pw(f'"{BCRYPT}"'), ALICE_PW, "bcrypt", 2),
+    ("argon2i-4GiB", pw(f'"{ARGON2I}"'), ALICE_PW, "'alice' asks for 4194304 KiB", 2),
+    ("bcrypt-cost-16", pw(f'"{BCRYPT}"'), ALICE_PW, "cost 16, more than the limit of 15", 2),
+    ("sha-crypt-rounds", pw(f'"{SHA512_CRYPT}"'), ALICE_PW, "more than the limit of 2,000,000", 2),
+    ("pbkdf2-iterations", pw(f'"{PBKDF2}"'), ALICE_PW, "more than the limit of 3,000,000", 2),
+    ("scrypt-2^23", pw(f'"{SCRYPT}"'), ALICE_PW, "2^20*8*1, more than the limit of 2^22", 2),
+    ("md5-crypt", pw('"$1$saltsalt$qjXMvbEw8oaL.CzflDugX/"'), ALICE_PW, "md5-crypt", 2),
     ("plain-text", pw('"hunter2"'), ALICE_PW, "plain-text", 2),
     (
         "collision-fullwidth",
@@ -310,6 +317,46 @@ def test_malformed_users_file(
         assert problem.line == line, str(caught.value)
         assert f"{path}:{line}" in str(caught.value)
     assert problem.hint
+
+
+#: One hash of every scheme Authelia writes (password "password"; go-crypt's test vectors).
+AUTHELIA_HASHES = {
+    "argon2id": "$argon2id$v=19$m=65536,t=3,p=2$BpLnfgDsc2WD8F2q"
+    "$o/vzA4myCqZZ36bUGsDY//8mKUYNZZaR0t4MFFSs+iM",
+    "argon2i": "$argon2i$v=19$m=65536,t=3,p=4$ScGiEq8Low5K7B7/IwYxgA"
+    "$q6Zo0u/aDtZk404ZNmBi33WXkC5g0y60QdOQQ3oziyU",
+    "sha512-crypt": "$6$rounds=50000$aFr56HjK3DrB8t3S$zhPQiS85cgBlNhUKKE6n/AHMlpqrvYSnSL3fEVkK0y"
+    "HFQ.oFFAd8D4OhPAy18K5U61Z2eBhxQXExGU/eknXlY1",
+    "pbkdf2-sha512": "$pbkdf2-sha512$100000$bHfSOIyj0UDoCo1Q4Bz49w$v/olF/T/R6On84NuHlNCiI/sUwsd"
+    "yOC7J4cO8Cz7feNtLHHEKNjayeEZj0b/Js/cgkMK6zLFw2vynLo2el028Q",
+    "bcrypt": "$2y$10$3o9IF74Phgdz4Q6j7K7s0unovt.v.7YBLKFyV73pGTd2.tfdz/F8e",
+    "scrypt": "$scrypt$ln=4,r=8,p=1$ySYknWRq9On6wWfpsOUQQg"
+    "$C28LpWaXQ3P0/dcbN0njxJx4VL/UCQIAWlnYAJgT/mY",
+}
+
+
+def test_authelia_hashes_load(tmp_path: Path) -> None:
+    """A users file holding every scheme Authelia writes loads; each user keeps the hash."""
+    text = "".join(
+        f'[users.user-{n}]\npassword = "{stored}"\n\n'
+        for n, stored in enumerate(AUTHELIA_HASHES.values())
+    )
+    db = load_users(write(tmp_path, text))
+    assert [u.password for u in db.users] == list(AUTHELIA_HASHES.values())
+
+
+def test_refused_legacy_hash_names_file_line_user_and_fix(tmp_path: Path) -> None:
+    """A legacy hash over its cost bound is an error naming the file, the line, the user, the
+    bound and the fix."""
+    text = GOOD + f'\n[users.carol]\ngroups = []\npassword = "{BCRYPT}"\n'
+    path = write(tmp_path, text)
+    with pytest.raises(UserStoreError) as caught:
+        load_users(path)
+    message = str(caught.value)
+    assert f"{path}:15" in message
+    assert "users.carol.password" in message
+    assert "the password of user 'carol' is a bcrypt hash with cost 16" in message
+    assert "authctl user passwd carol" in message
 
 
 @pytest.mark.parametrize("content", ["", "  \n\n"], ids=["empty", "blank"])

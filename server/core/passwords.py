@@ -5,6 +5,14 @@ Passwords are NFKC-normalised before hashing and before verifying (NIST SP 800-6
 trimmed and case is kept (ASVS 6.2.8). Hashes from the users file are checked by
 :func:`check_hash` at load, so a hand-edited ``m=4194304`` cannot make a login allocate 4 GiB,
 and :meth:`PasswordHasher.verify` never trusts a hash it has not checked either.
+
+New hashes are always argon2id. The users file may also hold the hashes Authelia writes
+(bcrypt, sha-crypt, pbkdf2, scrypt, argon2i/d, argon2id with a parameter left out): those are
+*legacy* hashes, verified by :mod:`server.core.legacy_hashes` against the password's bytes as
+typed (as Authelia hashed them), and :meth:`PasswordHasher.needs_rehash` says to replace them
+at the next sign-in. An argon2id hash in the full PHC form, Authelia's usual one, is verified
+here as authctl's own, after NFKC: a password that NFKC changes (compatibility characters such
+as a ligature or a no-break space) set in Authelia does not verify and must be set again.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from argon2.exceptions import VerificationError
 from argon2.low_level import Type
 from argon2.low_level import verify_secret
 
+from server.core import legacy_hashes
 from server.core.config import ARGON2_MAX_ITERATIONS
 from server.core.config import ARGON2_MAX_MEMORY_KIB
 from server.core.config import ARGON2_MAX_PARALLELISM
@@ -38,6 +47,8 @@ _PHC = re.compile(
     r"\$argon2id\$v=(?P<v>[0-9]{1,3})\$m=(?P<m>[0-9]{1,10}),t=(?P<t>[0-9]{1,10}),"
     r"p=(?P<p>[0-9]{1,10})\$(?P<salt>[A-Za-z0-9+/]+)\$(?P<tag>[A-Za-z0-9+/]+)"
 )
+#: Name of authctl's own scheme (:func:`scheme_of`).
+ARGON2ID = "argon2id"
 #: How to fix a refused hash (``NAME`` stands for the user).
 HASH_FIX = "set a new one with `authctl user passwd NAME` (or paste `authctl hash-password` output)"
 
@@ -57,35 +68,48 @@ def check_hash(phc: object) -> str | None:
     """Return why ``phc`` is not an acceptable stored hash, or None when it is.
 
     Acceptable means an argon2id PHC string (version 19) whose memory, time and parallelism
-    are within the bounds that ``[users.password_hash]`` allows, with a sane salt and tag.
-    A plain-text password, bcrypt, argon2i/argon2d or a hash with huge parameters is refused
-    here, at load, so it never reaches :meth:`PasswordHasher.verify` (a hand-edited hash must
-    not be able to make one login allocate gigabytes or run for minutes). The reason completes
-    a sentence about the hash; :data:`HASH_FIX` says how to fix it.
+    are within the bounds that ``[users.password_hash]`` allows, with a sane salt and tag; or
+    one of Authelia's legacy hashes within :mod:`server.core.legacy_hashes`' cost bounds. A
+    plain-text password, an unknown scheme or a hash with huge parameters is refused here, at
+    load, so it never reaches :meth:`PasswordHasher.verify` (a hand-edited hash must not be able
+    to make one login allocate gigabytes or run for minutes). The reason completes a sentence
+    about the hash; :data:`HASH_FIX` says how to fix it.
     """
     if not isinstance(phc, str):
-        return "must be a string holding an argon2id hash"
+        return "must be a string holding a password hash"
     return _check_hash(phc)
+
+
+def is_native(phc: str) -> bool:
+    """True for authctl's own form: ``$argon2id$v=19$m=…,t=…,p=…$salt$tag`` (maybe refused)."""
+    return _PHC.fullmatch(phc) is not None
+
+
+def scheme_of(phc: str) -> str | None:
+    """The scheme of an acceptable hash: ``argon2id`` for authctl's own form, else the legacy
+    scheme's name (``bcrypt``, ``sha512-crypt``, ``pbkdf2-sha256``, ``argon2i`` …); None when
+    :func:`check_hash` refuses it."""
+    if check_hash(phc) is not None:
+        return None
+    return ARGON2ID if is_native(phc) else legacy_hashes.scheme(phc)
+
+
+def is_legacy(phc: str) -> bool:
+    """True for an acceptable hash that is not in authctl's own argon2id form."""
+    return check_hash(phc) is None and not is_native(phc)
 
 
 @functools.lru_cache(maxsize=16384)
 def _check_hash(phc: str) -> str | None:
     # Cached: a reload of the users file re-checks every hash, and most are unchanged.
-    if not phc.startswith("$"):
-        return "is not a hash (a plain-text password?): store only argon2id hashes"
-    if phc.startswith(("$2a$", "$2b$", "$2y$", "$2x$")):
-        return "is a bcrypt hash; only argon2id is supported"
-    if phc.startswith(("$argon2i$", "$argon2d$")):
-        return f"is {phc.split('$')[1]}, not argon2id; only argon2id is supported"
-    if not phc.startswith("$argon2id$"):
-        scheme = phc.split("$")[1] if phc.count("$") > 1 else "unknown"
-        return f"uses the {scheme!r} scheme; only argon2id is supported"
     found = _PHC.fullmatch(phc)
+    if found is None:
+        return legacy_hashes.check(phc)
     try:
         params = argon2.extract_parameters(phc)
     except InvalidHashError:
         params = None
-    if found is None or params is None or params.type is not argon2.Type.ID:
+    if params is None or params.type is not argon2.Type.ID:
         return "is not a well-formed argon2id PHC string ($argon2id$v=19$m=…,t=…,p=…$salt$hash)"
     if params.version != 19:
         return f"uses argon2 version {params.version}; only version 19 is supported"
@@ -165,12 +189,17 @@ class PasswordHasher:
 
         Never raises for bad input: a mismatch, a malformed hash or one outside the parameter
         bounds all give False. A hash that fails :func:`check_hash` is not handed to argon2 at
-        all; a dummy verify runs instead so that the answer takes the usual time.
+        all; a dummy verify runs instead so that the answer takes the usual time. A legacy hash
+        is verified by :mod:`server.core.legacy_hashes` (the password's bytes as typed; its
+        cost, cheaper or dearer than the configured one, is evened out by the caller's padding
+        of failures, :class:`server.core.hashcap.HashTimer`).
         """
         secret = normalise_password(password)
         if check_hash(phc) is not None:
             self._verify_dummy(secret)
             return False
+        if not is_native(phc):
+            return legacy_hashes.verify(phc, password)
         try:
             return verify_secret(phc.encode("ascii"), secret, Type.ID)
         except (VerificationError, InvalidHashError):
@@ -190,10 +219,11 @@ class PasswordHasher:
             verify_secret(self._dummy, secret, Type.ID)
 
     def needs_rehash(self, phc: str) -> bool:
-        """True when ``phc`` was not made with the configured parameters (or is not acceptable).
+        """True when ``phc`` was not made with the configured parameters (or is not acceptable,
+        or is a legacy hash: every one is rewritten as argon2id at the next sign-in).
 
         After a successful login the caller may then store ``hash(password)`` instead.
         """
-        if check_hash(phc) is not None:
+        if check_hash(phc) is not None or not is_native(phc):
             return True
         return self._hasher.check_needs_rehash(phc)

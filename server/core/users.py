@@ -59,7 +59,9 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 @dataclass(frozen=True, slots=True)
 class User:
-    """One account, validated. ``name`` is canonical (NFKC + casefold); ``password`` a PHC."""
+    """One account, validated. ``name`` is canonical (NFKC + casefold); ``password`` a PHC
+    string: argon2id, or one of Authelia's legacy hashes (:mod:`server.core.legacy_hashes`)
+    that the next sign-in rewrites as argon2id."""
 
     name: str
     password: str
@@ -232,7 +234,7 @@ def _user(c: _Checker, key: str, entry: object) -> User | None:
     password = entry.get("password")
     fix = HASH_FIX.replace("NAME", name or "NAME")
     if password is None:
-        c.at((*parts, "password"), "is required (an argon2id hash)", fix)
+        c.at((*parts, "password"), "is required (a password hash, e.g. argon2id)", fix)
     elif (reason := check_hash(password)) is not None:
         c.at((*parts, "password"), f"the password of user {name or key!r} {reason}", fix)
     displayname = _text(c, entry, parts, "displayname")
