@@ -27,6 +27,7 @@ from server.core.crypto import MIN_KEY_BYTES
 from server.core.crypto import SecretBox
 from server.core.crypto import key_file_is_private
 from server.core.crypto import read_key_file
+from server.core.sqlite_util import SQLiteDatabase
 from server.core.storage import APPLICATION_ID
 from server.core.storage import SCHEMA_VERSION
 from server.core.storage import WRONG_KEY
@@ -67,6 +68,12 @@ def storage(config: StorageConfig, clock: Clock) -> Iterator[Storage]:
     opened = Storage(config, clock)
     yield opened
     opened.close()
+
+
+def sqlite_db(storage: Storage) -> SQLiteDatabase:
+    """The SQLite engine behind ``storage`` (for tests of SQLite's own failure modes)."""
+    assert isinstance(storage._db, SQLiteDatabase)
+    return storage._db
 
 
 def raw(path: Path) -> sqlite3.Connection:
@@ -178,7 +185,7 @@ class TestSchema:
         def refuse() -> sqlite3.Connection:
             raise sqlite3.OperationalError("unable to open database file")
 
-        monkeypatch.setattr(storage._db, "open", refuse)
+        monkeypatch.setattr(sqlite_db(storage).connections, "open", refuse)
         errors: list[BaseException] = []
 
         def other() -> None:
@@ -233,7 +240,7 @@ class TestSchema:
         def broken() -> sqlite3.Connection:
             raise sqlite3.OperationalError("database is locked")
 
-        monkeypatch.setattr(storage, "_conn", broken)
+        monkeypatch.setattr(sqlite_db(storage).connections, "get", broken)
         with pytest.raises(StorageError, match="locked"):
             storage.delete_totp("alice")
 
@@ -252,12 +259,12 @@ class TestSchema:
     def test_forked_child_uses_its_own_connection(self, storage: Storage) -> None:
         """A worker forked after use opens its own connection and sees the replay history."""
         assert storage.accept_totp_step("alice", 10)
-        parent_conn = storage._conn()
+        parent_conn = sqlite_db(storage).connections.get()
         ctx = multiprocessing.get_context("fork")
         queue: multiprocessing.queues.SimpleQueue[str] = ctx.SimpleQueue()
 
         def child() -> None:
-            fresh = storage._conn() is not parent_conn
+            fresh = sqlite_db(storage).connections.get() is not parent_conn
             queue.put(json.dumps([fresh, storage.accept_totp_step("alice", 10)]))
 
         process = ctx.Process(target=child)
@@ -810,7 +817,7 @@ STORAGE_PRIVATES = {n for n in vars(Storage) if n.startswith("_") and n[1] != "_
 
 def test_no_module_reaches_into_storage_privates() -> None:
     """Storage owns its SQL: outside storage.py no code calls ``x._transaction()``,
-    ``x._read``, ``x._write``, ``x._conn`` or any other private member of Storage (on
+    ``x._read``, ``x._write``, ``x._db`` or any other private member of Storage (on
     anything but ``self``), so every statement and its atomicity live in one module."""
     offenders = []
     for folder in ("server", "authctl"):
@@ -824,7 +831,7 @@ def test_no_module_reaches_into_storage_privates() -> None:
                     and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
                 ):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: .{node.attr}")
-    assert {"_transaction", "_read", "_write", "_conn"} <= STORAGE_PRIVATES
+    assert {"_transaction", "_read", "_write", "_db"} <= STORAGE_PRIVATES
     assert offenders == []
 
 
@@ -962,3 +969,57 @@ class TestInflight:
             pass
         lock_file = storage.path.with_name(storage.path.name + ".lock")
         assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600
+
+
+# --------------------------------------------------------------------------- copying (migrate)
+
+
+class TestCopy:
+    """What ``authctl storage status`` and ``storage migrate`` use."""
+
+    def test_describe_version_tables(self, storage: Storage) -> None:
+        """The backend, where it is, the schema version and every data table in copy order."""
+        assert storage.backend == "sqlite"
+        assert storage.describe() == str(storage.path)
+        assert storage.schema_version() == SCHEMA_VERSION
+        assert storage.tables()[0] == "totp_configurations"
+        assert "meta" not in storage.tables()
+        assert set(storage.counts()) == set(storage.tables())
+        assert set(storage.counts().values()) == {0}
+
+    def test_rows_round_trip_into_another_storage(self, storage: Storage, tmp_path: Path) -> None:
+        """Every table's rows copy over once: a second copy adds nothing, counts match."""
+        save(storage)
+        storage.accept_totp_step("alice", 7)
+        storage.append_log(10, "alice", "10.0.0.1", "1FA", False)
+        storage.save_ban("user", "alice", 2e9, "r")
+        add_code(storage)
+        storage.hit_rate_limits([("k", [(5, 60.0)])], 1.0)
+        storage.add_inflight("t", [("1FA", "user", "alice")], 3e9)
+        (tmp_path / "copy").mkdir()
+        target = Storage(make_config(tmp_path / "copy"))
+        try:
+            for table in storage.tables():
+                rows = storage.rows(table)
+                assert target.insert_rows(table, rows) == len(rows)
+                assert target.insert_rows(table, rows) == 0
+                assert target.rows(table) == rows
+            assert target.counts() == storage.counts()
+            assert sum(storage.counts().values()) == 7
+            record = target.load_totp("alice")
+            assert record is not None
+            assert record.secret == b"s" * 20
+            assert not target.accept_totp_step("alice", 7)
+            target.append_log(11, "alice", "10.0.0.1", "1FA", False)  # a fresh id
+            assert target.counts()["authentication_logs"] == 2
+            assert isinstance(target.rows("one_time_codes")[0][3], bytes)
+        finally:
+            target.close()
+
+    def test_unknown_table_is_refused(self, storage: Storage) -> None:
+        """rows and insert_rows only take the storage's own data tables."""
+        with pytest.raises(ValueError, match="unknown table"):
+            storage.rows("meta")
+        with pytest.raises(ValueError, match="unknown table"):
+            storage.insert_rows("x; DROP TABLE bans", [])
+        assert storage.insert_rows("bans", []) == 0

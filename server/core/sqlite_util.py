@@ -17,6 +17,9 @@ from pathlib import Path
 
 from server.core.blocking import check as check_blocking
 from server.core.errors import StoreUnavailable
+from server.core.storage_schema import SQLITE
+from server.core.storage_schema import Table
+from server.core.storage_schema import Tx
 
 
 def reason(exc: BaseException, path: Path | None = None) -> str:
@@ -256,3 +259,116 @@ def file_lock(
             _ofd_lock(fd, offset, fcntl.F_UNLCK)
     finally:
         os.close(fd)
+
+
+class SQLiteDatabase:
+    """The storage's SQLite engine (:class:`server.core.storage_schema.Database`): one file
+    in WAL mode, a connection per thread, ``BEGIN IMMEDIATE`` write transactions, the schema
+    version in ``PRAGMA user_version`` and authctl's ``PRAGMA application_id``."""
+
+    dialect = SQLITE
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        name: str,
+        error: type[StoreUnavailable],
+        busy_timeout: float,
+        application_id: int,
+    ) -> None:
+        self.path = path
+        self.error = error
+        self.application_id = application_id
+        self.connections = Connections(path, name=name, error=error, busy_timeout=busy_timeout)
+
+    def _failed(self, exc: BaseException) -> StoreUnavailable:
+        return self.error(
+            f"storage failed: {explain(exc, self.path)}", reason=reason(exc, self.path)
+        )
+
+    @contextlib.contextmanager
+    def transaction(self) -> t.Iterator[sqlite3.Connection]:
+        """A write transaction taken at once (``BEGIN IMMEDIATE``): no check-then-act races."""
+        try:
+            conn = self.connections.get()
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):  # a broken connection cannot roll back
+                conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._failed(exc) from exc
+            raise
+
+    def read(self, sql: str, params: t.Sequence[t.Any]) -> list[t.Any]:
+        try:
+            return self.connections.get().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+
+    def write(self, sql: str, params: t.Sequence[t.Any]) -> int:
+        try:
+            return self.connections.get().execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from exc
+
+    def set_up(self, apply: t.Callable[[Tx], None]) -> None:
+        """Create the file (0600, folder 0700), then migrate as :meth:`Connections.set_up`."""
+        try:
+            self.connections.create_file()
+            self.connections.set_up(apply)
+        except (sqlite3.Error, OSError) as exc:
+            raise self.error(
+                f"cannot open the storage database {self.path}: {explain(exc, self.path)}",
+                reason=reason(exc, self.path),
+            ) from exc
+
+    def read_version(self, tx: Tx) -> int:
+        version = int(tx.execute("PRAGMA user_version").fetchone()[0])
+        app_id = tx.execute("PRAGMA application_id").fetchone()[0]
+        if version == 0:
+            tables = tx.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if tables or app_id not in (0, self.application_id):
+                raise self.error(
+                    f"{self.path} is not an authctl storage database (it holds other tables); "
+                    "point [storage] path at a file of its own"
+                )
+        elif app_id != self.application_id:
+            raise self.error(
+                f"{self.path} is not an authctl storage database (application id {app_id:#x}); "
+                "point [storage] path at a file of its own"
+            )
+        return version
+
+    def write_version(self, tx: Tx, version: int) -> None:
+        tx.execute(f"PRAGMA application_id = {int(self.application_id)}")
+        tx.execute(f"PRAGMA user_version = {int(version)}")
+
+    def version(self) -> int:
+        return int(self.read("PRAGMA user_version", ())[0][0])
+
+    def lock_keys(self, tx: Tx, keys: t.Iterable[str]) -> None:
+        """Nothing to do: ``BEGIN IMMEDIATE`` already excludes every other writer."""
+
+    def exclusive(self, name: str, timeout: float) -> t.ContextManager[None]:
+        """A byte of ``<path>.lock`` (0600) next to the database, for ``name``."""
+        return file_lock(
+            self.path.with_name(self.path.name + ".lock"), name, timeout=timeout, error=self.error
+        )
+
+    def after_copy(self, tx: Tx, table: Table) -> None:
+        """Nothing to do: an ``INTEGER PRIMARY KEY`` continues after the largest id."""
+
+    def check(self) -> None:
+        self.connections.check()
+
+    def close(self) -> None:
+        self.connections.close()
+
+    def describe(self) -> str:
+        return str(self.path)

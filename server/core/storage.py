@@ -30,10 +30,8 @@ Every failure is raised as :class:`StorageError`; callers fail closed (deny), ne
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
-import sqlite3
 import time
 import typing as t
 from collections.abc import Callable
@@ -49,20 +47,21 @@ from server.core.crypto import SecretBox
 from server.core.crypto import key_file_is_private
 from server.core.crypto import read_key_file
 from server.core.errors import StoreUnavailable
-from server.core.sqlite_util import Connections
-from server.core.sqlite_util import explain
-from server.core.sqlite_util import file_lock
-from server.core.sqlite_util import reason
+from server.core.sqlite_util import SQLiteDatabase
+from server.core.storage_schema import APPLICATION_ID as APPLICATION_ID
+from server.core.storage_schema import SCHEMA_VERSION as SCHEMA_VERSION
+from server.core.storage_schema import TABLES
+from server.core.storage_schema import TABLES_BY_NAME
+from server.core.storage_schema import Database
+from server.core.storage_schema import Table
+from server.core.storage_schema import Tx
+from server.core.storage_schema import migration
 
 if t.TYPE_CHECKING:
     from server.core.config import StorageConfig
 
 log = logging.getLogger("server.storage")
 
-#: Version of the schema, kept in ``PRAGMA user_version``.
-SCHEMA_VERSION = 2
-#: ``PRAGMA application_id`` of an authctl storage database ("actl").
-APPLICATION_ID = 0x6163746C
 #: Seconds a connection waits for another writer (thread or worker) before failing.
 BUSY_TIMEOUT = 5.0
 #: Kinds of authentication attempts in the log.
@@ -71,100 +70,10 @@ ATTEMPT_KINDS = ("1FA", "TOTP", "BASIC")
 BAN_KINDS = ("user", "ip")
 #: What to do about a key that does not match (also the start of the error message).
 WRONG_KEY = "storage key does not match the database; restore the right secrets/storage.key"
-
-#: ``MIGRATIONS[n]`` takes a database from ``user_version`` n to n + 1. Append, never edit.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
-    (
-        """CREATE TABLE meta (
-            key TEXT PRIMARY KEY,
-            value BLOB NOT NULL
-        ) WITHOUT ROWID""",
-        """CREATE TABLE totp_configurations (
-            username TEXT PRIMARY KEY,       -- canonical user name
-            secret BLOB NOT NULL,            -- AES-256-GCM, AAD = table + username
-            algorithm TEXT NOT NULL CHECK (algorithm IN ('SHA1', 'SHA256', 'SHA512')),
-            digits INTEGER NOT NULL CHECK (digits IN (6, 8)),
-            period INTEGER NOT NULL CHECK (period > 0),
-            created_at REAL NOT NULL,
-            last_used_at REAL
-        ) WITHOUT ROWID""",
-        """CREATE TABLE totp_history (
-            username TEXT PRIMARY KEY,
-            last_step INTEGER NOT NULL       -- the last accepted time step (unix time / period)
-        ) WITHOUT ROWID""",
-        """CREATE TABLE authentication_logs (
-            id INTEGER PRIMARY KEY,
-            time REAL NOT NULL,
-            username TEXT NOT NULL,          -- canonical; unknown names are logged too
-            ip TEXT NOT NULL,
-            kind TEXT NOT NULL CHECK (kind IN ('1FA', 'TOTP', 'BASIC')),
-            success INTEGER NOT NULL,
-            banned INTEGER NOT NULL          -- refused by a ban before any check
-        )""",
-        "CREATE INDEX authentication_logs_username_time ON authentication_logs (username, time)",
-        "CREATE INDEX authentication_logs_ip_time ON authentication_logs (ip, time)",
-        "CREATE INDEX authentication_logs_time ON authentication_logs (time)",
-        """CREATE TABLE bans (
-            kind TEXT NOT NULL CHECK (kind IN ('user', 'ip')),
-            value TEXT NOT NULL,
-            expires REAL NOT NULL,
-            reason TEXT NOT NULL,
-            created REAL NOT NULL,
-            PRIMARY KEY (kind, value)
-        ) WITHOUT ROWID""",
-        """CREATE TABLE one_time_codes (
-            id TEXT PRIMARY KEY,             -- random public id
-            username TEXT NOT NULL,
-            intent TEXT NOT NULL,            -- e.g. 'elevation', 'reset_password'
-            digest BLOB NOT NULL,            -- keyed digest of the code; never the code
-            issued REAL NOT NULL,
-            expires REAL NOT NULL,
-            consumed REAL,
-            attempts INTEGER NOT NULL DEFAULT 0,
-            session_binding BLOB,            -- digest of the session id it was issued to
-            issued_ip TEXT,
-            consumed_ip TEXT
-        ) WITHOUT ROWID""",
-        "CREATE INDEX one_time_codes_username ON one_time_codes (username, intent)",
-        "CREATE INDEX one_time_codes_expires ON one_time_codes (expires)",
-    ),
-    (
-        """CREATE TABLE rate_limit_hits (
-            id INTEGER PRIMARY KEY,
-            key TEXT NOT NULL,               -- the caller's limit key, e.g. endpoint + user
-            time REAL NOT NULL
-        )""",
-        "CREATE INDEX rate_limit_hits_key_time ON rate_limit_hits (key, time)",
-        "CREATE INDEX rate_limit_hits_time ON rate_limit_hits (time)",
-        """CREATE TABLE regulation_inflight (
-            token TEXT NOT NULL,             -- one attempt in flight (random)
-            kind TEXT NOT NULL,              -- the counter: three strings of the caller's
-            target TEXT NOT NULL,
-            value TEXT NOT NULL,
-            expires REAL NOT NULL,           -- a crashed host's attempt stops counting then
-            PRIMARY KEY (token, kind, target, value)
-        ) WITHOUT ROWID""",
-        "CREATE INDEX regulation_inflight_counter ON regulation_inflight "
-        "(kind, target, value, expires)",
-        """CREATE TABLE webauthn_credentials (
-            id TEXT PRIMARY KEY,             -- opaque random public id
-            username TEXT NOT NULL,          -- canonical user name
-            credential_id BLOB NOT NULL UNIQUE,
-            public_key BLOB NOT NULL,        -- COSE key
-            sign_count INTEGER NOT NULL DEFAULT 0 CHECK (sign_count >= 0),
-            aaguid TEXT NOT NULL DEFAULT '',
-            transports TEXT NOT NULL DEFAULT '',   -- comma-separated
-            backup_eligible INTEGER NOT NULL DEFAULT 0,
-            backup_state INTEGER NOT NULL DEFAULT 0,
-            discoverable INTEGER NOT NULL DEFAULT 0,
-            description TEXT NOT NULL,
-            attestation_type TEXT NOT NULL DEFAULT 'none',
-            created_at REAL NOT NULL,
-            last_used_at REAL,
-            UNIQUE (username, description)
-        ) WITHOUT ROWID""",
-    ),
-)
+#: The engines ``[storage] backend`` names.
+BACKENDS = ("sqlite", "postgres")
+#: Rows per INSERT when copying a table (below both engines' limits on parameters).
+COPY_BATCH = 500
 
 
 class StorageError(StoreUnavailable):
@@ -289,14 +198,16 @@ class Storage:
         *,
         require_key: bool = True,
     ) -> None:
+        if config.backend not in BACKENDS:
+            raise StorageError(
+                f"unknown storage backend {config.backend!r}; use one of {', '.join(BACKENDS)}"
+            )
+        self.backend = config.backend
         self.path = Path(config.path)
         self.key_file = Path(config.encryption_key_file)
         self._now = now
         #: Seconds to wait for a lock (:meth:`exclusive`) before failing.
         self.timeout = BUSY_TIMEOUT
-        self._db = Connections(
-            self.path, name="storage database", error=StorageError, busy_timeout=BUSY_TIMEOUT
-        )
         self._box: SecretBox | None = None
         if require_key:
             try:
@@ -308,111 +219,83 @@ class Storage:
                     "the storage key file %s can be read by others; run chmod 600 on it",
                     self.key_file,
                 )
+        self._db: Database = self._open_engine(config)
         try:
-            self._db.create_file()
-            self._migrate()
-        except (sqlite3.Error, OSError) as exc:
-            raise StorageError(
-                f"cannot open the storage database {self.path}: {explain(exc, self.path)}",
-                reason=reason(exc, self.path),
-            ) from exc
+            self._db.set_up(self._apply_schema)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open_engine(self, config: StorageConfig) -> Database:
+        if config.backend == "postgres":
+            if config.postgres is None:
+                raise StorageError(
+                    "[storage] backend is postgres but [storage.postgres] is missing; add it "
+                    "with dsn = ..."
+                )
+            from server.core.pg_util import PostgresDatabase  # only when used: psycopg loads lazily
+
+            self.timeout = float(config.postgres.timeout)
+            return PostgresDatabase(config.postgres, error=StorageError)
+        return SQLiteDatabase(
+            self.path,
+            name="storage database",
+            error=StorageError,
+            busy_timeout=BUSY_TIMEOUT,
+            application_id=APPLICATION_ID,
+        )
 
     def __repr__(self) -> str:
-        return f"<Storage {self.path}>"
+        return f"<Storage {self.describe()}>"
 
     # ------------------------------------------------------------------ connections
 
-    def _migrate(self) -> None:
-        def apply(conn: sqlite3.Connection) -> None:
-            self._upgrade(conn)
-            self._check_key(conn)
+    def _apply_schema(self, tx: Tx) -> None:
+        """Migrate to ``SCHEMA_VERSION`` and check the key, inside ``set_up``'s lock."""
+        self._upgrade(tx)
+        self._check_key(tx)
 
-        self._db.set_up(apply)
-
-    def _upgrade(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        if version == 0:
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if tables or app_id not in (0, APPLICATION_ID):
-                raise StorageError(
-                    f"{self.path} is not an authctl storage database (it holds other tables); "
-                    "point [storage] path at a file of its own"
-                )
-        elif app_id != APPLICATION_ID:
-            raise StorageError(
-                f"{self.path} is not an authctl storage database (application id {app_id:#x}); "
-                "point [storage] path at a file of its own"
-            )
+    def _upgrade(self, tx: Tx) -> None:
+        version = self._db.read_version(tx)
         if version > SCHEMA_VERSION:
             raise StorageError(
-                f"{self.path} has schema version {version}, newer than this authctl understands "
-                f"({SCHEMA_VERSION}); upgrade authctl, or restore a backup made by this version"
+                f"{self.describe()} has schema version {version}, newer than this authctl "
+                f"understands ({SCHEMA_VERSION}); upgrade authctl, or restore a backup made "
+                "by this version"
             )
         for step in range(version, SCHEMA_VERSION):
-            for statement in MIGRATIONS[step]:
-                conn.execute(statement)
-        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            for statement in migration(step, self._db.dialect):
+                tx.execute(statement)
+        self._db.write_version(tx, SCHEMA_VERSION)
 
-    def _check_key(self, conn: sqlite3.Connection) -> None:
+    def _check_key(self, tx: Tx) -> None:
         """Store the key check value on first use; refuse a key that does not match it."""
         if self._box is None:
             return
-        row = conn.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
+        row = tx.execute("SELECT value FROM meta WHERE key = 'key_check'").fetchone()
         if row is None:
-            if conn.execute("SELECT count(*) FROM totp_configurations").fetchone()[0]:
+            if tx.execute("SELECT count(*) FROM totp_configurations").fetchone()[0]:
                 raise StorageKeyError(
-                    f"{self.path} holds encrypted secrets but no key check value; "
+                    f"{self.describe()} holds encrypted secrets but no key check value; "
                     "restore it from a backup"
                 )
-            conn.execute(
+            tx.execute(
                 "INSERT INTO meta (key, value) VALUES ('key_check', ?)", (self._box.check_value,)
             )
         elif not self._box.matches(bytes(row[0])):
-            raise StorageKeyError(f"{WRONG_KEY} (key file {self.key_file}, database {self.path})")
+            raise StorageKeyError(
+                f"{WRONG_KEY} (key file {self.key_file}, database {self.describe()})"
+            )
 
-    def _conn(self) -> sqlite3.Connection:
-        """This thread's connection (a new one after ``fork``: they must not be shared)."""
-        return self._db.get()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction taken at once (``BEGIN IMMEDIATE``): no check-then-act races."""
-        try:
-            conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StorageError(
-                f"storage failed: {explain(exc, self.path)}", reason=reason(exc, self.path)
-            ) from exc
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):  # a broken connection cannot roll back
-                conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise StorageError(
-                    f"storage failed: {explain(exc, self.path)}", reason=reason(exc, self.path)
-                ) from exc
-            raise
+    def _transaction(self) -> t.ContextManager[Tx]:
+        """A write transaction: no check-then-act races (see the engine's ``transaction``)."""
+        return self._db.transaction()
 
     def _read(self, sql: str, params: tuple[object, ...] = ()) -> list[t.Any]:
-        try:
-            return self._conn().execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StorageError(
-                f"storage failed: {explain(exc, self.path)}", reason=reason(exc, self.path)
-            ) from exc
+        return self._db.read(sql, params)
 
     def _write(self, sql: str, params: tuple[object, ...]) -> int:
-        try:
-            return self._conn().execute(sql, params).rowcount
-        except sqlite3.Error as exc:
-            raise StorageError(
-                f"storage failed: {explain(exc, self.path)}", reason=reason(exc, self.path)
-            ) from exc
+        return self._db.write(sql, params)
 
     def _sealer(self) -> SecretBox:
         if self._box is None:
@@ -424,7 +307,7 @@ class Storage:
         self._db.check()
 
     def close(self) -> None:
-        """Close every thread's connection; later calls raise StorageError."""
+        """Close every connection; later calls raise StorageError."""
         self._db.close()
 
     # ------------------------------------------------------------------ TOTP
@@ -663,7 +546,8 @@ class Storage:
         """
         with self._transaction() as conn:
             found = conn.execute(
-                f"SELECT {_ONE_TIME_COLUMNS} FROM one_time_codes WHERE id = ?",  # noqa: S608
+                f"SELECT {_ONE_TIME_COLUMNS} FROM one_time_codes WHERE id = ?"  # noqa: S608
+                f"{self._db.dialect.for_update}",
                 (row_id,),
             ).fetchone()
             if found is None:
@@ -725,6 +609,7 @@ class Storage:
                 if not window > 0:
                     raise ValueError(f"a rate limit window must be positive, not {window}")
         with self._transaction() as conn:
+            self._db.lock_keys(conn, sorted({key for key, _limits in hits}))
             wait = 0.0
             for key, limits in hits:
                 for count, window in limits:
@@ -789,12 +674,75 @@ class Storage:
         """Hold the lock ``name`` for the block, across threads, processes and hosts.
 
         Waits at most the storage's timeout, then raises StorageError (fail closed).
-        SQLite: a byte of ``<path>.lock`` (0600) next to the database.
+        SQLite: a byte of ``<path>.lock`` (0600) next to the database; PostgreSQL: a session
+        advisory lock on a connection held for the block.
         """
-        with file_lock(
-            self.path.with_name(self.path.name + ".lock"),
-            name,
-            timeout=self.timeout,
-            error=StorageError,
-        ):
+        with self._db.exclusive(name, self.timeout):
             yield
+
+    # ------------------------------------------------------------------ status and copying
+
+    def describe(self) -> str:
+        """Where the storage is: the SQLite path, or the PostgreSQL hosts and database (never
+        a password)."""
+        return self._db.describe()
+
+    def schema_version(self) -> int:
+        """The database's schema version (``SCHEMA_VERSION`` once opened)."""
+        return self._db.version()
+
+    def tables(self) -> tuple[str, ...]:
+        """Every data table, in the order ``storage migrate`` copies them."""
+        return tuple(table.name for table in TABLES)
+
+    def counts(self) -> dict[str, int]:
+        """Rows per data table."""
+        return {
+            table.name: int(
+                self._read(f"SELECT count(*) FROM {table.name}")[0][0]  # noqa: S608 - fixed names
+            )
+            for table in TABLES
+        }
+
+    def rows(self, table: str) -> list[tuple[object, ...]]:
+        """Every row of ``table``: all columns in a fixed order, in a fixed row order, byte
+        columns as ``bytes`` (for copying to another storage with :meth:`insert_rows`)."""
+        spec = _table(table)
+        rows = self._read(
+            f"SELECT {', '.join(spec.columns)} FROM {spec.name} "  # noqa: S608 - fixed names
+            f"ORDER BY {spec.order}"
+        )
+        return [
+            tuple(bytes(v) if isinstance(v, bytes | bytearray | memoryview) else v for v in row)
+            for row in rows
+        ]
+
+    def insert_rows(self, table: str, rows: t.Sequence[tuple[object, ...]]) -> int:
+        """Add ``rows`` (as :meth:`rows` lists them) to ``table`` in one transaction, keeping
+        rows already there (same key): running a copy twice adds nothing. How many were new."""
+        spec = _table(table)
+        width = len(spec.columns)
+        for row in rows:
+            if len(row) != width:
+                raise ValueError(f"a row of {table} has {width} columns, not {len(row)}")
+        added = 0
+        with self._transaction() as conn:
+            for start in range(0, len(rows), COPY_BATCH):
+                batch = rows[start : start + COPY_BATCH]
+                marks = ", ".join(["(" + ", ".join("?" * width) + ")"] * len(batch))
+                added += conn.execute(
+                    f"INSERT INTO {spec.name} ({', '.join(spec.columns)}) "  # noqa: S608
+                    f"VALUES {marks} ON CONFLICT DO NOTHING",
+                    [value for row in batch for value in row],
+                ).rowcount
+            if spec.generated_id and rows:
+                self._db.after_copy(conn, spec)
+        return added
+
+
+def _table(name: str) -> Table:
+    """The data table ``name`` (ValueError for anything else: never SQL from outside)."""
+    try:
+        return TABLES_BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown table {name!r}; tables: {', '.join(TABLES_BY_NAME)}") from None
