@@ -224,11 +224,10 @@ class SentinelCluster:
             for index in range(len(self.nodes)):
                 with self.sentinel(index) as client:
                     try:
-                        state = client.execute_command("SENTINEL", "master", MASTER_NAME)
+                        info = client.sentinel_master(MASTER_NAME)
                     except redis.RedisError:
                         ready = False
                         continue
-                info = dict(zip(state[::2], state[1::2], strict=True))
                 if int(info["num-slaves"]) < 1 or int(info["num-other-sentinels"]) < 2:
                     ready = False
             if ready:

@@ -153,7 +153,6 @@ def _client_options() -> dict[str, t.Any]:
         "socket_connect_timeout": TIMEOUT,
         "socket_timeout": TIMEOUT,
         "retry": Retry(NoBackoff(), 0),
-        "retry_on_timeout": False,
         "health_check_interval": 0,
     }
 
