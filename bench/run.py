@@ -12,9 +12,14 @@ without ``server.serve.inline``), Basic credentials with a warm cache, an anonym
 nginx TLS without auth, nginx ``auth_request`` to authctl and to a trivial waitress check;
 then CPU time per request (``/proc/PID/stat``), RSS, 1,000 rules, 10,000 users, verify p99
 under a login flood (argon2 at default parameters), and ``serve --workers 2`` against 1.
+Many hosts (SPEC §7.7): verify with the Redis session store, two hosts sharing one Redis
+(primary, replica and three Sentinels, as ``docs/many-hosts.md`` deploys it; one wrk per host,
+the same pinning), against V; the delay until a logout on one host is refused by the other
+(median and max); and a Sentinel failover (primary killed) until the same cookie works again.
 
-It installs nothing. It needs ``wrk``, ``nginx``, ``openssl`` and ``taskset`` on PATH
-(``apt-get install -y wrk nginx``) and says so when one is missing.
+It installs nothing. It needs ``wrk``, ``nginx``, ``openssl``, ``taskset``, ``redis-server``
+and ``redis-sentinel`` on PATH (``apt-get install -y wrk nginx redis-server redis-sentinel``)
+and says so when one is missing.
 
     .venv/bin/python bench/run.py            # about 3 minutes
     .venv/bin/python bench/run.py --quick    # 1-second runs, a smoke test of the script
@@ -36,6 +41,7 @@ import shutil
 import signal
 import socket
 import ssl
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -370,10 +376,11 @@ def wrk(
     cpu: str | None = CLIENT_CPU,
     pid: int | None = None,
     connections: int = WRK_CONNECTIONS,
+    threads: int = WRK_THREADS,
 ) -> WrkResult:
     """One wrk run; with ``pid``, that process's CPU time over the run is recorded."""
     argv = ["taskset", "-c", cpu] if cpu is not None else []
-    argv += ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    argv += ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]  # "Name: value": wrk drops "Name:value" silently
     argv.append(url)
@@ -650,6 +657,8 @@ MISSING_HELP = {
     "nginx": "apt-get install -y nginx",
     "openssl": "apt-get install -y openssl",
     "taskset": "apt-get install -y util-linux",
+    "redis-server": "apt-get install -y redis-server",
+    "redis-sentinel": "apt-get install -y redis-sentinel",
 }
 
 
@@ -662,6 +671,288 @@ def missing_tools() -> list[str]:
     if not Path(AUTHCTL).exists():
         out.append(f"{AUTHCTL} is missing: pip install -e . in the project's venv")
     return out
+
+
+# --------------------------------------------------------------------------- many hosts
+
+MASTER_NAME = "authctl"
+
+
+class SentinelSet:
+    """A Redis primary and replica with a password, and three Sentinels (quorum 2), pinned
+    with the servers; a killed primary is replaced after ``down-after-milliseconds`` 1000."""
+
+    def __init__(self, work: Path, logs: Path) -> None:
+        self.password = secrets.token_urlsafe(18)
+        self.work = work
+        self.logs = logs
+        self.data: dict[str, Service] = {}
+        self.sentinels: list[Service] = []
+        self.password_file = work / "redis.password"
+        work.mkdir(parents=True, exist_ok=True)
+        self.password_file.write_text(self.password + "\n", encoding="ascii")
+        self.password_file.chmod(0o600)
+        try:
+            primary = self._data("primary", None)
+            self._data("replica", primary.port)
+            for number in range(3):
+                self._sentinel(number, primary.port)
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _data(self, name: str, replica_of: int | None) -> Service:
+        port = free_port()
+        folder = self.work / name
+        folder.mkdir(exist_ok=True)
+        argv = [shutil.which("redis-server") or "redis-server", "--port", str(port),
+                "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(folder),
+                "--requirepass", self.password, "--masterauth", self.password]  # fmt: skip
+        if replica_of is not None:
+            argv += ["--replicaof", "127.0.0.1", str(replica_of)]
+        self.data[name] = Service(f"redis-{name}", argv, port, self.logs / f"redis-{name}.log")
+        return self.data[name]
+
+    def _sentinel(self, number: int, primary: int) -> None:
+        port = free_port()
+        folder = self.work / f"sentinel-{number}"
+        folder.mkdir(exist_ok=True)
+        conf = folder / "sentinel.conf"
+        conf.write_text(
+            f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+            f"sentinel monitor {MASTER_NAME} 127.0.0.1 {primary} 2\n"
+            f"sentinel auth-pass {MASTER_NAME} {self.password}\n"
+            f"requirepass {self.password}\nsentinel sentinel-pass {self.password}\n"
+            f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
+            f"sentinel failover-timeout {MASTER_NAME} 3000\n",
+            encoding="ascii",
+        )
+        argv = [shutil.which("redis-sentinel") or "redis-sentinel", str(conf)]
+        self.sentinels.append(Service(f"sentinel-{number}", argv, port, folder / "log"))
+
+    def command(self, port: int, *args: str) -> list[str] | str | int:
+        """One command to a Redis or Sentinel on ``port`` (redis-py, already a dependency)."""
+        import redis
+
+        with redis.Redis(port=port, password=self.password, socket_timeout=1,
+                         socket_connect_timeout=0.5, decode_responses=True) as client:  # fmt: skip
+            return t.cast(t.Any, client.execute_command(*args))
+
+    def primary_port(self) -> int | None:
+        """The primary port the first Sentinel that answers names (None when none does)."""
+        import redis
+
+        for sentinel in self.sentinels:
+            try:
+                found = self.command(
+                    sentinel.port, "SENTINEL", "get-master-addr-by-name", MASTER_NAME
+                )
+                return int(t.cast(list[str], found)[1])
+            except (redis.RedisError, OSError, TypeError, IndexError):
+                continue
+        return None
+
+    def _wait_ready(self) -> None:
+        import redis
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                ready = all(
+                    int(info["num-slaves"]) >= 1 and int(info["num-other-sentinels"]) >= 2
+                    for info in (
+                        t.cast(dict[str, str], self.command(s.port, "SENTINEL", "master",
+                                                            MASTER_NAME))
+                        for s in self.sentinels
+                    )
+                )  # fmt: skip
+            except (redis.RedisError, OSError, KeyError, TypeError):
+                ready = False
+            if ready:
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Sentinels did not find the replica and each other in 30 s")
+
+    @property
+    def nodes(self) -> str:
+        """``[session.redis_sentinel] nodes`` as TOML."""
+        return json.dumps([f"127.0.0.1:{s.port}" for s in self.sentinels])
+
+    def kill_primary(self) -> tuple[float, float]:
+        """SIGKILL the primary after the replica has every write; (killed at, promoted at)."""
+        primary = self.data["primary"]
+        self.command(primary.port, "WAIT", "1", "5000")
+        killed = time.monotonic()
+        primary.stop(signal.SIGKILL)
+        while time.monotonic() - killed < 30:
+            if self.primary_port() not in (None, primary.port):
+                return killed, time.monotonic()
+            time.sleep(0.02)
+        raise RuntimeError("no Sentinel failover within 30 s")
+
+    def stop(self) -> None:
+        """Stop the Sentinels, then the data nodes."""
+        for service in (*self.sentinels, *self.data.values()):
+            service.stop()
+
+
+def write_redis_host(
+    folder: Path, shared: Path, users: Path, redis_set: SentinelSet, port: int
+) -> Path:
+    """A host of the many-hosts rows: the Redis store through the Sentinels, the shared
+    storage (SQLite on this one machine; verify does not touch it) and users file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "secrets").mkdir(mode=0o700, exist_ok=True)
+    shutil.copy2(shared / "secrets" / "storage.key", folder / "secrets" / "storage.key")
+    text = CONFIG.format(port=port, store="redis")
+    text = text.replace('file = "users.toml"', f"file = {json.dumps(str(users))}")
+    text = text.replace('path = "authctl.db"', f"path = {json.dumps(str(shared / 'authctl.db'))}")
+    text = text.replace(
+        'store = "redis"\n',
+        'store = "redis"\nredis_url = "redis://127.0.0.1:6379/0"\n'
+        f"redis_password_file = {json.dumps(str(redis_set.password_file))}\n\n"
+        f'[session.redis_sentinel]\nmaster_name = "{MASTER_NAME}"\nnodes = {redis_set.nodes}\n',
+    )
+    config = folder / "authctl.toml"
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+def logout(port: int, cookie: str) -> int:
+    """POST /api/logout with ``cookie``; the status."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {**PORTAL_HEADERS, "Cookie": cookie}
+        conn.request("POST", "/api/logout", body=b"{}", headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status
+    finally:
+        conn.close()
+
+
+def verify_until_refused(port: int, cookie: str, timeout: float = 10.0) -> float | None:
+    """Seconds until verify on ``port`` stops answering 200 for ``cookie`` (keep-alive
+    requests back to back); None after ``timeout``."""
+    started = time.monotonic()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    headers = verify_headers(cookie=cookie)
+    try:
+        while time.monotonic() - started < timeout:
+            conn.request("GET", "/api/authz/forward-auth", headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status != 200:
+                return time.monotonic() - started
+    finally:
+        conn.close()
+    return None
+
+
+def wrk_split(
+    ports: list[int], headers: dict[str, str], seconds: float, pids: list[int]
+) -> WrkResult:
+    """One wrk per host at the same time, the connections split evenly (one wrk thread each,
+    all pinned to the client CPU); the sum of their throughput, the worse of their latencies,
+    the CPU time of every host."""
+    per = WRK_CONNECTIONS // len(ports)
+    results: list[WrkResult | BaseException] = [RuntimeError("not run")] * len(ports)
+
+    def one(n: int) -> None:
+        try:
+            results[n] = wrk(f"http://127.0.0.1:{ports[n]}/api/authz/forward-auth", headers,
+                             seconds, connections=per, threads=1)  # fmt: skip
+        except BaseException as exc:
+            results[n] = exc
+
+    before = sum(cpu_seconds(pid) for pid in pids)
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(len(ports))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    used = sum(cpu_seconds(pid) for pid in pids) - before
+    done: list[WrkResult] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        done.append(result)
+    return WrkResult(
+        requests=sum(r.requests for r in done),
+        seconds=max(r.seconds for r in done),
+        rps=sum(r.rps for r in done),
+        p50_ms=max(r.p50_ms for r in done),
+        p99_ms=max(r.p99_ms for r in done),
+        non_2xx_3xx=sum(r.non_2xx_3xx for r in done),
+        socket_errors=sum(r.socket_errors for r in done),
+        cpu_seconds=used,
+    )
+
+
+@dataclass
+class ManyHosts:
+    """What the many-hosts rows measured."""
+
+    verify: WrkResult
+    revocation: list[float]
+    never_refused: int
+    failover_s: float
+    recovery_s: float | None
+
+
+def many_hosts(settings: Settings, work: Path, logs: Path, users_text: str) -> ManyHosts:
+    """Two hosts sharing Redis (with Sentinel): verify split over both, revocation delays
+    across hosts, then a failover (the primary killed) until the cookie works again."""
+    shared = work / "shared"
+    write_site(shared, "sqlite", users_text)
+    redis_set = SentinelSet(work / "redis", logs)
+    hosts: list[Service] = []
+    try:
+        for name in ("a", "b"):
+            config = write_redis_host(work / name, shared, shared / "users.toml", redis_set, 9091)
+            hosts.append(start_authctl(f"authctl-redis-{name}", config, logs / f"redis-{name}.log"))
+        a, b = hosts
+        status, cookie = login(a.port)
+        assert status == 200, f"login on host a answered {status}"
+        headers = verify_headers(cookie=cookie)
+        for host in hosts:
+            got = status_of(host.port, "/api/authz/forward-auth", headers)
+            assert got == 200, f"verify on {host.name}: expected 200, got {got}"
+        runs = [
+            wrk_split([a.port, b.port], headers, settings.seconds, [a.pid, b.pid])
+            for _ in range(settings.repeats)
+        ]
+        verify = median_result(runs)
+
+        delays: list[float] = []
+        never = 0
+        for _ in range(settings.logouts):
+            status, other = login(a.port)
+            assert status == 200, f"login on host a answered {status}"
+            for _ in range(3):  # B has it in its cache
+                assert status_of(b.port, "/api/authz/forward-auth", verify_headers(other)) == 200
+            assert logout(a.port, other) == 200
+            delay = verify_until_refused(b.port, other)
+            if delay is None:
+                never += 1
+            else:
+                delays.append(delay)
+
+        killed, promoted = redis_set.kill_primary()
+        recovered: float | None = None
+        while time.monotonic() - killed < 30:
+            if all(
+                status_of(host.port, "/api/authz/forward-auth", headers) == 200 for host in hosts
+            ):
+                recovered = time.monotonic() - killed
+                break
+            time.sleep(0.05)
+        return ManyHosts(verify, delays, never, promoted - killed, recovered)
+    finally:
+        for host in hosts:
+            host.stop()
+        redis_set.stop()
 
 
 # --------------------------------------------------------------------------- main
@@ -679,10 +970,11 @@ class Settings:
     users: int
     rules_number: int
     workers_seconds: float
+    logouts: int
 
 
-FULL = Settings(5, 3, 8, 50, 100_000, 10_000, 20_000, 5)
-QUICK = Settings(1, 1, 2, 10, 2_000, 1_000, 500, 1)
+FULL = Settings(5, 3, 8, 50, 100_000, 10_000, 20_000, 5, 50)
+QUICK = Settings(1, 1, 2, 10, 2_000, 1_000, 500, 1, 10)
 
 
 @contextmanager
@@ -891,6 +1183,24 @@ def run(settings: Settings, work: Path) -> Report:
             server.stop()
             running.clear()
 
+    hosts = many_hosts(settings, work, logs, users_text)
+    report.row("V2 verify, cookie, Redis store, 2 hosts", hosts.verify, settings.repeats)
+    report.add("     (one wrk per host, -t1 -c16 each; Redis primary + replica + 3 Sentinels)")
+    if hosts.revocation:
+        revoked = sorted(hosts.revocation)
+        report.add(
+            f"  {'logout on host a, refused on host b':<52}"
+            f" median {statistics.median(revoked) * 1000:.0f} ms, max {revoked[-1] * 1000:.0f} ms"
+            f" over {len(revoked)} logouts"
+            + (f", {hosts.never_refused} never" if hosts.never_refused else "")
+        )
+    recovery = f"{hosts.recovery_s:.2f} s" if hosts.recovery_s is not None else "never (30 s)"
+    report.add(
+        f"  {'Sentinel failover (primary killed)':<52}"
+        f" new primary after {hosts.failover_s:.2f} s, the cookie works on both hosts after "
+        + recovery
+    )
+
     report.add()
     report.add("  memory")
     sessions = run_script(
@@ -949,6 +1259,12 @@ def run(settings: Settings, work: Path) -> Report:
     report.check("1,000 rules, one evaluate (µs)", worst_rule, "< 100", worst_rule < 100)
     if users["users"] == 10_000:
         report.check("load 10,000 users (s)", users["seconds"], "< 0.5", users["seconds"] < 0.5)
+    redis_ratio = hosts.verify.rps / verify_r.rps
+    report.check(
+        "verify Redis 2 hosts / V (SQLite, 1 host)", redis_ratio, ">= 0.85", redis_ratio >= 0.85
+    )
+    worst = max(hosts.revocation) if hosts.revocation and not hosts.never_refused else 99.0
+    report.check("revocation across hosts, max (s)", worst, "< 1", worst < 1.0)
     idle_mb = idle_rss / 1024
     report.check("idle RSS (MB)", idle_mb, "< 60", idle_mb < 60)
     return report

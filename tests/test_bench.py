@@ -111,13 +111,46 @@ def test_median_keeps_one_run(bench: ModuleType) -> None:
     assert middle.p99_ms == pytest.approx(0.02)
 
 
+def test_redis_host_config(bench: ModuleType, tmp_path: Path) -> None:
+    """A host of the many-hosts rows: the Redis store through the Sentinels with the password
+    file, the shared storage and users file, the same storage key as the shared site."""
+    from server.core.config import load_config
+
+    shared = tmp_path / "shared"
+    bench.write_site(shared, "sqlite", "")
+
+    class Sentinels:
+        password_file = tmp_path / "redis.password"
+        nodes = '["127.0.0.1:26379", "127.0.0.1:26380", "127.0.0.1:26381"]'
+
+    Sentinels.password_file.write_text("pw\n")
+    config_path = bench.write_redis_host(
+        tmp_path / "a", shared, shared / "users.toml", Sentinels, 9100
+    )
+    config = load_config(config_path)
+    assert config.session.store == "redis"
+    assert config.session.redis_sentinel is not None
+    assert config.session.redis_sentinel.master_name == "authctl"
+    assert config.session.redis_sentinel.nodes == (
+        ("127.0.0.1", 26379),
+        ("127.0.0.1", 26380),
+        ("127.0.0.1", 26381),
+    )
+    assert config.session.redis_password_file == Sentinels.password_file
+    assert config.storage.path == shared / "authctl.db"
+    assert config.users.file == shared / "users.toml"
+    key = "secrets/storage.key"
+    assert (tmp_path / "a" / key).read_bytes() == (shared / key).read_bytes()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_quick_run_prints_every_row() -> None:
     """``bench/run.py --quick`` runs every case (1-second runs) and prints the targets.
 
-    Needs wrk, nginx and openssl (``apt-get install -y wrk nginx``): without them the
-    script says what to install and this test fails.
+    Needs wrk, nginx, openssl, redis-server and redis-sentinel (``apt-get install -y wrk
+    nginx redis-server redis-sentinel``): without them the script says what to install and
+    this test fails.
     """
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--quick"],
@@ -145,6 +178,11 @@ def test_quick_run_prints_every_row() -> None:
         "1,000 rules",
         "load 1,000 users",
         "verify / bare throughput",
+        "V2 verify, cookie, Redis store, 2 hosts",
+        "logout on host a, refused on host b",
+        "Sentinel failover (primary killed)",
+        "verify Redis 2 hosts / V (SQLite, 1 host)",
+        "revocation across hosts, max (s)",
     ):
         assert row in done.stdout, row
     assert "non-2xx/3xx" not in done.stdout
