@@ -653,6 +653,24 @@ class SQLiteStore:
                 )
             conn.execute("COMMIT")
 
+    def live_records(self, now: float) -> list[tuple[bytes, str | None, float, bytes]]:
+        """Every session whose TTL has not ended by ``now``, as stored: ``(key, username,
+        expires, sealed record)``, still sealed (for ``authctl storage migrate``, which moves
+        them to Redis under the same key file, so nobody is signed out)."""
+        try:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT key, username, expires, record FROM sessions WHERE expires > ? "
+                    "ORDER BY key",
+                    (now,),
+                )
+                .fetchall()
+            )
+        except sqlite3.Error as exc:
+            raise self._failed("read the sessions", exc, self.outage) from exc
+        return [(bytes(k), user, float(exp), bytes(rec)) for k, user, exp, rec in rows]
+
     def purge_expired(self, now: float) -> int:
         """Remove sessions whose TTL ended by ``now`` (uses the ``expires`` index)."""
         return self._write("DELETE FROM sessions WHERE expires <= ?", (now,), 0)
