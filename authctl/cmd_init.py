@@ -119,11 +119,11 @@ def init(ctx: click.Context, directory: str, port: int, existing: str | None) ->
     from server.core.certs import write_default_certificate
 
     cert_paths = list(default_certificate_paths(folder))
-    existing = [path for path, _, _ in plan if path.exists() or path.is_symlink()]
-    existing += [path for path in cert_paths if path.exists() or path.is_symlink()]
-    if existing:
-        names = ", ".join(str(p) for p in existing)
-        verb = "exists" if len(existing) == 1 else "exist"
+    in_the_way = [path for path, _, _ in plan if path.exists() or path.is_symlink()]
+    in_the_way += [path for path in cert_paths if path.exists() or path.is_symlink()]
+    if in_the_way:
+        names = ", ".join(str(p) for p in in_the_way)
+        verb = "exists" if len(in_the_way) == 1 else "exist"
         raise DataError(f"{names} already {verb}; init never overwrites (nothing was written)")
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{folder} exists and is not a folder")

@@ -239,7 +239,7 @@ def copy_sessions(
             done = pipe.execute()
         if done[0]:
             copied.append(session_key)
-    present = int(t.cast(int, client.exists(*copied))) if copied else 0
+    present = int(client.exists(*copied)) if copied else 0
     return SessionCopy(len(live), len(copied), len(copied) - present)
 
 
@@ -267,11 +267,12 @@ def redis_client(config: SessionConfig) -> redis.Redis:
     options: dict[str, t.Any] = {"socket_connect_timeout": 5, "socket_timeout": 5}
     if config.redis_sentinel is None:
         return redis_module.Redis.from_url(config.redis_url, password=password, **options)
-    db = redis_module.connection.parse_url(config.redis_url).get("db", 0)
+    db = redis_module.connection.parse_url(config.redis_url).get("db", 0)  # type: ignore[no-untyped-call]
     sentinel = Sentinel(
         list(config.redis_sentinel.nodes),
         sentinel_kwargs={"password": password, **options},
         password=password,
         **options,
     )
-    return sentinel.master_for(config.redis_sentinel.master_name, db=db)
+    primary: redis.Redis = sentinel.master_for(config.redis_sentinel.master_name, db=db)
+    return primary
