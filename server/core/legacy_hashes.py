@@ -418,6 +418,12 @@ def _bcrypt(stored: str) -> Hash:
         raise Refused(
             f"is a bcrypt hash with cost {cost}, more than the limit of {BCRYPT_MAX_COST}"
         )
+    if stored[28] not in ".Oeu":
+        # the salt's 22nd character carries 2 bits; pyca's bcrypt reads only the exact ones
+        raise Refused(
+            "is not a well-formed bcrypt hash: the last character of its salt (the 29th of "
+            "the hash) must be one of . O e u"
+        )
     encoded = stored.encode("ascii")
 
     def matches(secret: bytes) -> bool:
@@ -425,7 +431,7 @@ def _bcrypt(stored: str) -> Hash:
             return False  # bcrypt would read only the first 72 bytes: refused, not truncated
         try:
             return bcrypt.checkpw(secret, encoded)
-        except ValueError:  # a salt bcrypt cannot read
+        except ValueError:  # pragma: no cover - the shape was checked above
             return False
 
     return Hash("bcrypt", matches)
