@@ -19,7 +19,6 @@ if t.TYPE_CHECKING:
     from server.core.authelia_import import Report
     from server.core.authelia_import import TotpImport
     from server.core.authelia_import import WebauthnImport
-    from server.core.config import Config
 
 
 @click.group("import")
@@ -224,7 +223,8 @@ def _store(
     known_users: set[str] | None,
 ) -> None:
     """TOTP secrets into the new storage, sealed with the new key; passkeys when supported."""
-    if not totp and not passkeys:
+    _passkeys(report, passkeys)
+    if not totp:
         return
     import dataclasses
 
@@ -238,7 +238,7 @@ def _store(
         storage_config = dataclasses.replace(storage_config, backend="sqlite", postgres=None)
         report.attend(
             "storage.postgres",
-            "the imported TOTP secrets (and passkeys) were stored in authctl.db (SQLite): "
+            "the imported TOTP secrets were stored in authctl.db (SQLite): "
             "run `authctl storage migrate --to postgres` to move them into PostgreSQL",
         )
     storage = Storage(storage_config)
@@ -255,37 +255,20 @@ def _store(
                 period=item.period,
             )
             report.map(key, f"storage: TOTP of {item.username!r} (encrypted)")
-        _passkeys(storage, config, report, passkeys)
     finally:
         storage.close()
 
 
-def _passkeys(
-    storage: t.Any, config: Config, report: Report, passkeys: list[WebauthnImport]
-) -> None:
-    if not passkeys:
-        return
-    add = getattr(storage, "add_webauthn_credential", None)
-    users = sorted({p.username for p in passkeys})
-    if add is None:
+def _passkeys(report: Report, passkeys: list[WebauthnImport]) -> None:
+    """Passkeys are checked (a broken export stops the import before anything is written)
+    but not stored: authctl's storage has no way to add a credential yet."""
+    if passkeys:
+        users = sorted({p.username for p in passkeys})
         report.attend(
             "webauthn_export",
             f"{len(passkeys)} passkeys of {len(users)} users were read and checked; passkeys "
             "are imported once authctl supports them (run the import again then)",
         )
-        return
-    portal_hosts = {c.portal_url.split("/")[2].split(":")[0] for c in config.session.cookies}
-    domains = {c.domain for c in config.session.cookies}
-    for i, item in enumerate(passkeys):  # pragma: no cover - enabled once storage has it
-        add(item)
-        report.map(
-            f"webauthn_export.webauthn_credentials[{i}]", f"storage: passkey of {item.username!r}"
-        )
-        if item.rpid not in portal_hosts | domains:
-            report.attend(
-                f"webauthn_export.webauthn_credentials[{i}].rpid",
-                f"registered for {item.rpid!r}, which is not a portal host or cookie domain",
-            )
 
 
 def _print(report: Report, folder: Path) -> None:

@@ -23,6 +23,7 @@ from server.core.authelia_import import parse_totp_export
 from server.core.authelia_import import parse_webauthn_export
 from server.core.authelia_import.durations import parse_authelia_duration
 from server.core.config import load_config
+from server.core.passwords import PasswordHasher
 from server.core.passwords import check_hash
 from server.core.storage import Storage
 from server.core.users import load_users
@@ -483,6 +484,10 @@ def test_legacy_hash_copied_when_authctl_verifies_it(
     db = load_users(out / "users.toml")
     if check_hash(digest) is None:
         assert db["dora"].password == digest
+        hasher = PasswordHasher(load_config(out / "authctl.toml").users.password_hash)
+        assert hasher.verify(db["dora"].password, "password123")
+        assert not hasher.verify(db["dora"].password, "password124")
+        assert hasher.needs_rehash(db["dora"].password), "argon2id at the next sign-in"
     else:
         assert "dora" not in db
         assert "users_database.users.dora.password" in keys(report, "attention")
@@ -689,3 +694,136 @@ def test_bad_webauthn_export_writes_nothing(
     assert code == 3, output
     assert "webauthn_credentials[0]" in output
     assert not out.exists()
+
+
+ODD = (
+    BASE
+    + """
+server:
+  address: 'udp://:9091'
+  tls: {key: '/k.pem'}
+  asset_path: '/assets'
+  endpoints:
+    authz:
+      forward-auth: {implementation: 'ForwardAuth'}
+log:
+  level: 'loud'
+  format: 'xml'
+  keep_stdout: true
+totp:
+  disable: true
+  issuer: 'a:b'
+  algorithm: 'MD5'
+  digits: 7
+  period: 5
+  secret_size: 64
+webauthn:
+  disable: true
+regulation:
+  max_retries: -2
+  find_time: 'soon'
+  ban_time: 0
+  modes: ['user', 'nose']
+storage:
+  postgres:
+    host: 'pg.example.com'
+    port: 6543
+    password: 12345
+    ssl: {mode: 'require', root_certificate: '/ca.pem'}
+notifier:
+  template_path: '/templates'
+  filesystem: {filename: 'mail.txt'}
+  smtp:
+    host: 'mail.example.com'
+    port: 465
+    sender: 'a@example.com'
+    identifier: 'me'
+    disable_require_tls: true
+    tls: {server_name: 'mail', skip_verify: true}
+password_policy:
+  standard: {enabled: true, min_length: 4, max_length: 2000, require_special: false}
+  zxcvbn: {enabled: false}
+authentication_backend:
+  password_reset: {disable: true}
+  password_change: {disable: true}
+  file:
+    search: {email: true}
+    password:
+      algorithm: 'argon2'
+      argon2: {variant: 'argon2i', memory: 8, parallelism: 4, iterations: 99}
+      bcrypt: {cost: 12}
+certificates_directory: '/certs'
+ntp: {address: 'udp://time:123'}
+"""
+)
+
+
+def test_odd_values_are_reported_and_the_result_loads(tmp_path: Path) -> None:
+    """Values authctl cannot take are reported, not guessed, and what is written loads."""
+    import tomli
+
+    from server.core.authelia_import import render_config
+    from server.core.config import parse_config
+
+    conv = convert_config(load_yaml(ODD))
+    text = render_config(conv.config, "odd.yml")
+    parse_config(text, tomli.loads(text), tmp_path / "authctl.toml")
+    attention = {n.key for n in conv.report.attention}
+    assert {
+        "server.address", "server.tls", "server.endpoints.authz", "log.level", "log.format",
+        "totp.disable", "totp.issuer", "totp.algorithm", "totp.digits", "totp.period",
+        "regulation.max_retries", "regulation.find_time", "regulation.ban_time",
+        "regulation.modes", "storage.postgres.password", "storage.postgres.ssl",
+        "notifier.template_path", "notifier.smtp.disable_require_tls", "notifier.smtp.tls",
+        "password_policy.standard.max_length", "authentication_backend.password_reset.disable",
+        "authentication_backend.password_change.disable",
+        "authentication_backend.file.password.argon2.variant",
+        "authentication_backend.file.password.argon2.iterations",
+        "authentication_backend.file.password.argon2.memory", "certificates_directory",
+    } <= attention  # fmt: skip
+    assert "passkeys" in next(n.reason for n in conv.report.attention if n.key == "webauthn")
+    smtp = conv.config["notifier"]["smtp"]
+    assert (smtp["port"], smtp["tls"]) == (465, True)
+    assert "filesystem" not in conv.config["notifier"]
+    pg = conv.config["storage"]["postgres"]
+    assert pg["dsn"] == "postgresql://authelia@pg.example.com:6543/authelia?sslmode=require"
+    assert "password_file" not in pg
+    assert conv.config["password_policy"] == {"min_length": 4}
+
+
+def test_wrong_shapes_are_reported() -> None:
+    text = """
+session:
+  name: ['x']
+  same_site: 'loose'
+  inactivity: 0
+  cookies:
+    - 'example.com'
+    - authelia_url: 'https://auth.example.org'
+    - domain: 'example.com'
+      name: 'other'
+  redis:
+    host: '/run/redis.sock'
+    tls: {server_name: 'r'}
+    high_availability: {nodes: 'x'}
+access_control:
+  default_policy: 'maybe'
+  networks: 'x'
+  rules: 'x'
+definitions:
+  network: ['x']
+"""
+    conv = convert_config(load_yaml(text))
+    attention = {n.key for n in conv.report.attention}
+    assert {
+        "session.name", "session.same_site", "session.inactivity", "session.cookies[0]",
+        "session.cookies[1]", "session.redis.tls", "session.redis.high_availability",
+        "access_control.default_policy", "access_control.networks", "access_control.rules",
+        "definitions.network",
+    } <= attention  # fmt: skip
+    session = conv.config["session"]
+    assert session["redis_url"] == "unix://run/redis.sock?db=0".replace("//", "///", 1)
+    assert session["name"] == "other"
+    assert conv.config["access_control"]["default_policy"] == "deny"
+    with pytest.raises(ValueError, match="mapping"):
+        convert_config(["not", "a", "mapping"])
