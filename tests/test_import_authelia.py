@@ -827,3 +827,65 @@ definitions:
     assert conv.config["access_control"]["default_policy"] == "deny"
     with pytest.raises(ValueError, match="mapping"):
         convert_config(["not", "a", "mapping"])
+
+
+@pytest.mark.parametrize(
+    "criterion",
+    [
+        "subject: 5",
+        "subject: [[1]]",
+        "subject: 'admins'",
+        "subject: 'user:bad name'",
+        "methods: 5",
+        "resources: ['{{ env \"X\" }}']",
+        "networks: ['nowhere']",
+        "networks: 5",
+        "query: 'x'",
+        "query: [[{operator: 'present'}]]",
+        "query: [[{key: 'a', value: true}]]",
+        "query: [[{key: 'a', operator: 'like', value: 'b'}]]",
+        "query: [[{key: 'a', operator: 'pattern', value: '(?=x)'}]]",
+        "policy: 'allow'",
+    ],
+)
+def test_each_unfaithful_criterion_becomes_deny(criterion: str) -> None:
+    text = BASE + f"  rules:\n    - domain: 'x.example.com'\n      {criterion}\n"
+    if "policy:" not in criterion:
+        text += "      policy: 'bypass'\n"
+    conv = convert_config(load_yaml(text))
+    assert conv.config["access_control"]["rules"] == [
+        {"domain": ["x.example.com"], "policy": "deny"}
+    ]
+    assert any("fail closed" in n.reason for n in conv.report.attention)
+
+
+def test_network_definitions_edge_cases() -> None:
+    text = (
+        BASE
+        + """
+  networks:
+    - 'not a mapping'
+    - name: 'lan'
+      networks: ['10.0.0.0/8', 'bogus']
+  rules:
+    - domain: ['y.example.com']
+      networks: 'lan'
+      unknown_criterion: 1
+      policy: 'one_factor'
+definitions:
+  network:
+    lan: ['192.168.0.0/16']
+    odd: 5
+  user_attributes: {}
+"""
+    )
+    conv = convert_config(load_yaml(text))
+    assert conv.config["access_control"]["networks"] == {"lan": ["192.168.0.0/16"]}
+    attention = {n.key for n in conv.report.attention}
+    assert {"access_control.networks[0]", "access_control.networks[1]"} <= attention
+    assert "definitions.network.odd" in attention
+    assert "access_control.rules[0].unknown_criterion" in {n.key for n in conv.report.dropped}
+    assert convert_users({}, Report()) == {}
+    assert convert_users({"users": {"x": "y"}, "extra": 1}, report := Report()) == {}
+    assert {"users_database.users.x"} <= {n.key for n in report.attention}
+    assert "users_database.extra" in {n.key for n in report.dropped}
