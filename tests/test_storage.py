@@ -5,6 +5,8 @@ the atomic TOTP replay guard, the authentication log and bans (``server.core.sto
 from __future__ import annotations
 
 import ast
+import contextlib
+import dataclasses
 import json
 import logging
 import multiprocessing
@@ -14,13 +16,16 @@ import subprocess
 import sys
 import threading
 import time
+import typing as t
 import warnings
 from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from server.core.config import PostgresConfig
 from server.core.config import StorageConfig
 from server.core.config import TotpConfig
 from server.core.crypto import MIN_KEY_BYTES
@@ -41,31 +46,76 @@ from server.core.totp import TotpService
 from server.core.totp import decode_secret
 from tests.conftest import ROOT
 from tests.conftest import Clock
+from tests.pgcluster import PASSWORD
+from tests.pgcluster import PgCluster
+from tests.pgcluster import pg_cluster  # noqa: F401 - fixture
+from tests.pgcluster import pg_dsn  # noqa: F401 - fixture
 
 KEY = "a3" * 32 + "\n"
 OTHER_KEY = "5c" * 32 + "\n"
 
 
-def make_config(tmp_path: Path, key: str | None = KEY) -> StorageConfig:
-    """A storage config in ``tmp_path`` (database in a folder of its own), key file written."""
+#: Both engines; PostgreSQL runs on the throwaway cluster of tests/pgcluster.py.
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)]
+
+
+def make_config(
+    tmp_path: Path, key: str | None = KEY, postgres: PostgresConfig | None = None
+) -> StorageConfig:
+    """A storage config in ``tmp_path`` (database in a folder of its own), key file written;
+    on PostgreSQL when ``postgres`` is given."""
     key_file = tmp_path / "secrets" / "storage.key"
     if key is not None:
         key_file.parent.mkdir(mode=0o700, exist_ok=True)
         key_file.write_text(key, encoding="ascii")
         key_file.chmod(0o600)
-    return StorageConfig(path=tmp_path / "data" / "authctl.db", encryption_key_file=key_file)
+    return StorageConfig(
+        path=tmp_path / "data" / "authctl.db",
+        encryption_key_file=key_file,
+        backend="sqlite" if postgres is None else "postgres",
+        postgres=postgres,
+    )
+
+
+def rekey(config: StorageConfig, folder: Path, key: str | None) -> StorageConfig:
+    """``config`` (the same database) with the key file ``folder/storage.key`` holding ``key``
+    (no file when None)."""
+    folder.mkdir(mode=0o700, exist_ok=True)
+    key_file = folder / "storage.key"
+    if key is not None:
+        key_file.write_text(key, encoding="ascii")
+        key_file.chmod(0o600)
+    return dataclasses.replace(config, encryption_key_file=key_file)
+
+
+@pytest.fixture(params=BACKENDS)
+def config(request: pytest.FixtureRequest, tmp_path: Path) -> StorageConfig:
+    """A storage config with a valid key file, on each engine (a fresh PostgreSQL database)."""
+    if request.param == "postgres":
+        cluster: PgCluster = request.getfixturevalue("pg_cluster")
+        dsn: str = request.getfixturevalue("pg_dsn")
+        return make_config(tmp_path, postgres=cluster.postgres_config(dsn, timeout=3))
+    return make_config(tmp_path)
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> StorageConfig:
-    """A storage config with a valid key file."""
+def sqlite_config(tmp_path: Path) -> StorageConfig:
+    """A SQLite storage config (for SQLite's own file modes and failure modes)."""
     return make_config(tmp_path)
 
 
 @pytest.fixture
 def storage(config: StorageConfig, clock: Clock) -> Iterator[Storage]:
-    """An open storage on the fake clock, closed after the test."""
+    """An open storage on the fake clock, closed after the test (each engine)."""
     opened = Storage(config, clock)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def sqlite_storage(sqlite_config: StorageConfig, clock: Clock) -> Iterator[Storage]:
+    """An open SQLite storage on the fake clock."""
+    opened = Storage(sqlite_config, clock)
     yield opened
     opened.close()
 
@@ -81,6 +131,28 @@ def raw(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(path, isolation_level=None)
 
 
+def raw_sql(config: StorageConfig, sql: str, params: tuple[object, ...] = ()) -> list[t.Any]:
+    """Run ``sql`` (``?`` placeholders) on the database behind the storage's back."""
+    if config.postgres is None:
+        with contextlib.closing(raw(config.path)) as conn:
+            return conn.execute(sql, params).fetchall()
+    with psycopg.connect(config.postgres.dsn, password=PASSWORD, autocommit=True) as pg:
+        cursor = pg.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+        return cursor.fetchall() if cursor.description else []
+
+
+def set_schema_version(config: StorageConfig, version: int) -> None:
+    """Write ``version`` where the engine keeps it."""
+    if config.postgres is None:
+        raw_sql(config, f"PRAGMA user_version = {version}")
+    else:
+        raw_sql(
+            config,
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+            (str(version).encode(),),
+        )
+
+
 def save(storage: Storage, username: str = "alice", secret: bytes = b"s" * 20) -> None:
     """Store a SHA1/6/30 secret for ``username``."""
     assert storage.save_totp(username, secret, algorithm="SHA1", digits=6, period=30)
@@ -92,9 +164,9 @@ def save(storage: Storage, username: str = "alice", secret: bytes = b"s" * 20) -
 class TestSchema:
     """Creation, modes, versioning and refusal of files that are not ours."""
 
-    def test_new_database_has_every_table(self, storage: Storage) -> None:
+    def test_new_database_has_every_table(self, sqlite_storage: Storage) -> None:
         """A new file gets the whole schema, the current version and authctl's application id."""
-        conn = raw(storage.path)
+        conn = raw(sqlite_storage.path)
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert {
             "meta",
@@ -111,24 +183,24 @@ class TestSchema:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.close()
 
-    def test_modes_of_folder_and_file(self, storage: Storage) -> None:
+    def test_modes_of_folder_and_file(self, sqlite_storage: Storage) -> None:
         """The folder is created 0700 and the database 0600."""
-        assert stat.S_IMODE(storage.path.parent.stat().st_mode) == 0o700
-        assert stat.S_IMODE(storage.path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(sqlite_storage.path.parent.stat().st_mode) == 0o700
+        assert stat.S_IMODE(sqlite_storage.path.stat().st_mode) == 0o600
 
-    def test_loose_mode_is_tightened(self, config: StorageConfig) -> None:
+    def test_loose_mode_is_tightened(self, sqlite_config: StorageConfig) -> None:
         """An existing database file readable by others is set back to 0600."""
-        config.path.parent.mkdir(parents=True)
-        config.path.touch(mode=0o644)
-        config.path.chmod(0o644)
-        Storage(config).close()
-        assert stat.S_IMODE(config.path.stat().st_mode) == 0o600
+        sqlite_config.path.parent.mkdir(parents=True)
+        sqlite_config.path.touch(mode=0o644)
+        sqlite_config.path.chmod(0o644)
+        Storage(sqlite_config).close()
+        assert stat.S_IMODE(sqlite_config.path.stat().st_mode) == 0o600
 
-    def test_migrates_an_empty_file(self, config: StorageConfig) -> None:
+    def test_migrates_an_empty_file(self, sqlite_config: StorageConfig) -> None:
         """A zero-byte file (version 0) is migrated to the current schema."""
-        config.path.parent.mkdir(parents=True)
-        config.path.write_bytes(b"")
-        storage = Storage(config)
+        sqlite_config.path.parent.mkdir(parents=True)
+        sqlite_config.path.write_bytes(b"")
+        storage = Storage(sqlite_config)
         save(storage)
         assert storage.has_totp("alice")
         storage.close()
@@ -145,30 +217,26 @@ class TestSchema:
     def test_newer_schema_is_refused(self, config: StorageConfig) -> None:
         """A database from a newer authctl is refused, not written to."""
         Storage(config).close()
-        conn = raw(config.path)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-        conn.close()
+        set_schema_version(config, SCHEMA_VERSION + 1)
         with pytest.raises(StorageError, match="newer than this authctl"):
             Storage(config)
 
     def test_foreign_database_is_refused(self, config: StorageConfig) -> None:
         """A SQLite file with other tables (another program's) is refused."""
         config.path.parent.mkdir(parents=True)
-        conn = raw(config.path)
-        conn.execute("CREATE TABLE sessions (key BLOB)")
-        conn.close()
+        raw_sql(config, "CREATE TABLE sessions (key TEXT)")
         with pytest.raises(StorageError, match="not an authctl storage database"):
             Storage(config)
 
-    def test_versioned_foreign_database_is_refused(self, config: StorageConfig) -> None:
+    def test_versioned_foreign_database_is_refused(self, sqlite_config: StorageConfig) -> None:
         """A versioned SQLite file without authctl's application id (e.g. the session store)."""
-        config.path.parent.mkdir(parents=True)
-        conn = raw(config.path)
+        sqlite_config.path.parent.mkdir(parents=True)
+        conn = raw(sqlite_config.path)
         conn.execute("CREATE TABLE sessions (key BLOB)")
         conn.execute("PRAGMA user_version = 1")
         conn.close()
         with pytest.raises(StorageError, match="application id"):
-            Storage(config)
+            Storage(sqlite_config)
 
     def test_unopenable_path_is_a_storage_error(self, tmp_path: Path) -> None:
         """A database path that is a folder ends in StorageError, not an OSError."""
@@ -178,19 +246,19 @@ class TestSchema:
             Storage(cfg)
 
     def test_connection_failure_is_a_storage_error(
-        self, storage: Storage, monkeypatch: pytest.MonkeyPatch
+        self, sqlite_storage: Storage, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A thread that cannot open its connection gets StorageError (fail closed)."""
 
         def refuse() -> sqlite3.Connection:
             raise sqlite3.OperationalError("unable to open database file")
 
-        monkeypatch.setattr(sqlite_db(storage).connections, "open", refuse)
+        monkeypatch.setattr(sqlite_db(sqlite_storage).connections, "open", refuse)
         errors: list[BaseException] = []
 
         def other() -> None:
             try:
-                storage.has_totp("alice")
+                sqlite_storage.has_totp("alice")
             except StorageError as exc:
                 errors.append(exc)
 
@@ -199,7 +267,7 @@ class TestSchema:
         thread.join()
         assert len(errors) == 1
         assert "unable to open" in str(errors[0])
-        assert repr(storage) == f"<Storage {storage.path}>"
+        assert repr(sqlite_storage) == f"<Storage {sqlite_storage.path}>"
 
     def test_closed_storage_fails(self, storage: Storage) -> None:
         """After close() every call raises StorageError (fail closed), also on new threads."""
@@ -219,12 +287,12 @@ class TestSchema:
         thread.join()
         assert len(errors) == 1
 
-    def test_sqlite_failure_is_a_storage_error(self, storage: Storage) -> None:
+    def test_engine_failure_is_a_storage_error(
+        self, storage: Storage, config: StorageConfig
+    ) -> None:
         """A broken database (a dropped table) surfaces as StorageError on reads and writes."""
-        conn = raw(storage.path)
-        conn.execute("DROP TABLE bans")
-        conn.execute("DROP TABLE totp_history")
-        conn.close()
+        raw_sql(config, "DROP TABLE bans")
+        raw_sql(config, "DROP TABLE totp_history")
         with pytest.raises(StorageError):
             storage.list_bans(0)
         with pytest.raises(StorageError):
@@ -233,16 +301,16 @@ class TestSchema:
             storage.accept_totp_step("alice", 1)
 
     def test_begin_failure_is_a_storage_error(
-        self, storage: Storage, monkeypatch: pytest.MonkeyPatch
+        self, sqlite_storage: Storage, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """When a write transaction cannot even start, StorageError is raised."""
 
         def broken() -> sqlite3.Connection:
             raise sqlite3.OperationalError("database is locked")
 
-        monkeypatch.setattr(sqlite_db(storage).connections, "get", broken)
+        monkeypatch.setattr(sqlite_db(sqlite_storage).connections, "get", broken)
         with pytest.raises(StorageError, match="locked"):
-            storage.delete_totp("alice")
+            sqlite_storage.delete_totp("alice")
 
     def test_non_sqlite_errors_roll_back_and_propagate(self, storage: Storage) -> None:
         """An exception inside a transaction rolls it back and is raised unchanged."""
@@ -256,16 +324,16 @@ class TestSchema:
             fail_inside()
         assert storage.last_totp_step("x") is None
 
-    def test_forked_child_uses_its_own_connection(self, storage: Storage) -> None:
+    def test_forked_child_uses_its_own_connection(self, sqlite_storage: Storage) -> None:
         """A worker forked after use opens its own connection and sees the replay history."""
-        assert storage.accept_totp_step("alice", 10)
-        parent_conn = sqlite_db(storage).connections.get()
+        assert sqlite_storage.accept_totp_step("alice", 10)
+        parent_conn = sqlite_db(sqlite_storage).connections.get()
         ctx = multiprocessing.get_context("fork")
         queue: multiprocessing.queues.SimpleQueue[str] = ctx.SimpleQueue()
 
         def child() -> None:
-            fresh = sqlite_db(storage).connections.get() is not parent_conn
-            queue.put(json.dumps([fresh, storage.accept_totp_step("alice", 10)]))
+            fresh = sqlite_db(sqlite_storage).connections.get() is not parent_conn
+            queue.put(json.dumps([fresh, sqlite_storage.accept_totp_step("alice", 10)]))
 
         process = ctx.Process(target=child)
         with warnings.catch_warnings():
@@ -282,40 +350,48 @@ class TestSchema:
 class TestKey:
     """The key file, the key check and encryption at rest."""
 
-    def test_secret_is_not_in_the_database_file(self, config: StorageConfig, clock: Clock) -> None:
+    def test_secret_is_not_in_the_database_file(
+        self, sqlite_config: StorageConfig, clock: Clock
+    ) -> None:
         """Neither the base32 secret nor its raw bytes appear in the database, WAL or SHM files."""
-        storage = Storage(config, clock)
+        storage = Storage(sqlite_config, clock)
         secret, uri = TotpService(storage, TotpConfig(), now=clock).enrol("alice")
         raw_secret = decode_secret(secret)
-        files = sorted(config.path.parent.iterdir())
+        files = sorted(sqlite_config.path.parent.iterdir())
         blob = b"".join(path.read_bytes() for path in files)
         storage.close()  # checkpoints the WAL into the main file
-        blob += config.path.read_bytes()
+        blob += sqlite_config.path.read_bytes()
         assert storage.path in files
         assert secret.encode() not in blob
         assert secret.lower().encode() not in blob
         assert raw_secret not in blob
         assert uri.encode() not in blob
 
-    def test_wrong_key_is_a_clear_startup_error(self, tmp_path: Path) -> None:
+    def test_wrong_key_is_a_clear_startup_error(
+        self, config: StorageConfig, tmp_path: Path
+    ) -> None:
         """Opening with another key file fails at once, saying to restore the right key."""
-        Storage(make_config(tmp_path)).close()
+        Storage(config).close()
         with pytest.raises(StorageKeyError) as info:
-            Storage(make_config(tmp_path, OTHER_KEY))
+            Storage(rekey(config, tmp_path / "other", OTHER_KEY))
         assert str(info.value).startswith(WRONG_KEY)
 
-    def test_wrong_key_is_refused_even_without_secrets(self, tmp_path: Path) -> None:
+    def test_wrong_key_is_refused_even_without_secrets(
+        self, config: StorageConfig, tmp_path: Path
+    ) -> None:
         """The key check is written at creation, so an empty database also refuses another key."""
-        Storage(make_config(tmp_path)).close()
+        Storage(config).close()
         with pytest.raises(StorageKeyError, match="does not match"):
-            Storage(make_config(tmp_path, OTHER_KEY))
+            Storage(rekey(config, tmp_path / "other", OTHER_KEY))
 
-    def test_trailing_newline_does_not_change_the_key(self, tmp_path: Path) -> None:
+    def test_trailing_newline_does_not_change_the_key(
+        self, config: StorageConfig, tmp_path: Path
+    ) -> None:
         """The key file's surrounding white space is not part of the key."""
-        storage = Storage(make_config(tmp_path, "a3" * 32))
+        storage = Storage(rekey(config, tmp_path / "bare", "a3" * 32))
         save(storage)
         storage.close()
-        again = Storage(make_config(tmp_path, "  " + "a3" * 32 + "\r\n\n"))
+        again = Storage(rekey(config, tmp_path / "spaced", "  " + "a3" * 32 + "\r\n\n"))
         record = again.load_totp("alice")
         assert record is not None
         assert record.secret == b"s" * 20
@@ -366,17 +442,18 @@ class TestKey:
             Storage(config).close()
         assert not caplog.records
 
-    def test_secret_moved_to_another_user_does_not_decrypt(self, storage: Storage) -> None:
+    def test_secret_moved_to_another_user_does_not_decrypt(
+        self, storage: Storage, config: StorageConfig
+    ) -> None:
         """Copying alice's sealed secret onto bob's row fails to decrypt (AAD binds the user)."""
         save(storage, "alice", b"A" * 20)
         save(storage, "bob", b"B" * 20)
-        conn = raw(storage.path)
-        conn.execute(
+        raw_sql(
+            config,
             "UPDATE totp_configurations SET secret = "
             "(SELECT secret FROM totp_configurations WHERE username = 'alice') "
-            "WHERE username = 'bob'"
+            "WHERE username = 'bob'",
         )
-        conn.close()
         with pytest.raises(StorageError, match="cannot decrypt the TOTP secret of 'bob'"):
             storage.load_totp("bob")
         record = storage.load_totp("alice")
@@ -393,24 +470,20 @@ class TestKey:
         ids=["flipped-bit", "unknown-format", "truncated"],
     )
     def test_tampered_secret_does_not_decrypt(
-        self, storage: Storage, mangle: Callable[[bytes], bytes]
+        self, storage: Storage, config: StorageConfig, mangle: Callable[[bytes], bytes]
     ) -> None:
         """An altered, truncated or unknown-format ciphertext is a StorageError, never a secret."""
         save(storage)
-        conn = raw(storage.path)
-        sealed = conn.execute("SELECT secret FROM totp_configurations").fetchone()[0]
-        conn.execute("UPDATE totp_configurations SET secret = ?", (mangle(sealed),))
-        conn.close()
+        sealed = bytes(raw_sql(config, "SELECT secret FROM totp_configurations")[0][0])
+        raw_sql(config, "UPDATE totp_configurations SET secret = ?", (mangle(sealed),))
         with pytest.raises(StorageError, match="cannot decrypt"):
             storage.load_totp("alice")
 
-    def test_each_value_has_its_own_nonce(self, storage: Storage) -> None:
+    def test_each_value_has_its_own_nonce(self, storage: Storage, config: StorageConfig) -> None:
         """The same secret stored for two users gives two different ciphertexts."""
         save(storage, "alice")
         save(storage, "bob")
-        conn = raw(storage.path)
-        sealed = [r[0] for r in conn.execute("SELECT secret FROM totp_configurations")]
-        conn.close()
+        sealed = [bytes(r[0]) for r in raw_sql(config, "SELECT secret FROM totp_configurations")]
         assert sealed[0] != sealed[1]
         assert sealed[0][1:13] != sealed[1][1:13]
 
@@ -424,23 +497,25 @@ class TestKey:
         assert storage.has_totp("alice") is False
         storage.close()
 
-    def test_without_key_the_key_file_is_not_needed(self, tmp_path: Path) -> None:
+    def test_without_key_the_key_file_is_not_needed(
+        self, config: StorageConfig, tmp_path: Path
+    ) -> None:
         """Bans and the log work without a key file (``authctl bans``), checked later with one."""
-        storage = Storage(make_config(tmp_path, key=None), require_key=False)
+        storage = Storage(rekey(config, tmp_path / "none", None), require_key=False)
         assert storage.list_bans(0) == []
         storage.close()
-        keyed = Storage(make_config(tmp_path))
+        keyed = Storage(config)
         save(keyed)
         keyed.close()
 
-    def test_secrets_without_key_check_are_refused(self, storage: Storage) -> None:
+    def test_secrets_without_key_check_are_refused(
+        self, storage: Storage, config: StorageConfig
+    ) -> None:
         """A database holding secrets but no key check value cannot be checked: refused."""
         save(storage)
-        conn = raw(storage.path)
-        conn.execute("DELETE FROM meta")
-        conn.close()
+        raw_sql(config, "DELETE FROM meta WHERE key = 'key_check'")
         with pytest.raises(StorageKeyError, match="no key check"):
-            Storage(StorageConfig(storage.path, storage.key_file))
+            Storage(config)
 
     def test_secret_box_rejects_short_material(self) -> None:
         """SecretBox refuses key material shorter than MIN_KEY_BYTES."""
@@ -967,8 +1042,9 @@ class TestInflight:
             holder.join()
         with storage.exclusive("regulation"):
             pass
-        lock_file = storage.path.with_name(storage.path.name + ".lock")
-        assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600
+        if storage.backend == "sqlite":
+            lock_file = storage.path.with_name(storage.path.name + ".lock")
+            assert stat.S_IMODE(lock_file.stat().st_mode) == 0o600
 
 
 # --------------------------------------------------------------------------- copying (migrate)
@@ -977,10 +1053,16 @@ class TestInflight:
 class TestCopy:
     """What ``authctl storage status`` and ``storage migrate`` use."""
 
-    def test_describe_version_tables(self, storage: Storage) -> None:
+    def test_describe_version_tables(self, storage: Storage, config: StorageConfig) -> None:
         """The backend, where it is, the schema version and every data table in copy order."""
-        assert storage.backend == "sqlite"
-        assert storage.describe() == str(storage.path)
+        if config.postgres is None:
+            assert storage.backend == "sqlite"
+            assert storage.describe() == str(storage.path)
+        else:
+            assert storage.backend == "postgres"
+            assert storage.describe().startswith("postgresql://authctl@127.0.0.1:")
+            assert PASSWORD not in storage.describe()
+        assert repr(storage) == f"<Storage {storage.describe()}>"
         assert storage.schema_version() == SCHEMA_VERSION
         assert storage.tables()[0] == "totp_configurations"
         assert "meta" not in storage.tables()
