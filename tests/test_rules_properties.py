@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 
 import pytest
 from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from server.core.config import AccessControlConfig
@@ -48,7 +49,24 @@ DOMAIN_REGEXES = tuple(
         r"^api-[0-9]+",
     )
 )
-RESOURCES = tuple(Regex(p) for p in ("^/admin", "^/api([/?].*)?$", "public", "^/$", "x=1"))
+RESOURCES = tuple(
+    Regex(p)
+    for p in (
+        "^/admin",
+        "^/api([/?].*)?$",
+        "public",
+        "^/$",
+        "x=1",
+        # named groups bind to the subject (SPEC §7.5): anchored, unanchored (the first match
+        # decides), both groups, a group that may take no part, a group in the query
+        r"^/(?P<User>[a-zA-Z0-9.]+)/personal(/|/.*)?$",
+        r"^/(?P<Group>[a-zA-Z0-9]+)/group(/|/.*)?$",
+        r"(?P<User>[a-z]+)/",
+        r"^/(?P<Group>[a-zA-Z]+)/(?P<User>[a-zA-Z.]+)$",
+        r"^/(?:(?P<User>[a-z]+)/me|public)",
+        r"owner=(?P<User>[a-zA-Z]+)",
+    )
+)
 METHODS = ("GET", "POST", "DELETE")
 NETWORKS = tuple(
     NetworkRef(text, (parse_network(text),))
@@ -78,9 +96,16 @@ HOSTS = (
     "dev.example.com", "a.dev.example.com", "john-dev.example.com", "other.org",
     "api-1.example.com", "j.doe.example.com", "x.org", "example.net",
 )  # fmt: skip
-PATHS = ("/", "/admin", "/admin/x", "/api", "/public/a", "/x")
+PATHS = ("/", "/admin", "/admin/x", "/api", "/public/a", "/x", "/john/personal", "/dev/group")
+#: Paths that the binding resources match in many ways (test_resource_binding_equals_naive).
+BINDING_PATHS = (
+    "/john/personal", "/John/personal/x", "/bob/personal", "/j.doe/personal", "/dev/group",
+    "/Dev/group/x", "/admins/group", "/dev/john", "/DEV/J.Doe", "/admins/bob", "/john/me",
+    "/sam/me", "/public", "/x/john/", "/files", "/",
+)  # fmt: skip
 QUERIES = (
-    "", "x=1", "debug", "mode=admin", "id=42", "mode=user&id=x", "mode=admin&mode=user",
+    "", "x=1", "owner=john", "debug", "mode=admin", "id=42",
+    "mode=user&id=x", "mode=admin&mode=user",
     "mode=admin&mode=admin", "id=1&id=22", "id=1&id=x&mode=", "debug=%zz", "x=1;debug", "mode",
 )  # fmt: skip
 IPS = (None, "10.1.1.1", "192.168.1.5", "fec0::5", "::ffff:10.2.2.2", "8.8.8.8")
@@ -160,6 +185,39 @@ def requests(draw: st.DrawFn) -> AccessRequest:
     )
 
 
+_BINDING_RESOURCES = st.lists(
+    st.sampled_from((RESOURCES[3], *RESOURCES[5:])), min_size=1, max_size=2, unique=True
+).map(tuple)
+_SOME_SUBJECT = st.one_of(_NONE, _NONE, _NONE, _SUBJECT)
+
+
+@st.composite
+def resource_rules(draw: st.DrawFn, index: int = 0) -> RuleConfig:
+    """A rule on app.example.com whose resources are mostly binding ones, sometimes with a
+    subject too: the general rule sets rarely let a resource decide."""
+    return RuleConfig(
+        index=index,
+        policy=draw(_POLICY),
+        domain=("app.example.com",),
+        domain_regex=(),
+        resources=draw(_BINDING_RESOURCES),
+        subject=draw(_SOME_SUBJECT),
+    )
+
+
+@st.composite
+def binding_requests(draw: st.DrawFn) -> AccessRequest:
+    """A request for app.example.com on a path the binding resources care about."""
+    user = draw(st.one_of(_USER, st.sampled_from(USERS[1:])))
+    return AccessRequest(
+        host="app.example.com",
+        path=draw(st.sampled_from(BINDING_PATHS)),
+        query=draw(st.sampled_from(("", "", "owner=john", "owner=Bob"))),
+        user=user,
+        groups=draw(_GROUPS) if user else (),
+    )
+
+
 # --------------------------------------------------------------------------- reference
 
 
@@ -175,7 +233,21 @@ def _has_subject(rule: RuleConfig) -> bool:
         rule.subject
         or any(d.startswith(("{user}.", "{group}.")) for d in rule.domain)
         or any({"User", "Group"} & set(p.groupindex) for p in rule.domain_regex)
+        or any({"User", "Group"} & set(p.groupindex) for p in rule.resources)
     )
+
+
+def _binds(found: re.Match[str], req: AccessRequest) -> bool:
+    """Whether a match of a regex binds the signed-in user of ``req`` (named groups User and
+    Group compared case-insensitively; a group that took no part captured nothing, which
+    equals no name); an anonymous request, or a regex without such groups, binds anyone."""
+    names = found.re.groupindex
+    if req.user is None or not ({"User", "Group"} & set(names)):
+        return True
+    folded = {g.casefold() for g in req.groups}
+    user_ok = "User" not in names or (found["User"] or "").casefold() == req.user
+    group_ok = "Group" not in names or (found["Group"] or "").casefold() in folded
+    return user_ok and group_ok
 
 
 def _domain_ok(rule: RuleConfig, host: str, req: AccessRequest) -> bool:
@@ -200,16 +272,18 @@ def _domain_ok(rule: RuleConfig, host: str, req: AccessRequest) -> bool:
             return True
     for pattern in rule.domain_regex:
         found = _py(pattern).search(host)
-        if not found:
-            continue
-        names = pattern.groupindex
-        if anon or not ({"User", "Group"} & set(names)):
-            return True
-        user_ok = "User" not in names or (found["User"] or "").casefold() == req.user
-        group_ok = "Group" not in names or (found["Group"] or "").casefold() in folded
-        if user_ok and group_ok:
+        if found and _binds(found, req):
             return True
     return not rule.domain and not rule.domain_regex
+
+
+def _resource_ok(rule: RuleConfig, resource: str, req: AccessRequest) -> bool:
+    """Authelia's MatchesResources: any regex whose first match binds the user."""
+    for pattern in rule.resources:
+        found = _py(pattern).search(resource)
+        if found and _binds(found, req):
+            return True
+    return not rule.resources
 
 
 #: Kleene's three values as numbers: AND is min, OR is max.
@@ -274,7 +348,7 @@ def _naive(rules: t.Sequence[RuleConfig], default: str, req: AccessRequest) -> D
     for rule in rules:
         if not _domain_ok(rule, host, req):
             continue
-        if rule.resources and not any(_py(p).search(resource) for p in rule.resources):
+        if not _resource_ok(rule, resource, req):
             continue
         if rule.query and not _query_ok(rule, req.query):
             continue
@@ -313,6 +387,24 @@ def test_engine_equals_naive_reference(
     access = engine(rules, default)
     for req in reqs:
         assert decide(access, req) == naive(rules, default, req)
+
+
+@settings(max_examples=300)  # the domain of this one is small: make sure it is walked
+@given(
+    st.lists(resource_rules(), min_size=1, max_size=6).map(reindex),
+    defaults,
+    st.lists(binding_requests(), min_size=1, max_size=8),
+)
+def test_resource_binding_equals_naive(
+    rules: tuple[RuleConfig, ...], default: str, reqs: list[AccessRequest]
+) -> None:
+    """Named groups in resources (SPEC §7.5): the engine and explain decide like Authelia's
+    MatchesResources, written out naively."""
+    access = engine(rules, default)
+    for req in reqs:
+        decision = decide(access, req)
+        assert decision == naive(rules, default, req)
+        assert access.explain(req).decision == decision
 
 
 @given(rule_sets, defaults, requests())

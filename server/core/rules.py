@@ -3,8 +3,9 @@
 Semantics are Authelia's (SPEC §2.1): rules are tried in order and the first one whose every
 present criterion matches decides, else ``default_policy``. For an anonymous request the
 criteria that depend on who the user is (``subject``, ``{user}``/``{group}`` domains, ``User``/
-``Group`` named groups in ``domain_regex``) count as a possible match, so the first rule that
-could apply to some signed-in user decides and the caller sends the visitor to log in.
+``Group`` named groups in ``domain_regex`` or ``resources``) count as a possible match, so the
+first rule that could apply to some signed-in user decides and the caller sends the visitor to
+log in.
 
 ``AccessControl`` is built once per config and indexes the rules by host (exact names and dot
 suffixes), caching the per-host candidate list, so one ``evaluate`` over 1,000 rules costs a
@@ -268,8 +269,44 @@ def _subject_holds(
     return False
 
 
+def _names(pattern: Regex) -> tuple[bool, bool]:
+    """Whether ``pattern`` has a ``User`` and a ``Group`` named group (exact case, as Authelia:
+    any other name, ``user`` included, is an ordinary group that binds nothing)."""
+    return "User" in pattern.groupindex, "Group" in pattern.groupindex
+
+
+def _split_binding(
+    patterns: t.Iterable[Regex],
+) -> tuple[tuple[Regex, ...], tuple[tuple[Regex, bool, bool], ...]]:
+    """The plain regexes, and those with User/Group groups (with which of the two they have)."""
+    plain: list[Regex] = []
+    binding: list[tuple[Regex, bool, bool]] = []
+    for pattern in patterns:
+        has_user, has_group = _names(pattern)
+        if has_user or has_group:
+            binding.append((pattern, has_user, has_group))
+        else:
+            plain.append(pattern)
+    return tuple(plain), tuple(binding)
+
+
+def _bind_of(captured: dict[str, str], has_user: bool, has_group: bool) -> _Bind:
+    """What one match binds: the captured User and/or Group text ('' when the group took no
+    part in the match, which equals no name)."""
+    return (captured["User"] if has_user else None, captured["Group"] if has_group else None)
+
+
+def _captured(pattern: Regex, captured: dict[str, str]) -> str:
+    """``Group='dev', User='john'``: the binding groups in the order they appear."""
+    names = sorted(
+        (n for n in ("User", "Group") if n in pattern.groupindex),
+        key=lambda n: pattern.groupindex[n],
+    )
+    return ", ".join(f"{n}={captured[n]!r}" for n in names)
+
+
 class _Miss:
-    """Sentinel: the domain criterion does not match this host for anyone."""
+    """Sentinel: the domain (or resource) criterion does not match this request for anyone."""
 
 
 _DOMAIN_MISS = _Miss()
@@ -283,6 +320,7 @@ class _Rule:
 
     __slots__ = (
         "bind_regexes",
+        "bind_resources",
         "decision",
         "domain_texts",
         "exact",
@@ -294,6 +332,7 @@ class _Rule:
         "network_texts",
         "networks",
         "plain_regexes",
+        "plain_resources",
         "policy",
         "query",
         "resources",
@@ -325,17 +364,8 @@ class _Rule:
         self.wildcards = tuple(wildcards)
         self.user_suffixes = tuple(users)
         self.group_suffixes = tuple(groups)
-        plain: list[Regex] = []
-        binding: list[tuple[Regex, bool, bool]] = []
-        for pattern in config.domain_regex:
-            has_user = "User" in pattern.groupindex
-            has_group = "Group" in pattern.groupindex
-            if has_user or has_group:
-                binding.append((pattern, has_user, has_group))
-            else:
-                plain.append(pattern)
-        self.plain_regexes = tuple(plain)
-        self.bind_regexes = tuple(binding)
+        self.plain_regexes, self.bind_regexes = _split_binding(config.domain_regex)
+        self.plain_resources, self.bind_resources = _split_binding(config.resources)
         self.domain_texts = tuple(f"'{d}'" for d in config.domain) + tuple(
             f"regex '{p.pattern}'" for p in config.domain_regex
         )
@@ -355,7 +385,9 @@ class _Rule:
             )
             or None
         )
-        self.has_subject = bool(config.subject or users or groups or binding)
+        self.has_subject = bool(
+            config.subject or users or groups or self.bind_regexes or self.bind_resources
+        )
         self.decision = Decision(self.policy, self.index, self.has_subject)
 
     @property
@@ -387,11 +419,10 @@ class _Rule:
                 bind = (None, label) if "." + rest == suffix else _NOBODY
                 found.append((f"'{{group}}{suffix}'", bind))
         for pattern, has_user, has_group in self.bind_regexes:
-            groups = pattern.captures(host)
-            if groups is not None:
-                user = groups["User"] if has_user else None
-                group = groups["Group"] if has_group else None
-                found.append((f"regex '{pattern.pattern}'", (user, group)))
+            captured = pattern.captures(host)
+            if captured is not None:
+                bind = _bind_of(captured, has_user, has_group)
+                found.append((f"regex '{pattern.pattern}'", bind))
         return found
 
     def domain_binds(self, host: str) -> tuple[_Bind, ...] | _Miss | None:
@@ -409,8 +440,30 @@ class _Rule:
             binds.append(bind)
         return tuple(binds)
 
-    def resource_holds(self, resource: str) -> bool:
-        return any(p.search(resource) for p in self.resources or ())
+    def resource_binds(self, resource: str) -> tuple[_Bind, ...] | _Miss | None:
+        """As ``domain_binds``, for the resource: None when a plain regex matches (for
+        everyone), the binds of the binding regexes that match, or ``_DOMAIN_MISS``."""
+        for pattern in self.plain_resources:
+            if pattern.search(resource):
+                return None
+        binds = []
+        for pattern, has_user, has_group in self.bind_resources:
+            captured = pattern.captures(resource)
+            if captured is not None:
+                binds.append(_bind_of(captured, has_user, has_group))
+        return tuple(binds) if binds else _DOMAIN_MISS
+
+    def resource_matches(self, resource: str) -> list[tuple[Regex, dict[str, str] | None]]:
+        """Every resource regex that matches, with what its User/Group groups captured
+        (None for a plain regex), for explain."""
+        found: list[tuple[Regex, dict[str, str] | None]] = [
+            (p, None) for p in self.plain_resources if p.search(resource)
+        ]
+        for pattern, _, _ in self.bind_resources:
+            captured = pattern.captures(resource)
+            if captured is not None:
+                found.append((pattern, captured))
+        return found
 
     def query_holds(self, values: QueryValues) -> bool:
         return _query_result(self.query or (), values)
@@ -500,8 +553,14 @@ class AccessControl:
             if rule.resources is not None:
                 if resource is None:
                     resource = req.path + "?" + req.query if req.query else req.path
-                if not rule.resource_holds(resource):
+                bound = rule.resource_binds(resource)
+                if isinstance(bound, _Miss):
                     continue
+                if bound is not None and user is not None:
+                    if groups_fold is None:
+                        groups_fold = frozenset(g.casefold() for g in req.groups)
+                    if not _binds_hold(bound, user, groups_fold):
+                        continue
             if rule.query is not None:
                 if values is None:
                     values = parse_query(req.query)
@@ -586,11 +645,10 @@ class AccessControl:
                         f"{_groups_note(req.groups)}"
                     )
         if rule.resources is not None:
-            texts = tuple(f"'{p.pattern}'" for p in rule.resources)
-            if not rule.resource_holds(resource):
-                return miss(f"resource {resource!r} does not match {_listing(texts)}")
-            first = next(p.pattern for p in rule.resources if p.search(resource))
-            hits.append(f"resource {resource!r} matches '{first}'")
+            result, said = _explain_resource(rule, req, resource)
+            if result == MISS:
+                return miss(said)
+            (hits if result == HIT else maybes).append(said)
         if rule.query is not None:
             wanted = " or ".join(
                 "[" + " and ".join(_describe_condition(c) for c in all_of) + "]"
@@ -635,6 +693,35 @@ class AccessControl:
         if maybes:
             return RuleResult(rule.index, MAYBE, "; ".join(maybes), rule.policy, rule.line)
         return RuleResult(rule.index, HIT, "; ".join(hits), rule.policy, rule.line)
+
+
+def _explain_resource(rule: _Rule, req: AccessRequest, resource: str) -> tuple[str, str]:
+    """The resource criterion of one rule: hit, miss or maybe, and the reason, naming what
+    the User/Group groups of a binding regex captured and whom that binds."""
+    found = rule.resource_matches(resource)
+    if not found:
+        texts = tuple(f"'{p.pattern}'" for p in rule.resources or ())
+        return MISS, f"resource {resource!r} does not match {_listing(texts)}"
+    pattern, captured = found[0]
+    said = f"resource {resource!r} matches '{pattern.pattern}'"
+    if captured is None:  # a plain regex: for everyone
+        return HIT, said
+    if req.user is None:
+        return (
+            MAYBE,
+            f"{said} with {_captured(pattern, captured)}, only for signed-in users it binds",
+        )
+    groups_fold = frozenset(g.casefold() for g in req.groups)
+    for other, got in found:  # all binding (a plain match would come first)
+        if got is not None and _binds_hold((_bind_of(got, *_names(other)),), req.user, groups_fold):
+            return HIT, (
+                f"resource {resource!r} matches '{other.pattern}' with {_captured(other, got)}, "
+                f"for user {req.user!r}"
+            )
+    return MISS, (
+        f"{said} with {_captured(pattern, captured)}, but not for user {req.user!r}"
+        f"{_groups_note(req.groups)}"
+    )
 
 
 def _show_ip(key: tuple[int, int]) -> str:

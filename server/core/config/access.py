@@ -226,14 +226,15 @@ def _rule(
     networks = _networks(r, tbl, key, named)
     subject = _subject(r, f"{key}.subject", tbl["subject"]) if "subject" in tbl else ()
     query = _query(r, f"{key}.query", tbl["query"]) if "query" in tbl else ()
-    binds_subject = any({"User", "Group"} & set(p.groupindex) for p in domain_regex) or any(
-        d.startswith(("{user}.", "{group}.")) for d in domains
-    )
+    binds_subject = any(
+        {"User", "Group"} & set(p.groupindex) for p in (*domain_regex, *resources)
+    ) or any(d.startswith(("{user}.", "{group}.")) for d in domains)
     if policy is Policy.BYPASS and (subject or binds_subject):
         r.error(
             f"{key}.policy",
-            "a bypass rule cannot depend on who the user is (subject, {user}/{group} or named "
-            "groups): bypass lets anonymous requests through before anyone signs in",
+            "a bypass rule cannot depend on who the user is (subject, {user}/{group} or the "
+            "named groups User/Group in domain_regex or resources): bypass lets anonymous "
+            "requests through before anyone signs in",
             "remove the subject, or use policy one_factor",
         )
     if len(r.problems) != problems_before or policy is None:
