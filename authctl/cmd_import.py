@@ -140,19 +140,18 @@ def _check_loads(folder: Path, config_text: str, users_text: str) -> None:
     """Both files must load with authctl's own loaders before anything is written."""
     import tomli
 
-    from authctl.errors import DataError
+    from authctl.errors import reworded
     from server.core.config import parse_config
     from server.core.errors import FileProblemError
     from server.core.users import parse_users
 
-    try:
+    template = (
+        "the converted files would not load (the Authelia config holds values authctl refuses); "
+        "nothing was written:\n{}"
+    )
+    with reworded(template, FileProblemError):
         parse_config(config_text, tomli.loads(config_text), folder / "authctl.toml")
         parse_users(users_text, tomli.loads(users_text), folder / "users.toml")
-    except FileProblemError as exc:
-        raise DataError(
-            "the converted files would not load (the Authelia config holds values authctl "
-            f"refuses); nothing was written:\n{exc}"
-        ) from None
 
 
 def _plan(

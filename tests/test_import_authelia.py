@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
+import typing as t
 from pathlib import Path
 
 import pytest
@@ -42,14 +43,14 @@ def run(runner: CliRunner, *args: str, env: dict[str, str] | None = None) -> tup
     return result.exit_code, result.output
 
 
-def imported(runner: CliRunner, out: Path, config: Path, *extra: str) -> dict[str, list]:
+def imported(runner: CliRunner, out: Path, config: Path, *extra: str) -> dict[str, list[t.Any]]:
     code, output = run(runner, "--config", str(config), "--out", str(out), "--json", *extra)
     assert code == 0, output
-    report: dict[str, list] = json.loads(output)
+    report: dict[str, list[t.Any]] = json.loads(output)
     return report
 
 
-def keys(report: dict[str, list], part: str) -> set[str]:
+def keys(report: dict[str, list[t.Any]], part: str) -> set[str]:
     return {entry["key"] for entry in report[part]}
 
 
@@ -889,3 +890,17 @@ definitions:
     assert convert_users({"users": {"x": "y"}, "extra": 1}, report := Report()) == {}
     assert {"users_database.users.x"} <= {n.key for n in report.attention}
     assert "users_database.extra" in {n.key for n in report.dropped}
+
+
+def test_values_authctl_refuses_stop_the_import(runner: CliRunner, tmp_path: Path) -> None:
+    """A value the converter copies but authctl's loader refuses (an IP as cookie domain,
+    which Authelia refuses too) ends the import with exit 3 before anything is written."""
+    text = (
+        "session:\n  cookies:\n    - domain: '10.0.0.1'\n      authelia_url: 'https://10.0.0.1'\n"
+    )
+    out = tmp_path / "out"
+    code, output = run(runner, "--config", str(write(tmp_path / "c.yml", text)), "--out", str(out))
+    assert code == 3, output
+    assert "would not load" in output
+    assert "session.cookies[0].domain" in output
+    assert not out.exists()
