@@ -83,8 +83,9 @@ def check(
     Lint: config errors are errors (exit 1); rules that can never match (shadowed,
     duplicated, outside every cookie domain, regexes that cannot match), catch-all rules
     that hide later ones, bypass regexes not anchored with '^', a bypass after a broader
-    deny, and files needed only at run time (storage key, users file) are warnings (exit 0,
-    or 1 with --strict). An unreadable config file exits 3.
+    deny, named groups other than User and Group (they bind nobody), and files needed only
+    at run time (storage key, users file) are warnings (exit 0, or 1 with --strict). An
+    unreadable config file exits 3.
 
     \b
     --json prints:
@@ -93,11 +94,13 @@ def check(
                      "rule": INDEX|null, "line": LINE|null, "message": …, "fix": …}]}
 
     Explain (--explain URL): the policy the server would enforce and, for every rule, hit,
-    miss or maybe with the criterion that decided. Without --user the request is anonymous,
-    and the first rule that may match a signed-in user decides (the server then asks to log
-    in). Rules after the deciding one are evaluated too, for information. For a host
-    outside every cookie domain or a plain http:// URL the decision printed is the server's
-    real answer, 400 before any rule runs (JSON: see "warnings"). Exit 0.
+    miss or maybe with the criterion that decided (for the named groups User and Group of
+    domain_regex and resources: what they captured and whom that binds). Without --user
+    the request is anonymous, and the first rule that may match a signed-in user decides
+    (the server then asks to log in). Rules after the deciding one are evaluated too, for
+    information. For a host outside every cookie domain or a plain http:// URL the decision
+    printed is the server's real answer, 400 before any rule runs (JSON: see "warnings").
+    Exit 0.
 
     \b
     --explain … --json prints:

@@ -420,3 +420,74 @@ def test_finding_as_dict() -> None:
         "severity": "warning", "code": "shadowed", "rule": 2, "line": 14, "message": "msg",
         "fix": "fix it",
     }  # fmt: skip
+
+
+# --------------------------------------------------------------------------- named groups
+
+
+@pytest.mark.parametrize(
+    ("criterion", "pattern", "found"),
+    [
+        ("resources", "^/(?P<User>[a-z]+)/", None),
+        ("resources", "^/(?P<Group>[a-z]+)/(?P<User>[a-z]+)$", None),
+        ("resources", "^/(?P<user>[a-z]+)/", ("user", "(?P<User>…)")),
+        ("resources", "^/(?P<GROUP>[a-z]+)/", ("GROUP", "(?P<Group>…)")),
+        ("resources", "^/(?P<id>[0-9]+)$", ("id", "a plain group")),
+        ("resources", "^/(?P<User>[a-z]+)/(?P<page>[a-z]+)$", ("page", "a plain group")),
+        ("domain_regex", "^(?P<User>[a-z]+)\\.example\\.com$", None),
+        ("domain_regex", "^(?P<username>[a-z]+)\\.example\\.com$", ("username", "a plain group")),
+        ("domain_regex", "^(?P<user>[a-z]+)\\.example\\.com$", ("user", "(?P<User>…)")),
+    ],
+)
+def test_named_groups_that_bind_nothing(
+    criterion: str, pattern: str, found: tuple[str, str] | None
+) -> None:
+    """Only User and Group, spelt so, bind the subject (Authelia's names); any other named
+    group is an ordinary group, so a rule meant for one user applies to everyone."""
+    toml = pattern.replace("\\", "\\\\")
+    config = load(
+        "[[access_control.rules]]\n"
+        + ('domain = "app.example.com"\n' if criterion == "resources" else "")
+        + f'{criterion} = ["{toml}"]\npolicy = "one_factor"\n'
+    )
+    findings = [f for f in lint(config) if f.code == "named-group"]
+    if found is None:
+        assert findings == []
+        return
+    name, fix = found
+    (finding,) = findings
+    kind = "resource" if criterion == "resources" else "domain_regex"
+    assert finding.message.startswith(f"{kind} {pattern!r}: the named group {name!r} binds")
+    assert "applies whoever the user is" in finding.message
+    assert fix in finding.fix
+    assert (finding.rule, finding.severity) == (0, "warning")
+
+
+def test_lower_case_user_group_on_a_bypass_is_flagged() -> None:
+    """The config accepts a bypass with (?P<user>…) (it binds nothing); the linter says so."""
+    findings = lint(load(rule(policy="bypass", resources='["^/(?P<user>[a-z]+)(/.*)?$"]')))
+    assert codes(findings) == [(0, "named-group")]
+
+
+def test_binding_resource_is_shadowed_by_a_broader_rule() -> None:
+    """A rule with a binding resource is covered by an earlier rule for every user."""
+    config = load(
+        rule("app.example.com", "deny")
+        + rule("app.example.com", "one_factor", resources='["^/(?P<User>[a-z]+)/"]')
+    )
+    assert codes(lint(config)) == [(1, "shadowed")]
+
+
+def test_binding_resource_does_not_shadow_a_plain_one() -> None:
+    """A binding resource matches only its user: a later plain rule is still reachable."""
+    config = load(
+        rule("app.example.com", "one_factor", resources='["^/(?P<User>[a-z]+)/"]')
+        + rule("app.example.com", "deny", resources='["^/alice/"]')
+        + rule("app.example.com", "deny")
+    )
+    assert codes(lint(config)) == []
+
+
+def test_same_binding_resource_twice_is_a_duplicate() -> None:
+    text = rule("app.example.com", "one_factor", resources='["^/(?P<Group>[a-z]+)/"]')
+    assert codes(lint(load(text + text))) == [(1, "duplicate")]

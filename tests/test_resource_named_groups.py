@@ -227,26 +227,25 @@ def test_explain_shows_the_binding(authelia: AccessControl) -> None:
     assert rows[0] == (
         "hit",
         "domain 'id.example.com' matches 'id.example.com'; resource '/John/personal' matches "
-        f"{personal} with User='John', for user 'john'",
+        f"{personal} with User='John' for user 'john'",
     )
     rows = reasons(authelia, request("id.example.com", "/john/personal", who=BOB))
     assert rows[0] == (
         "miss",
-        f"resource '/john/personal' matches {personal} with User='john', but not for user "
+        f"resource '/john/personal' matches {personal} with User='john' but not for user "
         "'bob' (no groups)",
     )
     rows = reasons(authelia, request("id.example.com", "/dev/group"))
     assert rows[0] == (
         "maybe",
-        f"resource '/dev/group' matches {group} with Group='dev', only for signed-in users it "
-        "binds",
+        f"resource '/dev/group' matches {group} with Group='dev' only for some signed-in users",
     )
     rows = reasons(authelia, request("id.example.com", "/dev/group", who=JOHN))
-    assert rows[0][1].endswith(f"matches {group} with Group='dev', for user 'john'")
+    assert rows[0][1].endswith(f"matches {group} with Group='dev' for user 'john'")
     rows = reasons(authelia, request("id.example.com", "/ops/group", who=JOHN))
     assert rows[0] == (
         "miss",
-        f"resource '/ops/group' matches {group} with Group='ops', but not for user 'john' "
+        f"resource '/ops/group' matches {group} with Group='ops' but not for user 'john' "
         "(groups: dev, admins)",
     )
     rows = reasons(authelia, request("id.example.com", "/"))
@@ -269,7 +268,7 @@ def test_explain_prefers_a_plain_resource() -> None:
 def test_explain_both_groups() -> None:
     rows = reasons(build(MORE), request("both.example.com", "/dev/bob", who=JOHN))
     assert rows[0][0] == "miss"
-    assert "with Group='dev', User='bob', but not for user 'john'" in rows[0][1]
+    assert "with Group='dev', User='bob' but not for user 'john'" in rows[0][1]
 
 
 # --------------------------------------------------------------------------- config

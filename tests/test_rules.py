@@ -683,7 +683,7 @@ def test_explain_dynamic_domain_reasons() -> None:
     rows = reasons("domain-regex", request("bob.regex.com", who=BOB))
     assert rows[2] == (
         "hit", r"domain 'bob.regex.com' matches regex '^(?P<User>[a-zA-Z0-9]+)\.regex\.com$' "
-        "for user 'bob'",
+        "with User='bob' for user 'bob'",
     )  # fmt: skip
     rows = reasons("domain-regex", request("nothing.org", who=BOB))
     assert rows[0] == ("miss", r"domain 'nothing.org' does not match regex '^.*\.example\.com$'")
@@ -691,6 +691,21 @@ def test_explain_dynamic_domain_reasons() -> None:
     assert rows[0] == (
         "miss", "domain 'x.org' does not match any of 'app.example.com', "
         r"regex '^api-[0-9]+\.example\.com$'",
+    )  # fmt: skip
+
+
+def test_explain_domain_regex_shows_the_binding() -> None:
+    """A binding domain_regex names what its groups captured, for every outcome."""
+    rows = reasons("domain-regex", request("group-ops.regex.com", who=BOB))
+    assert rows[3] == (
+        "miss", r"domain 'group-ops.regex.com' matches regex "
+        r"'^group-(?P<Group>[a-zA-Z0-9]+)\.regex\.com$' with Group='ops' but not for user "
+        "'bob' (no groups)",
+    )  # fmt: skip
+    rows = reasons("domain-regex", request("john.regex.com", who=ANON))
+    assert rows[2] == (
+        "maybe", r"domain 'john.regex.com' matches regex '^(?P<User>[a-zA-Z0-9]+)\.regex\.com$' "
+        "with User='john' only for some signed-in users",
     )  # fmt: skip
 
 

@@ -3,9 +3,10 @@
 ``load_config`` rejects what is invalid; this module finds what is valid but almost surely
 not what the author meant, because access rules fail silently: a rule shadowed by an earlier
 one, a ``bypass`` whose unanchored regex also matches ``/admin?x=/public/`` (the
-path-confusion bypass of security.md §2.B), a regex that can never match, a domain outside
-every cookie domain (the server answers 400 before any rule runs), or a catch-all that makes
-every later rule and ``default_policy`` dead. Each finding says where (rule index and TOML
+path-confusion bypass of security.md §2.B), a regex that can never match, a named group
+other than ``User``/``Group`` (``(?P<user>…)`` binds nobody, so the rule applies to everyone),
+a domain outside every cookie domain (the server answers 400 before any rule runs), or a
+catch-all that makes every later rule and ``default_policy`` dead. Each finding says where (rule index and TOML
 line), what and how to fix it. ``authctl rules check`` prints them.
 
 The checks are sound rather than complete: a warning is given only when the problem is
@@ -82,6 +83,7 @@ def lint(config: Config) -> list[Finding]:
     findings: list[Finding] = []
     for view in views:
         findings.extend(_regex_findings(view, cookies))
+        findings.extend(_named_group_findings(view))
         findings.extend(_cookie_findings(view, config))
     findings.extend(_order_findings(views, cookies, config.access_control.default_policy))
     findings.sort(key=lambda f: (f.rule if f.rule is not None else -1, _CODES.index(f.code)))
@@ -130,6 +132,7 @@ _CODES = (
     "config",
     "missing-file",
     "regex-never-matches",
+    "named-group",
     "unanchored-bypass",
     "bypass-prefix",
     "outside-cookie-domain",
@@ -490,6 +493,43 @@ def _regex_findings(view: _View, cookies: t.Sequence[CookieConfig]) -> list[Find
     return out
 
 
+#: The named groups that bind a regex to the subject (Authelia's names, case and all).
+_BINDING = ("User", "Group")
+
+
+def _named_group_findings(view: _View) -> list[Finding]:
+    """Named groups in domain_regex or resources other than User and Group: they capture
+    but bind nothing (as in Authelia), so the rule applies to every user; ``(?P<user>…)``
+    is almost surely a binding misspelt."""
+    out: list[Finding] = []
+    for kind, patterns in (
+        ("domain_regex", view.rule.domain_regex),
+        ("resource", view.rule.resources),
+    ):
+        for pattern in patterns:
+            for name in pattern.groupindex:
+                if name in _BINDING:
+                    continue
+                meant = next((b for b in _BINDING if b.casefold() == name.casefold()), None)
+                fix = (
+                    f"write (?P<{meant}>…) to bind the {meant.lower()} (the case matters)"
+                    if meant
+                    else "make it a plain group (…) or (?:…); only (?P<User>…) and "
+                    "(?P<Group>…) bind the subject"
+                )
+                out.append(
+                    _finding(
+                        view,
+                        f"{kind} {pattern.pattern!r}: the named group {name!r} binds nothing "
+                        "(only 'User' and 'Group', spelt so, bind the signed-in user), so the "
+                        "rule applies whoever the user is",
+                        fix,
+                        "named-group",
+                    )
+                )
+    return out
+
+
 def _unanchored_example(pattern: Regex, items: _Items) -> str | None:
     """A protected-looking path the unanchored ``pattern`` matches, to show the danger."""
     sample = _sample(items)
@@ -580,7 +620,9 @@ class _View:
         self.has_subject = bool(
             rule.subject
             or self.dynamic
-            or any({"User", "Group"} & set(p.groupindex) for p in rule.domain_regex)
+            or any(
+                {"User", "Group"} & set(p.groupindex) for p in (*rule.domain_regex, *rule.resources)
+            )
         )
         self.signature = (
             frozenset(rule.domain),

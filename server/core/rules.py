@@ -422,7 +422,8 @@ class _Rule:
             captured = pattern.captures(host)
             if captured is not None:
                 bind = _bind_of(captured, has_user, has_group)
-                found.append((f"regex '{pattern.pattern}'", bind))
+                shown = f"regex '{pattern.pattern}' with {_captured(pattern, captured)}"
+                found.append((shown, bind))
         return found
 
     def domain_binds(self, host: str) -> tuple[_Bind, ...] | _Miss | None:
@@ -709,17 +710,17 @@ def _explain_resource(rule: _Rule, req: AccessRequest, resource: str) -> tuple[s
     if req.user is None:
         return (
             MAYBE,
-            f"{said} with {_captured(pattern, captured)}, only for signed-in users it binds",
+            f"{said} with {_captured(pattern, captured)} only for some signed-in users",
         )
     groups_fold = frozenset(g.casefold() for g in req.groups)
     for other, got in found:  # all binding (a plain match would come first)
         if got is not None and _binds_hold((_bind_of(got, *_names(other)),), req.user, groups_fold):
             return HIT, (
-                f"resource {resource!r} matches '{other.pattern}' with {_captured(other, got)}, "
+                f"resource {resource!r} matches '{other.pattern}' with {_captured(other, got)} "
                 f"for user {req.user!r}"
             )
     return MISS, (
-        f"{said} with {_captured(pattern, captured)}, but not for user {req.user!r}"
+        f"{said} with {_captured(pattern, captured)} but not for user {req.user!r}"
         f"{_groups_note(req.groups)}"
     )
 
