@@ -6,8 +6,8 @@ one, a ``bypass`` whose unanchored regex also matches ``/admin?x=/public/`` (the
 path-confusion bypass of security.md §2.B), a regex that can never match, a named group
 other than ``User``/``Group`` (``(?P<user>…)`` binds nobody, so the rule applies to everyone),
 a domain outside every cookie domain (the server answers 400 before any rule runs), or a
-catch-all that makes every later rule and ``default_policy`` dead. Each finding says where (rule index and TOML
-line), what and how to fix it. ``authctl rules check`` prints them.
+catch-all that makes every later rule and ``default_policy`` dead. Each finding says where
+(rule index and TOML line), what and how to fix it. ``authctl rules check`` prints them.
 
 The checks are sound rather than complete: a warning is given only when the problem is
 certain (e.g. rule B is shadowed only when rule A matches *every* request B could match,
