@@ -246,12 +246,32 @@ def list_users(state: State, as_json: bool) -> None:
     out.print(f"{len(users)} user{'' if len(users) == 1 else 's'}")
 
 
+def _hash_scheme(state: State, phc: str) -> tuple[str, bool, str]:
+    """The hash's scheme, whether the next sign-in rewrites it, and a line saying both."""
+    from server.core.passwords import PasswordHasher
+    from server.core.passwords import is_legacy
+    from server.core.passwords import scheme_of
+
+    scheme = scheme_of(phc) or "unknown"
+    if is_legacy(phc):
+        return scheme, True, f"{scheme} (legacy, rewritten as argon2id at next sign-in)"
+    if PasswordHasher(state.config().users.password_hash).needs_rehash(phc):
+        note = "other parameters, rewritten with the configured ones at next sign-in"
+        return scheme, True, f"{scheme} ({note})"
+    return scheme, False, scheme
+
+
 @user.command("show")
 @name_argument
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object (never the hash).")
 @pass_state
 def show(state: State, name: str, as_json: bool) -> None:
-    """Show one user."""
+    """Show one user, with the scheme of the password hash (never the hash).
+
+    A legacy hash (bcrypt, sha-crypt, pbkdf2, scrypt, argon2i/d, as imported from Authelia)
+    or an argon2id with other parameters is rewritten with the configured argon2id
+    parameters at the user's next sign-in; --json says so in hash_rewrite.
+    """
     users = _users_file(state)
     db = users.read()
     _warn(db)
@@ -261,10 +281,11 @@ def show(state: State, name: str, as_json: bool) -> None:
     from authctl.cmd_totp import has_totp
 
     totp = has_totp(state.config(), found.name)
+    scheme, rewrite, password = _hash_scheme(state, found.password)
     if as_json:
         from authctl.output import echo_json
 
-        echo_json({**found.as_json(), "totp": totp})
+        echo_json({**found.as_json(), "totp": totp, "hash_scheme": scheme, "hash_rewrite": rewrite})
         return
     from rich.markup import escape
     from rich.table import Table
@@ -279,6 +300,7 @@ def show(state: State, name: str, as_json: bool) -> None:
         ("groups", ", ".join(found.groups)),
         ("status", "disabled" if found.disabled else "enabled"),
         ("totp", "enrolled" if totp else "not enrolled"),
+        ("password", password),
     )
     for label, value in rows:
         table.add_row(f"[bold]{label}[/bold]", escape(value))

@@ -261,11 +261,59 @@ def test_show(runner: CliRunner, config_file: Path) -> None:
         "groups": ["dev"],
         "disabled": False,
         "totp": False,
+        "hash_scheme": "argon2id",
+        "hash_rewrite": False,
     }
     human = run(runner, config_file, "user", "show", "alice")
     assert human.exit_code == 0, human.output
     assert "alice@example.com" in human.output
     assert "$argon2" not in human.output
+    assert "argon2id" in human.output
+    assert "rewritten" not in human.output
+
+
+#: Hashes of "password": a legacy one as imported from Authelia, an argon2id with parameters
+#: other than the configured ones (Authelia's documented example), and authctl's own.
+SHOWN_HASHES = [
+    (
+        "$2y$10$3o9IF74Phgdz4Q6j7K7s0unovt.v.7YBLKFyV73pGTd2.tfdz/F8e",
+        "bcrypt",
+        True,
+        "bcrypt (legacy, rewritten as argon2id at next sign-in)",
+    ),
+    (
+        "$pbkdf2-sha256$100000$aoWHXwyz0im1Hqg93.N.tA$bO5LsjmnnPle2Xm9RE6W1PMWdJTy1TnEia1TLzynuIQ",
+        "pbkdf2-sha256",
+        True,
+        "pbkdf2-sha256 (legacy, rewritten as argon2id at next sign-in)",
+    ),
+    (
+        "$argon2id$v=19$m=65536,t=3,p=2$BpLnfgDsc2WD8F2q$o/vzA4myCqZZ36bUGsDY//8mKUYNZZaR0t4MFFSs+iM",
+        "argon2id",
+        True,
+        "argon2id (other parameters, rewritten with the configured ones at next sign-in)",
+    ),
+    (CHEAP.hash("password"), "argon2id", False, "argon2id"),
+]
+
+
+@pytest.mark.parametrize(
+    ("stored", "scheme", "rewrite", "shown"), SHOWN_HASHES, ids=["bcrypt", "pbkdf2", "other", "own"]
+)
+def test_show_names_the_hash_scheme(
+    runner: CliRunner, config_file: Path, stored: str, scheme: str, rewrite: bool, shown: str
+) -> None:
+    """user show names the scheme and says when the next sign-in rewrites it; never the hash."""
+    users_path(config_file).write_text(f'[users.bob]\npassword = "{stored}"\n', encoding="utf-8")
+    result = run(runner, config_file, "user", "show", "bob", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["hash_scheme"], data["hash_rewrite"]) == (scheme, rewrite)
+    assert stored not in result.stdout
+    human = run(runner, config_file, "user", "show", "bob")
+    assert human.exit_code == 0, human.output
+    assert shown in " ".join(human.output.split())  # rich may wrap it
+    assert stored not in human.output
 
 
 @pytest.mark.parametrize(
