@@ -228,3 +228,11 @@ def test_valid_method_accepts_upper_case(method: str) -> None:
 def test_valid_method_refuses_non_strings() -> None:
     for value in (None, b"GET", 1, ["GET"]):
         assert not valid_method(value)
+
+
+@pytest.mark.parametrize("value", [b"GET", 7, None])
+def test_request_line_method_of_another_type_is_refused(h: Harness, value: object) -> None:
+    """A WSGI server that hands over something other than a str is refused, not judged."""
+    env = environ("/api/authz/ext-authz/", "REQUEST_METHOD", "GET")
+    env["REQUEST_METHOD"] = value
+    assert call(h, env)[0] == 400
