@@ -23,6 +23,7 @@ import pytest
 from server.core import blocking
 from server.core.blocking import WouldBlock
 from server.core.redis_cache import HEARTBEAT_BOUND
+from server.core.redis_cache import RECONNECT_AFTER
 from server.core.redis_cache import SessionCache
 from server.core.redis_cache import Ticket
 from server.core.redis_cache import session_message
@@ -373,3 +374,24 @@ def test_closed_cache_caches_nothing(redis_server: RedisServer) -> None:
     assert not cache.healthy()
     cache.start()  # closed: no new thread
     assert cache.ticket() is None
+
+
+def test_a_connection_silent_for_long_is_opened_again(
+    hosts: tuple[RedisStore, RedisStore],
+    redis_server: RedisServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Frozen longer than RECONNECT_AFTER: the subscriber drops the silent connection (one
+    outage line per host), subscribes anew once Redis answers, and logs the end."""
+    _, two = hosts
+    with caplog.at_level("INFO", logger="authctl.sessions"):
+        redis_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: cache_of(two).outage.down, timeout=RECONNECT_AFTER + 2)
+        finally:
+            redis_server.proc.send_signal(signal.SIGCONT)
+        wait_until(cache_of(two).healthy, timeout=5)
+    messages = [r.getMessage() for r in caplog.records]
+    # one line each per host (both stores here log to the same logger), no flood
+    assert len([m for m in messages if "pub/sub) outage started" in m]) == 2, messages
+    assert len([m for m in messages if "pub/sub) outage ended" in m]) == 2, messages
