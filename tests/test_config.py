@@ -1520,6 +1520,15 @@ def test_normalise_domain_refuses(text: str) -> None:
         normalise_domain(text)
 
 
+#: A small valid SVG logo (with an XML declaration, a comment and a DOCTYPE before the root).
+SVG_LOGO = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<!-- logo -->\n'
+    '<!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" '
+    '"http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">\n'
+    '<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32">'
+    '<rect width="32" height="32" fill="#06c"/></svg>\n'
+)
+
 #: A config that sets every key the loader knows (SMTP rather than the file notifier).
 FULL_CONFIG = """\
 [server]
@@ -1528,6 +1537,7 @@ trusted_proxies = ["10.0.0.0/8"]
 threads = 16
 shutdown_grace = "5s"
 inline_authz = false
+watch_config = true
 
 [users]
 file = "users.toml"
@@ -1593,6 +1603,17 @@ check_common = false
 [log]
 level = "debug"
 format = "json"
+audit_file = "logs/audit.log"
+
+[telemetry.metrics]
+enable = true
+address = "[::1]:9960"
+
+[portal]
+title = "Example SSO"
+logo_file = "branding/logo.svg"
+custom_css_file = "branding/custom.css"
+theme = "dark"
 
 [access_control]
 default_policy = "two_factor"
@@ -1635,7 +1656,11 @@ def test_keys_table_is_exactly_what_the_reader_accepts(write_config: WriteConfig
     """A config using every key of ``KEYS`` loads, and uses no key ``KEYS`` lacks."""
     import tomllib
 
-    config = load_config(write_config(FULL_CONFIG))
+    path = write_config(FULL_CONFIG)
+    (path.parent / "branding").mkdir()
+    (path.parent / "branding" / "logo.svg").write_text(SVG_LOGO, encoding="utf-8")
+    (path.parent / "branding" / "custom.css").write_text("h1 { color: teal; }\n")
+    config = load_config(path)
     written = _key_table(tomllib.loads(FULL_CONFIG))
     written.add(("notifier", "filesystem"))  # excludes smtp; tested in test_spec_defaults
     assert written == {(table, key) for table, keys in KEYS.items() for key in keys}
@@ -1656,6 +1681,15 @@ def test_keys_table_is_exactly_what_the_reader_accepts(write_config: WriteConfig
     assert config.session.redis_password_file is not None
     assert config.session.redis_sentinel is not None
     assert config.session.redis_sentinel.nodes == (("10.0.0.1", 26379), ("::1", 26380))
+    assert config.server.watch_config is True
+    assert config.log.audit_file == path.parent / "logs" / "audit.log"
+    assert config.telemetry.metrics.enable is True
+    assert (config.telemetry.metrics.host, config.telemetry.metrics.port) == ("::1", 9960)
+    assert config.portal.title == "Example SSO"
+    assert config.portal.theme == "dark"
+    assert config.portal.logo_type == "image/svg+xml"
+    assert config.portal.logo == SVG_LOGO.encode()
+    assert config.portal.custom_css == "h1 { color: teal; }\n"
 
 
 @pytest.mark.parametrize(
@@ -1715,3 +1749,247 @@ def test_many_hosts_keys_are_checked(
     """[storage.postgres] and [session.redis_sentinel] name the field and the fix (SPEC §7.2)."""
     problems = _problems(write_config, body)
     assert any(p.key == field and words in p.message for p in problems), problems
+
+
+#: A PNG signature and the start of an IHDR chunk: enough for the check by content.
+PNG_LOGO = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(17)
+
+
+def _put(name: str, content: bytes) -> Callable[[Path], None]:
+    def put(folder: Path) -> None:
+        (folder / name).write_bytes(content)
+
+    return put
+
+
+def _fifo(folder: Path) -> None:
+    os.mkfifo(folder / "logo.svg")
+
+
+def _folder(folder: Path) -> None:
+    (folder / "logo.svg").mkdir()
+
+
+def _nothing(folder: Path) -> None:
+    del folder
+
+
+@pytest.mark.parametrize(
+    ("body", "setup", "field", "words", "fix"),
+    [
+        ("[server]\nwatch_config = 1\n", _nothing, "server.watch_config", "boolean", "true"),
+        ("[log]\naudit_file = 3\n", _nothing, "log.audit_file", "expected a string", "audit"),
+        ("[telemetry]\nmetrics = 3\n", _nothing, "telemetry.metrics", "expected a table", "["),
+        ("[telemetry]\nmetric = {}\n", _nothing, "telemetry.metric", "unknown key", "metrics"),
+        (
+            '[telemetry.metrics]\nenable = "yes"\n',
+            _nothing,
+            "telemetry.metrics.enable",
+            "got a string",
+            "true or false",
+        ),
+        (
+            '[telemetry.metrics]\naddress = "localhost"\n',
+            _nothing,
+            "telemetry.metrics.address",
+            "not host:port",
+            "127.0.0.1:9959",
+        ),
+        (
+            '[telemetry.metrics]\naddress = "127.0.0.1:70000"\n',
+            _nothing,
+            "telemetry.metrics.address",
+            "not host:port",
+            "127.0.0.1:9959",
+        ),
+        (
+            '[telemetry.metrics]\nenable = true\naddress = "127.0.0.1:9091"\n',
+            _nothing,
+            "telemetry.metrics.address",
+            "the server's own address",
+            "another port",
+        ),
+        ('[portal]\ntitle = ""\n', _nothing, "portal.title", "cannot be empty", "title ="),
+        ('[portal]\ntitle = "a\\nb"\n', _nothing, "portal.title", "control characters", "line"),
+        ('[portal]\ntitle = "a\\u0085b"\n', _nothing, "portal.title", "control characters", "line"),
+        (f'[portal]\ntitle = "{"x" * 65}"\n', _nothing, "portal.title", "limit is 64", "shorten"),
+        ('[portal]\ntheme = "darkk"\n', _nothing, "portal.theme", "not one of", "'dark'"),
+        ("[portal]\ntheme = 1\n", _nothing, "portal.theme", "expected a string", "auto"),
+        (
+            '[portal]\nlogo_file = "logo.svg"\n',
+            _nothing,
+            "portal.logo_file",
+            "does not exist",
+            "config file's folder",
+        ),
+        (
+            '[portal]\nlogo_file = "logo.svg"\n',
+            _folder,
+            "portal.logo_file",
+            "not a regular file",
+            "name a file",
+        ),
+        (
+            '[portal]\nlogo_file = "logo.svg"\n',
+            _fifo,
+            "portal.logo_file",
+            "not a regular file",
+            "name a file",
+        ),
+        (
+            '[portal]\nlogo_file = "logo.svg/x"\n',
+            _put("logo.svg", b"<svg/>"),
+            "portal.logo_file",
+            "cannot be opened",
+            "readable",
+        ),
+        (
+            '[portal]\nlogo_file = "logo.gif"\n',
+            _put("logo.gif", b"GIF89a" + bytes(20)),
+            "portal.logo_file",
+            "neither an SVG nor a PNG",
+            "convert",
+        ),
+        (
+            '[portal]\nlogo_file = "logo.svg"\n',
+            _put("logo.svg", b"<html><body><svg></svg><script>alert(1)</script></body></html>"),
+            "portal.logo_file",
+            "neither an SVG nor a PNG",
+            "convert",
+        ),
+        (
+            '[portal]\nlogo_file = "logo.svg"\n',
+            _put("logo.svg", b"<svgx/>"),
+            "portal.logo_file",
+            "neither an SVG nor a PNG",
+            "convert",
+        ),
+        (
+            '[portal]\nlogo_file = "logo.svg"\n',
+            _put("logo.svg", b"\xff\xfe<\x00s\x00v\x00g\x00"),
+            "portal.logo_file",
+            "neither an SVG nor a PNG",
+            "convert",
+        ),
+        (
+            '[portal]\nlogo_file = "logo.png"\n',
+            _put("logo.png", PNG_LOGO + bytes(256 * 1024)),
+            "portal.logo_file",
+            "larger than 256 KiB",
+            "shrink",
+        ),
+        (
+            '[portal]\ncustom_css_file = "custom.css"\n',
+            _put("custom.css", b"body { color: \xff; }"),
+            "portal.custom_css_file",
+            "not UTF-8",
+            "UTF-8",
+        ),
+        (
+            '[portal]\ncustom_css_file = "custom.css"\n',
+            _put("custom.css", b"body {}\x00"),
+            "portal.custom_css_file",
+            "NUL",
+            "plain UTF-8",
+        ),
+        (
+            '[portal]\ncustom_css_file = "custom.css"\n',
+            _put("custom.css", b"/*" + b"x" * (128 * 1024) + b"*/"),
+            "portal.custom_css_file",
+            "larger than 128 KiB",
+            "shrink",
+        ),
+        (
+            '[portal]\ncustom_css_file = "nowhere/custom.css"\n',
+            _nothing,
+            "portal.custom_css_file",
+            "does not exist",
+            "remove the key",
+        ),
+        ("[portal]\nlogo_file = 3\n", _nothing, "portal.logo_file", "expected a string", "logo"),
+        (
+            '[portal]\nlogo_file = "/proc/self/mem"\n',
+            _nothing,
+            "portal.logo_file",
+            "cannot be read",
+            "readable",
+        ),
+    ],
+)
+def test_operations_keys_are_checked(
+    write_config: WriteConfig,
+    body: str,
+    setup: Callable[[Path], None],
+    field: str,
+    words: str,
+    fix: str,
+) -> None:
+    """[telemetry.metrics], [log] audit_file, [portal] and watch_config name the field, what is
+    wrong and the fix (SPEC §7.4); the logo is judged by its content, a FIFO does not hang."""
+    path = write_config(MINIMAL + body)
+    setup(path.parent)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problems = info.value.problems
+    assert any(p.key == field and words in p.message and fix in p.hint for p in problems), problems
+
+
+def test_operations_defaults(write_config: WriteConfig) -> None:
+    """Without the §7.4 keys: no metrics listener (its default address kept), no audit log, no
+    watching, and the portal as shipped."""
+    config = load_config(write_config(MINIMAL))
+    assert config.server.watch_config is False
+    assert config.log.audit_file is None
+    assert config.telemetry.metrics.enable is False
+    assert config.telemetry.metrics.address == "127.0.0.1:9959"
+    assert (config.telemetry.metrics.host, config.telemetry.metrics.port) == ("127.0.0.1", 9959)
+    portal = config.portal
+    assert (portal.title, portal.theme, portal.logo_file, portal.custom_css_file) == (
+        "authctl",
+        "auto",
+        None,
+        None,
+    )
+    assert (portal.logo_type, portal.logo, portal.custom_css) == ("", b"", "")
+
+
+def test_empty_branding_paths_are_off(write_config: WriteConfig) -> None:
+    """``audit_file = ""``, ``logo_file = ""`` and ``custom_css_file = ""`` (the SPEC's
+    defaults written out) turn each off; the metrics address may equal the server's while
+    metrics are off, or when the server listens on a Unix socket."""
+    text = MINIMAL + (
+        '[log]\naudit_file = ""\n[portal]\nlogo_file = ""\ncustom_css_file = ""\n'
+        '[telemetry.metrics]\naddress = "127.0.0.1:9091"\n'
+    )
+    config = load_config(write_config(text))
+    assert config.log.audit_file is None
+    assert config.portal.logo_file is None
+    assert config.portal.custom_css_file is None
+    unix = '[server]\naddress = "unix:/run/a.sock"\n' + MINIMAL
+    unix += '[telemetry.metrics]\nenable = true\naddress = "127.0.0.1:9091"\n'
+    assert load_config(write_config(unix)).telemetry.metrics.port == 9091
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "media_type"),
+    [
+        ("logo.png", PNG_LOGO, "image/png"),
+        ("logo.svg", SVG_LOGO.encode(), "image/svg+xml"),
+        ("logo.svg", b"\xef\xbb\xbf<svg xmlns='http://www.w3.org/2000/svg'/>", "image/svg+xml"),
+        ("logo.svg", b"\n  <svg\n viewBox='0 0 1 1'></svg>", "image/svg+xml"),
+        ("logo.png", b'<?xml version="1.0"?><?xml-stylesheet x?><svg>', "image/svg+xml"),
+        ("logo.bin", PNG_LOGO + bytes(256 * 1024 - len(PNG_LOGO)), "image/png"),
+    ],
+    ids=["png", "svg-prolog", "svg-bom", "svg-space", "svg-named-png", "png-at-limit"],
+)
+def test_logo_type_is_judged_by_content(
+    write_config: WriteConfig, name: str, content: bytes, media_type: str
+) -> None:
+    """The logo's type comes from its bytes, whatever its name; up to 256 KiB is accepted."""
+    path = write_config(MINIMAL + f'[portal]\nlogo_file = "branding/{name}"\n')
+    (path.parent / "branding").mkdir()
+    (path.parent / "branding" / name).write_bytes(content)
+    portal = load_config(path).portal
+    assert portal.logo_type == media_type
+    assert portal.logo == content
+    assert portal.logo_file == path.parent / "branding" / name

@@ -35,6 +35,9 @@ MODEL: dict[str, type] = {
     "access_control": config.AccessControlConfig,
     "access_control.rules[]": config.RuleConfig,
     "access_control.rules[].query[][]": config.QueryCondition,
+    "portal": config.PortalConfig,
+    "telemetry": config.TelemetryConfig,
+    "telemetry.metrics": config.MetricsConfig,
 }
 
 #: Fields that are no key, by table, and why.
@@ -51,6 +54,15 @@ FIELDS_WITHOUT_KEY: dict[str, dict[str, str]] = {
     },
     "access_control.rules[].query[][]": {
         "pattern": "value compiled with RE2 for the pattern operators",
+    },
+    "portal": {
+        "logo_type": "the logo's media type, found from its content at load",
+        "logo": "the logo file's content, read and checked at load",
+        "custom_css": "the custom CSS file's content, read and checked at load",
+    },
+    "telemetry.metrics": {
+        "host": "parsed from address",
+        "port": "parsed from address",
     },
 }
 

@@ -20,10 +20,15 @@ from server.core.config import sections
 from server.core.config.model import ARGON2_MAX_ITERATIONS
 from server.core.config.model import ARGON2_MAX_MEMORY_KIB
 from server.core.config.model import ARGON2_MAX_PARALLELISM
+from server.core.config.model import CUSTOM_CSS_MAX_BYTES
 from server.core.config.model import HTTP_METHODS
 from server.core.config.model import KEYS
 from server.core.config.model import LOG_FORMATS
 from server.core.config.model import LOG_LEVELS
+from server.core.config.model import LOGO_MAX_BYTES
+from server.core.config.model import LOGO_TYPES
+from server.core.config.model import PORTAL_THEMES
+from server.core.config.model import PORTAL_TITLE_MAX
 from server.core.config.model import QUERY_OPERATORS
 from server.core.config.model import REGULATION_MODES
 from server.core.config.model import SAME_SITE
@@ -35,10 +40,12 @@ from server.core.config.model import Config
 from server.core.config.model import CookieConfig
 from server.core.config.model import IPNetwork
 from server.core.config.model import LogConfig
+from server.core.config.model import MetricsConfig
 from server.core.config.model import NetworkRef
 from server.core.config.model import NotifierConfig
 from server.core.config.model import PasswordHashConfig
 from server.core.config.model import PasswordPolicyConfig
+from server.core.config.model import PortalConfig
 from server.core.config.model import PostgresConfig
 from server.core.config.model import QueryCondition
 from server.core.config.model import RegulationConfig
@@ -48,6 +55,7 @@ from server.core.config.model import ServerConfig
 from server.core.config.model import SessionConfig
 from server.core.config.model import SmtpConfig
 from server.core.config.model import StorageConfig
+from server.core.config.model import TelemetryConfig
 from server.core.config.model import TotpConfig
 from server.core.config.model import UsersConfig
 from server.core.config.values import DomainError
@@ -58,14 +66,16 @@ from server.core.errors import ConfigError
 from server.core.tomlread import read_toml
 
 __all__ = [
-    "ARGON2_MAX_ITERATIONS", "ARGON2_MAX_MEMORY_KIB", "ARGON2_MAX_PARALLELISM", "HTTP_METHODS",
-    "KEYS", "LOG_FORMATS", "LOG_LEVELS", "QUERY_OPERATORS", "REGULATION_MODES", "SAME_SITE",
-    "SESSION_STORES", "STORAGE_BACKENDS", "TOTP_ALGORITHMS", "AccessControlConfig", "Config",
-    "CookieConfig", "DomainError", "IPNetwork", "LogConfig", "NetworkRef", "NotifierConfig",
-    "PasswordHashConfig", "PasswordPolicyConfig", "PostgresConfig", "QueryCondition",
+    "ARGON2_MAX_ITERATIONS", "ARGON2_MAX_MEMORY_KIB", "ARGON2_MAX_PARALLELISM",
+    "CUSTOM_CSS_MAX_BYTES", "HTTP_METHODS", "KEYS", "LOGO_MAX_BYTES", "LOGO_TYPES",
+    "LOG_FORMATS", "LOG_LEVELS", "PORTAL_THEMES", "PORTAL_TITLE_MAX", "QUERY_OPERATORS",
+    "REGULATION_MODES", "SAME_SITE", "SESSION_STORES", "STORAGE_BACKENDS", "TOTP_ALGORITHMS",
+    "AccessControlConfig", "Config", "CookieConfig", "DomainError", "IPNetwork", "LogConfig",
+    "MetricsConfig", "NetworkRef", "NotifierConfig", "PasswordHashConfig",
+    "PasswordPolicyConfig", "PortalConfig", "PostgresConfig", "QueryCondition",
     "RegulationConfig", "RuleConfig", "SentinelConfig", "ServerConfig", "SessionConfig",
-    "SmtpConfig", "StorageConfig", "TotpConfig", "UsersConfig", "load_config", "normalise_domain",
-    "parse_config", "parse_network", "read_toml",
+    "SmtpConfig", "StorageConfig", "TelemetryConfig", "TotpConfig", "UsersConfig",
+    "load_config", "normalise_domain", "parse_config", "parse_network", "read_toml",
 ]  # fmt: skip
 
 
@@ -78,9 +88,10 @@ def parse_config(text: str, data: dict[str, t.Any], path: Path) -> Config:
     r = Reader(path, text)
     r.table(data, "", KEYS[""])
     base = path.parent
+    server = sections.server(r, data)
     config = Config(
         path=path,
-        server=sections.server(r, data),
+        server=server,
         users=sections.users(r, data, base),
         storage=sections.storage(r, data, base),
         session=sections.session(r, data, base),
@@ -88,8 +99,10 @@ def parse_config(text: str, data: dict[str, t.Any], path: Path) -> Config:
         regulation=sections.regulation(r, data),
         notifier=sections.notifier(r, data, base),
         password_policy=sections.password_policy(r, data),
-        log=sections.log(r, data),
+        log=sections.log(r, data, base),
         access_control=access.access_control(r, data),
+        portal=sections.portal(r, data, base),
+        telemetry=sections.telemetry(r, data, server),
     )
     r.check(ConfigError)  # every problem, in file order
     return config

@@ -24,6 +24,7 @@ REGULATION_MODES = ("user", "ip")
 QUERY_OPERATORS = ("present", "absent", "equal", "not equal", "pattern", "not pattern")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
+PORTAL_THEMES = ("auto", "light", "dark")
 #: HTTP methods a ``methods`` criterion may name (RFC 7231, 5789, 4918), as Authelia accepts.
 HTTP_METHODS = (
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
@@ -35,6 +36,14 @@ ARGON2_MAX_MEMORY_KIB = 1024 * 1024
 ARGON2_MAX_ITERATIONS = 20
 ARGON2_MAX_PARALLELISM = 16
 
+#: Bounds of the portal's branding (``[portal]``): the title's length in characters and the
+#: size in bytes of the logo and custom CSS files, which are read whole at load.
+PORTAL_TITLE_MAX = 64
+LOGO_MAX_BYTES = 256 * 1024
+CUSTOM_CSS_MAX_BYTES = 128 * 1024
+#: The media types a logo may have, recognised by its first bytes (never by its name).
+LOGO_TYPES = ("image/svg+xml", "image/png")
+
 #: Every key the loader accepts, by table. ``[]`` marks the entries of an array of tables
 #: (``session.cookies[]`` is one ``[[session.cookies]]``); ``query[][]`` is one condition of
 #: a rule's ``query``. A key outside this table is an error (with a did-you-mean), and
@@ -42,9 +51,12 @@ ARGON2_MAX_PARALLELISM = 16
 KEYS: dict[str, tuple[str, ...]] = {
     "": (
         "server", "users", "storage", "session", "totp", "regulation", "notifier",
-        "password_policy", "log", "access_control",
+        "password_policy", "log", "access_control", "portal", "telemetry",
     ),
-    "server": ("address", "trusted_proxies", "threads", "shutdown_grace", "inline_authz"),
+    "server": (
+        "address", "trusted_proxies", "threads", "shutdown_grace", "inline_authz",
+        "watch_config",
+    ),
     "users": ("file", "watch", "password_hash"),
     "users.password_hash": ("memory_kib", "iterations", "parallelism"),
     "storage": ("backend", "path", "encryption_key_file", "postgres"),
@@ -63,13 +75,16 @@ KEYS: dict[str, tuple[str, ...]] = {
         "startup_check",
     ),
     "password_policy": ("min_length", "max_length", "check_common"),
-    "log": ("level", "format"),
+    "log": ("level", "format", "audit_file"),
     "access_control": ("default_policy", "networks", "rules"),
     "access_control.rules[]": (
         "domain", "domain_regex", "resources", "methods", "networks", "subject", "query",
         "policy",
     ),
     "access_control.rules[].query[][]": ("key", "operator", "value"),
+    "portal": ("title", "logo_file", "custom_css_file", "theme"),
+    "telemetry": ("metrics",),
+    "telemetry.metrics": ("enable", "address"),
 }  # fmt: skip
 
 
@@ -91,6 +106,8 @@ class ServerConfig:
     #: Whether authz answered from memory is sent from the I/O thread (``server.serve.inline``)
     #: instead of the thread pool; the same bytes either way.
     inline_authz: bool = True
+    #: Whether a change of the config file reloads it, as SIGHUP does.
+    watch_config: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,10 +251,12 @@ class PasswordPolicyConfig:
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:
-    """``[log]``: level and format (``json`` gives one JSON line per decision)."""
+    """``[log]``: level and format (``json`` gives one JSON line per decision), and the
+    audit log of security events (None: none is written)."""
 
     level: str = "info"
     format: str = "text"
+    audit_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +303,40 @@ class AccessControlConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PortalConfig:
+    """``[portal]``: the portal's branding. The logo and custom CSS are read and checked at
+    load and kept here, so the pages are rendered from exactly what was validated (and a
+    reload that changes a file's content is a change of config)."""
+
+    title: str = "authctl"
+    logo_file: Path | None = None
+    custom_css_file: Path | None = None
+    theme: str = "auto"
+    #: The logo's media type (one of :data:`LOGO_TYPES`) and content; "" and b"" without one.
+    logo_type: str = ""
+    logo: bytes = field(default=b"", repr=False)
+    #: The custom stylesheet's text; "" without one.
+    custom_css: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """``[telemetry.metrics]``: the Prometheus listener, a TCP address of its own."""
+
+    enable: bool = False
+    address: str = "127.0.0.1:9959"
+    host: str = "127.0.0.1"
+    port: int = 9959
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    """``[telemetry]``: what authctl exposes about itself."""
+
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration."""
 
@@ -298,6 +351,8 @@ class Config:
     password_policy: PasswordPolicyConfig
     log: LogConfig
     access_control: AccessControlConfig
+    portal: PortalConfig = field(default_factory=PortalConfig)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     @property
     def base_dir(self) -> Path:

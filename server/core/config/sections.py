@@ -3,7 +3,9 @@ one function per section, each returning its dataclass and reporting problems to
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import typing as t
 from email.utils import parseaddr
 from pathlib import Path
@@ -12,9 +14,13 @@ from urllib.parse import urlsplit
 from server.core.config.model import ARGON2_MAX_ITERATIONS
 from server.core.config.model import ARGON2_MAX_MEMORY_KIB
 from server.core.config.model import ARGON2_MAX_PARALLELISM
+from server.core.config.model import CUSTOM_CSS_MAX_BYTES
 from server.core.config.model import KEYS
 from server.core.config.model import LOG_FORMATS
 from server.core.config.model import LOG_LEVELS
+from server.core.config.model import LOGO_MAX_BYTES
+from server.core.config.model import PORTAL_THEMES
+from server.core.config.model import PORTAL_TITLE_MAX
 from server.core.config.model import REGULATION_MODES
 from server.core.config.model import SAME_SITE
 from server.core.config.model import SESSION_STORES
@@ -22,9 +28,11 @@ from server.core.config.model import STORAGE_BACKENDS
 from server.core.config.model import TOTP_ALGORITHMS
 from server.core.config.model import CookieConfig
 from server.core.config.model import LogConfig
+from server.core.config.model import MetricsConfig
 from server.core.config.model import NotifierConfig
 from server.core.config.model import PasswordHashConfig
 from server.core.config.model import PasswordPolicyConfig
+from server.core.config.model import PortalConfig
 from server.core.config.model import PostgresConfig
 from server.core.config.model import RegulationConfig
 from server.core.config.model import SentinelConfig
@@ -32,6 +40,7 @@ from server.core.config.model import ServerConfig
 from server.core.config.model import SessionConfig
 from server.core.config.model import SmtpConfig
 from server.core.config.model import StorageConfig
+from server.core.config.model import TelemetryConfig
 from server.core.config.model import TotpConfig
 from server.core.config.model import UsersConfig
 from server.core.config.values import Reader
@@ -61,15 +70,13 @@ def server(r: Reader, data: dict[str, t.Any]) -> ServerConfig:
                 'write "unix:/run/authctl/authctl.sock"',
             )
     else:
-        found = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})", address)
-        if not found or int(found.group(2)) > 65535:
-            r.error(
-                "server.address",
-                f"{address!r} is not host:port",
-                'write "127.0.0.1:9091", "[::1]:9091" or "unix:/path/to.sock"',
-            )
-        else:
-            host, port = found.group(1).strip("[]"), int(found.group(2))
+        host, port = _host_port(
+            r,
+            "server.address",
+            address,
+            (host, port),
+            'write "127.0.0.1:9091", "[::1]:9091" or "unix:/path/to.sock"',
+        )
     proxies = [] if "trusted_proxies" in tbl else list(default.trusted_proxies)
     for i, item in enumerate(r.string_list(tbl, key, "trusted_proxies", allow_string=False)):
         try:
@@ -83,7 +90,23 @@ def server(r: Reader, data: dict[str, t.Any]) -> ServerConfig:
     threads = r.integer(tbl, key, "threads", default.threads, 1, 256)
     grace = r.duration(tbl, key, "shutdown_grace", default.shutdown_grace)
     inline = r.boolean(tbl, key, "inline_authz", default.inline_authz)
-    return ServerConfig(address, host, port, unix, tuple(proxies), threads, grace, inline)
+    watch = r.boolean(tbl, key, "watch_config", default.watch_config)
+    return ServerConfig(address, host, port, unix, tuple(proxies), threads, grace, inline, watch)
+
+
+_HOST_PORT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
+
+
+def _host_port(
+    r: Reader, field: str, address: str, default: tuple[str, int], hint: str
+) -> tuple[str, int]:
+    """``address`` split into host (brackets removed) and port; ``default`` and a problem if
+    it is not ``host:port``."""
+    found = _HOST_PORT.fullmatch(address)
+    if not found or int(found.group(2)) > 65535:
+        r.error(field, f"{address!r} is not host:port", hint)
+        return default
+    return found.group(1).strip("[]"), int(found.group(2))
 
 
 def users(r: Reader, data: dict[str, t.Any], base: Path) -> UsersConfig:
@@ -434,10 +457,167 @@ def password_policy(r: Reader, data: dict[str, t.Any]) -> PasswordPolicyConfig:
     return PasswordPolicyConfig(low, high, r.boolean(tbl, key, "check_common", d.check_common))
 
 
-def log(r: Reader, data: dict[str, t.Any]) -> LogConfig:
+def log(r: Reader, data: dict[str, t.Any], base: Path) -> LogConfig:
     key = "log"
     tbl = r.table(data.get(key, {}), key, KEYS[key])
+    audit = r.value(tbl, key, "audit_file", str, "", hint='write audit_file = "audit.log"')
     return LogConfig(
         level=r.option(tbl, key, "level", LOG_LEVELS, "info"),
         format=r.option(tbl, key, "format", LOG_FORMATS, "text"),
+        audit_file=resolve(base, audit) if audit and audit.strip() else None,
     )
+
+
+def telemetry(r: Reader, data: dict[str, t.Any], server: ServerConfig) -> TelemetryConfig:
+    key = "telemetry"
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
+    mkey = "telemetry.metrics"
+    raw = tbl.get("metrics", {})
+    m = r.table(raw, mkey, KEYS[mkey])
+    d = MetricsConfig()
+    enable = r.boolean(m, mkey, "enable", d.enable)
+    address = r.string(m, mkey, "address", d.address)
+    host, port = _host_port(
+        r, f"{mkey}.address", address, (d.host, d.port), 'write "127.0.0.1:9959" or "[::1]:9959"'
+    )
+    if enable and server.unix_socket is None and (host, port) == (server.host, server.port):
+        r.error(
+            f"{mkey}.address",
+            f"{address!r} is the server's own address; metrics need a listener of their own",
+            'use another port, such as "127.0.0.1:9959"',
+        )
+    return TelemetryConfig(MetricsConfig(enable, address, host, port))
+
+
+#: Control characters (C0, DEL, C1) and the line/paragraph separators: never in a title.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: What may come before an SVG's root element: a BOM, white space, the XML declaration,
+#: comments, processing instructions and a DOCTYPE (without an internal subset).
+_SVG_PROLOG = re.compile(r"\A\ufeff?(?:\s+|<\?[^>]*\?>|<!--.*?-->|<!DOCTYPE[^>\[]*>)*", re.S | re.I)
+_SVG_ROOT = re.compile(r"<svg[\s/>]")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def portal(r: Reader, data: dict[str, t.Any], base: Path) -> PortalConfig:
+    key = "portal"
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
+    d = PortalConfig()
+    title = r.string(tbl, key, "title", d.title, hint='write title = "Example SSO"')
+    if _CONTROL.search(title):
+        r.error(
+            f"{key}.title",
+            "must not contain control characters or line breaks",
+            "write it on one line",
+        )
+        title = d.title
+    elif len(title) > PORTAL_TITLE_MAX:
+        r.error(
+            f"{key}.title",
+            f"is {len(title)} characters long; the limit is {PORTAL_TITLE_MAX}",
+            "shorten it",
+        )
+        title = d.title
+    logo_path = _optional_path(r, tbl, key, "logo_file", base)
+    css_path = _optional_path(r, tbl, key, "custom_css_file", base)
+    logo_type, logo = "", b""
+    if logo_path is not None:
+        content = _read_bounded(r, f"{key}.logo_file", logo_path, LOGO_MAX_BYTES)
+        if content is not None:
+            logo_type = _logo_type(content)
+            if logo_type:
+                logo = content
+            else:
+                r.error(
+                    f"{key}.logo_file",
+                    f"{str(logo_path)!r} is neither an SVG nor a PNG image (judged by its content)",
+                    "convert the logo to SVG or PNG",
+                )
+    css = ""
+    if css_path is not None:
+        content = _read_bounded(r, f"{key}.custom_css_file", css_path, CUSTOM_CSS_MAX_BYTES)
+        if content is not None:
+            try:
+                css = content.decode("utf-8").removeprefix("\ufeff")
+            except UnicodeDecodeError:
+                r.error(
+                    f"{key}.custom_css_file",
+                    f"{str(css_path)!r} is not UTF-8 text",
+                    "save the stylesheet as UTF-8",
+                )
+            else:
+                if "\x00" in css:
+                    r.error(
+                        f"{key}.custom_css_file",
+                        f"{str(css_path)!r} holds a NUL character",
+                        "save the stylesheet as plain UTF-8 text",
+                    )
+                    css = ""
+    return PortalConfig(
+        title=title,
+        logo_file=logo_path,
+        custom_css_file=css_path,
+        theme=r.option(tbl, key, "theme", PORTAL_THEMES, d.theme),
+        logo_type=logo_type,
+        logo=logo,
+        custom_css=css,
+    )
+
+
+def _optional_path(
+    r: Reader, tbl: dict[str, t.Any], key: str, name: str, base: Path
+) -> Path | None:
+    """A path that may be left out or empty (off); relative to the config's folder."""
+    text = r.value(tbl, key, name, str, "", hint=f'write {name} = "branding/file"')
+    return resolve(base, text) if text and text.strip() else None
+
+
+def _read_bounded(r: Reader, field: str, path: Path, limit: int) -> bytes | None:
+    """The whole content of the regular file at ``path`` if it holds at most ``limit`` bytes;
+    None and a problem otherwise. Opened without blocking, so a FIFO cannot hang the load."""
+    shown = repr(str(path))
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        r.error(
+            field,
+            f"{shown} does not exist",
+            "fix the path (a relative one is read from the config file's folder) or remove the key",
+        )
+        return None
+    except OSError as exc:
+        r.error(field, f"{shown} cannot be opened: {exc.strerror}", "make it readable by authctl")
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            r.error(field, f"{shown} is not a regular file", "name a file, not a folder or device")
+            return None
+        content = os.read(fd, limit + 1)
+        while len(content) <= limit and (more := os.read(fd, limit + 1 - len(content))):
+            content += more
+    except OSError as exc:
+        r.error(field, f"{shown} cannot be read: {exc.strerror}", "make it readable by authctl")
+        return None
+    finally:
+        os.close(fd)
+    if len(content) > limit:
+        r.error(
+            field,
+            f"{shown} is larger than {limit // 1024} KiB",
+            f"shrink it to {limit // 1024} KiB or less",
+        )
+        return None
+    return content
+
+
+def _logo_type(content: bytes) -> str:
+    """The media type of a logo by its first bytes: a PNG signature or an SVG root element
+    after the XML prolog; "" for anything else."""
+    if content.startswith(_PNG_MAGIC):
+        return "image/png"
+    try:
+        text = content.decode("utf-8")
+    except UnicodeDecodeError:
+        return ""
+    prolog = _SVG_PROLOG.match(text)
+    rest = text[prolog.end() if prolog else 0 :]
+    return "image/svg+xml" if _SVG_ROOT.match(rest) else ""
