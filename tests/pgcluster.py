@@ -51,8 +51,10 @@ ROLE = "authctl"
 PASSWORD = "pg-test-password-7f3a9c"
 #: The database :meth:`PgCluster.create_schema` makes its schemas in.
 SHARED_DB = "authctl"
-#: Settings for a fast, disposable cluster (nothing here must survive a crash).
-FAST = ("fsync=off", "synchronous_commit=off", "full_page_writes=off", "max_connections=200")
+#: Settings for a fast, disposable cluster: no fsync (the data survives a crash of the server,
+#: :meth:`PgCluster.stop` ``immediate``, but not one of the machine); commits stay synchronous,
+#: or a crash of the server would lose the last ones.
+FAST = ("fsync=off", "full_page_writes=off", "max_connections=200")
 
 _names = itertools.count(1)
 

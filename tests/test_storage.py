@@ -137,7 +137,7 @@ def raw_sql(config: StorageConfig, sql: str, params: tuple[object, ...] = ()) ->
         with contextlib.closing(raw(config.path)) as conn:
             return conn.execute(sql, params).fetchall()
     with psycopg.connect(config.postgres.dsn, password=PASSWORD, autocommit=True) as pg:
-        cursor = pg.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+        cursor = pg.execute(sql.replace("?", "%s"), params)
         return cursor.fetchall() if cursor.description else []
 
 

@@ -200,7 +200,9 @@ class PostgresDatabase:
             return self._pool
 
     @contextlib.contextmanager
-    def _connection(self) -> t.Iterator[psycopg.Connection[t.Any]]:
+    def _connection(
+        self, what: str = "cannot connect to PostgreSQL"
+    ) -> t.Iterator[psycopg.Connection[t.Any]]:
         """A working connection from the pool, back to it after the block.
 
         Each is checked with an empty query first; a broken one (the server restarted) is
@@ -213,14 +215,14 @@ class PostgresDatabase:
             try:
                 conn = pool.getconn(timeout=max(0.01, deadline - time.monotonic()))
             except (PoolTimeout, psycopg.Error) as exc:
-                raise self._failed(exc, "cannot connect to PostgreSQL") from None
+                raise self._failed(exc, what) from None
             try:
                 conn.execute("")
             except psycopg.Error:
                 pool.putconn(conn)  # broken: the pool drops it and connects anew
                 if time.monotonic() >= deadline:
                     raise self.error(
-                        f"cannot connect to PostgreSQL at {self.describe()}: connections lost",
+                        f"{what} ({self.describe()}): every connection was lost",
                         reason="database unavailable",
                     ) from None
                 continue
@@ -265,7 +267,10 @@ class PostgresDatabase:
         """Run ``apply`` in one transaction holding the migration advisory lock: of hosts
         starting together one migrates, the others wait and then find it done."""
         try:
-            with self._connection() as conn, conn.transaction():
+            with (
+                self._connection("cannot open the storage database") as conn,
+                conn.transaction(),
+            ):
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(MIGRATION_LOCK),))
                 apply(_Tx(conn))
         except psycopg.Error as exc:
