@@ -731,13 +731,13 @@ class SentinelSet:
         argv = [shutil.which("redis-sentinel") or "redis-sentinel", str(conf)]
         self.sentinels.append(Service(f"sentinel-{number}", argv, port, folder / "log"))
 
-    def command(self, port: int, *args: str) -> list[str] | str | int:
+    def command(self, port: int, *args: str) -> t.Any:
         """One command to a Redis or Sentinel on ``port`` (redis-py, already a dependency)."""
         import redis
 
         with redis.Redis(port=port, password=self.password, socket_timeout=1,
                          socket_connect_timeout=0.5, decode_responses=True) as client:  # fmt: skip
-            return t.cast(t.Any, client.execute_command(*args))
+            return client.execute_command(*args)
 
     def primary_port(self) -> int | None:
         """The primary port the first Sentinel that answers names (None when none does)."""

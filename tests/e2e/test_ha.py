@@ -22,6 +22,7 @@ from pathlib import Path
 import pyotp
 import pytest
 
+from tests.e2e.conftest import Reply
 from tests.e2e.ha_cluster import HaCluster
 from tests.e2e.ha_cluster import Host
 from tests.e2e.ha_cluster import Load
@@ -74,7 +75,7 @@ def signed_in(host: Host, user: str) -> str:
     return cookie
 
 
-def second_factor(host: Host, cookie: str, code: str) -> t.Any:
+def second_factor(host: Host, cookie: str, code: str) -> Reply:
     """``POST /api/secondfactor/totp``."""
     return host.api("/api/secondfactor/totp", {"token": code}, cookie=cookie)
 
@@ -234,18 +235,27 @@ def test_logout_on_a_is_honoured_on_b_within_a_second(cluster: HaCluster) -> Non
 
 
 def test_redis_primary_killed_sentinel_failover(cluster: HaCluster) -> None:
-    """Kill the Redis primary: no request needing the session is allowed while no primary
-    is reachable, Sentinel promotes the replica, the same cookie works again on both hosts
-    without a restart, and logout still reaches every host."""
+    """Kill the Redis primary: while no primary is reachable, no request needing the session
+    is allowed once the hosts' caches may no longer be trusted (1 s: SPEC §7.2's bound for a
+    change to reach every host; the 200s inside it are counted and printed), and a session
+    logged out just before the kill is never allowed, then or after. Sentinel promotes the
+    replica, the same cookie works again on both hosts without a restart, and logout still
+    reaches every host."""
     a, b, rs = cluster.a, cluster.b, cluster.rs
     cookie = signed_in(a, "alice")
     assert b.verify("app", cookie) == 200
+    revoked = signed_in(a, "alice")
+    for host in (a, b, b):
+        assert host.verify("app", revoked) == 200  # in both hosts' caches
+    assert a.api("/api/logout", {}, cookie=revoked).status == 200
     rs.sync_replica()
 
     loads = [
         Load(lambda: a.verify("app", cookie, timeout=10)),
         Load(lambda: b.verify("app", cookie, timeout=10)),
         Load(lambda: cluster.through_proxy("app", cookie=cookie, timeout=10).status, threads=1),
+        Load(lambda: b.verify("app", revoked, timeout=10), threads=1),
+        Load(lambda: a.verify("app", revoked, timeout=10), threads=1),
     ]
     for load in loads:
         load.__enter__()
@@ -268,15 +278,19 @@ def test_redis_primary_killed_sentinel_failover(cluster: HaCluster) -> None:
             step=0.05,
         )
         recovered_at = time.monotonic()
+        time.sleep(0.5)  # and a moment after the recovery
     finally:
         for load in loads:
             load.__exit__(None, None, None)
     totals = [load.total() for load in loads]
     sent = sum(tally.sent for tally in totals)
-    wrong = sum(tally.allowed_within(killed_at, last_all_old) for tally in totals)
+    trusted_until = killed_at + PROPAGATION
+    early = sum(tally.allowed_within(killed_at, trusted_until) for tally in totals[:3])
+    wrong = sum(tally.allowed_within(trusted_until, last_all_old) for tally in totals[:3])
+    revoked_allowed = sum(tally.ok for tally in totals[3:])
     where = [
         f"{name} +{began - killed_at:.3f}..{done - killed_at:.3f} s"
-        for name, tally in zip(("A", "B", "nginx"), totals, strict=True)
+        for name, tally in zip(("A", "B", "nginx"), totals, strict=False)
         for began, done in tally.allowed
         if began >= killed_at and done <= last_all_old
     ]
@@ -290,16 +304,20 @@ def test_redis_primary_killed_sentinel_failover(cluster: HaCluster) -> None:
         f"failover {promoted_at - killed_at:.2f} s "
         f"(no primary for {last_all_old - killed_at:.2f} s), "
         f"cookie works on both hosts after {recovered_at - killed_at:.2f} s; {sent} requests "
-        f"sent, {wrong} wrongly allowed while no primary; statuses {statuses}, "
-        f"{errors} connection errors" + (f"; wrongly allowed: {where}" if where else ""),
+        f"sent, {wrong} wrongly allowed while no primary after the first second, "
+        f"{early} allowed from a cache within it, {revoked_allowed} for the revoked session; "
+        f"statuses {statuses}, {errors} connection errors"
+        + (f"; allowed while no primary: {where}" if where else ""),
     )
     assert recovered is not None, "the cookie did not work again on both hosts"
+    assert last_all_old > trusted_until, "the failover was too quick to check the caches"
     assert wrong == 0, where
+    assert revoked_allowed == 0
     assert cluster.through_proxy("app", cookie=cookie).status == 200
     # the new primary carries on: sign-in, and logout reaching the other host
     delay = logout_delay(a, b, "erin")
-    figure("logout on A -> refused on B, after the failover", f"{delay}")
     assert delay is not None
+    figure("logout on A -> refused on B, after the failover", f"{delay * 1000:.0f} ms")
     assert delay < PROPAGATION
 
 
