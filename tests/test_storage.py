@@ -42,6 +42,7 @@ from server.core.storage import Redemption
 from server.core.storage import Storage
 from server.core.storage import StorageError
 from server.core.storage import StorageKeyError
+from server.core.storage import WebAuthnCredential
 from server.core.totp import TotpService
 from server.core.totp import decode_secret
 from tests.conftest import ROOT
@@ -1078,6 +1079,7 @@ class TestCopy:
         add_code(storage)
         storage.hit_rate_limits([("k", [(5, 60.0)])], 1.0)
         storage.add_inflight("t", [("1FA", "user", "alice")], 3e9)
+        storage.add_webauthn_credential(credential())
         (tmp_path / "copy").mkdir()
         target = Storage(make_config(tmp_path / "copy"))
         try:
@@ -1087,7 +1089,8 @@ class TestCopy:
                 assert target.insert_rows(table, rows) == 0
                 assert target.rows(table) == rows
             assert target.counts() == storage.counts()
-            assert sum(storage.counts().values()) == 7
+            assert sum(storage.counts().values()) == 8
+            assert target.webauthn_credentials() == storage.webauthn_credentials()
             record = target.load_totp("alice")
             assert record is not None
             assert record.secret == b"s" * 20
@@ -1105,3 +1108,104 @@ class TestCopy:
         with pytest.raises(ValueError, match="unknown table"):
             storage.insert_rows("x; DROP TABLE bans", [])
         assert storage.insert_rows("bans", []) == 0
+
+
+# --------------------------------------------------------------------------- WebAuthn
+
+
+def credential(
+    row_id: str = "w1", username: str = "alice", description: str = "laptop", **changes: t.Any
+) -> WebAuthnCredential:
+    """A credential of ``username`` with distinct bytes per ``row_id``."""
+    fields: dict[str, t.Any] = {
+        "id": row_id,
+        "username": username,
+        "credential_id": b"cred-" + row_id.encode(),
+        "public_key": b"\xa5" * 77,
+        "sign_count": 0,
+        "aaguid": "00000000-0000-0000-0000-000000000000",
+        "transports": ("internal", "hybrid"),
+        "backup_eligible": True,
+        "backup_state": False,
+        "discoverable": True,
+        "description": description,
+        "attestation_type": "none",
+        "created_at": 10.0,
+        "last_used_at": None,
+    }
+    fields.update(changes)
+    return WebAuthnCredential(**fields)
+
+
+class TestWebAuthn:
+    """WebAuthn credentials: stored whole, unique ids and descriptions, counts only grow."""
+
+    def test_add_and_read_back(self, storage: Storage) -> None:
+        """Every field reads back as stored, by user, by credential id, or all."""
+        first = credential()
+        assert storage.add_webauthn_credential(first)
+        assert storage.add_webauthn_credential(credential("w2", "bob", created_at=5.0))
+        assert storage.webauthn_credentials("alice") == [first]
+        assert [c.id for c in storage.webauthn_credentials()] == ["w2", "w1"]
+        assert storage.webauthn_credential(b"cred-w1") == first
+        assert storage.webauthn_credential(b"nope") is None
+        assert b"\xa5" * 77 not in repr(first).encode()
+
+    def test_duplicates_are_refused(self, storage: Storage) -> None:
+        """A registered credential id, or a description the user already uses: False."""
+        assert storage.add_webauthn_credential(credential())
+        assert not storage.add_webauthn_credential(credential("w2"))  # same description
+        assert not storage.add_webauthn_credential(
+            credential("w3", "bob", credential_id=b"cred-w1")
+        )
+        assert storage.add_webauthn_credential(credential("w4", "bob"))  # bob's own laptop
+        with pytest.raises(ValueError, match="transports"):
+            storage.add_webauthn_credential(credential("w5", description="x", transports=("",)))
+
+    def test_sign_count_only_grows(self, storage: Storage) -> None:
+        """A growing count is recorded; the same or a lower one is refused (possible clone);
+        zero stays acceptable while both are zero (authenticators without counters)."""
+        storage.add_webauthn_credential(credential())
+        assert storage.use_webauthn_credential(b"cred-w1", 0, now=20.0, backup_state=True)
+        assert storage.use_webauthn_credential(b"cred-w1", 5, now=30.0, backup_state=True)
+        assert not storage.use_webauthn_credential(b"cred-w1", 5, now=40.0, backup_state=True)
+        assert not storage.use_webauthn_credential(b"cred-w1", 0, now=40.0, backup_state=True)
+        assert not storage.use_webauthn_credential(b"unknown", 9, now=40.0, backup_state=True)
+        (row,) = storage.webauthn_credentials("alice")
+        assert (row.sign_count, row.last_used_at, row.backup_state) == (5, 30.0, True)
+
+    def test_rename_and_delete(self, storage: Storage) -> None:
+        """Rename refuses a taken description and another user's credential; delete removes
+        one or all of a user's."""
+        storage.add_webauthn_credential(credential())
+        storage.add_webauthn_credential(credential("w2", description="phone"))
+        storage.add_webauthn_credential(credential("w3", "bob"))
+        assert not storage.rename_webauthn_credential("alice", "w1", "phone")
+        assert not storage.rename_webauthn_credential("alice", "w3", "mine")
+        assert storage.rename_webauthn_credential("alice", "w1", "work laptop")
+        assert storage.rename_webauthn_credential("alice", "w1", "work laptop")
+        assert not storage.delete_webauthn_credential("alice", "w3")
+        assert storage.delete_webauthn_credential("alice", "w2")
+        assert [c.description for c in storage.webauthn_credentials("alice")] == ["work laptop"]
+        assert storage.delete_webauthn_credentials("alice") == 1
+        assert storage.delete_webauthn_credentials("alice") == 0
+        assert len(storage.webauthn_credentials()) == 1
+
+    def test_parallel_assertions_one_winner(self, storage: Storage) -> None:
+        """20 threads recording the same new count: exactly one succeeds."""
+        storage.add_webauthn_credential(credential())
+        barrier = threading.Barrier(20)
+        results: list[bool] = []
+
+        def use() -> None:
+            barrier.wait()
+            results.append(
+                storage.use_webauthn_credential(b"cred-w1", 7, now=1.0, backup_state=False)
+            )
+
+        threads = [threading.Thread(target=use) for _ in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(results) == [False] * 19 + [True]

@@ -150,6 +150,52 @@ class Redemption(enum.Enum):
     REFUSE = "refuse"
 
 
+@dataclass(frozen=True, slots=True)
+class WebAuthnCredential:
+    """A user's WebAuthn credential (passkey or security key), as registration recorded it."""
+
+    id: str  #: opaque random public id (the API's ``id``)
+    username: str  #: canonical user name
+    credential_id: bytes
+    public_key: bytes = field(repr=False)  #: COSE key
+    sign_count: int
+    aaguid: str
+    transports: tuple[str, ...]
+    backup_eligible: bool
+    backup_state: bool
+    discoverable: bool
+    description: str
+    attestation_type: str
+    created_at: float
+    last_used_at: float | None
+
+
+_WEBAUTHN_COLUMNS = (
+    "id, username, credential_id, public_key, sign_count, aaguid, transports, "
+    "backup_eligible, backup_state, discoverable, description, attestation_type, created_at, "
+    "last_used_at"
+)
+
+
+def _webauthn_credential(row: t.Sequence[t.Any]) -> WebAuthnCredential:
+    return WebAuthnCredential(
+        row[0],
+        row[1],
+        bytes(row[2]),
+        bytes(row[3]),
+        int(row[4]),
+        row[5],
+        tuple(part for part in row[6].split(",") if part),
+        bool(row[7]),
+        bool(row[8]),
+        bool(row[9]),
+        row[10],
+        row[11],
+        float(row[12]),
+        None if row[13] is None else float(row[13]),
+    )
+
+
 _ONE_TIME_COLUMNS = (
     "id, username, intent, digest, issued, expires, consumed, attempts, session_binding, "
     "issued_ip, consumed_ip"
@@ -679,6 +725,112 @@ class Storage:
         """
         with self._db.exclusive(name, self.timeout):
             yield
+
+    # ------------------------------------------------------------------ WebAuthn
+
+    def add_webauthn_credential(self, credential: WebAuthnCredential) -> bool:
+        """Store a newly registered credential; False (nothing stored) when its credential id
+        is already registered or its user already has one with that description."""
+        c = credential
+        if any("," in part or not part for part in c.transports):
+            raise ValueError(f"bad WebAuthn transports {c.transports!r}")
+        with self._transaction() as conn:
+            taken = conn.execute(
+                "SELECT 1 FROM webauthn_credentials WHERE username = ? AND description = ?",
+                (c.username, c.description),
+            ).fetchall()
+            if taken:
+                return False
+            added = conn.execute(
+                f"INSERT INTO webauthn_credentials ({_WEBAUTHN_COLUMNS}) "  # noqa: S608
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (
+                    c.id,
+                    c.username,
+                    c.credential_id,
+                    c.public_key,
+                    c.sign_count,
+                    c.aaguid,
+                    ",".join(c.transports),
+                    int(c.backup_eligible),
+                    int(c.backup_state),
+                    int(c.discoverable),
+                    c.description,
+                    c.attestation_type,
+                    c.created_at,
+                    c.last_used_at,
+                ),
+            ).rowcount
+        return added > 0
+
+    def webauthn_credentials(self, username: str | None = None) -> list[WebAuthnCredential]:
+        """The credentials of ``username`` (or everyone's), oldest first."""
+        where, params = ("WHERE username = ? ", (username,)) if username is not None else ("", ())
+        rows = self._read(
+            f"SELECT {_WEBAUTHN_COLUMNS} FROM webauthn_credentials {where}"  # noqa: S608
+            "ORDER BY created_at, id",
+            params,
+        )
+        return [_webauthn_credential(row) for row in rows]
+
+    def webauthn_credential(self, credential_id: bytes) -> WebAuthnCredential | None:
+        """The credential an assertion names (by its credential id), or None."""
+        rows = self._read(
+            f"SELECT {_WEBAUTHN_COLUMNS} FROM webauthn_credentials "  # noqa: S608
+            "WHERE credential_id = ?",
+            (credential_id,),
+        )
+        return _webauthn_credential(rows[0]) if rows else None
+
+    def use_webauthn_credential(
+        self, credential_id: bytes, sign_count: int, *, now: float, backup_state: bool
+    ) -> bool:
+        """Record a verified assertion: the new sign count, backup state and time of use.
+
+        One conditional UPDATE, so across hosts the count only ever grows: False (nothing
+        changed) when the count does not grow while either count is non-zero (a possible
+        cloned authenticator, or the same assertion twice), or the credential is unknown.
+        """
+        return (
+            self._write(
+                "UPDATE webauthn_credentials SET sign_count = ?, backup_state = ?, "
+                "last_used_at = ? WHERE credential_id = ? "
+                "AND (sign_count < ? OR (sign_count = 0 AND ? = 0))",
+                (sign_count, int(backup_state), now, credential_id, sign_count, sign_count),
+            )
+            > 0
+        )
+
+    def rename_webauthn_credential(self, username: str, row_id: str, description: str) -> bool:
+        """Give ``username``'s credential ``row_id`` a new description; False when there is
+        no such credential or another of the user's has that description."""
+        with self._transaction() as conn:
+            taken = conn.execute(
+                "SELECT 1 FROM webauthn_credentials WHERE username = ? AND description = ? "
+                "AND id <> ?",
+                (username, description, row_id),
+            ).fetchall()
+            if taken:
+                return False
+            changed = conn.execute(
+                "UPDATE webauthn_credentials SET description = ? WHERE username = ? AND id = ?",
+                (description, username, row_id),
+            ).rowcount
+        return changed > 0
+
+    def delete_webauthn_credential(self, username: str, row_id: str) -> bool:
+        """Remove ``username``'s credential ``row_id``; True when there was one."""
+        return (
+            self._write(
+                "DELETE FROM webauthn_credentials WHERE username = ? AND id = ?",
+                (username, row_id),
+            )
+            > 0
+        )
+
+    def delete_webauthn_credentials(self, username: str) -> int:
+        """Remove every credential of ``username`` (the user was removed); how many."""
+        return self._write("DELETE FROM webauthn_credentials WHERE username = ?", (username,))
 
     # ------------------------------------------------------------------ status and copying
 
