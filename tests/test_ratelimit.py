@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 import sqlite3
-import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
+from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -26,18 +29,36 @@ from server.core.ratelimit import retry_after_header
 from server.core.storage import Storage
 from server.core.storage import StorageError
 from tests.conftest import Clock
+from tests.pgcluster import PASSWORD
+from tests.pgcluster import pg_cluster  # noqa: F401 - a fixture
+from tests.pgcluster import pg_dsn  # noqa: F401 - a fixture
 
 
 def open_storage(folder: Path, clock: Clock) -> Storage:
-    """A storage in ``folder`` (no key: rate limits store no secret)."""
+    """A SQLite storage in ``folder`` (no key: rate limits store no secret)."""
     return Storage(
         StorageConfig(folder / "authctl.db", folder / "missing.key"), clock, require_key=False
     )
 
 
+#: Both engines; PostgreSQL runs on the throwaway cluster of tests/pgcluster.py.
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)]
+
+
+@pytest.fixture(params=BACKENDS)
+def config(request: pytest.FixtureRequest, tmp_path: Path) -> StorageConfig:
+    """The storage of a test, on each backend (PostgreSQL: a fresh database)."""
+    sqlite = StorageConfig(tmp_path / "authctl.db", tmp_path / "missing.key")
+    if request.param == "sqlite":
+        return sqlite
+    cluster = request.getfixturevalue("pg_cluster")
+    dsn = request.getfixturevalue("pg_dsn")
+    return replace(sqlite, backend="postgres", postgres=cluster.postgres_config(dsn))
+
+
 @pytest.fixture
-def storage(tmp_path: Path, clock: Clock) -> Iterator[Storage]:
-    opened = open_storage(tmp_path, clock)
+def storage(config: StorageConfig, clock: Clock) -> Iterator[Storage]:
+    opened = Storage(config, clock, require_key=False)
     yield opened
     opened.close()
 
@@ -161,36 +182,37 @@ def test_a_storage_failure_fails_closed(group: RateLimits, storage: Storage) -> 
         RateLimiter.hit_all([(limiter, "k"), (limiter, "j")])
 
 
-def rows(storage: Storage) -> int:
-    """Rate-limit hits stored in the file (read behind the storage's back)."""
-    with contextlib.closing(sqlite3.connect(storage.path)) as conn:
-        tables = [
-            r[0]
-            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if "rate" in r[0]
-        ]
-        assert len(tables) == 1, tables
-        return int(conn.execute(f"SELECT count(*) FROM {tables[0]}").fetchone()[0])  # noqa: S608
+def rows(config: StorageConfig) -> int:
+    """Rate-limit hits stored in the database (read behind the storage's back)."""
+    sql = "SELECT count(*) FROM rate_limit_hits"
+    if config.postgres is not None:
+        with psycopg.connect(config.postgres.dsn, password=PASSWORD, connect_timeout=5) as conn:
+            found = conn.execute(sql).fetchone()
+    else:
+        with contextlib.closing(sqlite3.connect(config.path)) as conn:
+            found = conn.execute(sql).fetchone()
+    assert found is not None
+    return int(found[0])
 
 
 def test_old_hits_are_purged_once_an_interval(
-    group: RateLimits, storage: Storage, clock: Clock
+    group: RateLimits, config: StorageConfig, clock: Clock
 ) -> None:
     """Hits older than the longest window are forgotten, on a hit, at most once a minute."""
     short = group.limiter("short", limits((5, 10)))
     group.limiter("long", limits((5, 100)))  # the longest window decides what may go
     for key in ("a", "b", "c"):
         short.hit(key)  # the first hit purges (nothing yet) and sets the next purge
-    assert rows(storage) == 3
+    assert rows(config) == 3
     clock.advance(PURGE_INTERVAL + 50)  # 110 s: the hits are past every window
     short.hit("d")
-    assert rows(storage) == 1
+    assert rows(config) == 1
     clock.advance(101)
     short.hit("e")
     short.hit("f")
     clock.advance(1)
     short.hit("g")  # under a minute after the last purge: nothing purged
-    assert rows(storage) == 3
+    assert rows(config) == 3
 
 
 def test_a_failed_purge_only_logs(
@@ -283,23 +305,27 @@ steps = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
-@given(steps)
-def test_limits_match_a_naive_model(script: list[tuple[int, list[tuple[str, str]]]]) -> None:
-    """Any sequence of waits and multi-limiter hits gets the model's verdicts and waits."""
+_examples = itertools.count()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(script=steps)
+def test_limits_match_a_naive_model(
+    storage: Storage, script: list[tuple[int, list[tuple[str, str]]]]
+) -> None:
+    """Any sequence of waits and multi-limiter hits gets the model's verdicts and waits.
+
+    One storage serves every example (a database per example is slow on PostgreSQL); each
+    example's limiters have names of their own, so nothing carries over."""
     clock = Clock()
     model = Model()
-    with tempfile.TemporaryDirectory() as folder:
-        storage = open_storage(Path(folder), clock)
-        try:
-            group = RateLimits(storage, now=clock)
-            limiters = {name: group.limiter(name, rules) for name, rules in RULES.items()}
-            for pause, hits in script:
-                clock.advance(pause)
-                got = RateLimiter.hit_all([(limiters[name], key) for name, key in hits])
-                want = model.hit_all(
-                    [(f"{name}:{key}", RULES[name]) for name, key in hits], clock.now
-                )
-                assert got == pytest.approx(want, abs=1e-6)
-        finally:
-            storage.close()
+    group = RateLimits(storage, now=clock, purge_interval=1e12)
+    run = next(_examples)
+    limiters = {name: group.limiter(f"{name}{run}", rules) for name, rules in RULES.items()}
+    for pause, hits in script:
+        clock.advance(pause)
+        got = RateLimiter.hit_all([(limiters[name], key) for name, key in hits])
+        want = model.hit_all([(f"{name}:{key}", RULES[name]) for name, key in hits], clock.now)
+        assert got == pytest.approx(want, abs=1e-6)
