@@ -67,6 +67,7 @@ COMMANDS: dict[str, str] = {
     "proxy-snippet": "authctl.cmd_proxy:proxy_snippet",
     "storage": "authctl.cmd_storage:storage",
     "import": "authctl.cmd_import:import_",
+    "doctor": "authctl.cmd_doctor:doctor",
 }
 
 
