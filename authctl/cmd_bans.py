@@ -47,7 +47,9 @@ def list_bans(state: State, as_json: bool) -> None:
     """List the bans running now, the one ending first first."""
     import time
 
-    if not state.config().storage.path.exists():
+    from authctl.cmd_totp import no_storage_yet
+
+    if no_storage_yet(state.config()):
         found = []  # no database yet: no bans, and nothing is created just to say so
     else:
         regulator = _regulator(state)
@@ -104,8 +106,10 @@ def clear(state: State, target: str) -> None:
     Only the ban is lifted: the recent failures still count, so one more failure within
     find_time bans again. No ban to lift is exit 3.
     """
+    from authctl.cmd_totp import no_storage_yet
+
     lifted = []
-    if state.config().storage.path.exists():
+    if not no_storage_yet(state.config()):
         regulator = _regulator(state)
         try:
             lifted = regulator.clear(target)

@@ -33,6 +33,12 @@ def open_storage(config: Config, *, require_key: bool = True) -> Storage:
     return Storage(config.storage, require_key=require_key)
 
 
+def no_storage_yet(config: Config) -> bool:
+    """True when the storage is a SQLite file not created yet (a PostgreSQL storage always
+    exists: the server creates its tables, and asking it is the only way to know)."""
+    return config.storage.backend == "sqlite" and not config.storage.path.exists()
+
+
 def _on_storage(config: Config, username: str, action: t.Callable[[Storage, str], bool]) -> bool:
     """Run ``action(storage, canonical username)`` without the key; False when no database
     exists yet (nothing to find, and none is created).
@@ -42,7 +48,7 @@ def _on_storage(config: Config, username: str, action: t.Callable[[Storage, str]
     """
     from server.core.names import canonical_username
 
-    if not config.storage.path.exists():
+    if no_storage_yet(config):
         return False
     storage = open_storage(config, require_key=False)
     try:
