@@ -43,6 +43,11 @@ SNIPPET_FIX = (
     "proxy_set_header Remote-User $authctl_remote_user; Traefik: forwardAuth with "
     "authResponseHeaders); `authctl proxy-snippet PROXY --host HOST` writes it"
 )
+ASK_FIX = (
+    "make the proxy ask authctl before every request of the site (nginx: auth_request "
+    "/internal/authctl/authz in each location; Traefik: the forwardAuth middleware on the "
+    "router; Caddy: forward_auth); `authctl proxy-snippet PROXY --host HOST` writes it"
+)
 TRUST_FIX = (
     "add the proxy's address as authctl sees it to server.trusted_proxies (authctl's log "
     "names the refused peer), and make the proxy send the forwarded headers of the request "
@@ -126,7 +131,7 @@ def judge_anonymous(
         if status == 403:
             return ok(name, "the site's policy is deny, and the request was refused (403)")
         return fail(name, f"the site's policy is deny, yet it answered {status}",
-                    SNIPPET_FIX)  # fmt: skip
+                    ASK_FIX)  # fmt: skip
     if location is not None:
         return ok(name, f"sent to sign in ({status}) at {location.split('?', 1)[0]}")
     if status == 401:
@@ -158,7 +163,7 @@ def judge_anonymous(
         name,
         f"the app answered {status}{where} to a request without sign-in: the proxy does "
         "not ask authctl for this site",
-        SNIPPET_FIX,
+        ASK_FIX,
     )
 
 
@@ -234,9 +239,15 @@ def judge_forwarded(
                 "the proxy's forwarded headers",
                 TRUST_FIX,
             )
+        if expects_sign_in(policy, has_subject):
+            return warn(
+                name,
+                f"not checkable: no redirect to the portal to read (answered {answer.status})",
+                "fix the anonymous request first (see its check)",
+            )
         return warn(
             name,
-            f"not checkable: no redirect to the portal to read (answered {answer.status})",
+            f"not checkable: the site's policy is {policy.value}, so nothing is sent to sign in",
             "give a --url whose policy needs sign-in",
         )
     rd = parse_qs(urlsplit(location).query).get("rd", [""])[0]
