@@ -406,7 +406,9 @@
      * heading down, instead of asking for a code that cannot exist. */
     function showNoTotp() {
       $("code-title").textContent = "Set up two-factor sign-in";
-      document.title = "Set up two-factor sign-in · authctl";
+      // the server renders [portal] title into the brand line: keep it in the tab's title
+      const brandName = document.querySelector(".brand span");
+      document.title = "Set up two-factor sign-in · " + (brandName ? brandName.textContent : "authctl");
       $("target-verb").textContent = "A one-time code is needed to continue to";
       $("code-lead").hidden = true;
       $("no-totp").hidden = false;

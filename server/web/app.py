@@ -25,6 +25,7 @@ from server.core.errors import StoreUnavailable
 from server.core.identity import IdentityResolver
 from server.core.rules import AccessControl
 from server.web.assets import Asset
+from server.web.assets import brand
 from server.web.assets import load_assets
 from server.web.authz import STATUS_LINES
 from server.web.authz import Answer
@@ -46,6 +47,7 @@ if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment
 
     from server.core.config import Config
+    from server.core.config import PortalConfig
     from server.core.notifier import Notifier
     from server.core.passwords import PasswordHasher
     from server.core.session_store import SessionStore
@@ -134,7 +136,9 @@ class App:
         self.inline_authz = inline_authz
         self.authorizer = authorizer
         self.portal = portal
-        self.assets = assets
+        #: The files as read (pages unbranded) and, rendered from them, the ones served.
+        self.raw_assets = assets
+        self.assets = brand(assets, config.portal)
         self.selfservice = selfservice
         #: Every portal API route with its guards; a (method, path) defined twice refuses to start.
         self.routes = RouteTable(
@@ -150,6 +154,16 @@ class App:
             elevation=selfservice.require_change_rights if selfservice is not None else None,
             limiters=selfservice.limiters if selfservice is not None else None,
         )
+
+    def rebrand(self, portal: PortalConfig) -> None:
+        """Render the pages for a newly loaded ``[portal]`` (a reload). The served set is
+        swapped whole, so a request sees either the old branding or the new one.
+
+        Raises:
+            server.web.assets.BrandingError: a page lacks a place branding fills in (the old
+                set keeps being served).
+        """
+        self.assets = brand(self.raw_assets, portal)
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         route = _authz_route(environ.get("PATH_INFO", ""))
@@ -220,6 +234,7 @@ class App:
             resp.headerlist.extend(API_HEADERS)
             return resp
         asset = self.assets.get(path)
+        headers = PAGE_HEADERS
         if asset is None or req.method not in ("GET", "HEAD"):
             status = 405 if asset is not None else 404
             resp = Response(
@@ -239,7 +254,9 @@ class App:
             )
             if req.if_none_match and asset.etag in req.if_none_match:
                 resp = Response(status=304)
-        resp.headerlist.extend(PAGE_HEADERS)
+            if asset.csp is not None:
+                headers = (("Content-Security-Policy", asset.csp), *COMMON_HEADERS)
+        resp.headerlist.extend(headers)
         return resp
 
     def api_request(self, req: Request, path: str) -> Response:
