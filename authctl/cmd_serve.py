@@ -56,6 +56,9 @@ def serve(state: State, address: str | None, workers: int) -> None:
     supervises N worker processes: a worker that dies is restarted; while new workers keep
     failing to start, the parent logs why and retries after 1 s, doubling up to 30 s, and
     the other workers keep serving. SIGTERM stops them all.
+
+    SIGHUP reopens log.audit_file (after logrotate moved it); with --workers the parent
+    forwards it to every worker.
     """
     from server.core.logs import configure_logging
     from server.core.runtime import runtime_problems
@@ -124,8 +127,12 @@ def _check_host(listen: dict[str, t.Any], setting: str) -> None:
 
 
 def _run(server: t.Any, config: Config, started: t.Callable[[], None] = lambda: None) -> None:
-    """Serve until SIGTERM or SIGINT, then answer what was received (``server.serve.drain``)."""
+    """Serve until SIGTERM or SIGINT, then answer what was received (``server.serve.drain``);
+    SIGHUP runs the ``server.core.hup`` callbacks (the audit log reopens its file)."""
+    from server.core import hup
     from server.serve.drain import serve_until_stopped
+
+    hup.install()
 
     serve_until_stopped(server, config.server.shutdown_grace, started)
 

@@ -5,7 +5,10 @@ each serving process) makes SIGHUP run every callback. The signal handler itself
 a thread: a callback may take a lock the interrupted main thread holds (the audit log's, for
 one), and running it inside the handler would deadlock. Callbacks run one at a time, in
 registration order, in that thread; one that raises is logged and the others still run.
-``hangup()`` runs them at once in the calling thread (tests, and the ``--workers`` parent).
+``hangup()`` runs them at once in the calling thread (tests). The ``--workers`` parent
+forwards SIGHUP to every worker and runs its own callbacks too (``hangup_soon``); a worker
+ignores SIGHUP from its fork until it calls ``install()``, and inherits the parent's
+callbacks (register in the worker what belongs to the worker's app).
 """
 
 from __future__ import annotations
@@ -52,8 +55,13 @@ def hangup() -> None:
                 log.exception("SIGHUP: %s failed", getattr(callback, "__qualname__", callback))
 
 
-def _on_signal(_signum: int, _frame: object) -> None:
+def hangup_soon() -> None:
+    """Run the callbacks in a new thread: safe from a signal handler (module doc)."""
     threading.Thread(target=hangup, name="authctl-hangup", daemon=True).start()
+
+
+def _on_signal(_signum: int, _frame: object) -> None:
+    hangup_soon()
 
 
 def install() -> None:

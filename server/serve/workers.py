@@ -28,9 +28,13 @@ What the parent does, and only that:
 - on TCP, a dead worker's socket is closed at once (only the parent still held it), so the
   kernel stops giving it connections that nobody would accept; its replacement binds a new
   socket on the same port once its app is built;
-- on SIGTERM, SIGINT or SIGHUP closes its copies of the listening sockets, forwards SIGTERM to
+- on SIGTERM or SIGINT closes its copies of the listening sockets, forwards SIGTERM to
   every worker (each drains as a single ``serve`` does: ``server.serve.drain``), waits up to
-  ``stop_grace`` seconds, kills what is left, and exits 0.
+  ``stop_grace`` seconds, kills what is left, and exits 0;
+- on SIGHUP forwards SIGHUP to every worker (each runs its ``server.core.hup`` callbacks:
+  the audit log reopens its file, the config reloads) and runs its own callbacks. A worker
+  ignores SIGHUP from its fork until its server installs the handler, so a HUP that comes
+  while a worker starts never kills it.
 
 A worker whose parent dies (``kill -9`` of the parent) notices within a second and stops,
 so no orphan keeps serving with nobody to supervise it. POSIX only (``os.fork``).
@@ -53,6 +57,8 @@ import typing as t
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+
+from server.core import hup
 
 log = logging.getLogger("authctl.workers")
 
@@ -233,9 +239,9 @@ class Supervisor:
     def run(self, on_ready: Callable[[], None] = lambda: None) -> int:
         """Start the workers, supervise them until a stop signal; the exit status."""
         previous = {
-            sig: signal.signal(sig, self._on_signal)
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
         }
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         try:
             self.slots = [_Slot() for _ in range(self.count)]
             try:
@@ -255,6 +261,13 @@ class Supervisor:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self._stop_signal = signum
+
+    def _on_hangup(self, _signum: int, _frame: object) -> None:
+        """Forward SIGHUP to every worker, then run this process's own callbacks."""
+        for pid in list(self.workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGHUP)
+        hup.hangup_soon()
 
     def delay(self, failures: int) -> float:
         """Seconds before the next start of a slot with ``failures`` failures in a row: none
@@ -433,8 +446,8 @@ class Supervisor:
                     os.close(ready_fd)
 
         try:
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_DFL)  # main() installs its own SIGTERM handler
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # main() installs its own handler
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until main() installs hup's
             signal.signal(signal.SIGINT, signal.default_int_handler)
             for worker in self.workers.values():  # the siblings' pipes are not ours
                 if worker.ready_fd is not None:
