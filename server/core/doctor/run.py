@@ -56,7 +56,8 @@ def run(config_path: Path, options: Options) -> list[Check]:
     context = ssl.create_default_context(cafile=options.ca_file)
     client = Client(options.resolver, context, options.timeout)
     checks = [first, *_file_checks(config)]
-    checks.append(_health(config, client, options, dates := []))
+    dates: list[tuple[str, str]] = []  # (who answered, its Date header), for the clock
+    checks.append(_health(config, client, options, dates))
     for cookie in config.session.cookies:
         checks += _portal(config, cookie, client, options, dates)
     if dates:
