@@ -543,3 +543,41 @@ def test_cli_usage_errors(tmp_path: Path, args: list[str], words: str) -> None:
     result = CliRunner().invoke(cli, ["--config", str(folder(tmp_path)), "doctor", *args])
     assert result.exit_code == 2
     assert words in result.output
+
+
+@pytest.mark.slow
+def test_health_over_a_unix_socket(tmp_path: Path) -> None:
+    """``server.address = "unix:…"``: /api/health is asked over that socket (a real one)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler
+    from socketserver import UnixStreamServer
+
+    from server.core.doctor.net import Client
+
+    class Health(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.send_header("Content-Length", "40")
+            self.end_headers()
+            self.wfile.write(b'{"status":"KO","message":"store down"} ')
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def address_string(self) -> str:
+            return "unix"
+
+    sock = str(tmp_path / "h.sock")
+    server = UnixStreamServer(sock, Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        answer = Client(timeout=2).unix_request(sock, "/api/health")
+        check = health.judge_health(f"unix:{sock}", answer)
+        assert check.status is Status.FAIL
+        assert "store down" in check.detail
+        with pytest.raises(FileNotFoundError):
+            Client(timeout=2).unix_request(str(tmp_path / "none.sock"), "/api/health")
+    finally:
+        server.shutdown()
+        server.server_close()
