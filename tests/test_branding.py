@@ -98,6 +98,11 @@ def test_defaults_leave_every_file_as_shipped() -> None:
     assert not [path for path in served if path.startswith(BRAND_PREFIX)]
 
 
+def test_missing_pages_are_left_missing() -> None:
+    """Rendering adds no page the set lacks (an app built with no assets stays empty)."""
+    assert brand({}, PortalConfig(title="x")) == {}
+
+
 def test_title_is_escaped_in_the_tab_and_the_heading() -> None:
     """A title holding markup is shown as text: escaped in ``<title>`` and the brand line."""
     served = brand(load_assets(), PortalConfig(title=HOSTILE))

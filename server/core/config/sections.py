@@ -591,7 +591,7 @@ def _read_bounded(r: Reader, field: str, path: Path, limit: int) -> bytes | None
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             r.error(field, f"{shown} is not a regular file", "name a file, not a folder or device")
             return None
-        content = os.read(fd, limit + 1)
+        content = b""
         while len(content) <= limit and (more := os.read(fd, limit + 1 - len(content))):
             content += more
     except OSError as exc:
