@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 import time
 import typing as t
 from collections.abc import Callable
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from webob import Request
@@ -48,6 +50,7 @@ if t.TYPE_CHECKING:
 
     from server.core.config import Config
     from server.core.config import PortalConfig
+    from server.core.hashcap import HashGate
     from server.core.notifier import Notifier
     from server.core.passwords import PasswordHasher
     from server.core.session_store import SessionStore
@@ -116,6 +119,53 @@ def _log_level(answer: Answer) -> int | None:
     return level if decisions.isEnabledFor(level) else None
 
 
+#: What ``App.reload`` builds from a new config: the authorizer, portal API and self-service
+#: API, wired to the collaborators a reload keeps (stores, users file, hasher) and to the
+#: Wiring in force (whose notifier and outbox are reused when ``[notifier]`` is the same).
+Rebuild = Callable[["Config", "Wiring"], "tuple[Authorizer, PortalApi, SelfServiceApi | None]"]
+
+
+@dataclass(frozen=True, slots=True)
+class Wiring:
+    """Everything a request reads that a config reload changes, built from one config.
+
+    ``App`` holds one Wiring and a reload replaces it with a single assignment, so a request
+    that reads ``app.live`` once sees one config throughout, never a mix of two.
+    """
+
+    config: Config
+    authorizer: Authorizer
+    portal: PortalApi
+    selfservice: SelfServiceApi | None
+    routes: RouteTable
+    dispatch: Dispatcher
+
+    @classmethod
+    def of(
+        cls,
+        config: Config,
+        authorizer: Authorizer,
+        portal: PortalApi,
+        selfservice: SelfServiceApi | None,
+        health: Callable[[Call], Response],
+    ) -> Wiring:
+        """Build the route table and guards; a (method, path) defined twice raises."""
+        routes = RouteTable(
+            [
+                Route("GET", endpoints.HEALTH, health),
+                Route("HEAD", endpoints.HEALTH, health),
+                *portal.routes(),
+                *(selfservice.routes() if selfservice is not None else ()),
+            ]
+        )
+        dispatch = Dispatcher(
+            portal.gate,
+            elevation=selfservice.require_change_rights if selfservice is not None else None,
+            limiters=selfservice.limiters if selfservice is not None else None,
+        )
+        return cls(config, authorizer, portal, selfservice, routes, dispatch)
+
+
 class App:
     """authctl's WSGI callable."""
 
@@ -129,31 +179,69 @@ class App:
         *,
         inline_authz: bool = False,
         health: HealthCheck | None = None,
+        rebuild: Rebuild | None = None,
     ) -> None:
-        self.config = config
         self._health = health
+        self._rebuild = rebuild
+        self._reload_lock = threading.Lock()
         #: Whether ``decide_inline`` may answer (the session store reads from memory).
         self.inline_authz = inline_authz
-        self.authorizer = authorizer
-        self.portal = portal
         #: The files as read (pages unbranded) and, rendered from them, the ones served.
         self.raw_assets = assets
         self.assets = brand(assets, config.portal)
-        self.selfservice = selfservice
-        #: Every portal API route with its guards; a (method, path) defined twice refuses to start.
-        self.routes = RouteTable(
-            [
-                Route("GET", endpoints.HEALTH, self.health),
-                Route("HEAD", endpoints.HEALTH, self.health),
-                *portal.routes(),
-                *(selfservice.routes() if selfservice is not None else ()),
-            ]
-        )
-        self.dispatch = Dispatcher(
-            portal.gate,
-            elevation=selfservice.require_change_rights if selfservice is not None else None,
-            limiters=selfservice.limiters if selfservice is not None else None,
-        )
+        #: The config in force and what was built from it (one reference: ``reload``).
+        self.live = Wiring.of(config, authorizer, portal, selfservice, self.health)
+
+    # The parts of the Wiring in force, for callers outside a request (tests, shutdown).
+    @property
+    def config(self) -> Config:
+        return self.live.config
+
+    @property
+    def authorizer(self) -> Authorizer:
+        return self.live.authorizer
+
+    @property
+    def portal(self) -> PortalApi:
+        return self.live.portal
+
+    @property
+    def selfservice(self) -> SelfServiceApi | None:
+        return self.live.selfservice
+
+    @property
+    def routes(self) -> RouteTable:
+        return self.live.routes
+
+    @property
+    def dispatch(self) -> Dispatcher:
+        return self.live.dispatch
+
+    def reload(self, config: Config) -> None:
+        """Put a validated ``config`` in force for the next request (``server.core.reload``
+        keeps its restart-only keys at their running values).
+
+        The new authorizer, portal and self-service APIs are built whole first (sessions,
+        storage and the users file are kept, no connection is reopened), then the branded
+        pages, then ``live`` is replaced in one assignment: a request in flight finishes on
+        the Wiring it read, the next one reads the new one, and none sees half of each.
+
+        Raises:
+            RuntimeError: this App was built without a ``rebuild`` (tests' bare apps).
+            Exception: whatever building raised; nothing was changed.
+        """
+        if self._rebuild is None:
+            raise RuntimeError("this app cannot reload (built without make_app)")
+        with self._reload_lock:
+            old = self.live
+            authorizer, portal, selfservice = self._rebuild(config, old)
+            new = Wiring.of(config, authorizer, portal, selfservice, self.health)
+            self.rebrand(config.portal)
+            self.live = new
+        if old.selfservice is not None and (
+            selfservice is None or selfservice.outbox is not old.selfservice.outbox
+        ):
+            old.selfservice.close()  # a new notifier: send what the old outbox still holds
 
     def rebrand(self, portal: PortalConfig) -> None:
         """Render the pages for a newly loaded ``[portal]`` (a reload). The served set is
@@ -189,7 +277,7 @@ class App:
         if methods is not None and environ.get("REQUEST_METHOD") not in methods:
             answer = Answer(405, [("Allow", "GET, HEAD")], b"405 Method Not Allowed")
         else:
-            answer = self.authorizer(endpoint, environ)
+            answer = self.live.authorizer(endpoint, environ)
         level = _log_level(answer)
         if level is not None:
             fields = {
@@ -220,7 +308,7 @@ class App:
         endpoint, methods = route
         if methods is not None and environ.get("REQUEST_METHOD") not in methods:
             return None
-        answer = self.authorizer.decide_inline(endpoint, environ)
+        answer = self.live.authorizer.decide_inline(endpoint, environ)
         if answer is None or _log_level(answer) is not None:
             return None
         return _reply(answer, environ)
@@ -262,7 +350,8 @@ class App:
     def api_request(self, req: Request, path: str) -> Response:
         """Route ``req``, apply its guards, and answer any failure through the one table of
         ``server.web.errors``; an unexpected exception reaches ``__call__`` (500)."""
-        routes = self.routes.methods(path)
+        live = self.live  # read once: routes and guards of one config
+        routes = live.routes.methods(path)
         if routes is None:
             return ko(404, "Not found.")
         route = routes.get(req.method)
@@ -273,7 +362,7 @@ class App:
         request_id = secrets.token_hex(8)
         req.environ["authctl.request_id"] = request_id
         try:
-            resp = self.dispatch(route, req)
+            resp = live.dispatch(route, req)
         except Exception as exc:
             error = translate(exc)
             if error is None:
@@ -367,11 +456,8 @@ def make_app(
     from server.core.hashcap import default_max_concurrent
     from server.core.passwords import PasswordHasher
     from server.core.regulation import Regulator
-    from server.core.sessions import SessionManager
     from server.core.storage import Storage
-    from server.core.totp import TotpService
     from server.core.users import UsersSource
-    from server.web.selfservice import SelfServiceApi
 
     if users is None:
         users = UsersSource(config.users.file, watch=config.users.watch)
@@ -381,19 +467,19 @@ def make_app(
         store = make_session_store(config)
     if storage is None:
         storage = Storage(config.storage, now=now)
-    regulator = Regulator(config.regulation, storage, now=now)
-    regulator.purge()
-    totp = TotpService(storage, config.totp, regulator=regulator, now=now)
+    Regulator(config.regulation, storage, now=now).purge()
     # wait_seconds=0: a login that finds every hashing slot taken is refused at once
     gate = HashGate(default_max_concurrent(config.server.threads), wait_seconds=0)
-    sessions = SessionManager(config.session, store, now=now)
-    identities = IdentityResolver(users, sessions, hasher, regulator=regulator, gate=gate)
-    access = AccessControl(config.access_control)
-    authorizer = Authorizer(config, access, identities)
-    portal = PortalApi(config, access, identities, totp)
-    selfservice = SelfServiceApi.build(
-        config, identities, totp, storage, notifier=notifier, now=now, sleep=sleep
-    )
+    kept = _Kept(store, storage, users, hasher, gate, now, sleep)
+    authorizer, portal, selfservice = _build(config, kept, notifier)
+
+    def rebuild(new: Config, old: Wiring) -> tuple[Authorizer, PortalApi, SelfServiceApi | None]:
+        same = old.selfservice is not None and new.notifier == old.config.notifier
+        built = _build(new, kept, old.selfservice.notifier if same and old.selfservice else None)
+        if same and old.selfservice is not None and built[2] is not None:
+            built[2].outbox = old.selfservice.outbox  # its thread and queued mail go on
+        return built
+
     return App(
         config,
         authorizer,
@@ -402,4 +488,48 @@ def make_app(
         selfservice,
         inline_authz=store.inline_reads,
         health=health_check(store, storage, users),
+        rebuild=rebuild,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """What a config reload keeps: the stores and their connections, the users file and
+    the hashing limits (their keys need a restart, ``server.core.reload.RESTART_ONLY``)."""
+
+    store: SessionStore
+    storage: Storage
+    users: UsersSource
+    hasher: PasswordHasher
+    gate: HashGate
+    now: Callable[[], float]
+    sleep: Callable[[float], None]
+
+
+def _build(
+    config: Config, kept: _Kept, notifier: Notifier | None
+) -> tuple[Authorizer, PortalApi, SelfServiceApi]:
+    """The per-config collaborators, for ``make_app`` and each reload.
+
+    Raises:
+        ValueError: the notifier or the storage key file cannot be used.
+    """
+    from server.core.regulation import Regulator
+    from server.core.sessions import SessionManager
+    from server.core.totp import TotpService
+    from server.web.selfservice import SelfServiceApi
+
+    now = kept.now
+    regulator = Regulator(config.regulation, kept.storage, now=now)
+    totp = TotpService(kept.storage, config.totp, regulator=regulator, now=now)
+    sessions = SessionManager(config.session, kept.store, now=now)
+    identities = IdentityResolver(
+        kept.users, sessions, kept.hasher, regulator=regulator, gate=kept.gate
+    )
+    access = AccessControl(config.access_control)
+    authorizer = Authorizer(config, access, identities)
+    portal = PortalApi(config, access, identities, totp)
+    selfservice = SelfServiceApi.build(
+        config, identities, totp, kept.storage, notifier=notifier, now=now, sleep=kept.sleep
+    )
+    return authorizer, portal, selfservice
