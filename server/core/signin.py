@@ -49,6 +49,7 @@ import time
 import typing as t
 from collections.abc import Callable
 
+from server.core import metrics
 from server.core.errors import Banned
 from server.core.errors import UserError
 from server.core.errors import UserStoreError
@@ -137,15 +138,18 @@ class PasswordCheck:
     def _regulated(self, name: str, password: str, ip: str | None, kind: str) -> User | None:
         if self.regulator is None:
             return self._verify(name, password)
+        started = time.perf_counter()
         try:
             reservation = self.regulator.reserve(name, ip, kind)
         except Banned:
             with self.gate.pad_slot():
                 self.sleep(self.timer.floor())
+            metrics.authn(success=False, banned=True, seconds=time.perf_counter() - started)
             return None
         with reservation:
             user = self._verify(name, password)  # Busy: released uncounted
             reservation.settle(user is not None)  # a storage failure: no sign-in (raised)
+        metrics.authn(success=user is not None, banned=False, seconds=time.perf_counter() - started)
         return user
 
     def _verify(self, name: str, password: str) -> User | None:

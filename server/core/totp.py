@@ -35,7 +35,9 @@ from dataclasses import replace
 from urllib.parse import quote
 from urllib.parse import urlencode
 
+from server.core import metrics
 from server.core.errors import AuthError
+from server.core.errors import Banned
 from server.core.errors import UserError
 from server.core.names import canonical_username
 
@@ -315,9 +317,15 @@ class TotpService:
         name = canonical_username(username)
         if self.regulator is not None:
             # reserved before the check, so parallel guesses cannot all pass the ban check
-            with self.regulator.reserve(name, ip, "TOTP") as attempt:  # Banned: logged
+            try:
+                reservation = self.regulator.reserve(name, ip, "TOTP")  # Banned: logged
+            except Banned:
+                metrics.second_factor("totp", success=False, banned=True)
+                raise
+            with reservation as attempt:
                 ok = self._verify(name, token)
                 attempt.settle(ok)
+            metrics.second_factor("totp", success=ok, banned=False)
             return ok
         ok = self._verify(name, token)
         self.storage.append_log(self._now(), name, ip, "TOTP", ok)
