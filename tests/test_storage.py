@@ -1108,6 +1108,17 @@ class TestCopy:
         with pytest.raises(ValueError, match="unknown table"):
             storage.insert_rows("x; DROP TABLE bans", [])
         assert storage.insert_rows("bans", []) == 0
+        with pytest.raises(ValueError, match="5 columns, not 2"):
+            storage.insert_rows("bans", [("user", "alice")])
+
+    def test_lock_file_that_cannot_be_opened(self, sqlite_storage: Storage) -> None:
+        """A lock file that cannot be opened (a folder in its place) is a StorageError."""
+        sqlite_storage.path.with_name(sqlite_storage.path.name + ".lock").mkdir()
+        with (
+            pytest.raises(StorageError, match="cannot open the lock file"),
+            sqlite_storage.exclusive("x"),
+        ):
+            raise AssertionError("entered without the lock")
 
 
 # --------------------------------------------------------------------------- WebAuthn

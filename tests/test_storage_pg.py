@@ -20,6 +20,7 @@ from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import settings
@@ -349,7 +350,60 @@ class TestPostgres:
         text = f"{info.value} {info.value!r} {info.value.public} {caplog.text}"
         assert wrong not in text
         assert PASSWORD not in text
-        assert info.value.reason in ("authentication failed", "database unavailable")
+        assert "password authentication failed" in str(info.value)  # libpq's words
+        assert info.value.public == "storage unavailable: authentication failed"
+
+    def test_slow_statement_is_a_timeout(self, pg_config: StorageConfig) -> None:
+        """A write stuck behind a lock held elsewhere ends at the statement timeout as a
+        StorageError ("timeout"), never a wait without end or an answer."""
+        assert pg_config.postgres is not None
+        quick = dataclasses.replace(
+            pg_config, postgres=dataclasses.replace(pg_config.postgres, timeout=1)
+        )
+        storage = Storage(quick)
+        try:
+            assert storage.accept_totp_step("alice", 1)
+            with psycopg.connect(pg_config.postgres.dsn, password=PASSWORD) as other:
+                other.execute("SELECT * FROM totp_history FOR UPDATE")  # held until the end
+                start = time.monotonic()
+                with pytest.raises(StorageError) as info:
+                    storage.accept_totp_step("alice", 2)
+                assert 0.9 < time.monotonic() - start < 3
+                assert info.value.public == "storage unavailable: timeout"
+            assert storage.accept_totp_step("alice", 2)  # the lock is gone: works again
+        finally:
+            storage.close()
+
+    def test_read_only_server_refuses_writes(self, pg_config: StorageConfig) -> None:
+        """On a read-only server (a standby, a failover under way) the storage opens and
+        reads, and every write is a StorageError ("read-only"), never a silent success."""
+        assert pg_config.postgres is not None
+        Storage(pg_config).close()  # migrated by a writable host
+        dsn = pg_config.postgres.dsn + "%20-cdefault_transaction_read_only%3Don"
+        standby = dataclasses.replace(
+            pg_config, postgres=dataclasses.replace(pg_config.postgres, dsn=dsn)
+        )
+        storage = Storage(standby)
+        try:
+            assert storage.has_totp("alice") is False
+            with pytest.raises(StorageError) as info:
+                storage.accept_totp_step("alice", 1)
+            assert info.value.public == "storage unavailable: read-only"
+        finally:
+            storage.close()
+
+    def test_reconnect_failure_is_logged_without_secrets(
+        self, pg_config: StorageConfig, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """When the pool gives up one reconnection it says so, naming hosts, no password."""
+        storage = Storage(pg_config)
+        try:
+            with caplog.at_level(logging.WARNING, logger="server.storage"):
+                storage._db._reconnect_failed(None)  # type: ignore[attr-defined]
+        finally:
+            storage.close()
+        assert "cannot reach PostgreSQL at postgresql://authctl@127.0.0.1:" in caplog.text
+        assert PASSWORD not in caplog.text
 
     def test_password_file_problems(self, pg_config: StorageConfig, tmp_path: Path) -> None:
         """A missing or empty password file is a StorageError naming the file."""
@@ -502,3 +556,13 @@ def test_postgres_restart_between_requests(own_cluster: PgCluster, fault_storage
     assert time.monotonic() - started < 2
     with storage.exclusive("x"):
         assert storage.has_totp("bob") is False
+
+
+def test_restart_inside_an_exclusive_block(own_cluster: PgCluster, fault_storage: Storage) -> None:
+    """The server restarting while a lock is held (the lock dies with the session): the
+    block ends without error, the broken connection is not reused, the lock can be taken."""
+    storage = fault_storage
+    with storage.exclusive("regulation"):
+        own_cluster.restart()
+    with storage.exclusive("regulation"):
+        assert storage.accept_totp_step("carol", 1)

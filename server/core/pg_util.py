@@ -100,9 +100,8 @@ def _reason(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
         return "read-only"
-    if isinstance(
-        exc, psycopg.errors.InvalidPassword | psycopg.errors.InvalidAuthorizationSpecification
-    ):
+    # libpq reports a refused login at connect time as a plain OperationalError
+    if isinstance(exc, psycopg.errors.InvalidPassword) or "authentication failed" in str(exc):
         return "authentication failed"
     if isinstance(exc, PoolTimeout | psycopg.OperationalError):
         return "database unavailable"
@@ -265,7 +264,16 @@ class PostgresDatabase:
 
     def set_up(self, apply: t.Callable[[Tx], None]) -> None:
         """Run ``apply`` in one transaction holding the migration advisory lock: of hosts
-        starting together one migrates, the others wait and then find it done."""
+        starting together one migrates, the others wait and then find it done.
+
+        First one connection outside the pool, so that a wrong password, an unknown database
+        or an unreachable server is reported as libpq says it (the pool only says it could
+        not get a connection in time).
+        """
+        try:
+            psycopg.connect(self.config.dsn, **self._kwargs()).close()
+        except psycopg.Error as exc:
+            raise self._failed(exc, "cannot open the storage database") from None
         try:
             with (
                 self._connection("cannot open the storage database") as conn,

@@ -309,6 +309,8 @@ class Storage:
                 f"understands ({SCHEMA_VERSION}); upgrade authctl, or restore a backup made "
                 "by this version"
             )
+        if version == SCHEMA_VERSION:
+            return  # nothing to write: a host on a read-only replica can still open it
         for step in range(version, SCHEMA_VERSION):
             for statement in migration(step, self._db.dialect):
                 tx.execute(statement)
