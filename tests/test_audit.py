@@ -4,8 +4,10 @@ never a secret; and ``server.core.hup``, the SIGHUP callback registry it shares 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
+import secrets
 import signal
 import stat
 import threading
@@ -15,12 +17,20 @@ from pathlib import Path
 
 import pytest
 
+from server.core import audit
 from server.core import hup
 from server.core.audit import EVENTS
 from server.core.audit import MAX_FIELD
 from server.core.audit import AuditError
 from server.core.audit import AuditLog
 from server.core.audit import NullAuditLog
+from server.core.totp import totp_at
+from tests.apphelpers import APP_CONFIG
+from tests.apphelpers import PASSWORDS
+from tests.test_selfservice import NEW_PASSWORD
+from tests.test_selfservice import SS
+from tests.test_selfservice import cookie_of
+from tests.test_selfservice import make_ss
 
 # --------------------------------------------------------------------------- hup
 
@@ -105,7 +115,8 @@ def test_one_json_object_per_line_with_the_spec_fields(tmp_path: Path) -> None:
         "reason": "password",
     }
     assert TS.match(first["ts"])
-    assert second["event"] == "ban" and second["user"] == ""
+    assert second["event"] == "ban"
+    assert second["user"] == ""
 
 
 def test_the_vocabulary_is_the_specs_and_nothing_else_is_written(tmp_path: Path) -> None:
@@ -139,7 +150,8 @@ def test_a_typed_user_name_cannot_forge_a_line(tmp_path: Path, name: str) -> Non
     audit = AuditLog(path)
     audit.emit("login_failed", user=name, ip="::1", result="failure", reason="wrong_credentials")
     raw = path.read_bytes()
-    assert raw.count(b"\n") == 1 and raw.endswith(b"\n")
+    assert raw.count(b"\n") == 1
+    assert raw.endswith(b"\n")
     (entry,) = lines(path)
     assert entry["event"] == "login_failed"
     assert entry["user"] == name[:MAX_FIELD]
@@ -182,3 +194,187 @@ def test_a_file_that_cannot_be_opened_is_refused_with_the_fix(tmp_path: Path) ->
     assert "fix:" in str(caught.value)
     with pytest.raises(AuditError):
         AuditLog(tmp_path)  # a folder
+
+
+# --------------------------------------------------------------------------- the portal's events
+
+AUDITED_CONFIG = APP_CONFIG + '\n[log]\naudit_file = "audit.log"\n'
+
+
+@pytest.fixture
+def audited(tmp_path: Path, clock: t.Any) -> t.Iterator[SS]:
+    """The self-service harness with ``[log] audit_file = "audit.log"``."""
+    ss = make_ss(tmp_path, clock, AUDITED_CONFIG)
+    yield ss
+    audit.configure(None)
+
+
+def events(ss: SS) -> list[dict[str, t.Any]]:
+    path = ss.h.config.log.audit_file
+    assert path is not None
+    found = lines(path)
+    for one in found:
+        assert list(one) == FIELDS
+        assert TS.match(one["ts"])
+        assert one["event"] in EVENTS
+    return found
+
+
+def brief(found: list[dict[str, t.Any]]) -> list[tuple[str, str, str, str, str]]:
+    return [(e["event"], e["user"], e["ip"], e["result"], e["reason"]) for e in found]
+
+
+class Secrets:
+    """Every secret a test sends or receives, to look for afterwards."""
+
+    def __init__(self) -> None:
+        self.values: set[str] = set()
+
+    def add(self, *values: str) -> str:
+        self.values.update(v for v in values if v)
+        return values[0]
+
+    def cookie(self, header: str) -> str:
+        """Remember the session id of ``name=value`` and return the header."""
+        self.add(header.split("=", 1)[1])
+        return header
+
+    def assert_absent(self, *texts: str) -> None:
+        assert len(self.values) > 10
+        for text in texts:
+            for value in self.values:
+                assert value not in text, f"a secret ({value[:3]}…) was written"
+
+
+def test_every_portal_event_with_its_fields_and_never_a_secret(
+    audited: SS, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SPEC §7.4: each security event of the portal and self-service, after the real action
+    over the API, is one line with the right fields; no password, code, token or session id
+    used in the test is in the audit file or the normal log."""
+    caplog.set_level(logging.DEBUG)
+    ss, h = audited, audited.h
+    ip = "127.0.0.1"  # the harness's client (a trusted proxy without X-Forwarded-For)
+    kept = Secrets()
+    kept.add(*PASSWORDS.values(), NEW_PASSWORD, "third passphrase here")
+
+    def post(path: str, payload: object, cookie: str | None = None, method: str = "POST") -> t.Any:
+        return h.api(path, payload, cookie=cookie, method=method)
+
+    def first(user: str, password: str) -> t.Any:
+        return post("/api/firstfactor", {"username": user, "password": password})
+
+    # first factor: wrong password, then three failures of an unknown name (banned)
+    wrong = kept.add("wrong-password-4711")
+    assert first("alice", wrong).status_int == 401
+    for _ in range(3):
+        assert first("mallory", kept.add(f"guess-{secrets.token_hex(4)}")).status_int == 401
+    assert first("mallory", kept.add("guess-after-ban")).status_int == 401
+    alice = kept.cookie(h.login("alice"))
+    other = kept.cookie(h.login("alice"))  # a second session, ended by the password change
+
+    # TOTP set up at the portal: elevation by a mailed code, then confirm with a code
+    assert post("/api/user/session/elevation", {}, alice).status_int == 200
+    resp = post("/api/user/session/elevation", {"otc": kept.add(ss.code())}, alice, "PUT")
+    alice = kept.cookie(cookie_of(resp))
+    start = post("/api/secondfactor/totp/register", {}, alice, "PUT")
+    secret = kept.add(start.json["data"]["base32_secret"])
+    code = kept.add(totp_at(secret, h.clock.now, h.config.totp))
+    assert post("/api/secondfactor/totp/register", {"token": code}, alice).status_int == 200
+
+    # second factor: malformed, wrong, right
+    h.clock.advance(30)
+    assert post("/api/secondfactor/totp", {"token": "12"}, alice).status_int == 400
+    good = totp_at(secret, h.clock.now, h.config.totp)
+    bad = kept.add(f"{(int(good) + 1) % 10**6:06d}")
+    assert post("/api/secondfactor/totp", {"token": bad}, alice).status_int == 401
+    resp = post("/api/secondfactor/totp", {"token": kept.add(good)}, alice)
+    assert resp.status_int == 200, resp.text
+    alice = kept.cookie(cookie_of(resp))
+
+    # TOTP removed (level 2, elevated again)
+    assert post("/api/user/session/elevation", {}, alice).status_int == 200
+    resp = post("/api/user/session/elevation", {"otc": kept.add(ss.code())}, alice, "PUT")
+    alice = kept.cookie(cookie_of(resp))
+    assert post("/api/secondfactor/totp", {}, alice, "DELETE").status_int == 200
+
+    # password change: wrong current one, then right
+    change = {"old_password": wrong, "new_password": NEW_PASSWORD}
+    assert post("/api/change-password", change, alice).status_int == 401
+    change["old_password"] = PASSWORDS["alice"]
+    resp = post("/api/change-password", change, alice)
+    assert resp.status_int == 200, resp.text
+    alice = kept.cookie(cookie_of(resp))
+    assert h.forward_auth("https://app.example.com/", cookie=other).status_int == 302
+
+    # password reset: a link revoked, a forged one, a real one used, replayed
+    assert post("/api/reset-password/identity/start", {"username": "alice"}).status_int == 200
+    assert (
+        post("/api/reset-password", {"token": kept.add(ss.token())}, method="DELETE").status_int
+        == 200
+    )
+    assert post("/api/reset-password/identity/start", {"username": "alice"}).status_int == 200
+    token = kept.add(ss.token())
+    forged = kept.add(token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB"))
+    assert post("/api/reset-password/identity/finish", {"token": forged}).status_int == 401
+    resp = post("/api/reset-password/identity/finish", {"token": token})
+    assert resp.status_int == 200, resp.text
+    grant = kept.cookie(cookie_of(resp))
+    resp = post("/api/reset-password", {"password": "third passphrase here"}, grant)
+    assert resp.status_int == 200, resp.text
+    assert post("/api/reset-password/identity/finish", {"token": token}).status_int == 401
+
+    # sign out
+    bob = kept.cookie(h.login("bob"))
+    assert post("/api/logout", {}, bob).status_int == 200
+
+    # a banned second factor: three wrong codes ban bob, the fourth is refused as banned
+    bob_secret, _ = ss.h.app.portal.totp.enrol("bob")
+    kept.add(bob_secret)
+    bob = kept.cookie(h.login("bob"))
+    for n in range(4):
+        h.clock.advance(30)
+        good = totp_at(bob_secret, h.clock.now, h.config.totp)
+        bad = kept.add(f"{(int(good) + 1 + n) % 10**6:06d}")
+        assert post("/api/secondfactor/totp", {"token": bad}, bob).status_int == 401
+
+    assert brief(events(ss)) == [
+        ("login_failed", "alice", ip, "failure", "wrong_credentials"),
+        ("login_failed", "mallory", ip, "failure", "wrong_credentials"),
+        ("login_failed", "mallory", ip, "failure", "wrong_credentials"),
+        ("ban", "mallory", "", "success", "too_many_failures"),
+        ("login_failed", "mallory", ip, "failure", "wrong_credentials"),
+        ("login_failed", "mallory", ip, "failure", "wrong_credentials"),
+        ("login", "alice", ip, "success", "password"),
+        ("login", "alice", ip, "success", "password"),
+        ("totp_added", "alice", ip, "success", "user"),
+        ("second_factor_failed", "alice", ip, "failure", "malformed_code"),
+        ("second_factor_failed", "alice", ip, "failure", "wrong_code"),
+        ("second_factor", "alice", ip, "success", "totp"),
+        ("totp_removed", "alice", ip, "success", "user"),
+        ("password_changed", "alice", ip, "failure", "wrong_credentials"),
+        ("password_changed", "alice", ip, "success", "user"),
+        ("session_revoked", "alice", ip, "success", "password_changed"),
+        ("password_reset", "alice", ip, "success", "link_sent"),
+        ("password_reset", "alice", ip, "success", "link_revoked"),
+        ("password_reset", "alice", ip, "success", "link_sent"),
+        ("password_reset", "", ip, "failure", "link_invalid"),
+        ("password_reset", "alice", ip, "success", "link_accepted"),
+        ("password_reset", "alice", ip, "success", "reset_link"),
+        ("session_revoked", "alice", ip, "success", "password_changed"),
+        ("password_reset", "alice", ip, "failure", "link_invalid"),
+        ("login", "bob", ip, "success", "password"),
+        ("logout", "bob", ip, "success", "user"),
+        ("login", "bob", ip, "success", "password"),
+        ("second_factor_failed", "bob", ip, "failure", "wrong_code"),
+        ("second_factor_failed", "bob", ip, "failure", "wrong_code"),
+        ("ban", "bob", "", "success", "too_many_failures"),
+        ("second_factor_failed", "bob", ip, "failure", "wrong_code"),
+        ("second_factor_failed", "bob", ip, "failure", "banned"),
+    ]
+    path = h.config.log.audit_file
+    assert path is not None
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    for session_id in t.cast(t.Any, h.store)._sessions:  # the live ones, as stored
+        kept.add(session_id)
+    kept.assert_absent(path.read_text(encoding="utf-8"), caplog.text)

@@ -60,6 +60,7 @@ import typing as t
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from server.core import audit
 from server.core.errors import Banned
 from server.core.errors import StoreUnavailable
 from server.core.names import canonical_username
@@ -376,6 +377,8 @@ class Regulator:
             return
         until = attempts[0].time + self.config.ban_time
         self.storage.save_ban(ban_kind, value, until, REASON)
+        who = {"user": value, "ip": None} if ban_kind == "user" else {"user": None, "ip": value}
+        audit.emit("ban", **who, result="success", reason="too_many_failures")
         log.warning(
             "banned %s %s for %ds after %d failed %s attempts",
             ban_kind,

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from webob import Request
 from webob import Response
 
+from server.core import audit
 from server.core import endpoints
 from server.core.errors import Banned
 from server.core.names import canonical_username
@@ -48,6 +49,8 @@ if t.TYPE_CHECKING:
 log = logging.getLogger("authctl.portal")
 
 AUTH_FAILED = "Authentication failed. Check your credentials."
+#: The audit log's result and reason for what a signed-in user does at the portal.
+_DONE_BY_USER = {"result": "success", "reason": "user"}
 #: A wrong, replayed or banned TOTP code (one answer for all three: a ban is not revealed).
 CODE_WRONG = "The code is wrong or was already used. Enter the code your app shows now."
 
@@ -192,6 +195,7 @@ class PortalApi:
         fields = {"user": canonical_username(username), "ip": origin.client_ip}
         if result is None:
             log.info("first factor failed", extra={"fields": fields})
+            audit.emit("login_failed", **fields, result="failure", reason="wrong_credentials")
             raise ApiError(401, AUTH_FAILED)
         identity, stamp = result
         previous = self.gate.session(call.req, origin)
@@ -200,6 +204,7 @@ class PortalApi:
         remember = keep and self.config.session.remember_me > 0
         session = self.sessions.create(cookie.domain, identity.username, 1, remember, stamp)
         log.info("first factor succeeded", extra={"fields": fields})
+        audit.emit("login", **fields, result="success", reason="password")
         resp = self.after_factor(identity, target_url, method, cookie)
         set_session_cookie(resp, self.sessions, session, cookie)
         return resp
@@ -210,6 +215,7 @@ class PortalApi:
         found = self.gate.session(call.req, origin)
         if found is not None:
             self.sessions.destroy(found[1].id)
+            audit.emit("logout", user=found[0].username, ip=origin.client_ip, **_DONE_BY_USER)
         safe = safe_redirect(target_url, self.domains) if target_url else None
         body: dict[str, object] = {"safeTargetURL": safe is not None}
         if safe is not None:
@@ -234,22 +240,26 @@ class PortalApi:
         method = field(data, "requestMethod", str)
         identity, session = call.signed_in()
         fields = {"user": identity.username, "ip": origin.client_ip}
+        why = "wrong_code"
         try:
             good = self.totp.check(identity.username, data.get("token"), ip=origin.client_ip or "")
         except MalformedCode:
+            audit.emit("second_factor_failed", **fields, result="failure", reason="malformed_code")
             digits = self.config.totp.digits
             raise ApiError(400, f"The code must be {digits} digits.") from None
         except Banned:
             log.warning("second factor refused (banned)", extra={"fields": fields})
-            good = False
+            good, why = False, "banned"
         if not good:
             log.info("second factor failed", extra={"fields": fields})
+            audit.emit("second_factor_failed", **fields, result="failure", reason=why)
             raise ApiError(401, CODE_WRONG)
         try:
             elevated = self.sessions.elevate(session, 2)
         except SessionGoneError:
             raise ApiError(401, "Your session ended; sign in again.") from None
         log.info("second factor succeeded", extra={"fields": fields})
+        audit.emit("second_factor", **fields, result="success", reason="totp")
         resp = self.after_factor(replace(identity, level=2), target_url, method, cookie)
         set_session_cookie(resp, self.sessions, elevated, cookie)
         return resp

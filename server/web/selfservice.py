@@ -74,6 +74,7 @@ from urllib.parse import quote
 from webob import Request
 from webob import Response
 
+from server.core import audit
 from server.core import endpoints
 from server.core.cookies import session_ids
 from server.core.crypto import read_key_file
@@ -192,6 +193,23 @@ class SelfServiceSettings:
     reset_finish_ip: tuple[Limit, ...] = limits((10, 60), (15, 120))
     #: Mails that may wait for the relay before requests that send one get a 503.
     mail_queue: int = OUTBOX_CAPACITY
+
+
+#: The audit log's result and reason of the self-service events (``server.core.audit``).
+_BY_USER = {"result": "success", "reason": "user"}
+_LINK_SENT = {"result": "success", "reason": "link_sent"}
+_LINK_ACCEPTED = {"result": "success", "reason": "link_accepted"}
+_LINK_INVALID = {"result": "failure", "reason": "link_invalid"}
+_LINK_REVOKED = {"result": "success", "reason": "link_revoked"}
+_RESET_DONE = {"result": "success", "reason": "reset_link"}
+
+
+def _audit_sessions_ended(username: str, ip: str | None, ended: int) -> None:
+    """The user's other sessions ended because the password changed (one audit line)."""
+    if ended:
+        audit.emit(
+            "session_revoked", user=username, ip=ip, result="success", reason="password_changed"
+        )
 
 
 def qr_svg(data: str) -> bytes:
@@ -626,6 +644,7 @@ class SelfServiceApi:
             raise ApiError(401, "The code is wrong. Check the time on your device and try again.")
         self._update(session, dict.fromkeys(_PENDING_TOTP))
         log.info("TOTP enrolled", extra={"fields": {"user": identity.username}})
+        audit.emit("totp_added", user=identity.username, ip=origin.client_ip, **_BY_USER)
         self._notice(
             identity,
             "An authenticator app was set up",
@@ -647,6 +666,7 @@ class SelfServiceApi:
         identity, _session = call.signed_in()
         if self.totp.remove(identity.username):
             log.info("TOTP removed by its user", extra={"fields": {"user": identity.username}})
+            audit.emit("totp_removed", user=identity.username, ip=origin.client_ip, **_BY_USER)
             self._notice(
                 identity,
                 "Your authenticator app was removed",
@@ -718,6 +738,7 @@ class SelfServiceApi:
         log.info(
             "password reset link sent", extra={"fields": {"user": name, "ip": origin.client_ip}}
         )
+        audit.emit("password_reset", user=name, ip=origin.client_ip, **_LINK_SENT)
 
     def reset_finish(self, call: Call) -> Response:
         """``POST /api/reset-password/identity/finish {token}``: consume the link's token and
@@ -729,6 +750,7 @@ class SelfServiceApi:
             claims = self.tokens.verify(token, INTENT_RESET)
         except InvalidToken as exc:
             log.info("reset link refused: %s", exc, extra={"fields": fields})
+            audit.emit("password_reset", user=None, ip=origin.client_ip, **_LINK_INVALID)
             raise ApiError(401, LINK_INVALID) from None
         fields["user"] = claims.username
         self._limit("reset_finish_user", claims.username)
@@ -737,9 +759,11 @@ class SelfServiceApi:
             self.tokens.consume(token, INTENT_RESET, ip=origin.client_ip)
         except InvalidToken as exc:
             log.info("reset link refused: %s", exc, extra={"fields": fields})
+            audit.emit("password_reset", user=claims.username, ip=origin.client_ip, **_LINK_INVALID)
             raise ApiError(401, LINK_INVALID) from None
         if user is None or not self.tokens.matches_stamp(claims, user_stamp(user.password)):
             log.info("reset link refused: user gone or password changed", extra={"fields": fields})
+            audit.emit("password_reset", user=claims.username, ip=origin.client_ip, **_LINK_INVALID)
             raise ApiError(401, LINK_INVALID)
         previous = self._raw_session(call.req, cookie)
         if previous is not None:
@@ -756,6 +780,7 @@ class SelfServiceApi:
             },
         )
         log.info("reset link accepted", extra={"fields": fields})
+        audit.emit("password_reset", user=user.name, ip=origin.client_ip, **_LINK_ACCEPTED)
         resp = ok()
         set_session_cookie(resp, self.sessions, grant, cookie)
         return resp
@@ -782,6 +807,8 @@ class SelfServiceApi:
             "password reset",
             extra={"fields": {"user": user.name, "ip": origin.client_ip, "sessions_ended": ended}},
         )
+        audit.emit("password_reset", user=user.name, ip=origin.client_ip, **_RESET_DONE)
+        _audit_sessions_ended(user.name, origin.client_ip, ended)
         self._notice(
             user,
             "Your password was changed",
@@ -806,6 +833,7 @@ class SelfServiceApi:
             "reset link revoked",
             extra={"fields": {"user": claims.username, "ip": origin.client_ip}},
         )
+        audit.emit("password_reset", user=claims.username, ip=origin.client_ip, **_LINK_REVOKED)
         return ok()
 
     def _check_policy(self, password: str, username: str) -> None:
@@ -834,6 +862,7 @@ class SelfServiceApi:
         checked = self.identities.check_password(identity.username, old, ip=origin.client_ip)
         if checked is None:
             log.info("password change refused: wrong current password", extra={"fields": fields})
+            audit.emit("password_changed", **fields, result="failure", reason="wrong_credentials")
             raise ApiError(401, "The current password is wrong.")
         phc = self._hash(new)
         self._store_password(identity.username, phc)
@@ -852,6 +881,8 @@ class SelfServiceApi:
         resp = ok()
         set_session_cookie(resp, self.sessions, fresh, cookie)
         log.info("password changed", extra={"fields": {**fields, "sessions_ended": ended}})
+        audit.emit("password_changed", user=identity.username, ip=origin.client_ip, **_BY_USER)
+        _audit_sessions_ended(identity.username, origin.client_ip, ended)
         self._notice(
             identity,
             "Your password was changed",
