@@ -22,6 +22,7 @@ from pathlib import Path
 from webob import Request
 from webob import Response
 
+from server.core import audit
 from server.core import endpoints
 from server.core.errors import StoreUnavailable
 from server.core.identity import IdentityResolver
@@ -451,6 +452,7 @@ def make_app(
         ValueError: a collaborator cannot start (unsupported store); the message says why.
         server.core.storage.StorageError: the storage database or its key is unusable.
         server.core.errors.UserStoreError: the users file is missing or invalid.
+        server.core.audit.AuditError: ``log.audit_file`` cannot be opened.
     """
     from server.core.hashcap import HashGate
     from server.core.hashcap import default_max_concurrent
@@ -459,6 +461,7 @@ def make_app(
     from server.core.storage import Storage
     from server.core.users import UsersSource
 
+    audit.configure(config.log.audit_file)  # refuses to start when it cannot be opened
     if users is None:
         users = UsersSource(config.users.file, watch=config.users.watch)
     if hasher is None:
