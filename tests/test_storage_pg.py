@@ -34,6 +34,7 @@ from server.core.storage import OneTimeCode
 from server.core.storage import Redemption
 from server.core.storage import Storage
 from server.core.storage import StorageError
+from tests import pgcluster
 from tests.pgcluster import PASSWORD
 from tests.pgcluster import PgCluster
 from tests.pgcluster import free_port
@@ -566,3 +567,46 @@ def test_restart_inside_an_exclusive_block(own_cluster: PgCluster, fault_storage
         own_cluster.restart()
     with storage.exclusive("regulation"):
         assert storage.accept_totp_step("carol", 1)
+
+
+def test_waiting_for_a_lock_holds_no_connection(
+    request: pytest.FixtureRequest, cluster: PgCluster, tmp_path: Path
+) -> None:
+    """Six threads queue for one exclusive() lock and each works inside it, on a pool of
+    two: the waiters hold no connection, so the holder always gets one (no pool deadlock)."""
+    dsn: str = request.getfixturevalue("pg_dsn")
+    storage = Storage(
+        make_config(tmp_path, postgres=cluster.postgres_config(dsn, timeout=2, pool_size=2))
+    )
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(6)
+
+    def work(number: int) -> None:
+        barrier.wait()
+        try:
+            for round_ in range(3):
+                with storage.exclusive("regulation"):
+                    storage.add_inflight(f"t{number}-{round_}", [("a", "b", "c")], 4e9)
+                    time.sleep(0.01)
+        except BaseException as exc:  # collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert storage.inflight_counts([("a", "b", "c")], 0) == {("a", "b", "c"): 18}
+    finally:
+        storage.close()
+
+
+def test_missing_binaries_fail_with_the_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without PostgreSQL the cluster fixture fails (never skips) saying what to install."""
+    monkeypatch.setattr(pgcluster, "PG_BIN", tmp_path)
+    with pytest.raises(pytest.fail.Exception, match="apt-get install"):
+        PgCluster.create()

@@ -186,7 +186,8 @@ class PostgresDatabase:
                     self.config.dsn,
                     kwargs=self._kwargs(),
                     min_size=1,
-                    max_size=max(1, self.config.pool_size),
+                    # exclusive() keeps one for its block, whose work needs another
+                    max_size=max(2, self.config.pool_size),
                     timeout=self.timeout,
                     reconnect_timeout=RECONNECT_TIMEOUT,
                     reconnect_failed=self._reconnect_failed,
@@ -321,33 +322,38 @@ class PostgresDatabase:
 
     @contextlib.contextmanager
     def exclusive(self, name: str, timeout: float) -> t.Iterator[None]:
-        """A session advisory lock on a connection kept for the block, always released."""
+        """A session advisory lock on a connection kept for the block, always released.
+
+        A waiter takes a connection only for each try (``pg_try_advisory_lock``), never while
+        it sleeps: waiters holding the pool would starve the holder, which needs connections
+        of its own inside the block.
+        """
         key = lock_id("exclusive:" + name)
-        try:
+        deadline = time.monotonic() + timeout
+        pause = 0.001
+        while True:
             with self._connection() as conn:
-                deadline = time.monotonic() + timeout
-                pause = 0.001
-                while True:
-                    row = _Tx(conn).execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()
-                    if row is not None and row[0]:
-                        break
-                    if time.monotonic() >= deadline:
-                        raise self.error(
-                            f"timed out after {timeout:g} s waiting for the lock {name!r} "
-                            f"({self.describe()})",
-                            reason="lock timeout",
-                        )
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.02)
                 try:
-                    yield
-                finally:
+                    row = _Tx(conn).execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()
+                except psycopg.Error as exc:
+                    raise self._failed(exc) from None
+                if row is not None and row[0]:
                     try:
-                        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
-                    except psycopg.Error:
-                        conn.close()  # a session that may still hold it never goes back
-        except psycopg.Error as exc:
-            raise self._failed(exc) from None
+                        yield
+                    finally:
+                        try:
+                            conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                        except psycopg.Error:
+                            conn.close()  # a session that may still hold it never goes back
+                    return
+            if time.monotonic() >= deadline:
+                raise self.error(
+                    f"timed out after {timeout:g} s waiting for the lock {name!r} "
+                    f"({self.describe()})",
+                    reason="lock timeout",
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
     def after_copy(self, tx: Tx, table: Table) -> None:
         """Move ``table``'s id sequence past the largest copied id."""
