@@ -45,7 +45,7 @@ from server.core.config import PostgresConfig
 #: Where Debian's postgresql-15 puts initdb, pg_ctl and postgres.
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 #: What to run when they are missing.
-INSTALL = "apt-get update && apt-get install -y postgresql-15"
+INSTALL = "apt-get update && apt-get install -y postgresql (or scripts/install-e2e-deps.sh)"
 #: The role authctl connects as, and its password (in :attr:`PgCluster.password_file`).
 ROLE = "authctl"
 PASSWORD = "pg-test-password-7f3a9c"
@@ -214,12 +214,21 @@ class PgCluster:
         )
 
 
+#: The session's cluster, shared by every module that imports the fixture (pytest makes a
+#: session fixture imported into two modules two fixtures: both return this one).
+_shared: PgCluster | None = None
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """One PostgreSQL 15 cluster for the whole session (never stop it from a test)."""
-    cluster = PgCluster.create()
-    yield cluster
-    cluster.destroy()
+    global _shared  # one cluster per test process, by design
+    if _shared is None:
+        _shared = PgCluster.create()
+    yield _shared
+    if _shared is not None:  # the first teardown at the end of the session removes it
+        _shared.destroy()
+        _shared = None
 
 
 @pytest.fixture
