@@ -107,7 +107,9 @@ def clear(state: State, target: str) -> None:
     find_time bans again. No ban to lift is exit 3.
     """
     from authctl.cmd_totp import no_storage_yet
+    from server.core.audit import for_cli
 
+    trail = for_cli(state.config().log.audit_file)
     lifted = []
     if not no_storage_yet(state.config()):
         regulator = _regulator(state)
@@ -118,4 +120,6 @@ def clear(state: State, target: str) -> None:
     if not lifted:
         raise DataError(f"no ban on {target!r} is running")
     for ban in lifted:
+        user, ip = (ban.value, "cli") if ban.kind == "user" else (None, ban.value)
+        trail.emit("ban", user=user, ip=ip, reason="ban_cleared")
         click.echo(f"Lifted the ban of {ban.kind} {ban.value} (it ran until {_iso(ban.expires)})")

@@ -109,6 +109,7 @@ def add(state: State, name: str, force: bool, as_json: bool) -> None:
     only now. NAME must be in the users file; an existing secret is replaced only with
     --force (exit 3 otherwise).
     """
+    from server.core.audit import for_cli
     from server.core.totp import TotpAlreadyEnrolled
     from server.core.totp import TotpService
     from server.core.userfile import UsersFile
@@ -117,6 +118,7 @@ def add(state: State, name: str, force: bool, as_json: bool) -> None:
     users = UsersFile(config.users.file)
     if users.read().get(name) is None:
         raise DataError(f"no user {name!r} in {users.path} (list them with `authctl user list`)")
+    trail = for_cli(config.log.audit_file)
     storage = open_storage(config)
     try:
         with reworded(
@@ -126,6 +128,7 @@ def add(state: State, name: str, force: bool, as_json: bool) -> None:
             secret, uri = TotpService(storage, config.totp).enrol(name, force=force)
     finally:
         storage.close()
+    trail.emit("totp_added", user=name)
     if as_json:
         click.echo(json.dumps({"secret": secret, "uri": uri}))
         return
@@ -147,6 +150,10 @@ def remove(state: State, name: str) -> None:
 
     NAME need not be in the users file any more. No secret to remove is exit 3.
     """
+    from server.core.audit import for_cli
+
+    trail = for_cli(state.config().log.audit_file)
     if not remove_totp(state.config(), name):
         raise DataError(f"user {name!r} has no TOTP secret")
+    trail.emit("totp_removed", user=name)
     click.echo(f"Removed the TOTP secret of {name}")

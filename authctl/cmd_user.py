@@ -22,6 +22,7 @@ from authctl.cli import username_callback
 from authctl.cmd_totp import totp
 
 if t.TYPE_CHECKING:
+    from server.core.audit import CliAudit
     from server.core.userfile import UsersFile
     from server.core.users import User
     from server.core.users import UserDatabase
@@ -137,6 +138,14 @@ def _hash(state: State, password: str) -> str:
     from server.core.passwords import PasswordHasher
 
     return PasswordHasher(state.config().users.password_hash).hash(password)
+
+
+def _audit(state: State) -> CliAudit:
+    """The configured audit log, checked before the command changes anything (exit 3 when it
+    cannot be opened); events are written with ``ip`` "cli"."""
+    from server.core.audit import for_cli
+
+    return for_cli(state.config().log.audit_file)
 
 
 def _say(message: str) -> None:
@@ -320,8 +329,10 @@ def passwd(state: State, name: str, password_stdin: bool, force: bool) -> None:
     users = _users_file(state)
     if users.read().get(name) is None:
         raise _unknown(users, name)
+    trail = _audit(state)
     password = _policy(state, name, read_password(password_stdin), force)
     changed = users.set_password(name, _hash(state, password))
+    trail.emit("password_changed", user=changed.name)
     _say(f"Changed the password of {changed.name}")
 
 
@@ -330,7 +341,9 @@ def passwd(state: State, name: str, password_stdin: bool, force: bool) -> None:
 @pass_state
 def disable(state: State, name: str) -> None:
     """Disable NAME: no login, and the server ends the user's sessions."""
+    trail = _audit(state)
     changed = _users_file(state).set_disabled(name, True)
+    trail.emit("session_revoked", user=changed.name)
     _say(f"Disabled {changed.name}")
 
 
@@ -351,8 +364,11 @@ def remove(state: State, name: str) -> None:
     from authctl.cmd_totp import remove_totp
 
     users = _users_file(state)
+    trail = _audit(state)
     users.remove(name)
+    trail.emit("session_revoked", user=name)
     if remove_totp(state.config(), name):
+        trail.emit("totp_removed", user=name)
         _say(f"Removed {name}'s TOTP secret")
     _say(f"Removed {name} from {users.path}")
 

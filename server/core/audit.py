@@ -263,12 +263,18 @@ class CliAudit:
             os.close(open_file(path))
 
     def emit(
-        self, event: str, *, user: str | None, result: str = "success", reason: str = "admin"
+        self,
+        event: str,
+        *,
+        user: str | None,
+        ip: str | None = "cli",
+        result: str = "success",
+        reason: str = "admin",
     ) -> None:
-        """Append one event as done by ``authctl``; a failure is logged, not raised (the
-        change is made already)."""
+        """Append one event as done by ``authctl`` (``ip`` "cli", except for a ban: the
+        address banned); a failure is logged, not raised (the change is made already)."""
         if self.path is None:
-            NullAuditLog().emit(event, user=user, ip="cli", result=result, reason=reason)
+            NullAuditLog().emit(event, user=user, ip=ip, result=result, reason=reason)
             return
         try:
             audit = AuditLog(self.path, warn=False)
@@ -276,7 +282,7 @@ class CliAudit:
             log.error("%s; event %s not written", exc, event)
             return
         try:
-            audit.emit(event, user=user, ip="cli", result=result, reason=reason)
+            audit.emit(event, user=user, ip=ip, result=result, reason=reason)
         finally:
             audit.close()
 
