@@ -59,6 +59,9 @@ def serve(state: State, address: str | None, workers: int) -> None:
 
     SIGHUP reopens log.audit_file (after logrotate moved it); with --workers the parent
     forwards it to every worker.
+
+    With telemetry.metrics.enable, Prometheus metrics are served at /metrics on
+    telemetry.metrics.address (by the parent with --workers, summing every worker's).
     """
     from server.core.logs import configure_logging
     from server.core.runtime import runtime_problems
@@ -126,6 +129,20 @@ def _check_host(listen: dict[str, t.Any], setting: str) -> None:
         raise _listen_error(listen, exc, setting) from None
 
 
+def _metrics_listener(config: Config, render: t.Callable[[], bytes]) -> t.Any:
+    """The ``/metrics`` listener on ``telemetry.metrics.address``; an address it cannot
+    listen on is a config error (exit 3) that names the key and the fix."""
+    from server.serve.httpd import listen_problem
+    from server.serve.metrics_listener import MetricsListener
+
+    metrics_config = config.telemetry.metrics
+    try:
+        return MetricsListener(metrics_config.host, metrics_config.port, render)
+    except OSError as exc:
+        setting = f"telemetry.metrics.address in {config.path}"
+        raise DataError(listen_problem(metrics_config.address, exc, setting)) from None
+
+
 def _run(server: t.Any, config: Config, started: t.Callable[[], None] = lambda: None) -> None:
     """Serve until SIGTERM or SIGINT, then answer what was received (``server.serve.drain``);
     SIGHUP runs the ``server.core.hup`` callbacks (the audit log reopens its file)."""
@@ -138,7 +155,22 @@ def _run(server: t.Any, config: Config, started: t.Callable[[], None] = lambda: 
 
 
 def _serve_one(config: Config, listen: dict[str, t.Any], setting: str) -> None:
-    """One process: the app and waitress's thread pool."""
+    """One process: the app and waitress's thread pool (and the metrics listener, if on)."""
+    listener = None
+    if config.telemetry.metrics.enable:
+        from server.core import metrics
+
+        recorder = metrics.Metrics()
+        metrics.install(recorder)
+        listener = _metrics_listener(config, recorder.scrape)
+    try:
+        _serve_app(config, listen, setting)
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+def _serve_app(config: Config, listen: dict[str, t.Any], setting: str) -> None:
     from server.serve.httpd import make_app_server
 
     app = _build_app(config)
@@ -181,8 +213,29 @@ def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int, setti
         where = listen["unix_socket"]
     else:
         where = f"{listen['host']}:{sockets[0].getsockname()[1]}"
+    try:
+        shared = _shared_metrics(config)
+    except DataError:
+        for sock in sockets:
+            sock.close()
+        raise
 
     def worker(listen_socket: t.Callable[[], socket.socket], ready: t.Callable[[], None]) -> int:
+        recorder = None
+        if shared is not None:
+            from server.core import metrics
+
+            shared[1].forget()  # the supervisor's listener is not this process's
+            recorder = metrics.Metrics(multiprocess=True)
+            metrics.install(recorder)
+            recorder.start_flusher()
+        try:
+            return _work(listen_socket, ready)
+        finally:
+            if recorder is not None:
+                recorder.close()  # its last counts into its file, kept after it exits
+
+    def _work(listen_socket: t.Callable[[], socket.socket], ready: t.Callable[[], None]) -> int:
         try:
             app = _build_app(config)
         except click.ClickException as exc:  # the parent logs it
@@ -200,11 +253,18 @@ def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int, setti
             f"authctl serving on {where} (config {config.path}, {workers} workers)", err=True
         )
 
+    on_exit = None
+    if shared is not None:
+        from server.core.metrics import mark_process_dead
+
+        folder = shared[0].path
+        on_exit = lambda pid: mark_process_dead(pid, folder)  # noqa: E731
     supervisor = Supervisor(
         sockets,
         workers,
         worker,
         rebind=rebinder(listen, sockets),
+        on_exit=on_exit,
         # each worker drains for up to shutdown_grace, then closes what is left
         stop_grace=config.server.shutdown_grace + 5.0,
     )
@@ -213,3 +273,26 @@ def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int, setti
     finally:
         for sock in sockets:
             sock.close()
+        if shared is not None:
+            shared[1].close()
+            shared[0].remove()
+
+
+def _shared_metrics(config: Config) -> tuple[t.Any, t.Any] | None:
+    """With metrics on, for ``--workers``: the private folder the workers write their values
+    to (``PROMETHEUS_MULTIPROC_DIR``, which they inherit) and the supervisor's listener that
+    sums them; None with metrics off."""
+    if not config.telemetry.metrics.enable:
+        return None
+    from server.core.metrics import exposition
+    from server.core.metrics import multiprocess_registry
+    from server.serve.metrics_listener import MultiprocessDir
+
+    folder = MultiprocessDir()
+    registry = multiprocess_registry(folder.path)
+    try:
+        listener = _metrics_listener(config, lambda: exposition(registry))
+    except DataError:
+        folder.remove()
+        raise
+    return folder, listener

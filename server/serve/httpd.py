@@ -15,6 +15,8 @@ import time
 import typing as t
 from pathlib import Path
 
+from server.core import endpoints
+from server.core import metrics
 from server.core.forwarded import UNIX_PEER
 from server.serve import waitress_adapter
 from server.serve.drain import accept_in_batches
@@ -110,13 +112,14 @@ def make_server(
     sockets: list[socket.socket] | None = None,
     *,
     inline: t.Callable[[dict[str, t.Any]], t.Any] | None = None,
+    recorder: metrics.Recorder | None = None,
 ) -> t.Any:
     """A waitress server for ``app`` with authctl's fixed settings.
 
     Either ``listen`` (``authctl serve``'s ``listen_kwargs``: waitress binds) or ``sockets``
     (already bound and listening, e.g. inherited from the ``--workers`` parent). ``inline``
     (the app's ``decide_inline``) lets authz requests be answered in the I/O thread
-    (``server.serve.inline``).
+    (``server.serve.inline``), counted by ``recorder`` (``server.core.metrics``) if given.
     The benchmark's baseline apps are served through this function too, so they run on
     exactly the same settings.
     """
@@ -137,7 +140,7 @@ def make_server(
     if inline is not None:
         from server.serve.inline import install
 
-        install(list(socket_map.values()), inline)
+        install(list(socket_map.values()), inline, recorder)
     return server
 
 
@@ -148,9 +151,46 @@ def make_app_server(
     sockets: list[socket.socket] | None = None,
 ) -> t.Any:
     """``authctl serve``'s waitress server for ``app``: ``config.server.threads`` pool threads,
-    and authz answered in the I/O thread unless ``server.inline_authz`` is false."""
+    and authz answered in the I/O thread unless ``server.inline_authz`` is false. Every
+    answer is counted by the installed metrics recorder (``server.core.metrics``) when
+    metrics are on: here for the pool, in ``server.serve.inline`` for the I/O thread."""
     inline = app.decide_inline if config.server.inline_authz else None
-    return make_server(app, config.server.threads, listen, sockets, inline=inline)
+    recorder = metrics.active()
+    wsgi = counted(app, recorder) if recorder.enabled else app
+    return make_server(
+        wsgi, config.server.threads, listen, sockets, inline=inline, recorder=recorder
+    )
+
+
+def _is_authz(path: str) -> bool:
+    """Whether ``path`` is an authz endpoint (``authctl_authz_total`` counts its answers)."""
+    return path in endpoints.AUTHZ or path.startswith(f"{endpoints.EXT_AUTHZ}/")
+
+
+def counted(app: t.Any, recorder: metrics.Recorder) -> t.Any:
+    """``app`` with each answer given to ``recorder.answered`` (status, method, time), an
+    exception as the 500 waitress sends for it."""
+    answered = recorder.answered
+
+    def wsgi(environ: dict[str, t.Any], start_response: t.Any) -> t.Any:
+        started = time.perf_counter()
+        status = ["500 Internal Server Error"]
+
+        def start(line: str, headers: list[tuple[str, str]], exc_info: t.Any = None) -> t.Any:
+            status[0] = line
+            return start_response(line, headers, exc_info)
+
+        try:
+            return app(environ, start)
+        finally:
+            answered(
+                status[0],
+                environ.get("REQUEST_METHOD", ""),
+                time.perf_counter() - started,
+                authz=_is_authz(environ.get("PATH_INFO", "")),
+            )
+
+    return wsgi
 
 
 def address_of(listen: dict[str, t.Any]) -> str:

@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from operator import itemgetter
 
 from server.core import blocking
+from server.core.metrics import Recorder
 from server.serve import waitress_adapter
 from server.serve.waitress_adapter import HOP_BY_HOP
 from server.serve.waitress_adapter import Rendered
@@ -129,10 +130,13 @@ def _head(
 # ------------------------------------------------------------------ waitress integration
 
 
-def answer_with(decide: Decide) -> waitress_adapter.Answer:
+def answer_with(decide: Decide, recorder: Recorder | None = None) -> waitress_adapter.Answer:
     """The I/O thread's answer to a request: ``decide`` under ``blocking.forbidden``, rendered
     as waitress would write it; None when the pool must answer. Raises what ``decide`` and
-    ``render`` raise (the pool answers then too)."""
+    ``render`` raise (the pool answers then too). ``recorder`` (metrics on) counts each
+    answer given here; one the pool gives is counted there (``server.serve.httpd.counted``)."""
+    if recorder is not None and recorder.enabled:
+        return _counted_answer(decide, recorder)
 
     def answer(
         environ: dict[str, t.Any], version: str, connection: str, ident: str
@@ -147,7 +151,31 @@ def answer_with(decide: Decide) -> waitress_adapter.Answer:
     return answer
 
 
-def install(servers: Iterable[object], decide: Decide) -> None:
+def _counted_answer(decide: Decide, recorder: Recorder) -> waitress_adapter.Answer:
+    """``answer_with``'s answer, each one tallied (``Recorder.answered``: a few dict updates
+    of this thread's own, no lock, no I/O) once it is rendered."""
+    answered = recorder.answered
+
+    def answer(
+        environ: dict[str, t.Any], version: str, connection: str, ident: str
+    ) -> Rendered | None:
+        started = time.perf_counter()
+        with blocking.forbidden:
+            reply = decide(environ)
+        if reply is None:
+            return None
+        data, close = render(version, connection, reply, ident, time.time())
+        status = reply[0]
+        answered(
+            status, environ.get("REQUEST_METHOD", ""), time.perf_counter() - started, authz=True
+        )
+        return status, data, close
+
+    return answer
+
+
+def install(servers: Iterable[object], decide: Decide, recorder: Recorder | None = None) -> None:
     """Serve the connections of ``servers`` (waitress's socket map values: listeners,
-    channels, triggers) with answers from ``decide`` in the I/O thread when it can."""
-    waitress_adapter.serve_inline(servers, answer_with(decide), MAX_BUFFERED)
+    channels, triggers) with answers from ``decide`` in the I/O thread when it can, each
+    counted by ``recorder`` (metrics on)."""
+    waitress_adapter.serve_inline(servers, answer_with(decide, recorder), MAX_BUFFERED)

@@ -217,14 +217,16 @@ class Supervisor:
     ``sockets[i % len(sockets)]`` (one socket per worker, or one shared by all).
 
     ``rebind`` (``rebinder``): with one socket per worker, the parent closes a dead worker's
-    socket and its replacement binds its own with this. The timings are fields so that
-    tests can shorten them.
+    socket and its replacement binds its own with this. ``on_exit(pid)`` runs in the parent
+    for every worker reaped (the metrics' ``mark_process_dead``). The timings are fields so
+    that tests can shorten them.
     """
 
     sockets: list[socket.socket]
     count: int
     main: WorkerMain
     rebind: Callable[[], socket.socket] | None = None
+    on_exit: Callable[[int], None] | None = None
     backoff_base: float = BACKOFF_BASE
     backoff_max: float = BACKOFF_MAX
     stable_after: float = STABLE_AFTER
@@ -347,7 +349,15 @@ class Supervisor:
                 os.close(worker.ready_fd)
                 worker.ready_fd = None
             gone.append((worker, exit_status(wait_status)))
+            self._exited(pid)
         return gone
+
+    def _exited(self, pid: int) -> None:
+        if self.on_exit is not None:
+            try:
+                self.on_exit(pid)
+            except Exception:  # bookkeeping must never stop the supervision
+                log.exception("after worker %d exited", pid)
 
     def _supervise(self) -> int:
         while self._stop_signal is None:
@@ -428,6 +438,8 @@ class Supervisor:
                 self.workers.clear()
                 break
             worker = self.workers.pop(pid, None)
+            if worker is not None:
+                self._exited(pid)
             if worker is not None and worker.ready_fd is not None:
                 os.close(worker.ready_fd)
 
