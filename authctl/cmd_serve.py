@@ -6,6 +6,8 @@ this module parses the options, checks the files ``serve`` needs and reports in 
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import typing as t
 
@@ -18,6 +20,8 @@ from authctl.errors import reworded
 
 if t.TYPE_CHECKING:
     from server.core.config import Config
+    from server.core.reload import Reloader
+    from server.core.reload import Stamp
 
 
 def listen_kwargs(config: Config, address: str | None) -> dict[str, t.Any]:
@@ -57,17 +61,24 @@ def serve(state: State, address: str | None, workers: int) -> None:
     failing to start, the parent logs why and retries after 1 s, doubling up to 30 s, and
     the other workers keep serving. SIGTERM stops them all.
 
-    SIGHUP reopens log.audit_file (after logrotate moved it); with --workers the parent
-    forwards it to every worker.
+    SIGHUP reopens log.audit_file (after logrotate moved it) and reloads the config file
+    (with server.watch_config = true, so does a change of the file): an invalid file is
+    logged (file, key, line) and not applied; rules, cookie domains, regulation, session
+    lifetimes, notifier, password policy and branding apply to the next request; a changed
+    key that needs a restart (address, threads, stores, users file, log, telemetry) is
+    logged and keeps its running value. With --workers the parent forwards SIGHUP to every
+    worker and each reloads.
 
     With telemetry.metrics.enable, Prometheus metrics are served at /metrics on
     telemetry.metrics.address (by the parent with --workers, summing every worker's).
     """
     from server.core.logs import configure_logging
+    from server.core.reload import stamp
     from server.core.runtime import runtime_problems
     from server.serve.httpd import raise_fd_limit
 
     config = state.config()
+    loaded = stamp(config.path)  # what a reload compares the file with
     listen = listen_kwargs(config, address)
     # an address this machine cannot listen on is reported like a config error (exit 3)
     setting = "--address" if address is not None else f"server.address in {config.path}"
@@ -84,9 +95,9 @@ def serve(state: State, address: str | None, workers: int) -> None:
     _check_notifier(config)
     _check_host(listen, setting)
     if workers == 1:
-        _serve_one(config, listen, setting)
+        _serve_one(config, listen, setting, loaded)
     else:
-        status = _serve_workers(config, listen, workers, setting)
+        status = _serve_workers(config, listen, workers, setting, loaded)
         if status:
             raise SystemExit(status)
     click.echo("authctl stopped", err=True)
@@ -154,7 +165,29 @@ def _run(server: t.Any, config: Config, started: t.Callable[[], None] = lambda: 
     serve_until_stopped(server, config.server.shutdown_grace, started)
 
 
-def _serve_one(config: Config, listen: dict[str, t.Any], setting: str) -> None:
+def _reloads(
+    config: Config,
+    apply: t.Callable[[Config], None],
+    loaded: Stamp | None,
+    *,
+    report: bool = True,
+    count: bool = True,
+    name: str = "",
+) -> tuple[Reloader, t.Callable[[], None]]:
+    """A started ``server.core.reload.Reloader`` that SIGHUP wakes (``server.core.hup``), and
+    the function that unregisters it."""
+    from server.core import hup
+    from server.core.reload import Reloader
+
+    reloader = Reloader(config, apply, loaded=loaded, report=report, count=count, name=name)
+    remove = hup.on_hangup(reloader.request)
+    reloader.start()
+    return reloader, remove
+
+
+def _serve_one(
+    config: Config, listen: dict[str, t.Any], setting: str, loaded: Stamp | None = None
+) -> None:
     """One process: the app and waitress's thread pool (and the metrics listener, if on)."""
     listener = None
     if config.telemetry.metrics.enable:
@@ -164,13 +197,15 @@ def _serve_one(config: Config, listen: dict[str, t.Any], setting: str) -> None:
         metrics.install(recorder)
         listener = _metrics_listener(config, recorder.scrape)
     try:
-        _serve_app(config, listen, setting)
+        _serve_app(config, listen, setting, loaded)
     finally:
         if listener is not None:
             listener.close()
 
 
-def _serve_app(config: Config, listen: dict[str, t.Any], setting: str) -> None:
+def _serve_app(
+    config: Config, listen: dict[str, t.Any], setting: str, loaded: Stamp | None
+) -> None:
     from server.serve.httpd import make_app_server
 
     app = _build_app(config)
@@ -188,6 +223,11 @@ def _serve_app(config: Config, listen: dict[str, t.Any], setting: str) -> None:
         raise _listen_error(listen, exc, setting) from None
     where = listen.get("unix_socket") or f"{listen['host']}:{server.effective_port}"
     click.echo(f"authctl serving on {where} (config {config.path})", err=True)
+    reloader, _ = _reloads(config, app.reload, loaded)
+    if config.server.watch_config:
+        from server.core.reload import Watcher
+
+        Watcher(config.path, reloader.request, initial=loaded).start()
     try:
         _run(server, config)
     finally:
@@ -195,7 +235,13 @@ def _serve_app(config: Config, listen: dict[str, t.Any], setting: str) -> None:
             app.selfservice.close()  # send what the outbox still holds
 
 
-def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int, setting: str) -> int:
+def _serve_workers(
+    config: Config,
+    listen: dict[str, t.Any],
+    workers: int,
+    setting: str,
+    loaded: Stamp | None = None,
+) -> int:
     """The socket bound here, ``workers`` forked processes serving it (``server.serve.workers``)."""
     from server.serve.httpd import address_of
     from server.serve.httpd import listen_problem
@@ -220,6 +266,11 @@ def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int, setti
             sock.close()
         raise
 
+    # The parent validates each reload and logs its problems once, and keeps the last good
+    # config, which a worker forked later starts from; each worker reloads (and counts) its
+    # own app on SIGHUP.
+    parent, unhook = _reloads(config, lambda _config: None, loaded, count=False)
+
     def worker(listen_socket: t.Callable[[], socket.socket], ready: t.Callable[[], None]) -> int:
         recorder = None
         if shared is not None:
@@ -236,22 +287,31 @@ def _serve_workers(config: Config, listen: dict[str, t.Any], workers: int, setti
                 recorder.close()  # its last counts into its file, kept after it exits
 
     def _work(listen_socket: t.Callable[[], socket.socket], ready: t.Callable[[], None]) -> int:
+        unhook()  # the parent's reloader has no thread here
+        current, current_stamp = parent.config, parent.loaded
         try:
-            app = _build_app(config)
+            app = _build_app(current)
         except click.ClickException as exc:  # the parent logs it
             raise StartError(exc.format_message(), exc.exit_code) from None
         try:
             sock = listen_socket()
         except OSError as exc:
             raise StartError(listen_problem(address_of(listen), exc, setting)) from None
-        server = make_app_server(app, config, sockets=[sock])
-        _run(server, config, ready)
+        server = make_app_server(app, current, sockets=[sock])
+        # quiet: the parent reports the file's problems; a file changed since is reloaded now
+        _reloads(current, app.reload, current_stamp, report=False, name=f"worker {os.getpid()}")
+        _run(server, current, ready)
         return 0
 
     def announce() -> None:
         click.echo(
             f"authctl serving on {where} (config {config.path}, {workers} workers)", err=True
         )
+        if config.server.watch_config:  # a change is a SIGHUP to the parent: every worker
+            from server.core.reload import Watcher
+
+            hangup = lambda: os.kill(os.getpid(), signal.SIGHUP)  # noqa: E731
+            Watcher(config.path, hangup, initial=loaded).start()
 
     on_exit = None
     if shared is not None:

@@ -20,7 +20,6 @@ file's ``stat`` (mtime, size, inode) once a second, so an editor's rename-over c
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import os
 import threading
@@ -29,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.core import metrics
 from server.core.config import Config
 from server.core.config import parse_config
 from server.core.errors import ConfigError
@@ -60,6 +60,11 @@ LIVE: dict[str, tuple[str, ...]] = {
     "access_control": ("default_policy", "networks", "rules"),
     "portal": (
         "title", "logo_file", "custom_css_file", "theme", "logo_type", "logo", "custom_css",
+    ),
+    # live as long as what reads them is built per config (``server.web.app._build``)
+    "webauthn": (
+        "enable", "display_name", "rp_id", "attestation", "user_verification", "timeout",
+        "passkey_login", "passkey_uv_two_factor",
     ),
 }  # fmt: skip
 #: Fields that only restate another key (``server.address`` is also split into host, port
@@ -197,27 +202,17 @@ def _fields(problem: Problem) -> dict[str, object]:
     return {"file": str(problem.file), "key": problem.key, "line": problem.line}
 
 
-def count(result: str) -> None:
-    """Count a reload in ``authctl_config_reload_total{result}`` when metrics are built in
-    (``server.core.metrics.config_reload``); nothing otherwise."""
-    try:
-        metrics = importlib.import_module("server.core.metrics")
-    except ImportError:
-        return
-    counter = getattr(metrics, "config_reload", None)
-    if callable(counter):
-        counter(result)
-
-
 class Reloader:
     """Reloads ``config``'s file on request, in a thread of its own, one reload at a time.
 
     ``apply(config)`` puts a validated config (restart-only keys kept) in force; if it
     raises, the reload failed and the last good config stays. ``report``: log each problem
-    and restart-only key and count the result; a ``--workers`` worker passes False, because
-    its parent validates the same file and reports once (a worker still logs and counts a
-    failure of its own ``apply``). ``loaded``: the file's :func:`stamp` when ``config`` was
-    read; :meth:`start` reloads at once if the file changed since.
+    and restart-only key at their level; a ``--workers`` worker passes False (DEBUG), because
+    its parent validates the same file and reports once (a worker still logs a failure of its
+    own ``apply``). ``count``: count each result in ``authctl_config_reload_total`` (the
+    processes that serve count, so with ``--workers N`` one reload counts N times).
+    ``loaded``: the file's :func:`stamp` when ``config`` was read; :meth:`start` reloads at
+    once if the file changed since.
     """
 
     def __init__(
@@ -227,11 +222,13 @@ class Reloader:
         *,
         loaded: Stamp | None = None,
         report: bool = True,
+        count: bool = True,
         name: str = "",
     ) -> None:
         self.config = config
         self.apply = apply
         self.report = report
+        self.count = count
         self.name = name
         self.loaded = loaded
         self._wanted = threading.Event()
@@ -292,7 +289,7 @@ class Reloader:
                 exc,
                 exc_info=not isinstance(exc, ValueError),
             )
-            self._count("failure", always=True)
+            self._count("failure")
             return False
         self.config = outcome.config
         self.loaded = now_stamp
@@ -323,10 +320,10 @@ class Reloader:
             log.log(level, "config reload%s: %s", who, problem, extra={"fields": _fields(problem)})
         self._count("failure")
 
-    def _count(self, result: str, *, always: bool = False) -> None:
+    def _count(self, result: metrics.ReloadResult) -> None:
         self.results[result] += 1
-        if self.report or always:
-            count(result)
+        if self.count:
+            metrics.config_reload(result)
 
 
 class Watcher:
