@@ -14,6 +14,7 @@ from server.core.config import KEYS
 from server.core.config import Config
 from server.core.config import CookieConfig
 from server.core.config import SessionConfig
+from server.core.config import WebAuthnConfig
 from server.core.config import load_config
 from server.core.config import normalise_domain
 from server.core.config import parse_config
@@ -1615,6 +1616,16 @@ logo_file = "branding/logo.svg"
 custom_css_file = "branding/custom.css"
 theme = "dark"
 
+[webauthn]
+enable = false
+display_name = "Example SSO"
+rp_id = "example.com"
+attestation = "direct"
+user_verification = "required"
+timeout = "2m"
+passkey_login = false
+passkey_uv_two_factor = false
+
 [access_control]
 default_policy = "two_factor"
 networks = { internal = ["10.0.0.0/8"] }
@@ -1690,6 +1701,16 @@ def test_keys_table_is_exactly_what_the_reader_accepts(write_config: WriteConfig
     assert config.portal.logo_type == "image/svg+xml"
     assert config.portal.logo == SVG_LOGO.encode()
     assert config.portal.custom_css == "h1 { color: teal; }\n"
+    assert config.webauthn == WebAuthnConfig(
+        enable=False,
+        display_name="Example SSO",
+        rp_id="example.com",
+        attestation="direct",
+        user_verification="required",
+        timeout=120,
+        passkey_login=False,
+        passkey_uv_two_factor=False,
+    )
 
 
 @pytest.mark.parametrize(
@@ -1993,3 +2014,48 @@ def test_logo_type_is_judged_by_content(
     assert portal.logo_type == media_type
     assert portal.logo == content
     assert portal.logo_file == path.parent / "branding" / name
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words", "fix"),
+    [
+        ('[webauthn]\nattestation = "packed"\n', "webauthn.attestation", "not one of", "none"),
+        (
+            '[webauthn]\nuser_verification = "always"\n',
+            "webauthn.user_verification",
+            "not one of",
+            "required",
+        ),
+        ('[webauthn]\ntimeout = "1s"\n', "webauthn.timeout", "at least", "duration"),
+        ('[webauthn]\ntimeout = "1h"\n', "webauthn.timeout", "at most 10 minutes", "60s"),
+        ('[webauthn]\ntimeout = "soon"\n', "webauthn.timeout", "", "30s"),
+        ('[webauthn]\ndisplay_name = "a\\nb"\n', "webauthn.display_name", "one line", "write"),
+        ('[webauthn]\ndisplay_name = " "\n', "webauthn.display_name", "cannot be empty", "write"),
+        (f'[webauthn]\ndisplay_name = "{"x" * 65}"\n', "webauthn.display_name", "at most 64", ""),
+        ('[webauthn]\nrp_id = "other.org"\n', "webauthn.rp_id", "does not cover", "leave it"),
+        ('[webauthn]\nrp_id = "192.0.2.1"\n', "webauthn.rp_id", "IP address", "rp_id"),
+        ('[webauthn]\nrp_id = "exa mple.com"\n', "webauthn.rp_id", "", ""),
+        ("[webauthn]\nenable = 1\n", "webauthn.enable", "boolean", "true or false"),
+        ('[webauthn]\npasskey_login = "yes"\n', "webauthn.passkey_login", "", "true"),
+        ("[webauthn]\nrp_id = 3\n", "webauthn.rp_id", "string", "rp_id"),
+        ('[webauthn]\nrelying_party = "x"\n', "webauthn.relying_party", "unknown", ""),
+    ],
+)
+def test_webauthn_keys_are_checked(
+    write_config: WriteConfig, body: str, field: str, words: str, fix: str
+) -> None:
+    """[webauthn] values are checked at load, naming the field, what is wrong and the fix
+    (SPEC §7.1); an rp_id that does not cover a portal host is found here, not at sign-in."""
+    problems = _problems(write_config, MINIMAL + body)
+    assert any(p.key == field and words in p.message and fix in p.hint for p in problems), problems
+
+
+def test_webauthn_defaults(write_config: WriteConfig) -> None:
+    """Without [webauthn]: SPEC §7.1's defaults; rp_id "" (each portal's host); a parent
+    domain of the portal host is a valid rp_id, in canonical (lower-case) form."""
+    assert load_config(write_config(MINIMAL)).webauthn == WebAuthnConfig()
+    assert WebAuthnConfig().timeout == 60
+    config = load_config(write_config(MINIMAL + '[webauthn]\nrp_id = "Example.COM"\n'))
+    assert config.webauthn.rp_id == "example.com"
+    config = load_config(write_config(MINIMAL + '[webauthn]\nrp_id = ""\n'))
+    assert config.webauthn.rp_id == ""

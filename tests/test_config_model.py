@@ -38,6 +38,7 @@ MODEL: dict[str, type] = {
     "portal": config.PortalConfig,
     "telemetry": config.TelemetryConfig,
     "telemetry.metrics": config.MetricsConfig,
+    "webauthn": config.WebAuthnConfig,
 }
 
 #: Fields that are no key, by table, and why.

@@ -35,6 +35,8 @@ from server.core.config.model import SAME_SITE
 from server.core.config.model import SESSION_STORES
 from server.core.config.model import STORAGE_BACKENDS
 from server.core.config.model import TOTP_ALGORITHMS
+from server.core.config.model import WEBAUTHN_ATTESTATION
+from server.core.config.model import WEBAUTHN_USER_VERIFICATION
 from server.core.config.model import AccessControlConfig
 from server.core.config.model import Config
 from server.core.config.model import CookieConfig
@@ -58,6 +60,7 @@ from server.core.config.model import StorageConfig
 from server.core.config.model import TelemetryConfig
 from server.core.config.model import TotpConfig
 from server.core.config.model import UsersConfig
+from server.core.config.model import WebAuthnConfig
 from server.core.config.values import DomainError
 from server.core.config.values import Reader
 from server.core.config.values import normalise_domain
@@ -70,11 +73,13 @@ __all__ = [
     "CUSTOM_CSS_MAX_BYTES", "HTTP_METHODS", "KEYS", "LOGO_MAX_BYTES", "LOGO_TYPES",
     "LOG_FORMATS", "LOG_LEVELS", "PORTAL_THEMES", "PORTAL_TITLE_MAX", "QUERY_OPERATORS",
     "REGULATION_MODES", "SAME_SITE", "SESSION_STORES", "STORAGE_BACKENDS", "TOTP_ALGORITHMS",
+    "WEBAUTHN_ATTESTATION", "WEBAUTHN_USER_VERIFICATION",
     "AccessControlConfig", "Config", "CookieConfig", "DomainError", "IPNetwork", "LogConfig",
     "MetricsConfig", "NetworkRef", "NotifierConfig", "PasswordHashConfig",
     "PasswordPolicyConfig", "PortalConfig", "PostgresConfig", "QueryCondition",
     "RegulationConfig", "RuleConfig", "SentinelConfig", "ServerConfig", "SessionConfig",
     "SmtpConfig", "StorageConfig", "TelemetryConfig", "TotpConfig", "UsersConfig",
+    "WebAuthnConfig",
     "load_config", "normalise_domain", "parse_config", "parse_network", "read_toml",
 ]  # fmt: skip
 
@@ -89,12 +94,13 @@ def parse_config(text: str, data: dict[str, t.Any], path: Path) -> Config:
     r.table(data, "", KEYS[""])
     base = path.parent
     server = sections.server(r, data)
+    session = sections.session(r, data, base)
     config = Config(
         path=path,
         server=server,
         users=sections.users(r, data, base),
         storage=sections.storage(r, data, base),
-        session=sections.session(r, data, base),
+        session=session,
         totp=sections.totp(r, data),
         regulation=sections.regulation(r, data),
         notifier=sections.notifier(r, data, base),
@@ -103,6 +109,7 @@ def parse_config(text: str, data: dict[str, t.Any], path: Path) -> Config:
         access_control=access.access_control(r, data),
         portal=sections.portal(r, data, base),
         telemetry=sections.telemetry(r, data, server),
+        webauthn=sections.webauthn(r, data, session.cookies),
     )
     r.check(ConfigError)  # every problem, in file order
     return config

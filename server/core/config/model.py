@@ -25,6 +25,8 @@ QUERY_OPERATORS = ("present", "absent", "equal", "not equal", "pattern", "not pa
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("text", "json")
 PORTAL_THEMES = ("auto", "light", "dark")
+WEBAUTHN_ATTESTATION = ("none", "indirect", "direct")
+WEBAUTHN_USER_VERIFICATION = ("discouraged", "preferred", "required")
 #: HTTP methods a ``methods`` criterion may name (RFC 7231, 5789, 4918), as Authelia accepts.
 HTTP_METHODS = (
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
@@ -51,7 +53,7 @@ LOGO_TYPES = ("image/svg+xml", "image/png")
 KEYS: dict[str, tuple[str, ...]] = {
     "": (
         "server", "users", "storage", "session", "totp", "regulation", "notifier",
-        "password_policy", "log", "access_control", "portal", "telemetry",
+        "password_policy", "log", "access_control", "portal", "telemetry", "webauthn",
     ),
     "server": (
         "address", "trusted_proxies", "threads", "shutdown_grace", "inline_authz",
@@ -85,6 +87,10 @@ KEYS: dict[str, tuple[str, ...]] = {
     "portal": ("title", "logo_file", "custom_css_file", "theme"),
     "telemetry": ("metrics",),
     "telemetry.metrics": ("enable", "address"),
+    "webauthn": (
+        "enable", "display_name", "rp_id", "attestation", "user_verification", "timeout",
+        "passkey_login", "passkey_uv_two_factor",
+    ),
 }  # fmt: skip
 
 
@@ -337,6 +343,21 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebAuthnConfig:
+    """``[webauthn]``: security keys and passkeys (SPEC §7.1). ``rp_id`` "" means the host
+    of the portal of the cookie domain in use; ``timeout`` is in seconds."""
+
+    enable: bool = True
+    display_name: str = "authctl"
+    rp_id: str = ""
+    attestation: str = "none"
+    user_verification: str = "preferred"
+    timeout: int = 60
+    passkey_login: bool = True
+    passkey_uv_two_factor: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration."""
 
@@ -353,6 +374,7 @@ class Config:
     access_control: AccessControlConfig
     portal: PortalConfig = field(default_factory=PortalConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    webauthn: WebAuthnConfig = field(default_factory=WebAuthnConfig)
 
     @property
     def base_dir(self) -> Path:

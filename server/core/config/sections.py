@@ -26,6 +26,8 @@ from server.core.config.model import SAME_SITE
 from server.core.config.model import SESSION_STORES
 from server.core.config.model import STORAGE_BACKENDS
 from server.core.config.model import TOTP_ALGORITHMS
+from server.core.config.model import WEBAUTHN_ATTESTATION
+from server.core.config.model import WEBAUTHN_USER_VERIFICATION
 from server.core.config.model import CookieConfig
 from server.core.config.model import LogConfig
 from server.core.config.model import MetricsConfig
@@ -43,6 +45,7 @@ from server.core.config.model import StorageConfig
 from server.core.config.model import TelemetryConfig
 from server.core.config.model import TotpConfig
 from server.core.config.model import UsersConfig
+from server.core.config.model import WebAuthnConfig
 from server.core.config.values import Reader
 from server.core.config.values import https_fix
 from server.core.config.values import https_url
@@ -487,6 +490,68 @@ def telemetry(r: Reader, data: dict[str, t.Any], server: ServerConfig) -> Teleme
             'use another port, such as "127.0.0.1:9959"',
         )
     return TelemetryConfig(MetricsConfig(enable, address, host, port))
+
+
+#: Longest WebAuthn challenge lifetime: a ceremony is a user at a prompt, not a stored token.
+WEBAUTHN_MAX_TIMEOUT = 600
+
+
+def webauthn(
+    r: Reader, data: dict[str, t.Any], cookies: tuple[CookieConfig, ...]
+) -> WebAuthnConfig:
+    """``[webauthn]`` (SPEC §7.1). A set ``rp_id`` must cover every portal host, or the
+    browser refuses the ceremony there: that is found here, not at a user's first try."""
+    key = "webauthn"
+    tbl = r.table(data.get(key, {}), key, KEYS[key])
+    d = WebAuthnConfig()
+    name = r.string(
+        tbl, key, "display_name", d.display_name, hint='write display_name = "Example SSO"'
+    )
+    if _CONTROL.search(name) or len(name) > PORTAL_TITLE_MAX:
+        r.error(
+            f"{key}.display_name",
+            f"must be at most {PORTAL_TITLE_MAX} characters on one line",
+            'write display_name = "Example SSO"',
+        )
+        name = d.display_name
+    rp_raw = r.value(tbl, key, "rp_id", str, "", hint='write rp_id = "auth.example.com"')
+    rp_id = ""
+    if rp_raw and rp_raw.strip():
+        try:
+            if is_ip(rp_raw):
+                raise ValueError(f"{rp_raw!r} is an IP address; WebAuthn needs a domain name")
+            rp_id = normalise_domain(rp_raw)
+        except ValueError as exc:
+            r.error(f"{key}.rp_id", str(exc), write_host(exc, 'write rp_id = "example.com"'))
+        for i, cookie in enumerate(cookies):
+            host = urlsplit(cookie.portal_url).hostname or ""
+            if rp_id and host != rp_id and not host.endswith("." + rp_id):
+                r.error(
+                    f"{key}.rp_id",
+                    f"{rp_id!r} does not cover the portal host {host!r} of session.cookies[{i}]",
+                    f'set rp_id to {host!r} or a parent domain of it, or leave it "" to use '
+                    "each portal's host",
+                )
+    timeout = r.duration(tbl, key, "timeout", d.timeout, minimum=10)
+    if timeout > WEBAUTHN_MAX_TIMEOUT:
+        r.error(
+            f"{key}.timeout",
+            f"must be at most {WEBAUTHN_MAX_TIMEOUT // 60} minutes (a challenge lives that long)",
+            'write timeout = "60s"',
+        )
+        timeout = d.timeout
+    return WebAuthnConfig(
+        enable=r.boolean(tbl, key, "enable", d.enable),
+        display_name=name,
+        rp_id=rp_id,
+        attestation=r.option(tbl, key, "attestation", WEBAUTHN_ATTESTATION, d.attestation),
+        user_verification=r.option(
+            tbl, key, "user_verification", WEBAUTHN_USER_VERIFICATION, d.user_verification
+        ),
+        timeout=timeout,
+        passkey_login=r.boolean(tbl, key, "passkey_login", d.passkey_login),
+        passkey_uv_two_factor=r.boolean(tbl, key, "passkey_uv_two_factor", d.passkey_uv_two_factor),
+    )
 
 
 #: Control characters (C0, DEL, C1) and the line/paragraph separators: never in a title.
