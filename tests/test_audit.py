@@ -3,6 +3,7 @@ never a secret; and ``server.core.hup``, the SIGHUP callback registry it shares 
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -10,6 +11,8 @@ import re
 import secrets
 import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 import typing as t
@@ -476,3 +479,128 @@ def test_a_cli_command_stops_before_changing_anything_when_the_audit_file_is_unu
         assert result.exit_code == 3, (step, result.output)
         assert f"log.audit_file {path}: cannot be opened" in result.output
     assert users.read_text() == before
+
+
+# --------------------------------------------------------------------------- sharing and failing
+
+WRITER = """
+import sys, threading
+from pathlib import Path
+from server.core.audit import AuditLog
+audit = AuditLog(Path(sys.argv[1]))
+tag, count = sys.argv[2], int(sys.argv[3])
+def run(thread):
+    for n in range(count):
+        audit.emit("login_failed", user=f"{tag}{thread}-{n}-" + "x" * 200, ip="192.0.2.1",
+                   result="failure", reason="wrong_credentials")
+threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+for th in threads: th.start()
+for th in threads: th.join()
+"""
+
+
+@pytest.mark.slow
+def test_processes_and_threads_sharing_one_file_never_interleave_lines(tmp_path: Path) -> None:
+    """Two processes of two threads each append 5,000 lines apiece: every line is whole."""
+    path = tmp_path / "audit.log"
+    count = 5000
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), tag, str(count)])
+        for tag in ("a", "b")
+    ]
+    for proc in procs:
+        assert proc.wait(timeout=50) == 0
+    found = lines(path)
+    assert len(found) == 4 * count
+    users = {entry["user"] for entry in found}
+    expected = {
+        f"{tag}{thread}-{n}-" + "x" * 200
+        for tag in ("a", "b")
+        for thread in range(2)
+        for n in range(count)
+    }
+    assert users == expected
+
+
+def test_an_unwritable_device_never_raises_and_is_logged_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """/dev/full fails every write with ENOSPC: emit goes on, the outage is logged once."""
+    audit_log = AuditLog(Path("/dev/full"))
+    for _ in range(5):
+        audit_log.emit("logout", user="alice", ip="::1", result="success", reason="user")
+    audit_log.close()
+    started = [r for r in caplog.records if "outage started" in r.getMessage()]
+    assert len(started) == 1
+    assert "No space left on device" in started[0].getMessage()
+    assert audit_log.outage.failures == 5
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> t.Iterator[Path]:
+    """A real 64 KiB tmpfs (root only), unmounted afterwards."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Fill ``disk`` to the last byte; the filler file."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with pytest.raises(OSError) as caught:
+            while True:
+                os.write(fd, b"\0" * 512)
+    finally:
+        os.close(fd)
+    assert caught.value.errno == errno.ENOSPC
+    return filler
+
+
+@pytest.mark.slow
+def test_a_full_disk_never_breaks_a_login(
+    tmp_path: Path, clock: t.Any, small_disk: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The audit file's disk fills up while serving: sign-ins still work, the failure is
+    logged once (not once per event), and its end when space is back."""
+    path = small_disk / "audit.log"
+    ss = make_ss(tmp_path, clock, APP_CONFIG + f'\n[log]\naudit_file = "{path}"\n')
+    try:
+        ss.h.login("alice")
+        filler = fill(small_disk)  # the audit file's last page has room for a few lines
+        for _ in range(40):
+            assert ss.h.login("bob")
+            resp = ss.h.api("/api/firstfactor", {"username": "bob", "password": "no"})
+            assert resp.status_int == 401
+        messages = [r.getMessage() for r in caplog.records if r.name == "authctl.audit"]
+        assert len([m for m in messages if "outage started" in m]) == 1, messages
+        assert "No space left on device" in messages[0] or "bytes written" in messages[0]
+        filler.unlink()
+        ss.h.login("alice")
+        messages = [r.getMessage() for r in caplog.records if r.name == "authctl.audit"]
+        assert len(messages) == 2
+        assert "outage ended" in messages[-1]
+        whole, cut = [], []
+        for raw in path.read_text().splitlines():
+            try:
+                whole.append(json.loads(raw))
+            except json.JSONDecodeError:
+                cut.append(raw)
+        assert len(cut) <= 1  # a line the full disk cut short, on a line of its own
+        assert all(raw.startswith('{"ts": ') for raw in cut)
+        assert whole[0]["user"] == "alice"
+        assert whole[-1]["user"] == "alice"
+        assert 1 < len(whole) < 80
+    finally:
+        audit.configure(None)

@@ -14,7 +14,8 @@ and the ``--workers`` processes sharing the file never interleave partial lines,
 waits in a buffer. SIGHUP (``server.core.hup``) reopens the path, so logrotate's
 move-then-HUP works. A failed write (a full disk, a file made unwritable) never fails the
 sign-in that caused it: it is logged when writing starts failing and when it works again
-(``server.core.outage``), not once per event.
+(``server.core.outage``), not once per event. A line a full disk cut short is ended by a
+newline at the next write that works, so the events after it stay one per line.
 
 ``configure(path)`` (by ``make_app``) sets the process's log that :func:`emit` writes to; with
 no path it is a no-op. ``authctl`` commands that change security state use :func:`for_cli`.
@@ -22,6 +23,7 @@ no path it is a no-op. ``authctl`` commands that change security state use :func
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import stat
@@ -159,6 +161,8 @@ class AuditLog:
         self._now = now
         self._lock = threading.Lock()
         self._fd: int | None = open_file(path, warn=warn)
+        #: The last write was cut short: the file does not end with a newline.
+        self._cut = False
         self.outage = Outage(f"audit log {path}", log)
 
     def emit(
@@ -169,14 +173,26 @@ class AuditLog:
         with self._lock:
             if self._fd is None:
                 return
-            try:
-                written = os.write(self._fd, data)
-                if written != len(data):
-                    raise OSError(f"only {written} of {len(data)} bytes written")
-            except OSError as exc:
-                self.outage.failed(exc)
-                return
-        self.outage.ok()
+            failure = self._write(self._fd, data)
+        if failure is None:
+            self.outage.ok()
+        else:
+            self.outage.failed(failure)
+
+    def _write(self, fd: int, data: bytes) -> OSError | None:
+        """One ``write`` of ``data`` (after a newline that ends a line a full disk cut);
+        the error, if any. Called under the lock."""
+        out = b"\n" + data if self._cut else data
+        try:
+            written = os.write(fd, out)
+        except OSError as exc:
+            return exc
+        if written == len(out):
+            self._cut = False
+            return None
+        if written:
+            self._cut = not out[:written].endswith(b"\n")
+        return OSError(errno.ENOSPC, f"only {written} of {len(out)} bytes written (disk full?)")
 
     def reopen(self) -> None:
         """Open the path again (logrotate moved the file away); on failure keep the old one."""
@@ -186,7 +202,7 @@ class AuditLog:
             log.error("%s; still writing to the file opened before", exc)
             return
         with self._lock:
-            old, self._fd = self._fd, fd
+            old, self._fd, self._cut = self._fd, fd, False
         if old is not None:
             os.close(old)
         log.info("audit log reopened: %s", self.path)
