@@ -1,9 +1,13 @@
-"""The storage database: TOTP secrets and replay history, the authentication log, bans and
-one-time codes.
+"""The storage database: TOTP secrets and replay history, the authentication log, bans,
+one-time codes, shared rate limits, attempts in flight and WebAuthn credentials.
 
-One SQLite file (``[storage] path``) shared by threads and worker processes, surviving
-restarts: the replay guard and the bans must outlive a restart, or restarting the server
-(or waiting for a worker to recycle) would reopen a used code or lift a ban.
+One interface, two engines (``[storage] backend``): a SQLite file (``[storage] path``) shared
+by threads and worker processes of one host (:class:`server.core.sqlite_util.SQLiteDatabase`),
+or PostgreSQL shared by any number of hosts (:class:`server.core.pg_util.PostgresDatabase`).
+The SQL of each operation is written once here (``?`` placeholders); the schema and its
+versions once in :mod:`server.core.storage_schema`. Either way the data survives restarts: the
+replay guard and the bans must outlive a restart, or restarting the server (or waiting for a
+worker to recycle) would reopen a used code or lift a ban.
 
 Attacks and failures this module defends against:
 
@@ -16,9 +20,10 @@ Attacks and failures this module defends against:
   checks and moves the user's last accepted time step in one write transaction, so of many
   parallel submissions of one code exactly one wins, across threads and processes, and a
   restart remembers the step (Authelia's exists-then-save is check-then-act).
-- **Schema drift**: the version lives in ``PRAGMA user_version`` and migrations run in order
-  inside one ``BEGIN IMMEDIATE``; a newer schema, or a file that is not an authctl storage
-  database, is refused instead of being written to.
+- **Schema drift**: the version lives in ``PRAGMA user_version`` (PostgreSQL: a ``meta`` row)
+  and migrations run in order inside one transaction under a lock (``BEGIN IMMEDIATE``;
+  ``pg_advisory_xact_lock``), so hosts starting together migrate once; a newer schema, or a
+  database that is not an authctl storage database, is refused instead of being written to.
 - **A one-time code or token used twice, also in parallel**: :meth:`Storage.redeem_one_time_code`
   reads the row, asks the caller's verdict and consumes it (or counts a wrong try) in one write
   transaction, so of many parallel submissions exactly one wins.
