@@ -18,7 +18,9 @@ Layout (``PREFIX`` = ``authctl:``):
   lowered, so the index outlives every session it lists (needs Redis >= 7.0: ``PEXPIRE`` NX
   and GT). It grants nothing: ``delete_user`` only deletes members that are session keys
   (64 hex digits, under the session prefix), so a planted member can at worst end a session,
-  which write access to Redis allows anyway.
+  which write access to Redis allows anyway. It also lists a user's sessions (SPEC §7.6,
+  ``sessions_of``): a listed record must open and name that user, so a planted member never
+  shows one user another's session.
 
 Failure handling (security.md §3 R5): every Redis error becomes ``SessionStoreError``,
 which the web layer answers as "not signed in" (302/401), never 200. Connect and command
@@ -59,7 +61,6 @@ import threading
 import time
 import typing as t
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import redis
@@ -84,6 +85,8 @@ from server.core.session_store import RecordSeal
 from server.core.session_store import SessionStoreError
 from server.core.session_store import hash_session_id
 from server.core.session_store import log
+from server.core.session_store import touched
+from server.core.sessions import Listed
 from server.core.sessions import Session
 
 if t.TYPE_CHECKING:
@@ -99,6 +102,8 @@ RETRY_AFTER = 1.0
 TOUCH_ATTEMPTS = 5
 #: Longest password file read (a password is one short line).
 MAX_PASSWORD_BYTES = 4096
+#: Keys asked for per SCAN step when every user's sessions are listed (``authctl session``).
+SCAN_COUNT = 500
 
 # Ends every session listed in a user's index, then the index; the count of sessions ended.
 # One script, so a session created meanwhile is either ended or listed in a fresh index.
@@ -113,6 +118,10 @@ redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return n
 """
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
 
 
 def read_password_file(path: Path, name: str = "session.redis_password_file") -> str:
@@ -442,8 +451,8 @@ class RedisStore:
                         if session is None or session.last_activity >= last_activity:
                             return
                         pipe.multi()
-                        touched = replace(session, last_activity=last_activity)
-                        pipe.set(key, self._seal.seal(hashed, touched), keepttl=True, xx=True)
+                        record = self._seal.seal(hashed, touched(session, last_activity))
+                        pipe.set(key, record, keepttl=True, xx=True)
                         pipe.publish(self.channel, session_message(hashed))
                         pipe.execute()
                         return
@@ -454,6 +463,55 @@ class RedisStore:
             self._call(update)  # best effort: not a write outage (the caller logs it)
         finally:
             self._forget(hashed)
+
+    def sessions_of(self, username: str | None) -> list[Listed]:
+        """The sessions listed in ``username``'s index (None: in every user's, found with
+        SCAN) that are still stored, open and name that user."""
+        return t.cast(list[Listed], self._call(lambda: self._list(username)))
+
+    def _list(self, username: str | None) -> list[Listed]:
+        user_prefix = f"{self._prefix}user:"
+        if username is None:
+            names = [
+                bytes(name)[len(user_prefix) :].decode("utf-8", "replace")
+                for name in self._redis.scan_iter(match=f"{user_prefix}*", count=SCAN_COUNT)
+            ]
+        else:
+            names = [username]
+        found: list[Listed] = []
+        for name in names:
+            members = [
+                bytes(m).decode("ascii", "replace")
+                for m in t.cast(set[bytes], self._redis.smembers(self._user_key(name)))
+            ]
+            hexes = sorted(m for m in members if len(m) == 64 and _is_hex(m))
+            if not hexes:
+                continue
+            records = self._redis.mget([f"{self._prefix}session:{h}" for h in hexes])
+            for hexed, raw in zip(hexes, t.cast(list[bytes | None], records), strict=True):
+                if raw is None:
+                    continue
+                hashed = bytes.fromhex(hexed)
+                session = self._seal.open(hashed, "", raw)
+                if session is not None and session.username == name:
+                    found.append(Listed(hashed, session))
+        return found
+
+    def delete_listed(self, key: bytes, username: str) -> bool:
+        """Remove the session of ``username`` under ``key`` (from ``sessions_of``), drop it
+        from the user's index, and tell every process to forget it, in one MULTI/EXEC."""
+
+        def write() -> int:
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(f"{self._prefix}session:{key.hex()}")
+                pipe.srem(self._user_key(username), key.hex())
+                pipe.publish(self.channel, session_message(key))
+                return int(pipe.execute()[0])
+
+        try:
+            return bool(self._call(write, write=True))
+        finally:
+            self._forget(key)
 
     def purge_expired(self, now: float) -> int:
         """Nothing to do: Redis expires sessions itself."""

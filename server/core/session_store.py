@@ -1,7 +1,8 @@
 """Where sessions live: the ``SessionStore`` protocol, an in-memory store and a SQLite store.
 
 The protocol is deliberately small (get, put with a TTL, delete, delete a user's sessions,
-touch, purge, close) so that a Redis store fits it later. ``MemoryStore`` serves one process
+touch, purge, close, and for SPEC §7.6 list a user's sessions and delete one of them by its
+store key) so that a Redis store fits it too. ``MemoryStore`` serves one process
 and forgets everything on restart. ``SQLiteStore`` is the default: it is shared by worker
 processes on one file and survives restarts (security.md §3 R4).
 
@@ -37,7 +38,6 @@ Security choices, each against a named risk:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import mmap
@@ -57,7 +57,10 @@ from server.core.errors import StoreUnavailable
 from server.core.outage import Outage
 from server.core.outage import Throttled
 from server.core.sessions import Level
+from server.core.sessions import Listed
 from server.core.sessions import Session
+from server.core.sessions import new_handle
+from server.core.sessions import store_key
 from server.core.sqlite_util import Connections
 from server.core.sqlite_util import explain
 from server.core.sqlite_util import reason
@@ -226,6 +229,17 @@ class SessionStore(t.Protocol):
         """Raise SessionStoreError unless the store can be used now (``/api/health``)."""
         ...
 
+    def sessions_of(self, username: str | None) -> list[Listed]:
+        """The stored sessions of ``username`` (None: of every user) whose TTL has not ended,
+        with their store keys; never their ids (records from a forged index entry, or that
+        do not authenticate, are left out)."""
+        ...
+
+    def delete_listed(self, key: bytes, username: str) -> bool:
+        """Remove the session of ``username`` stored under ``key`` (from ``sessions_of``);
+        True when this call removed it. Every process stops using it, as after ``delete``."""
+        ...
+
     def purge_expired(self, now: float) -> int:
         """Remove sessions whose TTL ended by ``now``; how many."""
         ...
@@ -251,6 +265,9 @@ def session_to_json(session: Session) -> str:
             "remember_me": session.remember_me,
             "user_stamp": session.user_stamp,
             "data": dict(session.data),
+            "handle": session.handle,
+            "ip": session.ip,
+            "user_agent": session.user_agent,
         },
         separators=(",", ":"),
         sort_keys=True,
@@ -278,6 +295,11 @@ def session_from_json(session_id: str, text: str | bytes) -> Session:
             raw["remember_me"],
             raw["user_stamp"],
             raw["data"],
+            # absent from records written before SPEC §7.6: None (a handle comes at the next
+            # write)
+            raw.get("handle"),
+            raw.get("ip"),
+            raw.get("user_agent"),
         )
     except (ValueError, TypeError, KeyError) as exc:
         raise SessionStoreError(f"corrupt session record: {exc}") from None
@@ -294,6 +316,9 @@ def _session(
     remember_me: object,
     user_stamp: object,
     data: object,
+    handle: object = None,
+    ip: object = None,
+    user_agent: object = None,
 ) -> Session:
     """Build a Session from untrusted stored values, checking every type."""
     number = (float, int)
@@ -307,6 +332,7 @@ def _session(
         and type(remember_me) in (bool, int)
         and type(user_stamp) is str
         and type(data) is dict
+        and all(value is None or type(value) is str for value in (handle, ip, user_agent))
     ):
         raise TypeError("a session field has the wrong type")
     return Session(
@@ -320,12 +346,19 @@ def _session(
         remember_me=bool(remember_me),
         user_stamp=user_stamp,
         data=data,
+        handle=handle,  # type: ignore[arg-type]
+        ip=ip,  # type: ignore[arg-type]
+        user_agent=user_agent,  # type: ignore[arg-type]
     )
 
 
-def hash_session_id(session_id: str) -> bytes:
-    """The key a session is stored under: SHA-256 of its id (the id itself is not kept)."""
-    return hashlib.sha256(session_id.encode("utf-8")).digest()
+#: The key a session is stored under: SHA-256 of its id (the id itself is not kept).
+hash_session_id = store_key
+
+
+def touched(session: Session, last_activity: float) -> Session:
+    """``session`` with ``last_activity`` moved, and a handle if its record predates them."""
+    return replace(session, last_activity=last_activity, handle=session.handle or new_handle())
 
 
 #: Key material for stores made without a key file (tests, tools): random per process, so
@@ -446,12 +479,35 @@ class MemoryStore:
             self._check_open()
             entry = self._sessions.get(session_id)
             if entry is not None and entry[0].last_activity < last_activity:
-                session = replace(entry[0], last_activity=last_activity)
+                session = touched(entry[0], last_activity)
                 self._sessions[session_id] = (session, entry[1])
 
     def discard(self, session_id: str) -> None:
         """Remove a dead session."""
         self.delete(session_id)
+
+    def sessions_of(self, username: str | None) -> list[Listed]:
+        """The live sessions of ``username`` (None: every user's) with their store keys."""
+        now = self._now()
+        with self._lock:
+            self._check_open()
+            names = list(self._by_user) if username is None else [username]
+            found = []
+            for name in names:
+                for session_id in self._by_user.get(name, ()):
+                    session, expires = self._sessions[session_id]
+                    if expires > now:
+                        found.append(Listed(store_key(session_id), replace(session, id="")))
+            return found
+
+    def delete_listed(self, key: bytes, username: str) -> bool:
+        """Remove the session of ``username`` stored under ``key``."""
+        with self._lock:
+            self._check_open()
+            for session_id in list(self._by_user.get(username, ())):
+                if store_key(session_id) == key:
+                    return self._remove(session_id)
+            return False
 
     def check(self) -> None:
         """Fails only once closed."""
@@ -646,12 +702,41 @@ class SQLiteStore:
             ).fetchone()
             session = None if row is None else self._seal.open(key, session_id, bytes(row[1]))
             if session is not None and session.last_activity < last_activity:
-                touched = replace(session, last_activity=last_activity)
                 conn.execute(
                     "UPDATE sessions SET record = ? WHERE key = ?",
-                    (self._seal.seal(key, touched), key),
+                    (self._seal.seal(key, touched(session, last_activity)), key),
                 )
             conn.execute("COMMIT")
+
+    def sessions_of(self, username: str | None) -> list[Listed]:
+        """The live sessions of ``username`` (None: every signed-in user's), one indexed
+        SELECT; a record that does not authenticate, or names another user than its row,
+        is left out."""
+        if username is None:
+            sql = (
+                "SELECT key, username, record FROM sessions "
+                "WHERE expires > ? AND username IS NOT NULL"
+            )
+            params: tuple[object, ...] = (self._now(),)
+        else:
+            sql = "SELECT key, username, record FROM sessions WHERE username = ? AND expires > ?"
+            params = (username, self._now())
+        try:
+            rows = self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._failed("read the sessions", exc, self.outage) from exc
+        self.outage.ok()
+        found = []
+        for key, name, record in rows:
+            session = self._seal.open(bytes(key), "", bytes(record))
+            if session is not None and session.username == name:
+                found.append(Listed(bytes(key), session))
+        return found
+
+    def delete_listed(self, key: bytes, username: str) -> bool:
+        """Remove the session of ``username`` stored under ``key``; True when removed."""
+        sql = "DELETE FROM sessions WHERE key = ? AND username = ?"
+        return self._write(sql, (key, username), ChangeTable.slot(key)) > 0
 
     def live_records(self, now: float) -> list[tuple[bytes, str | None, float, bytes]]:
         """Every session whose TTL has not ended by ``now``, as stored: ``(key, username,

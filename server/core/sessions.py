@@ -10,7 +10,14 @@ stolen, stale or fixed id useless (OWASP Session Management CS, ASVS 5.0 §7):
   inactivity limit (remember-me sessions are exempt), both checked on every ``load``;
 - a cookie moved to another cookie domain is destroyed, as Authelia does;
 - ``destroy_user`` ends every session of a user (password change, disable, removal), and
-  ``user_stamp`` lets the web layer notice a password change made by another process.
+  ``user_stamp`` lets the web layer notice a password change made by another process;
+- a user sees and ends their own sessions (SPEC §7.6) through a public ``handle``: random
+  (``HANDLE_BYTES``), never derived from the id, kept when the id is regenerated, and of a
+  shape no session id has (``is_handle``/``is_session_id`` never both hold), so a handle is
+  never a cookie and an id never a handle. ``list_sessions`` reads a user's sessions as the
+  store keeps them, keyed by the SHA-256 of the id (``Listed``): the id is never read back.
+  The client's address and User-Agent are kept as data, cut to ``MAX_IP``/``MAX_USER_AGENT``
+  characters, control characters removed (``client_text``); outputs escape them as usual.
 
 ``touch`` coalesces activity writes so that verify, the hot path, stays read-mostly, and is
 best effort: a store that can read but not write (full disk, a lock held elsewhere, a
@@ -53,6 +60,16 @@ MAX_TOUCH_INTERVAL = 5.0
 PURGE_INTERVAL = 60.0
 #: Seconds without activity writes after one failed (a verify never waits on a broken store).
 WRITE_RETRY = 1.0
+#: Bytes of randomness in a session handle: 192 bits, 32 URL-safe base64 characters (a
+#: session id has 43, so neither can pass for the other).
+HANDLE_BYTES = 24
+HANDLE_PATTERN = re.compile(r"[A-Za-z0-9_-]{32}")
+#: Longest client address and User-Agent kept with a session (characters).
+MAX_IP = 64
+MAX_USER_AGENT = 256
+#: Rounds of ``revoke``: a session whose id is regenerated while it is revoked is looked for
+#: again under its new id.
+REVOKE_ROUNDS = 3
 
 log = logging.getLogger("authctl.sessions")
 
@@ -85,6 +102,34 @@ def is_session_id(value: str) -> bool:
     return ID_PATTERN.fullmatch(value) is not None
 
 
+def new_handle() -> str:
+    """A fresh public handle: 192 bits from ``secrets``, independent of the session id."""
+    return secrets.token_urlsafe(HANDLE_BYTES)
+
+
+def is_handle(value: str) -> bool:
+    """True when ``value`` has the shape of a handle (checked before any store access)."""
+    return HANDLE_PATTERN.fullmatch(value) is not None
+
+
+def store_key(session_id: str) -> bytes:
+    """The key a session is stored under: SHA-256 of its id (the id itself is not kept)."""
+    return hashlib.sha256(session_id.encode("utf-8")).digest()
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def client_text(value: str | None, limit: int) -> str | None:
+    """A client-sent value (address, User-Agent) as kept with a session: control characters
+    (terminal escapes, line breaks) replaced by a space, cut to ``limit`` characters, None
+    when empty. It stays data: every output escapes it."""
+    if not value:
+        return None
+    cleaned = _CONTROL.sub(" ", value[: limit * 2]).strip()[:limit]
+    return cleaned or None
+
+
 def user_stamp(password_hash: str) -> str:
     """An opaque fingerprint of a user's password hash (PHC string), stored in the session.
 
@@ -102,7 +147,9 @@ class Session:
 
     ``id`` and ``user_stamp`` are left out of ``repr`` so that a logged session never leaks a
     live cookie. ``data`` is a read-only mapping of strings (JSON-serialisable) for later
-    features such as a pending TOTP registration or an elevation expiry.
+    features such as a pending TOTP registration or an elevation expiry. ``handle``, ``ip``
+    and ``user_agent`` are None in records written before they existed (a handle is given at
+    the next write).
     """
 
     id: str = field(repr=False)
@@ -115,6 +162,9 @@ class Session:
     remember_me: bool = False
     user_stamp: str = field(default="", repr=False)
     data: Mapping[str, str] = field(default_factory=dict, hash=False)
+    handle: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
 
     def __post_init__(self) -> None:
         """Normalise ``level`` and freeze ``data``; refuse records that cannot be true.
@@ -141,6 +191,36 @@ class Session:
     def authenticated(self) -> bool:
         """True when a user has passed at least one factor."""
         return self.level is not Level.NONE
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """A session as a listing finds it: its store key (SHA-256 of the id) and its record,
+    whose ``id`` is empty (stores keep no id, so a listing can never hand one out)."""
+
+    key: bytes = field(repr=False)
+    session: Session
+
+
+def utc(when: float) -> str:
+    """Unix time as RFC 3339 UTC to the second (``2026-01-31T12:00:00Z``), as the API, the
+    audit log and ``authctl bans`` show times."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def describe(listed: Listed, current: bytes | None = None) -> dict[str, object]:
+    """A listed session as ``GET /api/user/sessions`` shows it (SPEC §7.6); ``current`` is
+    the store key of the session asking. Unknown fields (older records) are None."""
+    session = listed.session
+    return {
+        "handle": session.handle,
+        "created_at": utc(session.created),
+        "last_seen_at": utc(session.last_activity),
+        "ip": session.ip,
+        "user_agent": session.user_agent,
+        "current": current is not None and listed.key == current,
+        "authentication_level": int(session.level),
+    }
 
 
 class SessionManager:
@@ -193,8 +273,12 @@ class SessionManager:
         inactivity = self.config.inactivity
         return session.remember_me or inactivity <= 0 or session.last_activity + inactivity >= now
 
-    def _save(self, session: Session, now: float) -> None:
+    def _save(self, session: Session, now: float) -> Session:
+        """Store ``session``, first giving it a handle if its record predates handles."""
+        if session.handle is None:
+            session = replace(session, handle=new_handle())
         self.store.put(session, self.expires_at(session) - now)
+        return session
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -206,11 +290,16 @@ class SessionManager:
         remember_me: bool = False,
         user_stamp: str = "",
         data: Mapping[str, str] | None = None,
+        *,
+        ip: str | None = None,
+        user_agent: str | None = None,
     ) -> Session:
         """Store and return a new session with a brand-new id (never one the client sent).
 
         Call it after a successful first factor (and destroy the session the client had, if
-        any). ``remember_me`` is ignored when the configuration disables it.
+        any). ``remember_me`` is ignored when the configuration disables it. ``ip`` and
+        ``user_agent`` (the client's, for the user's list of sessions) are cleaned and cut
+        (``client_text``); the session gets a new handle.
 
         Raises:
             ValueError: an unconfigured cookie domain, a non-canonical user name, or a level
@@ -233,6 +322,9 @@ class SessionManager:
             remember_me=bool(remember_me) and self.remember_me_enabled,
             user_stamp=user_stamp,
             data=data or _EMPTY,
+            handle=new_handle(),
+            ip=client_text(ip, MAX_IP),
+            user_agent=client_text(user_agent, MAX_USER_AGENT),
         )
         self._save(session, now)
         if now >= self._next_purge:
@@ -328,8 +420,7 @@ class SessionManager:
             last_activity=now,
             user_stamp=session.user_stamp if user_stamp is None else user_stamp,
         )
-        self._save(elevated, now)
-        return elevated
+        return self._save(elevated, now)
 
     def update_data(self, session: Session, changes: Mapping[str, str | None]) -> Session:
         """A copy of ``session`` with ``data`` updated (None removes a key), saved in place.
@@ -349,9 +440,7 @@ class SessionManager:
                 data.pop(key, None)
             else:
                 data[key] = value
-        updated = replace(session, data=data)
-        self._save(updated, now)
-        return updated
+        return self._save(replace(session, data=data), now)
 
     def destroy(self, session_id: str) -> None:
         """End one session (logout). Unknown or malformed ids are ignored."""
@@ -372,6 +461,69 @@ class SessionManager:
     def purge_expired(self) -> int:
         """Delete sessions past their absolute limit; the count. ``create`` calls it too."""
         return self.store.purge_expired(self.now())
+
+    # ----------------------------------------------------------------- seeing and ending
+
+    def list_sessions(self, username: str | None) -> list[Listed]:
+        """The live signed-in sessions of ``username`` (None: of every user), newest
+        activity first. Expired ones are left out (the store purges them).
+
+        Raises:
+            SessionStoreError: the store failed.
+        """
+        name = None if username is None else canonical_username(username)
+        now = self.now()
+        found = [
+            listed
+            for listed in self.store.sessions_of(name)
+            if listed.session.authenticated
+            and (name is None or listed.session.username == name)
+            and self._alive(listed.session, now)
+        ]
+        found.sort(key=lambda listed: (-listed.session.last_activity, listed.key))
+        return found
+
+    def revoke(self, username: str, handle: str) -> bool:
+        """End ``username``'s session whose handle is ``handle``; False when the user has no
+        such session (an unknown handle and another user's are the same answer).
+
+        The session is looked for again after it was deleted, so one whose id was
+        regenerated meanwhile (a factor in another tab) is ended under its new id too.
+
+        Raises:
+            SessionStoreError: the store failed.
+        """
+        if not is_handle(handle):
+            return False
+        name = canonical_username(username)
+        ended = False
+        for _ in range(REVOKE_ROUNDS):
+            found = [s for s in self.store.sessions_of(name) if s.session.handle == handle]
+            if not found:
+                break
+            for listed in found:
+                ended = self.store.delete_listed(listed.key, name) or ended
+        return ended
+
+    def revoke_others(self, username: str, keep: Session) -> int:
+        """End every session of ``username`` but ``keep`` (the one asking); the count.
+
+        Raises:
+            SessionStoreError: the store failed.
+        """
+        name = canonical_username(username)
+        kept = store_key(keep.id)
+        ended = 0
+        for _ in range(REVOKE_ROUNDS):
+            found = [
+                s
+                for s in self.store.sessions_of(name)
+                if s.key != kept and (keep.handle is None or s.session.handle != keep.handle)
+            ]
+            if not found:
+                break
+            ended += sum(self.store.delete_listed(s.key, name) for s in found)
+        return ended
 
     # ----------------------------------------------------------------- cookies
 
