@@ -44,6 +44,9 @@ EXPECTED = {
     ("POST", "/api/reset-password"),
     ("DELETE", "/api/reset-password"),
     ("POST", "/api/change-password"),
+    ("GET", "/api/user/sessions"),
+    ("DELETE", "/api/user/sessions"),
+    ("DELETE", "/api/user/sessions/{handle}"),
 }
 
 

@@ -39,10 +39,14 @@ RESET_START = "/api/reset-password/identity/start"
 RESET_FINISH = "/api/reset-password/identity/finish"
 RESET_PASSWORD = "/api/reset-password"  # noqa: S105 - a path
 CHANGE_PASSWORD = "/api/change-password"  # noqa: S105 - a path
+#: The signed-in user's sessions (SPEC §7.6); ``{handle}``: one of them.
+USER_SESSIONS = "/api/user/sessions"
+USER_SESSION = "/api/user/sessions/{handle}"
 
 #: Every API path but the authorization endpoints.
 PORTAL_API = (
     HEALTH, STATE, CONFIGURATION, PASSWORD_POLICY, USER_INFO, FIRST_FACTOR, LOGOUT,
     SECOND_FACTOR_TOTP, TOTP_REGISTER, TOTP_REGISTER_QR, SESSION_ELEVATION, RESET_START,
     RESET_FINISH, RESET_PASSWORD, CHANGE_PASSWORD,
+    USER_SESSIONS, USER_SESSION,
 )  # fmt: skip

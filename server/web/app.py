@@ -44,6 +44,7 @@ from server.web.routes import Call
 from server.web.routes import Dispatcher
 from server.web.routes import Route
 from server.web.routes import RouteTable
+from server.web.sessions_api import SessionsApi
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
@@ -157,6 +158,7 @@ class Wiring:
                 Route("HEAD", endpoints.HEALTH, health),
                 *portal.routes(),
                 *(selfservice.routes() if selfservice is not None else ()),
+                *SessionsApi(portal.sessions).routes(),
             ]
         )
         dispatch = Dispatcher(

@@ -202,7 +202,15 @@ class PortalApi:
         if previous is not None:
             self.sessions.destroy(previous[1].id)
         remember = keep and self.config.session.remember_me > 0
-        session = self.sessions.create(cookie.domain, identity.username, 1, remember, stamp)
+        session = self.sessions.create(
+            cookie.domain,
+            identity.username,
+            1,
+            remember,
+            stamp,
+            ip=origin.client_ip,
+            user_agent=call.req.headers.get("User-Agent"),
+        )
         log.info("first factor succeeded", extra={"fields": fields})
         audit.emit("login", **fields, result="success", reason="password")
         resp = self.after_factor(identity, target_url, method, cookie)

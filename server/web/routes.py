@@ -177,6 +177,11 @@ def json_body(req: Request) -> dict[str, t.Any]:
     return data
 
 
+def last_segment(req: Request) -> str:
+    """The value of a ``/{name}`` route's last segment (see ``RouteTable``)."""
+    return str(req.path_info).rpartition("/")[2]
+
+
 def set_session_cookie(
     resp: Response, sessions: SessionManager, session: Session, cookie: CookieConfig
 ) -> None:
@@ -253,20 +258,39 @@ class Route:
         return self.method not in SAFE_METHODS
 
 
+def is_pattern(path: str) -> bool:
+    """True for a path whose last segment is a ``{name}`` (one segment, any value)."""
+    last = path.rpartition("/")[2]
+    return last.startswith("{") and last.endswith("}")
+
+
 class RouteTable:
-    """Path -> method -> route; refuses a ``(method, path)`` defined twice."""
+    """Path -> method -> route; refuses a ``(method, path)`` defined twice.
+
+    A path ending in ``/{name}`` (``/api/user/sessions/{handle}``) serves every path with one
+    more non-empty segment there; the handler reads it (``last_segment``). An exact path
+    wins over a pattern.
+    """
 
     def __init__(self, routes: Iterable[Route]) -> None:
         self._paths: dict[str, dict[str, Route]] = {}
+        self._patterns: dict[str, dict[str, Route]] = {}
         for route in routes:
             methods = self._paths.setdefault(route.path, {})
             if route.method in methods:
                 raise ValueError(f"{route.method} {route.path} is defined twice")
             methods[route.method] = route
+            if is_pattern(route.path):
+                self._patterns[route.path.rpartition("/")[0]] = methods
 
     def methods(self, path: str) -> Mapping[str, Route] | None:
         """The routes of ``path`` by method; None for an unknown path."""
-        return self._paths.get(path)
+        found = self._paths.get(path)
+        if found is None and self._patterns:
+            head, _, last = path.rpartition("/")
+            if last:
+                found = self._patterns.get(head)
+        return found
 
     def __iter__(self) -> Iterator[Route]:
         for methods in self._paths.values():
