@@ -68,6 +68,7 @@ COMMANDS: dict[str, str] = {
     "storage": "authctl.cmd_storage:storage",
     "import": "authctl.cmd_import:import_",
     "doctor": "authctl.cmd_doctor:doctor",
+    "session": "authctl.cmd_session:session",
 }
 
 
