@@ -16,6 +16,8 @@ Many hosts (SPEC §7.7): verify with the Redis session store, two hosts sharing 
 (primary, replica and three Sentinels, as ``docs/many-hosts.md`` deploys it; one wrk per host,
 the same pinning), against V; the delay until a logout on one host is refused by the other
 (median and max); and a Sentinel failover (primary killed) until the same cookie works again.
+Metrics (SPEC §7.7): verify as V on a server with ``[telemetry.metrics]`` on, its wrk runs
+interleaved with V's, and the ratio of the two (the scrape afterwards must count them).
 
 It installs nothing. It needs ``wrk``, ``nginx``, ``openssl``, ``taskset``, ``redis-server``
 and ``redis-sentinel`` on PATH (``apt-get install -y wrk nginx redis-server redis-sentinel``)
@@ -275,6 +277,34 @@ def write_site(folder: Path, store: str, users_text: str) -> Path:
     key.write_text(secrets.token_hex(32), encoding="ascii")
     key.chmod(0o600)
     return config
+
+
+def with_metrics(config: Path, port: int) -> Path:
+    """``config`` with ``[telemetry.metrics]`` on at ``127.0.0.1:port`` (the row VM)."""
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text + f'\n[telemetry.metrics]\nenable = true\naddress = "127.0.0.1:{port}"\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+def scraped_authz(port: int) -> float:
+    """``authctl_authz_total{code="200"}`` from the metrics listener on ``port``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "authctl_authz_total" and sample.labels == {"code": "200"}
+    )
 
 
 def users_file_text() -> str:
@@ -1001,6 +1031,8 @@ def run(settings: Settings, work: Path) -> Report:
     users_text = users_file_text()
     sqlite_config = write_site(work / "sqlite", "sqlite", users_text)
     memory_config = write_site(work / "memory", "memory", users_text)
+    metrics_port = free_port()
+    metrics_config = with_metrics(write_site(work / "metrics", "sqlite", users_text), metrics_port)
     logs = work / "logs"
     logs.mkdir()
 
@@ -1044,11 +1076,16 @@ def run(settings: Settings, work: Path) -> Report:
             )
         )
         memory = start(lambda: start_authctl("authctl-memory", memory_config, logs / "memory.log"))
+        metered = start(
+            lambda: start_authctl("authctl-metrics", metrics_config, logs / "metrics.log")
+        )
         idle_rss = rss_kib(sqlite.pid)
         status, sqlite_cookie = login(sqlite.port)
         assert status == 200, f"login on the SQLite server answered {status}"
         status, memory_cookie = login(memory.port)
         assert status == 200, f"login on the memory server answered {status}"
+        status, metrics_cookie = login(metered.port)
+        assert status == 200, f"login on the metrics-on server answered {status}"
         nginx = start(lambda: start_nginx(work / "nginx", bare.port, sqlite.port, trivial.port))
 
         def url(service: Service, path: str = "/api/authz/forward-auth") -> str:
@@ -1071,6 +1108,14 @@ def run(settings: Settings, work: Path) -> Report:
                 "V  verify, cookie, SQLite store",
                 sqlite,
                 cookie_row,
+                200,
+                settings.repeats,
+            ),
+            (
+                "verify_metrics",
+                "VM verify, as V, metrics on",
+                metered,
+                verify_headers(cookie=metrics_cookie),
                 200,
                 settings.repeats,
             ),
@@ -1112,6 +1157,8 @@ def run(settings: Settings, work: Path) -> Report:
                     target = url(server, path)
                     results[key].append(wrk(target, headers, settings.seconds, pid=server.pid))
         best = {key: median_result(runs) for key, runs in results.items()}
+        counted = scraped_authz(metrics_port)
+        sent = sum(run.requests for run in results["verify_metrics"]) + 1  # + the status check
 
         # behind nginx: the same cookie header carries both sessions
         both = {"Host": HOST, "Cookie": f"session=ok; {sqlite_cookie}"}
@@ -1135,6 +1182,11 @@ def run(settings: Settings, work: Path) -> Report:
         report.add(f"  {'case':<44} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs':>8}  runs")
         for key, label, *_, repeats in cases:
             report.row(label, best[key], repeats)
+            if key == "verify_metrics":
+                report.add(
+                    f"     (/metrics counted {counted:.0f} allowed verifies; wrk reported "
+                    f"{sent:.0f})"
+                )
         for key, label, _, repeats in nginx_cases:
             report.row(label, best[key], min(repeats, settings.repeats))
 
@@ -1259,6 +1311,10 @@ def run(settings: Settings, work: Path) -> Report:
     report.check("1,000 rules, one evaluate (µs)", worst_rule, "< 100", worst_rule < 100)
     if users["users"] == 10_000:
         report.check("load 10,000 users (s)", users["seconds"], "< 0.5", users["seconds"] < 0.5)
+    metrics_ratio = best["verify_metrics"].rps / verify_r.rps
+    report.check(
+        "verify metrics on / off (VM / V)", metrics_ratio, ">= 0.95", metrics_ratio >= 0.95
+    )
     redis_ratio = hosts.verify.rps / verify_r.rps
     report.check(
         "verify Redis 2 hosts / V (SQLite, 1 host)", redis_ratio, ">= 0.85", redis_ratio >= 0.85
