@@ -210,7 +210,9 @@ def test_errors_are_announced(name: str) -> None:
 
 REQUIRED: dict[str, dict[str, dict[str, str]]] = {
     "index.html": {
-        "username": {"autocomplete": "username"},
+        # "webauthn" last: the browser offers saved passkeys in the field (conditional mediation)
+        "username": {"autocomplete": "username webauthn"},
+        "passkey-sign-in": {"type": "button"},
         "password": {"autocomplete": "current-password", "type": "password"},
         "remember-me": {"type": "checkbox"},
         "sign-in": {"type": "submit"},
@@ -228,6 +230,11 @@ REQUIRED: dict[str, dict[str, dict[str, str]]] = {
             "autofocus": "",
         },
         "verify": {"type": "submit"},
+        "webauthn-verify": {"type": "button"},
+        "use-totp": {"type": "button"},
+        "use-webauthn": {"type": "button"},
+        "webauthn-sign-out": {"type": "button"},
+        "done-lead": {},
     },
     "settings.html": {
         "totp-start": {"type": "button"},
@@ -240,6 +247,13 @@ REQUIRED: dict[str, dict[str, dict[str, str]]] = {
         "confirm-password": {"autocomplete": "new-password", "type": "password"},
         "change-password": {"type": "submit"},
         "sign-out": {"type": "button"},
+        "webauthn-add": {"type": "button"},
+        "webauthn-description": {"autocomplete": "off", "type": "text", "maxlength": "64"},
+        "webauthn-register": {"type": "submit"},
+        "webauthn-add-cancel": {"type": "button"},
+        "webauthn-list": {},
+        "method-webauthn": {"type": "radio", "name": "method", "value": "webauthn"},
+        "method-totp": {"type": "radio", "name": "method", "value": "totp"},
     },
     "reset-password.html": {
         "username": {"autocomplete": "username"},
@@ -331,6 +345,11 @@ def test_script_calls_only_the_portal_api_with_json() -> None:
         "/api/reset-password/identity/start",
         "/api/reset-password/identity/finish",
         "/api/reset-password",
+        "/api/firstfactor/passkey",
+        "/api/secondfactor/webauthn",
+        "/api/secondfactor/webauthn/credentials",
+        "/api/secondfactor/webauthn/credential/register",
+        "/api/user/info/2fa_method",
     }
     assert all(p.startswith("/api/") for p in paths)
 
@@ -430,3 +449,135 @@ def test_script_names_the_target_only_from_the_server() -> None:
     assert "state.target_host" in source
     assert not re.search(r"hostOf\(\s*query\.get\(", source)
     assert not re.search(r"textContent\s*=\s*[^;]*\brd\b", source)
+
+
+# ---------------------------------------------------------------- passkeys (SPEC §7.1)
+
+#: page -> (live region id, its role) that announces the passkey parts' results
+PASSKEY_REGIONS = {
+    "index.html": [("login-error", "alert"), ("login-status", "status")],
+    "2fa.html": [("webauthn-error", "alert"), ("webauthn-status", "status")],
+    "settings.html": [("webauthn-error", "alert"), ("webauthn-status", "status")],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PASSKEY_REGIONS))
+def test_passkey_results_are_announced(name: str) -> None:
+    """The passkey parts announce errors (cancelled, timed out, refused) in an alert region and
+    successes in a polite status region, next to the buttons that start them."""
+    page = parse(name)
+    for element_id, role in PASSKEY_REGIONS[name]:
+        element = page.by_id(element_id)
+        assert element.attrs.get("role") == role, element_id
+        expected = "assertive" if role == "alert" else "polite"
+        assert element.attrs.get("aria-live") == expected, element_id
+
+
+def test_passkey_parts_start_hidden() -> None:
+    """What needs the server's word (passkey_login, available_methods, has_webauthn) is hidden
+    until portal.js has it: a server without passkeys shows none of it."""
+    hidden = {
+        "index.html": ["passkey-block"],
+        "2fa.html": ["view-webauthn", "use-webauthn-line", "use-totp-line"],
+        "settings.html": ["webauthn-section", "webauthn-add-form", "method-choice"],
+    }
+    for name, ids in hidden.items():
+        page = parse(name)
+        for element_id in ids:
+            assert "hidden" in page.by_id(element_id).attrs, (name, element_id)
+    # the second-factor button starts disabled, like the other submit buttons
+    assert "disabled" in parse("2fa.html").by_id("webauthn-verify").attrs
+
+
+def test_passkey_views_follow_the_view_convention() -> None:
+    """The passkey view of /2fa is a ``main > section#view-…`` like the others (showView switches
+    it), with its own heading to focus and its own sign-out."""
+    page = parse("2fa.html")
+    view = page.by_id("view-webauthn")
+    assert view.tag == "section"
+    assert view.ancestors[-1] == "main"
+    assert view.attrs.get("aria-labelledby") == "webauthn-title"
+    assert page.by_id("webauthn-title").attrs.get("tabindex") == "-1"
+
+
+def test_settings_passkey_form_is_labelled_and_posts() -> None:
+    """The name field of "Add a passkey" has a label and a hint; the method choice is a
+    fieldset with a legend (keyboard users move between the radios with the arrows)."""
+    page = parse("settings.html")
+    assert "webauthn-description" in labelled_ids(page)
+    assert page.by_id("webauthn-description").attrs.get("aria-describedby") == (
+        "webauthn-description-hint"
+    )
+    assert page.by_id("webauthn-add-form").attrs.get("method") == "post"
+    choice = page.by_id("method-choice")
+    assert choice.tag == "fieldset"
+    legends = [e for e in page.elements if e.tag == "legend" and "fieldset" in e.ancestors]
+    assert legends
+
+
+def test_script_uses_the_webauthn_json_forms() -> None:
+    """portal.js uses the browser's JSON helpers where they exist (with a base64url fallback),
+    conditional mediation only after asking whether it is available, and names every
+    DOMException a ceremony ends with."""
+    source = js_source()
+    for needed in (
+        "parseRequestOptionsFromJSON",
+        "parseCreationOptionsFromJSON",
+        "toJSON",
+        "isConditionalMediationAvailable",
+        'mediation: "conditional"',
+        "AbortController",
+        "navigator.credentials.create",
+        "navigator.credentials.get",
+    ):
+        assert needed in source, needed
+    for name in ("NotAllowedError", "AbortError", "InvalidStateError", "SecurityError"):
+        assert f'"{name}"' in source, name
+    # the credential id goes into a path (PUT/DELETE …/credential/<id>): always encoded
+    assert 'const keyPath = "/api/secondfactor/webauthn/credential/";' in source
+    assert re.search(r"keyPath \+ encodeURIComponent\(id\)", source)
+    # the passkey list is built with elements and textContent, never markup
+    assert "createElement" in source
+
+
+def _node_helpers(body: str) -> str:
+    """Run ``body`` in node with portal.js's base64url helpers defined; its stdout."""
+    source = js_source()
+    helpers = [
+        re.search(rf"  function {name}\(.*?\n  }}\n", source, re.S) for name in BASE64_HELPERS
+    ]
+    assert all(helpers)
+    node = shutil.which("node")
+    assert node is not None
+    script = "const window = globalThis;\n" + "".join(h.group(0) for h in helpers if h) + body
+    result = subprocess.run(
+        [node, "-e", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+BASE64_HELPERS = ("fromBase64url", "toBase64url")
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_base64url_fallback_round_trips() -> None:
+    """The fallback for browsers without parse…FromJSON/toJSON: base64url without padding,
+    ``-`` and ``_`` for ``+`` and ``/``, every length and every byte value round-trips."""
+    out = _node_helpers(
+        """
+const seen = [];
+for (let n = 0; n < 70; n += 1) {
+  const bytes = new Uint8Array(n);
+  for (let i = 0; i < n; i += 1) bytes[i] = (i * 37 + n * 11 + 250) % 256;
+  const text = toBase64url(bytes.buffer);
+  if (/[+/=]/.test(text)) throw new Error("not base64url: " + text);
+  const back = new Uint8Array(fromBase64url(text));
+  if (back.length !== n || back.some((b, i) => b !== bytes[i])) throw new Error("length " + n);
+  const ref = Buffer.from(bytes).toString("base64url");
+  if (ref !== text) throw new Error(ref + " != " + text);
+}
+console.log(toBase64url(new Uint8Array([251, 255, 191]).buffer));
+"""
+    )
+    assert out.strip() == "-_-_"

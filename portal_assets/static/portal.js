@@ -79,6 +79,7 @@
     if (response.ok && payload && payload.status === "OK") {
       return payload.data && typeof payload.data === "object" ? payload.data : {};
     }
+    if ((response.status === 201 || response.status === 204) && !payload) return {};
     let message = defaultMessage(response.status);
     if (response.ok) message = "The server sent an unexpected answer. Try again.";
     if (payload && typeof payload.message === "string" && payload.message.trim()) {
@@ -221,8 +222,8 @@
   }
 
   function levelText(level) {
-    if (level >= 2) return "password and one-time code";
-    if (level === 1) return "password";
+    if (level >= 2) return "two factors";
+    if (level === 1) return "one factor";
     return "not signed in";
   }
 
@@ -272,6 +273,164 @@
   const TOTP_PATTERN = /^(\d{6}|\d{8})$/;
   const TOTP_HINT = "Enter the 6-digit code from your authenticator app (8 digits if your app shows 8).";
 
+  /* ------------------------------------------------------------ WebAuthn */
+
+  /*
+   * The server sends WebAuthn options and takes credentials in their JSON form (every byte field
+   * base64url, as PublicKeyCredential.toJSON() writes it, SPEC §7.1). The browser's own
+   * parse…FromJSON / toJSON are used where they exist; the small fallback below does the same
+   * for older browsers.
+   */
+
+  function fromBase64url(value) {
+    const text = String(value || "").replace(/-/g, "+").replace(/_/g, "/");
+    const binary = window.atob(text + "===".slice((text.length + 3) % 4));
+    const bytes = new Uint8Array(binary.length);
+    for (let i = 0; i < binary.length; i += 1) bytes[i] = binary.charCodeAt(i);
+    return bytes.buffer;
+  }
+
+  function toBase64url(buffer) {
+    const bytes = new Uint8Array(buffer);
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 1) binary += String.fromCharCode(bytes[i]);
+    return window.btoa(binary).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  /** True when this browser can use passkeys and security keys at all. */
+  function webauthnSupported() {
+    return (
+      typeof window.PublicKeyCredential === "function" &&
+      Boolean(navigator.credentials) &&
+      typeof navigator.credentials.get === "function"
+    );
+  }
+
+  function withIds(list) {
+    if (!Array.isArray(list)) return list;
+    return list.map(function (d) {
+      return Object.assign({}, d, { id: fromBase64url(d.id) });
+    });
+  }
+
+  /** The server's `data.publicKey` (or `data`) as PublicKeyCredentialRequestOptions. */
+  function requestOptions(data) {
+    const json = data && typeof data.publicKey === "object" && data.publicKey ? data.publicKey : data;
+    if (!json || typeof json.challenge !== "string") {
+      throw new ApiError("The server sent unusable passkey options. Try again.", 0);
+    }
+    if (typeof window.PublicKeyCredential.parseRequestOptionsFromJSON === "function") {
+      try {
+        return window.PublicKeyCredential.parseRequestOptionsFromJSON(json);
+      } catch (err) {
+        /* an option this browser does not know: the fallback below passes it through */
+      }
+    }
+    const options = Object.assign({}, json, { challenge: fromBase64url(json.challenge) });
+    if (json.allowCredentials) options.allowCredentials = withIds(json.allowCredentials);
+    return options;
+  }
+
+  /** The server's `data.publicKey` (or `data`) as PublicKeyCredentialCreationOptions. */
+  function creationOptions(data) {
+    const json = data && typeof data.publicKey === "object" && data.publicKey ? data.publicKey : data;
+    if (!json || typeof json.challenge !== "string" || !json.user || typeof json.user.id !== "string") {
+      throw new ApiError("The server sent unusable passkey options. Try again.", 0);
+    }
+    if (typeof window.PublicKeyCredential.parseCreationOptionsFromJSON === "function") {
+      try {
+        return window.PublicKeyCredential.parseCreationOptionsFromJSON(json);
+      } catch (err) {
+        /* fall back below */
+      }
+    }
+    const options = Object.assign({}, json, {
+      challenge: fromBase64url(json.challenge),
+      user: Object.assign({}, json.user, { id: fromBase64url(json.user.id) }),
+    });
+    if (json.excludeCredentials) options.excludeCredentials = withIds(json.excludeCredentials);
+    return options;
+  }
+
+  /** A credential from create() or get() in its JSON form (what the server reads). */
+  function credentialJSON(credential) {
+    if (typeof credential.toJSON === "function") {
+      try {
+        return credential.toJSON();
+      } catch (err) {
+        /* fall back below */
+      }
+    }
+    const r = credential.response;
+    const response = { clientDataJSON: toBase64url(r.clientDataJSON) };
+    if (r.attestationObject) {
+      response.attestationObject = toBase64url(r.attestationObject);
+      if (typeof r.getTransports === "function") response.transports = r.getTransports();
+    }
+    if (r.authenticatorData) response.authenticatorData = toBase64url(r.authenticatorData);
+    if (r.signature) response.signature = toBase64url(r.signature);
+    if (r.userHandle) response.userHandle = toBase64url(r.userHandle);
+    const json = {
+      id: credential.id,
+      rawId: toBase64url(credential.rawId),
+      type: credential.type,
+      response: response,
+      clientExtensionResults:
+        typeof credential.getClientExtensionResults === "function"
+          ? credential.getClientExtensionResults()
+          : {},
+    };
+    if (credential.authenticatorAttachment) {
+      json.authenticatorAttachment = credential.authenticatorAttachment;
+    }
+    return json;
+  }
+
+  /** What to tell the user when the browser's part of a ceremony fails. */
+  function ceremonyMessage(err, creating, elapsed, timeout) {
+    const name = err && err.name ? err.name : "";
+    if (name === "NotAllowedError") {
+      if (timeout && elapsed >= timeout - 1000) {
+        return "The request timed out. Try again and confirm when your browser asks.";
+      }
+      return creating
+        ? "No passkey was added: the request was cancelled or not allowed. Try again."
+        : "The request was cancelled or not allowed. Try again and confirm when your browser asks.";
+    }
+    if (name === "AbortError") return "The request was cancelled.";
+    if (name === "InvalidStateError") {
+      return creating
+        ? "This security key or passkey is already registered for your account."
+        : "This passkey cannot be used here.";
+    }
+    if (name === "SecurityError") {
+      return "Your browser refused passkeys on this address. Open the sign-in page at its usual address and try again.";
+    }
+    if (name === "NotSupportedError") {
+      return "This browser or device cannot create or use the kind of passkey this server asks for.";
+    }
+    return "The passkey request failed. Try again.";
+  }
+
+  /** Run the browser's part (`fn` returns the create()/get() promise); its failure becomes an
+   * ApiError with a message for people, so run() announces it in the live region. */
+  async function ceremony(fn, creating, timeout) {
+    if (!webauthnSupported()) {
+      throw new ApiError("This browser does not support passkeys or security keys.", 0);
+    }
+    const started = Date.now();
+    let credential;
+    try {
+      credential = await fn();
+    } catch (err) {
+      const failure = new ApiError(ceremonyMessage(err, creating, Date.now() - started, timeout), 0);
+      failure.ceremony = err && err.name ? err.name : "Error";
+      throw failure;
+    }
+    if (!credential) throw new ApiError("The request was cancelled.", 0);
+    return credential;
+  }
+
   /* -------------------------------------------------------- page: sign in */
 
   async function pageLogin() {
@@ -282,8 +441,15 @@
     const pass = $("password");
     const remember = $("remember-me");
     const submit = $("sign-in");
+    const passkeyButton = $("passkey-sign-in");
     const err = $("login-error");
     const status = $("login-status");
+    // read once: which second factors exist and whether passkeys sign in alone
+    const configuration = api("GET", "/api/configuration").catch(function () {
+      return null;
+    });
+    let passkeyLogin = false;
+    let conditional = null; // the pending conditional-mediation request: {controller, settled}
 
     submit.disabled = false;
     clearInvalidOnInput([user, pass]);
@@ -293,12 +459,10 @@
     }
 
     async function secondFactorAvailable() {
-      try {
-        const conf = await api("GET", "/api/configuration");
-        return Array.isArray(conf.available_methods) && conf.available_methods.indexOf("totp") !== -1;
-      } catch (e) {
-        return true; // the server gave no redirect for a target: most likely it wants the code
-      }
+      const conf = await configuration;
+      if (!conf) return true; // the server gave no redirect for a target: most likely it wants a second factor
+      const methods = Array.isArray(conf.available_methods) ? conf.available_methods : [];
+      return methods.indexOf("totp") !== -1 || methods.indexOf("webauthn") !== -1;
     }
 
     async function showSignedIn(state) {
@@ -323,10 +487,32 @@
       try {
         const info = await api("GET", "/api/user/info", undefined, "Account information");
         if (info.display_name) setIdentity(String(info.display_name), "avatar", "display-name");
-        if (info.has_totp === false) twoFa.hidden = true;
+        if (info.has_webauthn === true) {
+          twoFa.textContent = info.has_totp === true ? "Verify with a second factor" : "Verify with your passkey";
+        }
+        if (info.has_totp === false && info.has_webauthn !== true) twoFa.hidden = true;
       } catch (e) {
         /* the username stands in for the display name */
       }
+    }
+
+    /** After a first factor (password or passkey): follow the server's redirect, go on to the
+     * second factor for a target that needs it, or show who is signed in. */
+    async function afterFirstFactor(data, verb) {
+      if (data.redirect && navigateTo(data.redirect)) {
+        say(status, verb + " Taking you to " + hostOf(data.redirect) + "…");
+        return NAVIGATING;
+      }
+      const state = await api("GET", "/api/state");
+      const level = Number(state.authentication_level) || 0;
+      if (rd && level < 2 && (await secondFactorAvailable())) {
+        window.location.assign(withTarget("/2fa"));
+        return NAVIGATING;
+      }
+      user.value = "";
+      await stopConditional();
+      await showSignedIn(state);
+      return undefined;
     }
 
     form.addEventListener("submit", function (ev) {
@@ -336,38 +522,129 @@
       const password = pass.value;
       if (!username) return fieldError(err, user, "Enter your username.");
       if (!password) return fieldError(err, pass, "Enter your password.");
-      run(submit, err, async function () {
-        const body = { username: username, password: password, keepMeLoggedIn: remember.checked };
-        if (rd) body.targetURL = rd;
-        if (rm) body.requestMethod = rm;
-        let data;
-        try {
-          data = await api("POST", "/api/firstfactor", body, "Sign-in");
-        } catch (e) {
+      run(
+        submit,
+        err,
+        async function () {
+          const body = { username: username, password: password, keepMeLoggedIn: remember.checked };
+          if (rd) body.targetURL = rd;
+          if (rm) body.requestMethod = rm;
+          let data;
+          try {
+            data = await api("POST", "/api/firstfactor", body, "Sign-in");
+          } catch (e) {
+            pass.value = "";
+            pass.focus();
+            throw e;
+          }
           pass.value = "";
-          pass.focus();
-          throw e;
-        }
-        pass.value = "";
-        if (data.redirect && navigateTo(data.redirect)) {
-          say(status, "Signed in. Taking you to " + hostOf(data.redirect) + "…");
-          return NAVIGATING;
-        }
-        const state = await api("GET", "/api/state");
-        const level = Number(state.authentication_level) || 0;
-        if (rd && level < 2 && (await secondFactorAvailable())) {
-          window.location.assign(withTarget("/2fa"));
-          return NAVIGATING;
-        }
-        user.value = "";
-        return showSignedIn(state);
-      });
+          return afterFirstFactor(data, "Signed in.");
+        },
+        [passkeyButton],
+      );
       return undefined;
+    });
+
+    /* ---- passkey sign-in (SPEC §7.1: GET/POST /api/firstfactor/passkey) ---- */
+
+    async function passkeyOptions() {
+      const data = await api("GET", "/api/firstfactor/passkey", undefined, "Passkey sign-in");
+      return requestOptions(data);
+    }
+
+    async function finishPasskey(credential) {
+      const body = { response: credentialJSON(credential), keepMeLoggedIn: remember.checked };
+      if (rd) body.targetURL = rd;
+      if (rm) body.requestMethod = rm;
+      const data = await api("POST", "/api/firstfactor/passkey", body, "Passkey sign-in");
+      pass.value = "";
+      return afterFirstFactor(data, "Signed in with your passkey.");
+    }
+
+    /** Offer the user's passkeys in the username field's autofill (conditional mediation),
+     * where the browser can; quietly nothing where it cannot. */
+    async function startConditional() {
+      if (!passkeyLogin || conditional || !webauthnSupported()) return;
+      const check = window.PublicKeyCredential.isConditionalMediationAvailable;
+      if (typeof check !== "function") return;
+      let available = false;
+      try {
+        available = await check.call(window.PublicKeyCredential);
+      } catch (e) {
+        available = false;
+      }
+      if (!available || conditional) return;
+      const controller = new AbortController();
+      const entry = { controller: controller, settled: null };
+      conditional = entry;
+      let credential = null;
+      const pending = (async function () {
+        const options = await passkeyOptions();
+        if (controller.signal.aborted) return null;
+        return navigator.credentials.get({
+          mediation: "conditional",
+          publicKey: options,
+          signal: controller.signal,
+        });
+      })();
+      entry.settled = pending.then(
+        function () {},
+        function () {},
+      );
+      try {
+        credential = await pending;
+      } catch (e) {
+        credential = null; // aborted, or the browser would not: the button still works
+      }
+      if (conditional === entry) conditional = null;
+      if (!credential || controller.signal.aborted) return;
+      const result = await run(
+        passkeyButton,
+        err,
+        function () {
+          return finishPasskey(credential);
+        },
+        [submit],
+      );
+      if (result !== NAVIGATING && !$("view-login").hidden) startConditional();
+    }
+
+    /** Cancel the autofill request (one WebAuthn request at a time) and wait until it ended. */
+    async function stopConditional() {
+      const entry = conditional;
+      conditional = null;
+      if (!entry) return;
+      entry.controller.abort();
+      if (entry.settled) await entry.settled;
+    }
+
+    passkeyButton.addEventListener("click", function () {
+      say(status, "");
+      run(
+        passkeyButton,
+        err,
+        async function () {
+          await stopConditional();
+          const options = await passkeyOptions();
+          const credential = await ceremony(
+            function () {
+              return navigator.credentials.get({ publicKey: options });
+            },
+            false,
+            options.timeout,
+          );
+          return finishPasskey(credential);
+        },
+        [submit],
+      ).then(function (result) {
+        if (result !== NAVIGATING && !$("view-login").hidden) startConditional();
+      });
     });
 
     signOutButton($("sign-out"), $("signed-in-error"), function () {
       showLogin(true);
       say(status, "You have been signed out.");
+      startConditional();
     });
 
     let state;
@@ -395,6 +672,10 @@
     } else {
       showLogin(true);
     }
+    const conf = await configuration;
+    passkeyLogin = Boolean(conf && conf.passkey_login === true && webauthnSupported());
+    $("passkey-block").hidden = !passkeyLogin;
+    if (level < 1) startConditional();
   }
 
   /* ------------------------------------------------ page: one-time code */
@@ -402,8 +683,8 @@
   async function page2fa() {
     const rd = query.get("rd") || "";
 
-    /** The site asks for a code but this user has no authenticator app: say so, from the
-     * heading down, instead of asking for a code that cannot exist. */
+    /** The site asks for a second factor but this user has none: say so, from the heading
+     * down, instead of asking for a code that cannot exist. */
     function showNoTotp() {
       $("code-title").textContent = "Set up two-factor sign-in";
       // the server renders [portal] title into the brand line: keep it in the tab's title
@@ -420,12 +701,45 @@
     const verify = $("verify");
     const err = $("code-error");
     const status = $("code-status");
+    const keyButton = $("webauthn-verify");
+    const keyErr = $("webauthn-error");
+    const keyStatus = $("webauthn-status");
 
     verify.disabled = false;
+    keyButton.disabled = false;
     clearInvalidOnInput([code]);
     codeField(code, function () {
       form.requestSubmit ? form.requestSubmit(verify) : verify.click();
     });
+
+    function showCode(focus) {
+      showView("view-code");
+      if (focus) code.focus();
+    }
+
+    function showKey(focus) {
+      showView("view-webauthn");
+      if (focus) keyButton.focus();
+    }
+
+    /** Remember the method the user switched to (`POST /api/user/info/2fa_method`); a refusal
+     * changes nothing on this page. */
+    function preferMethod(method) {
+      api("POST", "/api/user/info/2fa_method", { method: method }).catch(function () {});
+    }
+
+    /** A verified second factor: the server's redirect, or the "verified" view. */
+    function verified(data, statusEl, how) {
+      if (data.redirect && navigateTo(data.redirect)) {
+        say(statusEl, "Verified. Taking you to " + hostOf(data.redirect) + "…");
+        return NAVIGATING;
+      }
+      $("done-lead").textContent = "You signed in with your password and " + how + ".";
+      showView("view-done");
+      $("done-title").focus();
+      say($("done-status"), how === "a passkey" ? "Your passkey was accepted." : "Your one-time code was accepted.");
+      return undefined;
+    }
 
     form.addEventListener("submit", function (ev) {
       ev.preventDefault();
@@ -444,47 +758,90 @@
           code.focus();
           throw e;
         }
-        if (data.redirect && navigateTo(data.redirect)) {
-          say(status, "Verified. Taking you to " + hostOf(data.redirect) + "…");
-          return NAVIGATING;
-        }
-        showView("view-done");
-        $("done-title").focus();
-        say($("done-status"), "Your one-time code was accepted.");
-        return undefined;
+        return verified(data, status, "a one-time code");
       });
       return undefined;
     });
 
-    signOutButton($("sign-out"), err, function () {
+    keyButton.addEventListener("click", function () {
+      say(keyStatus, "");
+      run(keyButton, keyErr, async function () {
+        const options = requestOptions(
+          await api("GET", "/api/secondfactor/webauthn", undefined, "Security key sign-in"),
+        );
+        const credential = await ceremony(
+          function () {
+            return navigator.credentials.get({ publicKey: options });
+          },
+          false,
+          options.timeout,
+        );
+        const body = { response: credentialJSON(credential) };
+        if (rd) body.targetURL = rd;
+        const data = await api("POST", "/api/secondfactor/webauthn", body, "Security key sign-in");
+        return verified(data, keyStatus, "a passkey");
+      });
+    });
+
+    $("use-totp").addEventListener("click", function () {
+      say(keyErr, "");
+      preferMethod("totp");
+      showCode(true);
+    });
+    $("use-webauthn").addEventListener("click", function () {
+      say(err, "");
+      preferMethod("webauthn");
+      showKey(true);
+    });
+
+    function leave() {
       window.location.assign(withTarget("/"));
       return NAVIGATING;
-    });
+    }
+    signOutButton($("sign-out"), err, leave);
+    signOutButton($("webauthn-sign-out"), keyErr, leave);
 
     let state;
     try {
       state = await stateWithTarget("Two-factor sign-in");
     } catch (e) {
-      showView("view-code");
+      showCode(false);
       say(err, e.message);
       return;
     }
     showTargetHost("target", "target-host", state);
+    showTargetHost("webauthn-target", "webauthn-target-host", state);
     const level = Number(state.authentication_level) || 0;
     if (level < 1) {
       window.location.replace(withTarget("/"));
       return;
     }
-    $("code-username").textContent = state.username || "";
+    ["code-username", "webauthn-username"].forEach(function (id) {
+      $(id).textContent = state.username || "";
+    });
     $("code-user-line").hidden = !state.username;
-    showView("view-code");
-    code.focus();
-    if (level >= 2) say(status, "You already verified with a one-time code in this session.");
+    $("webauthn-user-line").hidden = !state.username;
+
+    let info = null;
     try {
-      const info = await api("GET", "/api/user/info", undefined, "Account information");
-      if (info.has_totp === false) showNoTotp();
+      info = await api("GET", "/api/user/info", undefined, "Account information");
     } catch (e) {
-      /* keep the form: the server decides */
+      info = null; // keep the code form: the server decides
+    }
+    const hasKey = Boolean(info && info.has_webauthn === true);
+    const hasTotp = !info || info.has_totp !== false;
+    $("use-webauthn-line").hidden = !hasKey;
+    $("use-totp-line").hidden = !(hasKey && hasTotp);
+    if (hasKey && (!hasTotp || info.method === "webauthn")) {
+      showKey(true);
+      if (!webauthnSupported()) say(keyErr, "This browser does not support passkeys or security keys.");
+    } else {
+      if (!hasTotp) showNoTotp();
+      showCode(hasTotp);
+    }
+    if (level >= 2) {
+      const again = "You already verified with a second factor in this session.";
+      say($("view-webauthn").hidden ? status : keyStatus, again);
     }
   }
 
@@ -638,6 +995,7 @@
       $("totp-text").textContent = hasTotp
         ? "Sites that need two-factor sign-in ask for a code from your authenticator app."
         : "Add an authenticator app to sign in to sites that need two-factor sign-in.";
+      renderMethodChoice();
     }
 
     function closeEnrol() {
@@ -753,6 +1111,297 @@
       });
     });
 
+    /* ---- passkeys and security keys (SPEC §7.1) ---- */
+
+    const keyErr = $("webauthn-error");
+    const keyStatus = $("webauthn-status");
+    const keyList = $("webauthn-list");
+    const addForm = $("webauthn-add-form");
+    const addName = $("webauthn-description");
+    const keyPath = "/api/secondfactor/webauthn/credential/";
+    let credentials = [];
+    let preferred = "";
+
+    /** A date from the API (RFC 3339, or seconds since 1970) for people, "" when unknown. */
+    function formatDate(value) {
+      if (value === null || value === undefined || value === "") return "";
+      const date = new Date(typeof value === "number" ? value * 1000 : String(value));
+      if (Number.isNaN(date.getTime())) return "";
+      try {
+        return date.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+      } catch (e) {
+        return date.toLocaleString();
+      }
+    }
+
+    function element(tag, className, text) {
+      const el = document.createElement(tag);
+      if (className) el.className = className;
+      if (text !== undefined) el.textContent = text;
+      return el;
+    }
+
+    function button(text, className, label) {
+      const b = element("button", "btn " + className, text);
+      b.type = "button";
+      if (label) b.setAttribute("aria-label", label);
+      return b;
+    }
+
+    function renderMethodChoice() {
+      const both = hasTotp === true && credentials.length > 0;
+      $("method-choice").hidden = !both;
+      $("method-webauthn").checked = preferred === "webauthn";
+      $("method-totp").checked = preferred !== "webauthn";
+    }
+
+    function renderKeys() {
+      const badge = $("webauthn-badge");
+      const count = credentials.length;
+      badge.classList.toggle("badge-on", count > 0);
+      badge.classList.toggle("badge-off", count === 0);
+      badge.textContent = count === 0 ? "Off" : count === 1 ? "1 added" : count + " added";
+      $("webauthn-empty").hidden = count > 0;
+      $("webauthn-add").textContent = count > 0 ? "Add another passkey" : "Add a passkey";
+      keyList.textContent = "";
+      credentials.forEach(function (cred) {
+        keyList.appendChild(keyItem(cred));
+      });
+      renderMethodChoice();
+    }
+
+    /** One passkey: its name, when it was added and last used, Rename and Remove (each opening
+     * inline, below the item, with the focus in it). */
+    function keyItem(cred) {
+      const id = String(cred.id);
+      const name = String(cred.description || "Unnamed passkey");
+      const item = element("li", "credential");
+      item.setAttribute("data-credential-id", id);
+      const main = element("div", "credential-main");
+      main.appendChild(element("p", "credential-name", name));
+      const added = formatDate(cred.created_at);
+      const used = formatDate(cred.last_used_at);
+      const meta = [];
+      if (added) meta.push("Added " + added);
+      meta.push(used ? "Last used " + used : "Never used");
+      main.appendChild(element("p", "credential-meta small muted", meta.join(" · ")));
+      item.appendChild(main);
+
+      const actions = element("div", "actions credential-actions");
+      const renameButton = button("Rename", "btn-secondary btn-small", "Rename " + name);
+      const removeButton = button("Remove", "btn-secondary btn-small", "Remove " + name);
+      renameButton.setAttribute("data-action", "rename");
+      removeButton.setAttribute("data-action", "remove");
+      actions.appendChild(renameButton);
+      actions.appendChild(removeButton);
+      item.appendChild(actions);
+
+      // rename: a small form of its own
+      const renameForm = element("form", "panel credential-rename");
+      renameForm.method = "post";
+      renameForm.noValidate = true;
+      renameForm.hidden = true;
+      const field = element("div", "field");
+      const inputId = "webauthn-rename-" + Array.from(keyList.children).length;
+      const label = element("label", "", "New name for " + name);
+      label.htmlFor = inputId;
+      const input = element("input");
+      input.type = "text";
+      input.id = inputId;
+      input.maxLength = 64;
+      input.autocomplete = "off";
+      input.spellcheck = false;
+      input.required = true;
+      field.appendChild(label);
+      field.appendChild(input);
+      renameForm.appendChild(field);
+      const renameActions = element("div", "actions");
+      const save = button("Save", "btn-primary");
+      save.type = "submit";
+      const cancel = button("Cancel", "btn-secondary");
+      renameActions.appendChild(save);
+      renameActions.appendChild(cancel);
+      renameForm.appendChild(renameActions);
+      item.appendChild(renameForm);
+
+      // remove: an inline confirmation
+      const confirm = element("div", "panel credential-remove");
+      confirm.hidden = true;
+      const question = element("p");
+      question.appendChild(element("strong", "", "Remove “" + name + "”?"));
+      question.appendChild(
+        document.createTextNode(" You will not be able to sign in with it any more."),
+      );
+      confirm.appendChild(question);
+      const confirmActions = element("div", "actions");
+      const yes = button("Remove", "btn-danger", "Remove " + name + " now");
+      const no = button("Keep it", "btn-secondary");
+      confirmActions.appendChild(yes);
+      confirmActions.appendChild(no);
+      confirm.appendChild(confirmActions);
+      item.appendChild(confirm);
+
+      renameButton.addEventListener("click", function () {
+        say(keyStatus, "");
+        confirm.hidden = true;
+        input.value = name;
+        markInvalid(input, false);
+        renameForm.hidden = false;
+        input.focus();
+        input.select();
+      });
+      cancel.addEventListener("click", function () {
+        renameForm.hidden = true;
+        renameButton.focus();
+      });
+      clearInvalidOnInput([input]);
+      renameForm.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        const description = input.value.trim();
+        if (!description) return fieldError(keyErr, input, "Enter a name for the passkey.");
+        if (description === name) {
+          renameForm.hidden = true;
+          renameButton.focus();
+          return undefined;
+        }
+        guarded(save, keyErr, async function () {
+          try {
+            await api("PUT", keyPath + encodeURIComponent(id), { description: description }, "Renaming a passkey");
+          } catch (e) {
+            if (e.status === 400 || e.status === 409) {
+              markInvalid(input, true);
+              input.focus();
+            }
+            throw e;
+          }
+          await loadKeys();
+          say(keyStatus, "“" + name + "” is now called “" + description + "”.");
+          focusItem(id, "rename");
+        });
+        return undefined;
+      });
+
+      removeButton.addEventListener("click", function () {
+        say(keyStatus, "");
+        renameForm.hidden = true;
+        confirm.hidden = false;
+        no.focus();
+      });
+      no.addEventListener("click", function () {
+        confirm.hidden = true;
+        removeButton.focus();
+      });
+      yes.addEventListener("click", function () {
+        guarded(yes, keyErr, async function () {
+          await api("DELETE", keyPath + encodeURIComponent(id), {}, "Removing a passkey");
+          await loadKeys();
+          say(keyStatus, "“" + name + "” was removed.");
+          $("webauthn-add").focus();
+        });
+      });
+      return item;
+    }
+
+    /** Put the focus back on a button of the item with this id after the list was redrawn. */
+    function focusItem(id, action) {
+      const item = Array.from(keyList.children).find(function (li) {
+        return li.getAttribute("data-credential-id") === id;
+      });
+      const target = item ? item.querySelector("[data-action='" + action + "']") : null;
+      (target || $("webauthn-add")).focus();
+    }
+
+    async function loadKeys() {
+      const data = await api("GET", "/api/secondfactor/webauthn/credentials", undefined, "Passkeys");
+      credentials = Array.isArray(data) ? data : [];
+      renderKeys();
+    }
+
+    function closeAdd() {
+      addForm.hidden = true;
+      addName.value = "";
+      markInvalid(addName, false);
+      $("webauthn-actions").hidden = false;
+    }
+
+    $("webauthn-add").addEventListener("click", function () {
+      say(keyStatus, "");
+      say(keyErr, "");
+      $("webauthn-actions").hidden = true;
+      addForm.hidden = false;
+      addName.focus();
+    });
+    $("webauthn-add-cancel").addEventListener("click", function () {
+      closeAdd();
+      $("webauthn-add").focus();
+    });
+    clearInvalidOnInput([addName]);
+    addForm.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      say(keyStatus, "");
+      const description = addName.value.trim();
+      if (!description) return fieldError(keyErr, addName, "Enter a name for the passkey.");
+      guarded($("webauthn-register"), keyErr, async function () {
+        let data;
+        try {
+          data = await api(
+            "PUT",
+            "/api/secondfactor/webauthn/credential/register",
+            { description: description },
+            "Adding a passkey",
+          );
+        } catch (e) {
+          if (e.status === 400 || e.status === 409) {
+            markInvalid(addName, true);
+            addName.focus();
+          }
+          throw e;
+        }
+        const options = creationOptions(data);
+        let credential;
+        try {
+          credential = await ceremony(
+            function () {
+              return navigator.credentials.create({ publicKey: options });
+            },
+            true,
+            options.timeout,
+          );
+        } catch (e) {
+          // end the server's half of the ceremony too (best effort)
+          api("DELETE", "/api/secondfactor/webauthn/credential/register", {}).catch(function () {});
+          throw e;
+        }
+        await api(
+          "POST",
+          "/api/secondfactor/webauthn/credential/register",
+          credentialJSON(credential),
+          "Adding a passkey",
+        );
+        closeAdd();
+        await loadKeys();
+        say(keyStatus, "Your passkey “" + description + "” was added.");
+        $("webauthn-add").focus();
+      });
+      return undefined;
+    });
+
+    ["method-webauthn", "method-totp"].forEach(function (id) {
+      $(id).addEventListener("change", function () {
+        const method = $(id).value;
+        api("POST", "/api/user/info/2fa_method", { method: method }, "Choosing the second factor").then(
+          function () {
+            preferred = method;
+            say(keyStatus, method === "webauthn" ? "Sites will ask for your passkey first." : "Sites will ask for a one-time code first.");
+          },
+          function (e) {
+            renderMethodChoice();
+            say(keyErr, e.message);
+          },
+        );
+      });
+    });
+
     /* ---- change password ---- */
 
     const pwErr = $("password-error");
@@ -838,18 +1487,33 @@
       $("settings-email").textContent = email;
       $("settings-email-sep").hidden = !email;
       if (typeof info.has_totp === "boolean") hasTotp = info.has_totp;
+      if (typeof info.method === "string") preferred = info.method;
       renderTotp();
     } catch (e) {
       say(pageErr, e.message);
     }
+    let conf = null;
     try {
-      const conf = await api("GET", "/api/configuration");
+      conf = await api("GET", "/api/configuration");
       if (conf.password_change_disabled === true) {
         $("password-form").hidden = true;
         $("password-disabled").hidden = false;
       }
     } catch (e) {
       /* keep the form: the server decides */
+    }
+    const methods = conf && Array.isArray(conf.available_methods) ? conf.available_methods : [];
+    if (methods.indexOf("webauthn") !== -1) {
+      $("webauthn-section").hidden = false;
+      if (!webauthnSupported()) {
+        $("webauthn-add").disabled = true;
+        say(keyErr, "This browser does not support passkeys or security keys: you can still remove them here.");
+      }
+      try {
+        await loadKeys();
+      } catch (e) {
+        say(keyErr, e.message);
+      }
     }
   }
 
