@@ -243,6 +243,7 @@ def _serve_workers(
     loaded: Stamp | None = None,
 ) -> int:
     """The socket bound here, ``workers`` forked processes serving it (``server.serve.workers``)."""
+    from server.core import audit
     from server.serve.httpd import address_of
     from server.serve.httpd import listen_problem
     from server.serve.httpd import make_app_server
@@ -251,6 +252,8 @@ def _serve_workers(
     from server.serve.workers import bind
     from server.serve.workers import rebinder
 
+    # the parent writes config_reload events; each worker inherits the file (make_app keeps it)
+    audit.configure(config.log.audit_file)
     try:
         sockets = bind(listen, workers)
     except OSError as exc:

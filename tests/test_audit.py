@@ -607,3 +607,80 @@ def test_a_full_disk_never_breaks_a_login(
         assert 1 < len(whole) < 80
     finally:
         audit.configure(None)
+
+
+# --------------------------------------------------------------------------- a real server
+
+SERVE_WAYS = [pytest.param((), id="single"), pytest.param(("--workers", "2"), id="workers2")]
+
+
+def wait_for(what: t.Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", SERVE_WAYS)
+def test_logrotate_move_then_sighup_reopens_on_a_real_server(
+    tmp_path: Path, extra: tuple[str, ...]
+) -> None:
+    """logrotate moves the file and sends SIGHUP: every serving process (with --workers the
+    parent forwards the signal) writes to a new 0600 file from then on, nothing more to the
+    old one; the reload SIGHUP also makes is one config_reload line; no password anywhere."""
+    from tests.test_serve import SQLITE_CONFIG
+    from tests.test_serve import Server
+    from tests.test_serve import make_folder
+
+    folder = make_folder(tmp_path / "site", SQLITE_CONFIG + '\n[log]\naudit_file = "audit.log"\n')
+    path, moved = folder / "audit.log", folder / "audit.log.1"
+    srv = Server(folder, extra)
+    processes = 3 if extra else 1  # the parent writes config_reload, each worker the rest
+    try:
+        for _ in range(6):  # a new connection each: with --workers, both workers answer
+            assert srv.login("alice").status == 200
+        assert srv.request("GET", "/api/health").status == 200
+        assert [e["event"] for e in lines(path)] == ["login"] * 6
+        path.rename(moved)
+        srv.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "".join(srv.lines).count("audit log reopened") == processes)
+        for _ in range(10):
+            assert srv.login("alice").status == 200
+        wait_for(lambda: path.exists() and len(lines(path)) >= 11)
+        assert len(lines(moved)) == 6
+        found = lines(path)
+        assert sorted(e["event"] for e in found) == ["config_reload"] + ["login"] * 10
+        reload_line = next(e for e in found if e["event"] == "config_reload")
+        assert (reload_line["result"], reload_line["reason"]) == ("success", "reloaded")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert srv.proc.poll() is None
+    finally:
+        assert srv.stop() == 0
+    for text in (path.read_text(), moved.read_text(), "".join(srv.lines)):
+        assert PASSWORDS["alice"] not in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", SERVE_WAYS)
+def test_serve_refuses_to_start_when_the_audit_file_cannot_be_opened(
+    tmp_path: Path, extra: tuple[str, ...]
+) -> None:
+    from tests.test_serve import AUTHCTL
+    from tests.test_serve import SQLITE_CONFIG
+    from tests.test_serve import make_folder
+
+    config = SQLITE_CONFIG + '\n[log]\naudit_file = "no/such/folder/audit.log"\n'
+    folder = make_folder(tmp_path / "site", config)
+    done = subprocess.run(
+        [AUTHCTL, "serve", "--address", "127.0.0.1:0", *extra],
+        env={**os.environ, "AUTHCTL_CONFIG": str(folder / "authctl.toml")},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    wanted = f"log.audit_file {folder}/no/such/folder/audit.log: cannot be opened for appending"
+    assert wanted in done.stderr
+    assert "fix:" in done.stderr

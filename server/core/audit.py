@@ -83,9 +83,9 @@ REASONS = frozenset(
         "link_invalid",  # an expired, used, revoked or forged reset link
         "link_revoked",  # the user killed an unused reset link ("it was not me")
         "reset_link",  # a password set through a reset link
-        "signal",  # config reload on SIGHUP
-        "file_changed",  # config reload because the file changed (watch_config)
+        "reloaded",  # the config file was read again and is in force
         "invalid_config",  # a reload refused: the file does not validate
+        "not_applied",  # a reload refused: valid, but it could not be put in force
     }
 )
 #: The longest ``user`` or ``ip`` written (characters); longer values are cut.
@@ -256,6 +256,17 @@ def configure(path: Path | None) -> AuditLog | NullAuditLog:
         _unhook[:] = [hup.on_hangup(new.reopen)] if path is not None else []
     old.close()
     return new
+
+
+def _after_fork_in_child() -> None:
+    """A lock some thread of the parent held at fork time would never be released here."""
+    global _configure_lock
+    _configure_lock = threading.Lock()
+    if isinstance(_current, AuditLog):
+        _current._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def current() -> AuditLog | NullAuditLog:

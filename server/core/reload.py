@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.core import audit
 from server.core import metrics
 from server.core.config import Config
 from server.core.config import parse_config
@@ -290,6 +291,7 @@ class Reloader:
                 exc_info=not isinstance(exc, ValueError),
             )
             self._count("failure")
+            self._audit("failure", "not_applied")
             return False
         self.config = outcome.config
         self.loaded = now_stamp
@@ -304,6 +306,7 @@ class Reloader:
             extra={"fields": {"file": str(path), "changed": list(outcome.live)}},
         )
         self._count("success")
+        self._audit("success", "reloaded")
         return True
 
     def _failed(self, problems: tuple[Problem, ...], who: str) -> None:
@@ -319,6 +322,12 @@ class Reloader:
         for problem in problems:
             log.log(level, "config reload%s: %s", who, problem, extra={"fields": _fields(problem)})
         self._count("failure")
+        self._audit("failure", "invalid_config")
+
+    def _audit(self, result: str, reason: str) -> None:
+        """One ``config_reload`` line in the audit log, by the process that reports."""
+        if self.report:
+            audit.emit("config_reload", user=None, ip=None, result=result, reason=reason)
 
     def _count(self, result: metrics.ReloadResult) -> None:
         self.results[result] += 1
