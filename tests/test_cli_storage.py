@@ -31,8 +31,16 @@ from tests.test_serve import SQLITE_CONFIG
 from tests.test_serve import make_folder
 
 SECRET = b"12345678901234567890"
-pg_cluster = pgcluster.pg_cluster  # the fixtures
-pg_dsn = pgcluster.pg_dsn
+pg_cluster = pgcluster.pg_cluster  # the fixture
+
+
+@pytest.fixture
+def pg_dsn(pg_cluster: PgCluster) -> t.Iterator[str]:
+    """A fresh database of its own (not a schema: these tests read its tables as the
+    superuser, by plain table names)."""
+    dsn = pg_cluster.create_database()
+    yield dsn
+    pg_cluster.drop_database(dsn)
 
 
 def site(folder: Path, *, backend: str = "sqlite", postgres: str = "", extra: str = "") -> Path:
