@@ -31,6 +31,7 @@ from server.core.audit import AuditLog
 from server.core.audit import NullAuditLog
 from server.core.config import load_config
 from server.core.regulation import Regulator
+from server.core.reload import Reloader
 from server.core.storage import Storage
 from server.core.totp import totp_at
 from tests.apphelpers import APP_CONFIG
@@ -684,3 +685,123 @@ def test_serve_refuses_to_start_when_the_audit_file_cannot_be_opened(
     wanted = f"log.audit_file {folder}/no/such/folder/audit.log: cannot be opened for appending"
     assert wanted in done.stderr
     assert "fix:" in done.stderr
+
+
+# --------------------------------------------------------------------------- edges
+
+
+@pytest.mark.slow
+def test_a_cut_line_is_ended_before_the_next_event(small_disk: Path) -> None:
+    """A short write (the disk full but for ten bytes of the file's last page) leaves a cut
+    line: the next write that works starts with a newline, so the next event is whole."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    path = small_disk / "audit.log"
+    path.write_bytes(b"#" * (page - 11) + b"\n")  # ten bytes left in its page
+    filler = fill(small_disk)
+    audit_log = AuditLog(path)
+    audit_log.emit("logout", user="a", ip="::1", result="success", reason="user")
+    assert audit_log.outage.down
+    assert "only 10 of" in str(audit_log.outage.error)
+    assert path.stat().st_size == page
+    audit_log.emit("logout", user="b", ip="::1", result="success", reason="user")  # ENOSPC
+    assert path.stat().st_size == page
+    filler.unlink()
+    audit_log.emit("logout", user="c", ip="::1", result="success", reason="user")
+    audit_log.emit("logout", user="d", ip="::1", result="success", reason="user")
+    assert not audit_log.outage.down
+    audit_log.close()
+    _, cut, *rest = path.read_text().splitlines()
+    assert cut == '{"ts": "20'  # ten bytes of the first event
+    assert [json.loads(raw)["user"] for raw in rest] == ["c", "d"]
+
+
+def test_reopen_that_fails_keeps_writing_to_the_old_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    audit_log = AuditLog(folder / "audit.log")
+    folder.rename(tmp_path / "moved")
+    (tmp_path / "logs").write_text("a file where the folder was")
+    audit_log.reopen()
+    assert "still writing to the file opened before" in caplog.text
+    audit_log.emit("logout", user="alice", ip="::1", result="success", reason="user")
+    audit_log.close()
+    audit_log.close()
+    assert [e["user"] for e in lines(tmp_path / "moved" / "audit.log")] == ["alice"]
+
+
+def test_configure_swaps_the_process_log_and_its_hangup_callback(tmp_path: Path) -> None:
+    one, two = tmp_path / "one.log", tmp_path / "two.log"
+    try:
+        first = audit.configure(one)
+        assert audit.configure(one) is first
+        audit.emit("logout", user="a", ip="::1", result="success", reason="user")
+        second = audit.configure(two)
+        assert audit.current() is second
+        audit.emit("logout", user="b", ip="::1", result="success", reason="user")
+        one.rename(tmp_path / "one.log.1")
+        two.rename(tmp_path / "two.log.1")
+        hup.hangup()  # only the log in force reopens
+        assert two.exists()
+        assert not one.exists()
+        with pytest.raises(AuditError):
+            audit.configure(tmp_path / "none" / "x.log")
+        assert audit.current() is second  # a failed configure changes nothing
+    finally:
+        assert isinstance(audit.configure(None), NullAuditLog)
+    audit.emit("logout", user="c", ip="::1", result="success", reason="user")  # nowhere
+    assert [e["user"] for e in lines(tmp_path / "one.log.1")] == ["a"]
+    assert [e["user"] for e in lines(tmp_path / "two.log.1")] == ["b"]
+    assert lines(two) == []
+    assert audit.current().path is None
+    assert [cb for cb in hup.callbacks() if getattr(cb, "__self__", None) is second] == []
+
+
+def test_cli_audit_without_a_file_and_with_one_gone_meanwhile(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(ValueError, match="unknown audit event"):
+        audit.for_cli(None).emit("password:x", user="alice")
+    audit.for_cli(None).emit("totp_added", user="alice")  # off: nothing, no error
+    path = tmp_path / "audit.log"
+    trail = audit.for_cli(path)
+    path.unlink()
+    path.mkdir()
+    trail.emit("totp_added", user="alice")  # the change is made: logged, not raised
+    assert "event totp_added not written" in caplog.text
+
+
+def test_config_reload_events(tmp_path: Path) -> None:
+    """A reload that applies, a file that does not validate, a valid one that cannot be
+    applied; a quiet reloader (a --workers worker) writes none."""
+    path = tmp_path / "authctl.toml"
+    text = APP_CONFIG.replace('default_policy = "deny"', 'default_policy = "one_factor"')
+    path.write_text(text)
+    (tmp_path / "users.toml").write_text("")
+    log_path = tmp_path / "audit.log"
+    audit.configure(log_path)
+    try:
+        config = load_config(path)
+        reloader = Reloader(config, lambda _c: None)
+        quiet = Reloader(config, lambda _c: None, report=False)
+        path.write_text(text.replace('default_policy = "one_factor"', 'default_policy = "deny"'))
+        assert reloader.reload()
+        assert quiet.reload()
+        path.write_text(text.replace('default_policy = "one_factor"', 'default_policy = "x"'))
+        assert not reloader.reload()
+        assert not quiet.reload()
+
+        def broken(_config: object) -> None:
+            raise ValueError("cannot")
+
+        reloader.apply = broken
+        path.write_text(text)
+        assert not reloader.reload()
+    finally:
+        audit.configure(None)
+    assert brief(lines(log_path)) == [
+        ("config_reload", "", "", "success", "reloaded"),
+        ("config_reload", "", "", "failure", "invalid_config"),
+        ("config_reload", "", "", "failure", "not_applied"),
+    ]
