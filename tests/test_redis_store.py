@@ -308,6 +308,86 @@ def test_planted_index_members_end_only_sessions(
     assert store.get(mine.id) is None
 
 
+def test_planted_index_members_never_list_another_users_session(
+    store: SessionStore, shared_redis: RedisServer
+) -> None:
+    """Mallory plants alice's session key (and junk) in her own index: her list shows only
+    her session, and she cannot end alice's through it."""
+    mine = contract.client_session("mallory")
+    alice = contract.client_session("alice")
+    store.put(mine, 60)
+    store.put(alice, 60)
+    with shared_redis.client() as client:
+        client.sadd("authctl:user:mallory", hash_session_id(alice.id).hex(), "x", "../x")
+        client.sadd("authctl:user:bob", "0" * 64)  # a member whose session is gone
+    listed = store.sessions_of("mallory")
+    assert [item.key for item in listed] == [hash_session_id(mine.id)]
+    assert {item.session.username for item in store.sessions_of(None)} == {"mallory", "alice"}
+    assert store.get(alice.id) == alice
+
+
+def test_records_of_the_previous_version_open_and_list(
+    store: SessionStore, shared_redis: RedisServer
+) -> None:
+    """A record sealed by the previous version (no handle, ip, user_agent) still opens, is
+    listed with None for them, and gets a handle at its next write."""
+    assert isinstance(store, RedisStore)
+    session = make_session()
+    hashed = hash_session_id(session.id)
+    sealed = store._seal._box.seal(contract.old_json(session), b"authctl session\x00" + hashed)
+    with shared_redis.client() as client:
+        client.set(session_key(session.id), sealed, ex=60)
+        client.sadd("authctl:user:alice", hashed.hex())
+    assert store.get(session.id) == session
+    assert [item.session.handle for item in store.sessions_of("alice")] == [None]
+    store.touch(session.id, contract.T0 + 10)
+    [listed] = store.sessions_of("alice")
+    assert listed.session.handle is not None
+    assert contract.is_handle(listed.session.handle)
+
+
+def test_a_revocation_on_one_host_is_honoured_on_another_within_a_second(
+    shared_redis: RedisServer,
+) -> None:
+    """Two hosts (two stores with their own caches and subscriptions) serve one session from
+    memory; the user ends it by handle on host A: host B refuses it within 1 s (SPEC §7.2),
+    and so does A at once."""
+    from server.core.config import CookieConfig
+    from server.core.config import SessionConfig
+    from server.core.sessions import SessionManager
+
+    with shared_redis.client() as client:
+        client.flushdb()
+    config = SessionConfig(cookies=(CookieConfig("example.com", "https://auth.example.com"),))
+    hosts = [RedisStore.from_url(shared_redis.url, key=b"k" * 32, cache=True) for _ in "ab"]
+    try:
+        a, b = (SessionManager(config, host) for host in hosts)
+        laptop = a.create("example.com", "alice", 1, ip="203.0.113.7", user_agent="Firefox")
+        phone = a.create("example.com", "alice", 1, ip="198.51.100.2", user_agent="Safari")
+        for host in hosts:
+            host.get(contract.new_session_id())  # starts the subscriber
+            wait_until(lambda host=host: host.cache is not None and host.cache.healthy())  # type: ignore[misc]
+        for _ in range(3):  # read twice: the second answer comes from B's memory
+            assert b.load(laptop.id, "example.com") is not None
+        assert hosts[1].cache is not None
+        assert len(hosts[1].cache) >= 1
+        assert laptop.handle is not None
+        assert a.revoke("alice", laptop.handle) is True
+        assert a.load(laptop.id, "example.com") is None
+        took = wait_until(lambda: b.load(laptop.id, "example.com") is None, timeout=1.0)
+        assert took < 1.0
+        assert b.load(phone.id, "example.com") is not None
+        assert [s.session.handle for s in b.list_sessions("alice")] == [phone.handle]
+        tablet = a.create("example.com", "alice", 1)
+        assert a.load(tablet.id, "example.com") is not None  # cached on A
+        assert b.revoke_others("alice", phone) == 1
+        assert wait_until(lambda: a.load(tablet.id, "example.com") is None, timeout=1.0) < 1.0
+        assert a.load(phone.id, "example.com") is not None
+    finally:
+        for host in hosts:
+            host.close()
+
+
 # --------------------------------------------------------------------------- through the server
 
 

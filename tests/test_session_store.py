@@ -15,6 +15,7 @@ import shutil
 import sqlite3
 import stat
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -31,7 +32,10 @@ from server.core.session_store import hash_session_id
 from server.core.session_store import session_from_json
 from server.core.session_store import session_to_json
 from server.core.sessions import Level
+from server.core.sessions import Listed
 from server.core.sessions import Session
+from server.core.sessions import is_handle
+from server.core.sessions import new_handle
 from server.core.sessions import new_session_id
 
 T0 = 1_700_000_000.0
@@ -53,8 +57,12 @@ def make_session(
     level: Level = Level.ONE_FACTOR,
     data: dict[str, str] | None = None,
     remember_me: bool = False,
+    handle: str | None = None,
+    ip: str | None = None,
+    user_agent: str | None = None,
 ) -> Session:
-    """A session for ``username`` created at T0."""
+    """A session for ``username`` created at T0 (no handle, as records before SPEC §7.6,
+    unless given)."""
     return Session(
         id=new_session_id(),
         cookie_domain="example.com",
@@ -66,7 +74,32 @@ def make_session(
         remember_me=remember_me,
         user_stamp="0123456789abcdef0123456789abcdef",
         data=data or {},
+        handle=handle,
+        ip=ip,
+        user_agent=user_agent,
     )
+
+
+def client_session(username: str | None = "alice") -> Session:
+    """A session as sign-in makes it now: handle, IP and User-Agent."""
+    return make_session(
+        username, handle=new_handle(), ip="203.0.113.7", user_agent="Mozilla/5.0 (X11) <b>"
+    )
+
+
+def old_json(session: Session) -> bytes:
+    """The record the previous version wrote: no handle, ip or user_agent key at all."""
+    raw = json.loads(session_to_json(session))
+    for name in ("handle", "ip", "user_agent"):
+        del raw[name]
+    return json.dumps(raw).encode()
+
+
+def by_key(listed: list[Listed]) -> dict[bytes, Session]:
+    """A listing as ``{store key: record}`` (keys are unique)."""
+    found = {item.key: item.session for item in listed}
+    assert len(found) == len(listed)
+    return found
 
 
 StoreFactory = Callable[[FakeClock], SessionStore]
@@ -240,6 +273,87 @@ class TestContract:
         assert store.purge_expired(T0 + 10) == 2
         assert store.get(long.id) == long
 
+    # ------------------------------------------------------------ SPEC §7.6: listing
+
+    def test_new_fields_round_trip(self, store: SessionStore) -> None:
+        """Handle, IP and User-Agent are stored with the session and come back as sent."""
+        session = client_session()
+        store.put(session, 60)
+        got = store.get(session.id)
+        assert got == session
+        assert got is not None
+        assert (got.handle, got.ip, got.user_agent) == (
+            session.handle,
+            "203.0.113.7",
+            "Mozilla/5.0 (X11) <b>",
+        )
+
+    def test_sessions_of_lists_one_user_by_store_key(self, store: SessionStore) -> None:
+        """A user's sessions come back under SHA-256 of their ids, never with an id; another
+        user's and anonymous sessions are not among them; None lists every user's."""
+        alice = [client_session() for _ in range(3)]
+        bob = client_session("bob")
+        anon = client_session(None)
+        for session in [*alice, bob, anon]:
+            store.put(session, 60)
+        found = by_key(store.sessions_of("alice"))
+        assert found == {hash_session_id(s.id): dataclasses.replace(s, id="") for s in alice}
+        every = by_key(store.sessions_of(None))
+        assert set(every) == {hash_session_id(s.id) for s in [*alice, bob]}
+        assert store.sessions_of("carol") == []
+        ids = {s.id for s in [*alice, bob, anon]}
+        for listed in store.sessions_of(None):
+            assert listed.session.id == ""
+            assert not ids & set(repr(listed).split("'"))
+
+    def test_delete_listed_ends_only_that_users_session(self, store: SessionStore) -> None:
+        """delete_listed removes one session, only under its own user, once."""
+        first, second = client_session(), client_session()
+        bob = client_session("bob")
+        for session in (first, second, bob):
+            store.put(session, 60)
+        key = hash_session_id(first.id)
+        assert store.delete_listed(key, "bob") is False
+        assert store.get(first.id) == first
+        assert store.delete_listed(hash_session_id(bob.id), "alice") is False
+        assert store.get(bob.id) == bob
+        assert store.delete_listed(key, "alice") is True
+        assert store.delete_listed(key, "alice") is False
+        assert store.get(first.id) is None
+        assert store.get(second.id) == second
+        assert set(by_key(store.sessions_of("alice"))) == {hash_session_id(second.id)}
+
+    def test_ended_sessions_are_not_listed(self, store: SessionStore, clock: FakeClock) -> None:
+        """Deleted, user-deleted and expired sessions drop out of the listing."""
+        gone, short, kept = client_session(), client_session(), client_session()
+        store.put(gone, 60)
+        store.put(short, 0.2)
+        store.put(kept, 60)
+        store.delete(gone.id)
+        clock.now += 1
+        time.sleep(0.3)  # Redis expires on its own clock
+        assert set(by_key(store.sessions_of("alice"))) == {hash_session_id(kept.id)}
+        store.delete_user("alice")
+        assert store.sessions_of("alice") == []
+
+    def test_touch_gives_an_old_record_a_handle(self, store: SessionStore) -> None:
+        """A record without a handle (previous version) gets one at its next write, and
+        keeps it after."""
+        session = make_session()
+        store.put(session, 600)
+        listed = store.sessions_of("alice")
+        assert [item.session.handle for item in listed] == [None]
+        store.touch(session.id, T0 + 30)
+        got = store.get(session.id)
+        assert got is not None
+        assert got.handle is not None
+        assert is_handle(got.handle)
+        store.touch(session.id, T0 + 60)
+        again = store.get(session.id)
+        assert again is not None
+        assert again.handle == got.handle
+        assert [item.session.handle for item in store.sessions_of("alice")] == [got.handle]
+
     @pytest.mark.parametrize(
         "call",
         [
@@ -249,8 +363,19 @@ class TestContract:
             lambda s: s.delete_user("alice"),
             lambda s: s.touch(new_session_id(), T0),
             lambda s: s.purge_expired(T0),
+            lambda s: s.sessions_of("alice"),
+            lambda s: s.delete_listed(hash_session_id(new_session_id()), "alice"),
         ],
-        ids=["get", "put", "delete", "delete_user", "touch", "purge_expired"],
+        ids=[
+            "get",
+            "put",
+            "delete",
+            "delete_user",
+            "touch",
+            "purge_expired",
+            "sessions_of",
+            "delete_listed",
+        ],
     )
     def test_closed_store_fails_closed(
         self, store: SessionStore, call: Callable[[SessionStore], object]
@@ -516,6 +641,54 @@ class TestSQLite:
         with pytest.raises(SessionStoreError):
             SQLiteStore(path)
 
+    # ------------------------------------------------------------ SPEC §7.6: old records
+
+    def test_rows_of_the_previous_version_open_and_list(self, db_path: Path) -> None:
+        """A row sealed by the previous version (no handle, ip, user_agent keys) is still a
+        session: read, listed with None for what it lacks, and given a handle by its next
+        write."""
+        store = SQLiteStore(db_path, now=FakeClock(), key=b"k" * 32)
+        session = make_session()
+        key = hash_session_id(session.id)
+        record = store._seal._box.seal(old_json(session), b"authctl session\x00" + key)
+        with raw_connect(db_path) as conn:
+            conn.execute(
+                "INSERT INTO sessions (key, username, expires, record) VALUES (?, ?, ?, ?)",
+                (key, "alice", T0 + 600, record),
+            )
+        assert b"handle" not in store._seal._box.open(record, b"authctl session\x00" + key)
+        assert store.get(session.id) == session
+        [listed] = store.sessions_of("alice")
+        assert (listed.session.handle, listed.session.ip, listed.session.user_agent) == (
+            None,
+            None,
+            None,
+        )
+        store.touch(session.id, T0 + 10)
+        [listed] = store.sessions_of("alice")
+        assert listed.session.handle is not None
+        assert is_handle(listed.session.handle)
+        store.close()
+
+    def test_a_listing_skips_rows_that_do_not_open(self, db_path: Path) -> None:
+        """A row sealed with another key, or whose clear user name was edited, is not
+        listed (nor can it be ended through the other user's list)."""
+        store = SQLiteStore(db_path, now=FakeClock(), key=b"k" * 32)
+        other = SQLiteStore(db_path, now=FakeClock(), key=b"o" * 32)
+        mine, foreign, moved = client_session(), client_session(), client_session("bob")
+        store.put(mine, 60)
+        other.put(foreign, 60)
+        store.put(moved, 60)
+        with raw_connect(db_path) as conn:
+            conn.execute(
+                "UPDATE sessions SET username = 'alice' WHERE key = ?",
+                (hash_session_id(moved.id),),
+            )
+        assert set(by_key(store.sessions_of("alice"))) == {hash_session_id(mine.id)}
+        assert set(by_key(store.sessions_of(None))) == {hash_session_id(mine.id)}
+        store.close()
+        other.close()
+
     @pytest.mark.parametrize(
         "call",
         [
@@ -525,8 +698,19 @@ class TestSQLite:
             lambda s: s.delete_user("alice"),
             lambda s: s.touch(new_session_id(), T0),
             lambda s: s.purge_expired(T0),
+            lambda s: s.sessions_of("alice"),
+            lambda s: s.delete_listed(hash_session_id(new_session_id()), "alice"),
         ],
-        ids=["get", "put", "delete", "delete_user", "touch", "purge_expired"],
+        ids=[
+            "get",
+            "put",
+            "delete",
+            "delete_user",
+            "touch",
+            "purge_expired",
+            "sessions_of",
+            "delete_listed",
+        ],
     )
     def test_sqlite_errors_fail_closed(
         self, db_path: Path, call: Callable[[SessionStore], object]
@@ -677,6 +861,22 @@ class TestSQLite:
 
 class TestJson:
     """The JSON record a Redis store will keep under the hashed id."""
+
+    def test_previous_versions_record_reads_with_none(self) -> None:
+        """A record without handle, ip and user_agent (the previous version's) is a session
+        with those None; the new fields round-trip."""
+        session = make_session()
+        assert session_from_json(session.id, old_json(session)) == session
+        full = client_session()
+        assert session_from_json(full.id, session_to_json(full)) == full
+
+    @pytest.mark.parametrize("name", ["handle", "ip", "user_agent"])
+    def test_new_fields_of_the_wrong_type_are_corrupt(self, name: str) -> None:
+        """A new field that is neither a string nor null makes the record corrupt."""
+        raw = json.loads(session_to_json(client_session()))
+        raw[name] = 7
+        with pytest.raises(SessionStoreError, match="corrupt"):
+            session_from_json(new_session_id(), json.dumps(raw))
 
     def test_round_trip(self) -> None:
         """session_from_json(session_to_json(s)) gives back s, id supplied by the caller."""

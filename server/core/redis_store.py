@@ -119,6 +119,17 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return n
 """
 
+# Ends one session listed in a user's index (``delete_listed``), only if it is listed there.
+_DELETE_LISTED = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
+    return 0
+end
+local n = redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return n
+"""
+
 
 def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdef" for c in text)
@@ -226,6 +237,7 @@ class RedisStore:
         self._closed = False
         self._lock = threading.Lock()
         self._delete_user = client.register_script(_DELETE_USER)
+        self._delete_listed = client.register_script(_DELETE_LISTED)
         self.outage = Outage("session store (Redis)", log, monotonic)
         self.write_outage = Outage("session store (Redis) writes", log, monotonic)
 
@@ -498,20 +510,21 @@ class RedisStore:
         return found
 
     def delete_listed(self, key: bytes, username: str) -> bool:
-        """Remove the session of ``username`` under ``key`` (from ``sessions_of``), drop it
-        from the user's index, and tell every process to forget it, in one MULTI/EXEC."""
-
-        def write() -> int:
-            with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(f"{self._prefix}session:{key.hex()}")
-                pipe.srem(self._user_key(username), key.hex())
-                pipe.publish(self.channel, session_message(key))
-                return int(pipe.execute()[0])
-
+        """Remove the session under ``key`` (from ``sessions_of``) if ``username``'s index
+        lists it, drop it from the index, and tell every process to forget it, in one
+        script."""
+        hexed = key.hex()
         try:
-            return bool(self._call(write, write=True))
+            count = self._call(
+                lambda: self._delete_listed(
+                    keys=[f"{self._prefix}session:{hexed}", self._user_key(username)],
+                    args=[hexed, self.channel, session_message(key)],
+                ),
+                write=True,
+            )
         finally:
             self._forget(key)
+        return bool(count)
 
     def purge_expired(self, now: float) -> int:
         """Nothing to do: Redis expires sessions itself."""
