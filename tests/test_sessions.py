@@ -775,3 +775,183 @@ class TestCookies:
         assert attributes["max-age"] == "0"
         assert "1970" in attributes["expires"]
         assert {"secure", "httponly", "samesite"} <= attributes.keys()
+
+
+# --------------------------------------------------------------------------- SPEC §7.6
+
+
+def test_a_handle_is_random_and_never_an_id(manager: SessionManager) -> None:
+    """Each session gets its own handle: 192 random bits, of a shape no id has, unrelated to
+    the id (a handle is never a cookie, an id never a handle)."""
+    from server.core.sessions import HANDLE_PATTERN
+    from server.core.sessions import is_handle
+
+    sessions = [login(manager) for _ in range(50)]
+    handles = {s.handle for s in sessions}
+    assert len(handles) == 50
+    for session in sessions:
+        assert session.handle is not None
+        assert HANDLE_PATTERN.fullmatch(session.handle)
+        assert is_handle(session.handle)
+        assert not is_session_id(session.handle)
+        assert not is_handle(session.id)
+        assert session.handle not in session.id
+        assert session.handle not in repr(session) or session.id not in repr(session)
+
+
+def test_the_handle_survives_every_new_id(manager: SessionManager) -> None:
+    """Second factor and data changes regenerate or keep the id; the handle, IP and
+    User-Agent stay (the list shows one device, not a new one per factor)."""
+    session = manager.create(DOMAIN, "alice", 1, ip="203.0.113.7", user_agent="Firefox")
+    elevated = manager.elevate(session, Level.TWO_FACTOR)
+    updated = manager.update_data(elevated, {"k": "v"})
+    assert elevated.id != session.id
+    assert {s.handle for s in (session, elevated, updated)} == {session.handle}
+    assert {(s.ip, s.user_agent) for s in (session, elevated, updated)} == {
+        ("203.0.113.7", "Firefox")
+    }
+
+
+def test_an_old_session_gets_a_handle_at_its_next_write(
+    manager: SessionManager, store: CountingStore
+) -> None:
+    """A session stored before handles existed gets one when the manager writes it."""
+    session = dataclasses.replace(login(manager), handle=None)
+    store.put(session, 60)
+    updated = manager.update_data(session, {"k": "v"})
+    assert updated.handle is not None
+    stored = store.get(session.id)
+    assert stored is not None
+    assert stored.handle == updated.handle
+
+
+@pytest.mark.parametrize(
+    ("sent", "limit", "kept"),
+    [
+        (None, 10, None),
+        ("", 10, None),
+        ("  ", 10, None),
+        ("Firefox", 10, "Firefox"),
+        ("a" * 300, 256, "a" * 256),
+        ("evil\x1b[31mred\x07\r\nX-Injected: 1", 256, "evil [31mred X-Injected: 1"),
+        ("a\u2028b\x85c\x7fd", 256, "a b c d"),
+        ("<script>alert(1)</script>", 256, "<script>alert(1)</script>"),
+    ],
+)
+def test_client_text_is_cleaned_and_cut(sent: str | None, limit: int, kept: str | None) -> None:
+    """Control characters (terminal escapes, line breaks) become spaces and the value is cut;
+    markup stays data (outputs escape it)."""
+    from server.core.sessions import client_text
+
+    assert client_text(sent, limit) == kept
+
+
+def test_create_keeps_the_client_cleaned(manager: SessionManager) -> None:
+    """The IP and User-Agent given to create are cleaned and bounded."""
+    from server.core.sessions import MAX_IP
+    from server.core.sessions import MAX_USER_AGENT
+
+    session = manager.create(DOMAIN, "alice", 1, ip="1" * 200, user_agent="\x1b" + "u" * 999)
+    assert session.ip == "1" * MAX_IP
+    assert session.user_agent == "u" * MAX_USER_AGENT
+
+
+def test_list_sessions_shows_live_signed_in_sessions_newest_first(
+    manager: SessionManager, store: CountingStore, clock: Clock
+) -> None:
+    """Only the user's live signed-in sessions, the most recently active first; sessions past
+    their inactivity limit are left out although still stored."""
+    from server.core.sessions import store_key
+
+    idle = login(manager)
+    clock.advance(200)
+    older = login(manager)
+    clock.advance(10)
+    newer = login(manager)
+    login(manager, "bob")
+    manager.create(DOMAIN, None, 0)
+    clock.advance(120)  # idle: 330 s without activity > 300
+    listed = manager.list_sessions("ALICE")
+    assert [item.key for item in listed] == [store_key(newer.id), store_key(older.id)]
+    assert store.get(idle.id) is not None
+    assert {item.session.username for item in manager.list_sessions(None)} == {"alice", "bob"}
+
+
+def test_describe_shows_the_api_fields(manager: SessionManager, clock: Clock) -> None:
+    """describe gives SPEC §7.6's fields, times RFC 3339 UTC, this session marked."""
+    from server.core.sessions import describe
+    from server.core.sessions import store_key
+
+    session = manager.create(DOMAIN, "alice", 1, ip="203.0.113.7", user_agent="Firefox")
+    [listed] = manager.list_sessions("alice")
+    assert describe(listed, store_key(session.id)) == {
+        "handle": session.handle,
+        "created_at": "2023-11-14T22:13:20Z",
+        "last_seen_at": "2023-11-14T22:13:20Z",
+        "ip": "203.0.113.7",
+        "user_agent": "Firefox",
+        "current": True,
+        "authentication_level": 1,
+    }
+    assert describe(listed)["current"] is False
+
+
+def test_revoke_ends_only_the_users_own_session(manager: SessionManager) -> None:
+    """A handle ends that one session of its user; another user's handle, an unknown one,
+    and a session id are all False and end nothing."""
+    mine, other = login(manager), login(manager)
+    bob = login(manager, "bob")
+    assert mine.handle is not None
+    assert bob.handle is not None
+    assert manager.revoke("alice", bob.handle) is False
+    assert manager.revoke("alice", "A" * 32) is False
+    assert manager.revoke("alice", mine.id) is False
+    assert manager.revoke("alice", other.id) is False
+    assert manager.revoke("alice", "") is False
+    assert all(manager.load(s.id, DOMAIN) is not None for s in (mine, other, bob))
+    assert manager.revoke("Alice", mine.handle) is True
+    assert manager.load(mine.id, DOMAIN) is None
+    assert manager.load(other.id, DOMAIN) is not None
+    assert manager.revoke("alice", mine.handle) is False
+
+
+class RotatingStore(MemoryStore):
+    """A store where the listed session gets a new id (a factor in another tab) between
+    the listing and the deletion, once."""
+
+    manager: SessionManager
+    victim: Session
+
+    def delete_listed(self, key: bytes, username: str) -> bool:
+        """Rotate the victim first, once; then delete what was listed."""
+        victim = getattr(self, "victim", None)
+        if victim is not None:
+            del self.victim
+            self.victim_after = self.manager.elevate(victim, Level.TWO_FACTOR)
+        return super().delete_listed(key, username)
+
+
+def test_revoke_follows_a_session_whose_id_changed_meanwhile(clock: Clock) -> None:
+    """The revoked session elevates in another tab between the listing and the deletion: it
+    is ended under its new id too."""
+    store = RotatingStore(now=clock)
+    manager = SessionManager(make_config(), store, now=clock)
+    store.manager = manager
+    victim = login(manager)
+    store.victim = victim
+    assert victim.handle is not None
+    assert manager.revoke("alice", victim.handle) is True
+    assert manager.load(store.victim_after.id, DOMAIN) is None
+    assert manager.list_sessions("alice") == []
+
+
+def test_revoke_others_keeps_only_the_asking_session(manager: SessionManager) -> None:
+    """Every other session of the user ends; the asking one and other users' stay."""
+    mine = login(manager)
+    others = [login(manager) for _ in range(3)]
+    bob = login(manager, "bob")
+    assert manager.revoke_others("alice", mine) == 3
+    assert all(manager.load(s.id, DOMAIN) is None for s in others)
+    assert manager.load(mine.id, DOMAIN) is not None
+    assert manager.load(bob.id, DOMAIN) is not None
+    assert manager.revoke_others("alice", mine) == 0
