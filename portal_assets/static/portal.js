@@ -598,7 +598,9 @@
       }
       if (conditional === entry) conditional = null;
       if (!credential || controller.signal.aborted) return;
-      const result = await run(
+      // not offered again after a refusal (the button still is): the browser would only pick
+      // the same passkey again
+      await run(
         passkeyButton,
         err,
         function () {
@@ -606,7 +608,6 @@
         },
         [submit],
       );
-      if (result !== NAVIGATING && !$("view-login").hidden) startConditional();
     }
 
     /** Cancel the autofill request (one WebAuthn request at a time) and wait until it ended. */
@@ -1163,6 +1164,8 @@
       badge.textContent = count === 0 ? "Off" : count === 1 ? "1 added" : count + " added";
       $("webauthn-empty").hidden = count > 0;
       $("webauthn-add").textContent = count > 0 ? "Add another passkey" : "Add a passkey";
+      // the identity check may sit below an item's form: keep it in the page when the list goes
+      if (keyList.contains(elev)) keyList.after(elev);
       keyList.textContent = "";
       credentials.forEach(function (cred) {
         keyList.appendChild(keyItem(cred));
