@@ -175,12 +175,14 @@ def _reloads(
     name: str = "",
 ) -> tuple[Reloader, t.Callable[[], None]]:
     """A started ``server.core.reload.Reloader`` that SIGHUP wakes (``server.core.hup``), and
-    the function that unregisters it."""
+    the function that unregisters it. SIGHUP's handler is installed here already (main
+    thread), so a SIGHUP sent as soon as ``serve`` says it serves reloads, never kills."""
     from server.core import hup
     from server.core.reload import Reloader
 
     reloader = Reloader(config, apply, loaded=loaded, report=report, count=count, name=name)
     remove = hup.on_hangup(reloader.request)
+    hup.install()
     reloader.start()
     return reloader, remove
 
@@ -221,13 +223,13 @@ def _serve_app(
         server = make_app_server(app, config, listen, sockets)
     except OSError as exc:  # waitress binds a TCP address itself
         raise _listen_error(listen, exc, setting) from None
-    where = listen.get("unix_socket") or f"{listen['host']}:{server.effective_port}"
-    click.echo(f"authctl serving on {where} (config {config.path})", err=True)
-    reloader, _ = _reloads(config, app.reload, loaded)
+    reloader, _ = _reloads(config, app.reload, loaded)  # SIGHUP reloads from now on
     if config.server.watch_config:
         from server.core.reload import Watcher
 
         Watcher(config.path, reloader.request, initial=loaded).start()
+    where = listen.get("unix_socket") or f"{listen['host']}:{server.effective_port}"
+    click.echo(f"authctl serving on {where} (config {config.path})", err=True)
     try:
         _run(server, config)
     finally:
