@@ -1,5 +1,6 @@
 """The storage database: TOTP secrets and replay history, the authentication log, bans,
-one-time codes, shared rate limits, attempts in flight and WebAuthn credentials.
+one-time codes, shared rate limits, attempts in flight, WebAuthn credentials and personal
+access tokens (their keyed digests).
 
 One interface, two engines (``[storage] backend``): a SQLite file (``[storage] path``) shared
 by threads and worker processes of one host (:class:`server.core.sqlite_util.SQLiteDatabase`),
@@ -198,6 +199,58 @@ def _webauthn_credential(row: t.Sequence[t.Any]) -> WebAuthnCredential:
         row[11],
         float(row[12]),
         None if row[13] is None else float(row[13]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AccessToken:
+    """A personal access token (SPEC §7.6) as stored: its keyed digest, never the token."""
+
+    id: str  #: random public id (the API's and ``authctl token revoke``'s ``id``)
+    username: str  #: canonical user name
+    name: str
+    digest: bytes = field(repr=False)  #: HMAC-SHA256 of the token (``server.core.tokens``)
+    created_at: float
+    last_used_at: float | None
+    expires_at: float | None  #: None: never
+    domains: tuple[str, ...]  #: hosts (each also covers its subdomains); empty: every host
+    two_factor: bool  #: counts as two factors (``authctl token create --two-factor`` only)
+    created_by: str  #: 'cli' or 'portal'
+    revoked_at: float | None
+
+
+_TOKEN_COLUMNS = ", ".join(  # the column names, not a secret
+    (
+        "id",
+        "username",
+        "name",
+        "digest",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "domains",
+        "two_factor",
+        "created_by",
+        "revoked_at",
+    )
+)
+#: Who may make a token.
+TOKEN_CREATORS = ("cli", "portal")
+
+
+def _access_token(row: t.Sequence[t.Any]) -> AccessToken:
+    return AccessToken(
+        row[0],
+        row[1],
+        row[2],
+        bytes(row[3]),
+        float(row[4]),
+        None if row[5] is None else float(row[5]),
+        None if row[6] is None else float(row[6]),
+        tuple(part for part in row[7].split(",") if part),
+        bool(row[8]),
+        row[9],
+        None if row[10] is None else float(row[10]),
     )
 
 
@@ -838,6 +891,87 @@ class Storage:
     def delete_webauthn_credentials(self, username: str) -> int:
         """Remove every credential of ``username`` (the user was removed); how many."""
         return self._write("DELETE FROM webauthn_credentials WHERE username = ?", (username,))
+
+    # ------------------------------------------------------------------ access tokens
+
+    def add_token(self, token: AccessToken) -> None:
+        """Store a new personal access token (its digest; the token itself never reaches
+        here)."""
+        if any("," in part or not part for part in token.domains):
+            raise ValueError(f"bad token domains {token.domains!r}")
+        if token.created_by not in TOKEN_CREATORS:
+            raise ValueError(f"bad token creator {token.created_by!r}")
+        self._write(
+            f"INSERT INTO tokens ({_TOKEN_COLUMNS}) "  # noqa: S608 - fixed fragments only
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                token.id,
+                token.username,
+                token.name,
+                token.digest,
+                token.created_at,
+                token.last_used_at,
+                token.expires_at,
+                ",".join(token.domains),
+                int(token.two_factor),
+                token.created_by,
+                token.revoked_at,
+            ),
+        )
+
+    def tokens(self, username: str | None = None) -> list[AccessToken]:
+        """The tokens not revoked (of ``username``, or everyone's), oldest first; expired
+        ones too (their owners see that they expired)."""
+        where, params = ("AND username = ? ", (username,)) if username is not None else ("", ())
+        rows = self._read(
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE revoked_at IS NULL "  # noqa: S608
+            f"{where}ORDER BY created_at, id",
+            params,
+        )
+        return [_access_token(row) for row in rows]
+
+    def token_by_digest(self, digest: bytes) -> AccessToken | None:
+        """The token (revoked ones too) whose digest is ``digest``: one indexed read."""
+        rows = self._read(
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE digest = ?",  # noqa: S608
+            (digest,),
+        )
+        return _access_token(rows[0]) if rows else None
+
+    def revoke_token(self, token_id: str, now: float, username: str | None = None) -> str | None:
+        """Revoke the live token ``token_id`` (only if it is ``username``'s, when given); its
+        owner's name, or None when there is no such live token (another user's is none)."""
+        owner = "AND username = ? " if username is not None else ""
+        params = (token_id, username) if username is not None else (token_id,)
+        with self._transaction() as conn:
+            found = conn.execute(
+                "SELECT username FROM tokens WHERE id = ? AND revoked_at IS NULL "  # noqa: S608
+                f"{owner}{self._db.dialect.for_update}",
+                params,
+            ).fetchone()
+            if found is None:
+                return None
+            conn.execute("UPDATE tokens SET revoked_at = ? WHERE id = ?", (now, token_id))
+        return str(found[0])
+
+    def revoke_user_tokens(self, username: str, now: float) -> int:
+        """Revoke every live token of ``username`` (the user was removed); how many."""
+        return self._write(
+            "UPDATE tokens SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL",
+            (now, username),
+        )
+
+    def touch_token(self, token_id: str, now: float, interval: float) -> bool:
+        """Record a use at ``now`` unless one was recorded less than ``interval`` seconds
+        before (one conditional UPDATE: processes and hosts coalesce too); True if written."""
+        return (
+            self._write(
+                "UPDATE tokens SET last_used_at = ? WHERE id = ? "
+                "AND (last_used_at IS NULL OR last_used_at <= ?)",
+                (now, token_id, now - interval),
+            )
+            > 0
+        )
 
     # ------------------------------------------------------------------ status and copying
 

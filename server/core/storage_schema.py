@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 #: Version of the schema (SQLite: ``PRAGMA user_version``; PostgreSQL: ``meta``'s
 #: ``schema_version`` row).
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: ``PRAGMA application_id`` of an authctl SQLite storage database ("actl").
 APPLICATION_ID = 0x6163746C
 
@@ -145,6 +145,22 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             UNIQUE (username, description)
         ){without_rowid}""",
     ),
+    (
+        """CREATE TABLE tokens (
+            id TEXT PRIMARY KEY,             -- random public id
+            username TEXT NOT NULL,          -- canonical user name
+            name TEXT NOT NULL,
+            digest {blob} NOT NULL UNIQUE,   -- HMAC-SHA256 of the token; never the token
+            created_at {real} NOT NULL,
+            last_used_at {real},             -- coalesced (one write a minute at most)
+            expires_at {real},               -- NULL: never
+            domains TEXT NOT NULL DEFAULT '',      -- comma-separated hosts; '': every host
+            two_factor INTEGER NOT NULL DEFAULT 0,
+            created_by TEXT NOT NULL CHECK (created_by IN ('cli', 'portal')),
+            revoked_at {real}
+        ){without_rowid}""",
+        "CREATE INDEX tokens_username ON tokens (username, created_at)",
+    ),
 )
 
 
@@ -227,6 +243,23 @@ TABLES: tuple[Table, ...] = (
             "attestation_type",
             "created_at",
             "last_used_at",
+        ),
+        "id",
+    ),
+    Table(
+        "tokens",
+        (
+            "id",
+            "username",
+            "name",
+            "digest",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "domains",
+            "two_factor",
+            "created_by",
+            "revoked_at",
         ),
         "id",
     ),
