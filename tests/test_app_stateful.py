@@ -1,11 +1,13 @@
 """A stateful property test of the whole app (security.md §4): sign-ins, sign-outs, the clock,
-and users-file edits (disable, groups, password) against a model of who may pass."""
+users-file edits (disable, groups, password), and the user's list of sessions with ending one
+or all others (SPEC §7.6) against a model of who may pass."""
 
 from __future__ import annotations
 
 import re
 import shutil
 import tempfile
+import typing as t
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ USERS = ("alice", "bob")
 TARGET = "https://app.example.com/"
 INACTIVITY = 300
 EXPIRATION = 3600
+SESSIONS = "/api/user/sessions"
 
 
 @dataclass
@@ -37,6 +40,7 @@ class Cookie:
     last_seen: float
     stamp: int
     alive: bool = True
+    handle: str = ""
 
 
 class AppMachine(RuleBasedStateMachine):
@@ -89,8 +93,51 @@ class AppMachine(RuleBasedStateMachine):
         value = resp.headers["Set-Cookie"].split(";", 1)[0]
         assert all(value != c.value for c in self.issued), "a session id was reused"
         cookie = Cookie(value, user, self.clock.now, self.clock.now, self.password_epoch[user])
+        rows = self._list(cookie)
+        [cookie.handle] = [row["handle"] for row in rows if row["current"]]
         self.issued.append(cookie)
         return cookie
+
+    def _list(self, cookie: Cookie) -> list[dict[str, t.Any]]:
+        resp = self.h.api(SESSIONS, method="GET", cookie=cookie.value)
+        assert resp.status_int == 200, resp.text
+        return t.cast(list[dict[str, t.Any]], resp.json["data"])
+
+    def _end(self, cookie: Cookie, handle: str = "") -> t.Any:
+        path = f"{SESSIONS}/{handle}" if handle else SESSIONS
+        return self.h.api(path, {}, method="DELETE", cookie=cookie.value)
+
+    @rule(cookie=cookies)
+    def list_sessions(self, cookie: Cookie | None) -> None:
+        if cookie is None or not self._expected_alive(cookie):
+            return
+        rows = self._list(cookie)
+        expected = {
+            c.handle for c in self.issued if c.user == cookie.user and self._expected_alive(c)
+        }
+        assert {row["handle"] for row in rows} == expected
+        assert [row["handle"] for row in rows if row["current"]] == [cookie.handle]
+
+    @rule(cookie=cookies, victim=cookies)
+    def end_session(self, cookie: Cookie | None, victim: Cookie | None) -> None:
+        if cookie is None or victim is None or not self._expected_alive(cookie):
+            return
+        resp = self._end(cookie, victim.handle)
+        if victim.user == cookie.user and self._expected_alive(victim):
+            assert resp.status_int == 200, resp.text
+            victim.alive = False
+        else:  # another user's session, or one already ended: the same 404
+            assert resp.status_int == 404, resp.text
+
+    @rule(cookie=cookies)
+    def end_other_sessions(self, cookie: Cookie | None) -> None:
+        if cookie is None or not self._expected_alive(cookie):
+            return
+        resp = self._end(cookie)
+        assert resp.status_int == 200, resp.text
+        for other in self.issued:
+            if other.user == cookie.user and other is not cookie:
+                other.alive = False
 
     @rule(cookie=cookies)
     def verify(self, cookie: Cookie | None) -> None:

@@ -66,7 +66,10 @@ class SessionsApi:
         identity, session = call.signed_in()
         current = store_key(session.id)
         found = self.sessions.list_sessions(identity.username)
-        return ok([describe(listed, current) for listed in found])
+        # a session made under an older password is refused at its next request (its
+        # stamp differs from this live one's): not shown as if it could still be used
+        stamp = session.user_stamp
+        return ok([describe(s, current) for s in found if s.session.user_stamp == stamp])
 
     def revoke(self, call: Call) -> Response:
         """``DELETE /api/user/sessions/<handle>``: end one of the user's own sessions."""
