@@ -107,6 +107,7 @@ def list_sessions(state: State, username: str | None, as_json: bool) -> None:
         echo_json(rows)
         return
     from rich.markup import escape
+    from rich.table import Column
     from rich.table import Table
 
     from authctl.output import console
@@ -115,7 +116,9 @@ def list_sessions(state: State, username: str | None, as_json: bool) -> None:
     if not rows:
         out.print("No sessions.")
         return
-    table = Table("user", "handle", "level", "created (UTC)", "last seen (UTC)", "IP", "browser")
+    table = Table("user", Column("handle", no_wrap=True, min_width=32), "level")
+    for name in ("created (UTC)", "last seen (UTC)", "IP", "browser"):
+        table.add_column(name, overflow="fold")
     for row in rows:
         cells = [row[name] for name in ("user", "handle", "authentication_level")]
         cells += [row["created_at"], row["last_seen_at"], row["ip"], row["user_agent"]]
