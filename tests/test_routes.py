@@ -47,6 +47,18 @@ EXPECTED = {
     ("GET", "/api/user/sessions"),
     ("DELETE", "/api/user/sessions"),
     ("DELETE", "/api/user/sessions/{handle}"),
+    # SPEC §7.1: passkeys and security keys
+    ("GET", "/api/secondfactor/webauthn"),
+    ("POST", "/api/secondfactor/webauthn"),
+    ("GET", "/api/firstfactor/passkey"),
+    ("POST", "/api/firstfactor/passkey"),
+    ("GET", "/api/secondfactor/webauthn/credentials"),
+    ("PUT", "/api/secondfactor/webauthn/credential/register"),
+    ("POST", "/api/secondfactor/webauthn/credential/register"),
+    ("DELETE", "/api/secondfactor/webauthn/credential/register"),
+    ("PUT", "/api/secondfactor/webauthn/credential/{id}"),
+    ("DELETE", "/api/secondfactor/webauthn/credential/{id}"),
+    ("POST", "/api/user/info/2fa_method"),
 }
 
 

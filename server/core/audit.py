@@ -70,6 +70,9 @@ REASONS = frozenset(
         "password",  # signed in with the password (first factor)
         "wrong_credentials",  # wrong password, unknown or disabled user, banned or busy
         "totp",  # a TOTP code (second factor)
+        "webauthn",  # a security key or passkey assertion (second factor)
+        "passkey",  # signed in with a passkey alone (first factor, or both with UV)
+        "wrong_assertion",  # a refused WebAuthn assertion (wrong, replayed, foreign, cloned)
         "wrong_code",  # a wrong or replayed code
         "malformed_code",  # not the configured number of digits
         "banned",  # refused: the user or the address is banned

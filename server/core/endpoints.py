@@ -39,6 +39,13 @@ RESET_START = "/api/reset-password/identity/start"
 RESET_FINISH = "/api/reset-password/identity/finish"
 RESET_PASSWORD = "/api/reset-password"  # noqa: S105 - a path
 CHANGE_PASSWORD = "/api/change-password"  # noqa: S105 - a path
+#: Passkeys and security keys (SPEC §7.1); ``{id}`` is a path parameter (``server.web.routes``).
+USER_INFO_2FA_METHOD = "/api/user/info/2fa_method"
+SECOND_FACTOR_WEBAUTHN = "/api/secondfactor/webauthn"
+FIRST_FACTOR_PASSKEY = "/api/firstfactor/passkey"
+WEBAUTHN_CREDENTIALS = "/api/secondfactor/webauthn/credentials"
+WEBAUTHN_REGISTER = "/api/secondfactor/webauthn/credential/register"
+WEBAUTHN_CREDENTIAL = "/api/secondfactor/webauthn/credential/{id}"
 #: The signed-in user's sessions (SPEC §7.6); ``{handle}``: one of them.
 USER_SESSIONS = "/api/user/sessions"
 USER_SESSION = "/api/user/sessions/{handle}"
@@ -49,4 +56,6 @@ PORTAL_API = (
     SECOND_FACTOR_TOTP, TOTP_REGISTER, TOTP_REGISTER_QR, SESSION_ELEVATION, RESET_START,
     RESET_FINISH, RESET_PASSWORD, CHANGE_PASSWORD,
     USER_SESSIONS, USER_SESSION,
+    USER_INFO_2FA_METHOD, SECOND_FACTOR_WEBAUTHN, FIRST_FACTOR_PASSKEY, WEBAUTHN_CREDENTIALS,
+    WEBAUTHN_REGISTER, WEBAUTHN_CREDENTIAL,
 )  # fmt: skip

@@ -523,6 +523,7 @@ def _build(
     from server.core.sessions import SessionManager
     from server.core.totp import TotpService
     from server.web.selfservice import SelfServiceApi
+    from server.web.webauthn_api import build_service
 
     now = kept.now
     regulator = Regulator(config.regulation, kept.storage, now=now)
@@ -533,7 +534,8 @@ def _build(
     )
     access = AccessControl(config.access_control)
     authorizer = Authorizer(config, access, identities)
-    portal = PortalApi(config, access, identities, totp)
+    webauthn = build_service(config, kept.storage, regulator, now)
+    portal = PortalApi(config, access, identities, totp, webauthn)
     selfservice = SelfServiceApi.build(
         config, identities, totp, kept.storage, notifier=notifier, now=now, sleep=kept.sleep
     )

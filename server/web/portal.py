@@ -37,6 +37,7 @@ from server.web.routes import Gate
 from server.web.routes import Route
 from server.web.routes import field
 from server.web.routes import set_session_cookie
+from server.web.webauthn_api import WebAuthnApi
 
 if t.TYPE_CHECKING:
     from server.core.config import Config
@@ -45,6 +46,7 @@ if t.TYPE_CHECKING:
     from server.core.identity import IdentityResolver
     from server.core.rules import AccessControl
     from server.core.totp import TotpService
+    from server.core.webauthn import WebAuthnService
 
 log = logging.getLogger("authctl.portal")
 
@@ -64,6 +66,7 @@ class PortalApi:
         access: AccessControl,
         identities: IdentityResolver,
         totp: TotpService,
+        webauthn: WebAuthnService | None = None,
     ) -> None:
         self.config = config
         self.access = access
@@ -75,6 +78,8 @@ class PortalApi:
         self.two_factor_enabled = config.access_control.default_policy == "two_factor" or any(
             r.policy == "two_factor" for r in config.access_control.rules
         )
+        #: The WebAuthn endpoints (SPEC §7.1); None in apps built without storage for them.
+        self.webauthn = WebAuthnApi(self, webauthn) if webauthn is not None else None
 
     def routes(self) -> list[Route]:
         """The portal's routes and their guards (``server.web.routes``)."""
@@ -90,6 +95,7 @@ class PortalApi:
                 self.secondfactor_totp,
                 (SAME_ORIGIN, JSON_BODY, SIGNED_IN_FOR_CODE),
             ),
+            *(self.webauthn.routes() if self.webauthn is not None else ()),
         ]
 
     # ------------------------------------------------------------------ helpers
@@ -161,24 +167,29 @@ class PortalApi:
         return urlsplit(safe).netloc if safe else ""
 
     def configuration(self, call: Call) -> Response:
+        webauthn = self.webauthn is not None and self.config.webauthn.enable
+        methods = ["totp", "webauthn"] if webauthn else ["totp"]
         return ok(
             {
-                "available_methods": ["totp"] if self.two_factor_enabled else [],
+                "available_methods": methods if self.two_factor_enabled else [],
+                "passkey_login": webauthn and self.config.webauthn.passkey_login,
                 "password_change_disabled": False,
                 "password_reset_disabled": False,
             }
         )
 
     def user_info(self, call: Call) -> Response:
-        identity, _session = call.signed_in()
+        identity, session = call.signed_in()
+        webauthn = self.webauthn
         return ok(
             {
                 "username": identity.username,
                 "display_name": identity.displayname,
                 "emails": [identity.email] if identity.email else [],
                 "groups": list(identity.groups),
-                "method": "totp",
+                "method": webauthn.method(identity.username, session) if webauthn else "totp",
                 "has_totp": self.totp.has_totp(identity.username),
+                "has_webauthn": webauthn.has_webauthn(identity.username) if webauthn else False,
             }
         )
 
