@@ -25,6 +25,9 @@ from server.core.errors import Problem
 from server.core.errors import UserStoreError
 from tests.conftest import BASE_CONFIG
 
+#: A 2048-bit RSA key for the OIDC issuer (tests only).
+OIDC_KEY = Path(__file__).parent / "data" / "oidc-rs256.pem"
+
 WriteConfig = Callable[[str], Path]
 
 #: Marks the line a problem must be reported on (a TOML comment, so it changes nothing).
@@ -1626,6 +1629,28 @@ timeout = "2m"
 passkey_login = false
 passkey_uv_two_factor = false
 
+[identity_providers.oidc]
+enable = true
+issuer_private_key_file = "secrets/oidc.pem"
+access_token_lifespan = "30m"
+authorize_code_lifespan = "30s"
+id_token_lifespan = "15m"
+refresh_token_lifespan = "2h"
+enforce_pkce = "always"
+
+[[identity_providers.oidc.clients]]
+client_id = "grafana"
+client_name = "Grafana"
+client_secret = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHRzYWx0$\
+MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI"
+public = false
+redirect_uris = ["https://grafana.example.com/login/generic_oauth"]
+scopes = ["openid", "profile", "email", "groups", "offline_access"]
+authorization_policy = "one_factor"
+consent_mode = "pre-configured"
+pre_configured_consent_duration = "1w"
+token_endpoint_auth_method = "client_secret_post"
+
 [access_control]
 default_policy = "two_factor"
 networks = { internal = ["10.0.0.0/8"] }
@@ -1671,6 +1696,8 @@ def test_keys_table_is_exactly_what_the_reader_accepts(write_config: WriteConfig
     (path.parent / "branding").mkdir()
     (path.parent / "branding" / "logo.svg").write_text(SVG_LOGO, encoding="utf-8")
     (path.parent / "branding" / "custom.css").write_text("h1 { color: teal; }\n")
+    (path.parent / "secrets").mkdir()
+    (path.parent / "secrets" / "oidc.pem").write_bytes(OIDC_KEY.read_bytes())
     config = load_config(path)
     written = _key_table(tomllib.loads(FULL_CONFIG))
     written.add(("notifier", "filesystem"))  # excludes smtp; tested in test_spec_defaults
@@ -1711,6 +1738,11 @@ def test_keys_table_is_exactly_what_the_reader_accepts(write_config: WriteConfig
         passkey_login=False,
         passkey_uv_two_factor=False,
     )
+    oidc = config.identity_providers.oidc
+    assert (oidc.enable, oidc.enforce_pkce, oidc.authorize_code_lifespan) == (True, "always", 30)
+    assert oidc.issuer_key_pem == OIDC_KEY.read_bytes()
+    assert oidc.clients[0].token_endpoint_auth_method == "client_secret_post"
+    assert oidc.clients[0].pre_configured_consent_duration == 7 * 86400
 
 
 @pytest.mark.parametrize(

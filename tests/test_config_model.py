@@ -39,6 +39,9 @@ MODEL: dict[str, type] = {
     "telemetry": config.TelemetryConfig,
     "telemetry.metrics": config.MetricsConfig,
     "webauthn": config.WebAuthnConfig,
+    "identity_providers": config.IdentityProvidersConfig,
+    "identity_providers.oidc": config.OidcConfig,
+    "identity_providers.oidc.clients[]": config.OidcClientConfig,
 }
 
 #: Fields that are no key, by table, and why.
@@ -64,6 +67,9 @@ FIELDS_WITHOUT_KEY: dict[str, dict[str, str]] = {
     "telemetry.metrics": {
         "host": "parsed from address",
         "port": "parsed from address",
+    },
+    "identity_providers.oidc": {
+        "issuer_key_pem": "the issuer key file's content, read and checked at load",
     },
 }
 

@@ -16,6 +16,7 @@ import typing as t
 from pathlib import Path
 
 from server.core.config import access
+from server.core.config import oidc
 from server.core.config import sections
 from server.core.config.model import ARGON2_MAX_ITERATIONS
 from server.core.config.model import ARGON2_MAX_MEMORY_KIB
@@ -27,6 +28,11 @@ from server.core.config.model import LOG_FORMATS
 from server.core.config.model import LOG_LEVELS
 from server.core.config.model import LOGO_MAX_BYTES
 from server.core.config.model import LOGO_TYPES
+from server.core.config.model import OIDC_AUTH_METHODS
+from server.core.config.model import OIDC_CONSENT_MODES
+from server.core.config.model import OIDC_ENFORCE_PKCE
+from server.core.config.model import OIDC_POLICIES
+from server.core.config.model import OIDC_SCOPES
 from server.core.config.model import PORTAL_THEMES
 from server.core.config.model import PORTAL_TITLE_MAX
 from server.core.config.model import QUERY_OPERATORS
@@ -40,11 +46,14 @@ from server.core.config.model import WEBAUTHN_USER_VERIFICATION
 from server.core.config.model import AccessControlConfig
 from server.core.config.model import Config
 from server.core.config.model import CookieConfig
+from server.core.config.model import IdentityProvidersConfig
 from server.core.config.model import IPNetwork
 from server.core.config.model import LogConfig
 from server.core.config.model import MetricsConfig
 from server.core.config.model import NetworkRef
 from server.core.config.model import NotifierConfig
+from server.core.config.model import OidcClientConfig
+from server.core.config.model import OidcConfig
 from server.core.config.model import PasswordHashConfig
 from server.core.config.model import PasswordPolicyConfig
 from server.core.config.model import PortalConfig
@@ -71,11 +80,13 @@ from server.core.tomlread import read_toml
 __all__ = [
     "ARGON2_MAX_ITERATIONS", "ARGON2_MAX_MEMORY_KIB", "ARGON2_MAX_PARALLELISM",
     "CUSTOM_CSS_MAX_BYTES", "HTTP_METHODS", "KEYS", "LOGO_MAX_BYTES", "LOGO_TYPES",
-    "LOG_FORMATS", "LOG_LEVELS", "PORTAL_THEMES", "PORTAL_TITLE_MAX", "QUERY_OPERATORS",
+    "LOG_FORMATS", "LOG_LEVELS", "OIDC_AUTH_METHODS", "OIDC_CONSENT_MODES", "OIDC_ENFORCE_PKCE",
+    "OIDC_POLICIES", "OIDC_SCOPES", "PORTAL_THEMES", "PORTAL_TITLE_MAX", "QUERY_OPERATORS",
     "REGULATION_MODES", "SAME_SITE", "SESSION_STORES", "STORAGE_BACKENDS", "TOTP_ALGORITHMS",
     "WEBAUTHN_ATTESTATION", "WEBAUTHN_USER_VERIFICATION",
-    "AccessControlConfig", "Config", "CookieConfig", "DomainError", "IPNetwork", "LogConfig",
-    "MetricsConfig", "NetworkRef", "NotifierConfig", "PasswordHashConfig",
+    "AccessControlConfig", "Config", "CookieConfig", "DomainError", "IPNetwork",
+    "IdentityProvidersConfig", "LogConfig", "MetricsConfig", "NetworkRef", "NotifierConfig",
+    "OidcClientConfig", "OidcConfig", "PasswordHashConfig",
     "PasswordPolicyConfig", "PortalConfig", "PostgresConfig", "QueryCondition",
     "RegulationConfig", "RuleConfig", "SentinelConfig", "ServerConfig", "SessionConfig",
     "SmtpConfig", "StorageConfig", "TelemetryConfig", "TotpConfig", "UsersConfig",
@@ -110,6 +121,7 @@ def parse_config(text: str, data: dict[str, t.Any], path: Path) -> Config:
         portal=sections.portal(r, data, base),
         telemetry=sections.telemetry(r, data, server),
         webauthn=sections.webauthn(r, data, session.cookies),
+        identity_providers=oidc.identity_providers(r, data, base),
     )
     r.check(ConfigError)  # every problem, in file order
     return config

@@ -27,6 +27,13 @@ LOG_FORMATS = ("text", "json")
 PORTAL_THEMES = ("auto", "light", "dark")
 WEBAUTHN_ATTESTATION = ("none", "indirect", "direct")
 WEBAUTHN_USER_VERIFICATION = ("discouraged", "preferred", "required")
+#: OpenID Connect (SPEC §7.3): the scopes a client may ask for, PKCE enforcement, the
+#: policies a client's sign-in may need, consent modes and token endpoint client auth.
+OIDC_SCOPES = ("openid", "profile", "email", "groups", "offline_access")
+OIDC_ENFORCE_PKCE = ("never", "public_clients_only", "always")
+OIDC_POLICIES = ("one_factor", "two_factor")
+OIDC_CONSENT_MODES = ("explicit", "implicit", "pre-configured")
+OIDC_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
 #: HTTP methods a ``methods`` criterion may name (RFC 7231, 5789, 4918), as Authelia accepts.
 HTTP_METHODS = (
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
@@ -54,6 +61,7 @@ KEYS: dict[str, tuple[str, ...]] = {
     "": (
         "server", "users", "storage", "session", "totp", "regulation", "notifier",
         "password_policy", "log", "access_control", "portal", "telemetry", "webauthn",
+        "identity_providers",
     ),
     "server": (
         "address", "trusted_proxies", "threads", "shutdown_grace", "inline_authz",
@@ -90,6 +98,16 @@ KEYS: dict[str, tuple[str, ...]] = {
     "webauthn": (
         "enable", "display_name", "rp_id", "attestation", "user_verification", "timeout",
         "passkey_login", "passkey_uv_two_factor",
+    ),
+    "identity_providers": ("oidc",),
+    "identity_providers.oidc": (
+        "enable", "issuer_private_key_file", "access_token_lifespan", "authorize_code_lifespan",
+        "id_token_lifespan", "refresh_token_lifespan", "enforce_pkce", "clients",
+    ),
+    "identity_providers.oidc.clients[]": (
+        "client_id", "client_name", "client_secret", "public", "redirect_uris", "scopes",
+        "authorization_policy", "consent_mode", "pre_configured_consent_duration",
+        "token_endpoint_auth_method",
     ),
 }  # fmt: skip
 
@@ -358,6 +376,55 @@ class WebAuthnConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OidcClientConfig:
+    """One ``[[identity_providers.oidc.clients]]`` entry (SPEC §7.3). ``client_secret`` is
+    an argon2id hash ("" for a public client); ``redirect_uris`` are matched exactly, as
+    written; ``pre_configured_consent_duration`` is in seconds."""
+
+    client_id: str
+    redirect_uris: tuple[str, ...]
+    client_name: str = ""
+    client_secret: str = field(default="", repr=False)
+    public: bool = False
+    scopes: tuple[str, ...] = ("openid", "profile", "email", "groups")
+    authorization_policy: str = "two_factor"
+    consent_mode: str = "explicit"
+    pre_configured_consent_duration: int = 7 * 86400
+    token_endpoint_auth_method: str = "client_secret_basic"  # noqa: S105 - a method name
+
+
+@dataclass(frozen=True, slots=True)
+class OidcConfig:
+    """``[identity_providers.oidc]``: the OpenID Provider. Lifespans are in seconds; the
+    issuer's RSA key is read and checked at load (``issuer_key_pem``, PEM, never logged)."""
+
+    enable: bool = False
+    issuer_private_key_file: Path | None = None
+    access_token_lifespan: int = 3600
+    authorize_code_lifespan: int = 60
+    id_token_lifespan: int = 3600
+    refresh_token_lifespan: int = 5400
+    enforce_pkce: str = "public_clients_only"
+    clients: tuple[OidcClientConfig, ...] = ()
+    #: The issuer key file's content, read and checked at load; b"" when disabled.
+    issuer_key_pem: bytes = field(default=b"", repr=False)
+
+    def client(self, client_id: str) -> OidcClientConfig | None:
+        """The registered client ``client_id``, or None."""
+        for client in self.clients:
+            if client.client_id == client_id:
+                return client
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityProvidersConfig:
+    """``[identity_providers]``: authctl as an identity provider for other apps."""
+
+    oidc: OidcConfig = field(default_factory=OidcConfig)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole validated configuration."""
 
@@ -375,6 +442,7 @@ class Config:
     portal: PortalConfig = field(default_factory=PortalConfig)
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     webauthn: WebAuthnConfig = field(default_factory=WebAuthnConfig)
+    identity_providers: IdentityProvidersConfig = field(default_factory=IdentityProvidersConfig)
 
     @property
     def base_dir(self) -> Path:
