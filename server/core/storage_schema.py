@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 #: Version of the schema (SQLite: ``PRAGMA user_version``; PostgreSQL: ``meta``'s
 #: ``schema_version`` row).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: ``PRAGMA application_id`` of an authctl SQLite storage database ("actl").
 APPLICATION_ID = 0x6163746C
 
@@ -161,6 +161,53 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ){without_rowid}""",
         "CREATE INDEX tokens_username ON tokens (username, created_at)",
     ),
+    (
+        """CREATE TABLE oidc_subjects (
+            username TEXT PRIMARY KEY,       -- canonical user name
+            subject TEXT NOT NULL UNIQUE     -- the opaque, stable `sub` (random)
+        ){without_rowid}""",
+        """CREATE TABLE oidc_codes (
+            digest {blob} PRIMARY KEY,       -- SHA-256 of the code; never the code
+            client_id TEXT NOT NULL,
+            redirect_uri TEXT NOT NULL,
+            code_challenge TEXT NOT NULL DEFAULT '',   -- S256 challenge; '': none sent
+            nonce TEXT NOT NULL DEFAULT '',
+            scopes TEXT NOT NULL,            -- space-separated, as granted
+            username TEXT NOT NULL,
+            auth_time {real} NOT NULL,
+            amr TEXT NOT NULL,               -- space-separated
+            family TEXT NOT NULL,            -- the token family the code's exchange issues
+            issued {real} NOT NULL,
+            expires {real} NOT NULL,
+            used INTEGER NOT NULL DEFAULT 0
+        ){without_rowid}""",
+        "CREATE INDEX oidc_codes_expires ON oidc_codes (expires)",
+        """CREATE TABLE oidc_tokens (
+            digest {blob} PRIMARY KEY,       -- SHA-256 of the token; never the token
+            kind TEXT NOT NULL CHECK (kind IN ('access', 'refresh')),
+            family TEXT NOT NULL,            -- one grant: rotation and reuse revoke it whole
+            client_id TEXT NOT NULL,
+            username TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            auth_time {real} NOT NULL,
+            amr TEXT NOT NULL,
+            issued {real} NOT NULL,
+            expires {real} NOT NULL,
+            used INTEGER NOT NULL DEFAULT 0,     -- a refresh token already rotated
+            revoked INTEGER NOT NULL DEFAULT 0
+        ){without_rowid}""",
+        "CREATE INDEX oidc_tokens_family ON oidc_tokens (family)",
+        "CREATE INDEX oidc_tokens_username ON oidc_tokens (username)",
+        "CREATE INDEX oidc_tokens_expires ON oidc_tokens (expires)",
+        """CREATE TABLE oidc_consents (
+            username TEXT NOT NULL,
+            client_id TEXT NOT NULL,
+            scopes TEXT NOT NULL,            -- space-separated, as granted
+            granted {real} NOT NULL,
+            expires {real} NOT NULL,
+            PRIMARY KEY (username, client_id)
+        ){without_rowid}""",
+    ),
 )
 
 
@@ -262,6 +309,49 @@ TABLES: tuple[Table, ...] = (
             "revoked_at",
         ),
         "id",
+    ),
+    Table("oidc_subjects", ("username", "subject"), "username"),
+    Table(
+        "oidc_codes",
+        (
+            "digest",
+            "client_id",
+            "redirect_uri",
+            "code_challenge",
+            "nonce",
+            "scopes",
+            "username",
+            "auth_time",
+            "amr",
+            "family",
+            "issued",
+            "expires",
+            "used",
+        ),
+        "digest",
+    ),
+    Table(
+        "oidc_tokens",
+        (
+            "digest",
+            "kind",
+            "family",
+            "client_id",
+            "username",
+            "scopes",
+            "auth_time",
+            "amr",
+            "issued",
+            "expires",
+            "used",
+            "revoked",
+        ),
+        "digest",
+    ),
+    Table(
+        "oidc_consents",
+        ("username", "client_id", "scopes", "granted", "expires"),
+        "username, client_id",
     ),
 )
 TABLES_BY_NAME = {table.name: table for table in TABLES}
