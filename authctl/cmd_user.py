@@ -23,6 +23,7 @@ from authctl.cmd_totp import totp
 
 if t.TYPE_CHECKING:
     from server.core.audit import CliAudit
+    from server.core.storage import WebAuthnCredential
     from server.core.userfile import UsersFile
     from server.core.users import User
     from server.core.users import UserDatabase
@@ -290,11 +291,20 @@ def show(state: State, name: str, as_json: bool) -> None:
     from authctl.cmd_totp import has_totp
 
     totp = has_totp(state.config(), found.name)
+    passkeys = len(_credentials(state, found.name))
     scheme, rewrite, password = _hash_scheme(state, found.password)
     if as_json:
         from authctl.output import echo_json
 
-        echo_json({**found.as_json(), "totp": totp, "hash_scheme": scheme, "hash_rewrite": rewrite})
+        echo_json(
+            {
+                **found.as_json(),
+                "totp": totp,
+                "webauthn": passkeys,
+                "hash_scheme": scheme,
+                "hash_rewrite": rewrite,
+            }
+        )
         return
     from rich.markup import escape
     from rich.table import Table
@@ -309,6 +319,7 @@ def show(state: State, name: str, as_json: bool) -> None:
         ("groups", ", ".join(found.groups)),
         ("status", "disabled" if found.disabled else "enabled"),
         ("totp", "enrolled" if totp else "not enrolled"),
+        ("passkeys", str(passkeys)),
         ("password", password),
     )
     for label, value in rows:
@@ -370,6 +381,10 @@ def remove(state: State, name: str) -> None:
     if remove_totp(state.config(), name):
         trail.emit("totp_removed", user=name)
         _say(f"Removed {name}'s TOTP secret")
+    gone = _delete_credentials(state, name)
+    if gone:
+        trail.emit("webauthn_removed", user=name)
+        _say(f"Removed {name}'s {gone} passkey{'s' if gone != 1 else ''}")
     _say(f"Removed {name} from {users.path}")
 
 
@@ -414,3 +429,128 @@ def groups(
 
 
 user.add_command(totp)
+
+
+# ---------------------------------------------------------------------- webauthn
+
+
+def _credentials(state: State, name: str) -> list[WebAuthnCredential]:
+    """``name``'s WebAuthn credentials (none when no storage exists yet); reads no secret."""
+    from authctl.cmd_totp import no_storage_yet
+    from authctl.cmd_totp import open_storage
+    from server.core.names import canonical_username
+
+    config = state.config()
+    if no_storage_yet(config):
+        return []
+    storage = open_storage(config, require_key=False)
+    try:
+        return storage.webauthn_credentials(canonical_username(name))
+    finally:
+        storage.close()
+
+
+def _delete_credentials(state: State, name: str, row_id: str | None = None) -> int:
+    """Remove one (``row_id``) or every credential of ``name``; how many went."""
+    from authctl.cmd_totp import no_storage_yet
+    from authctl.cmd_totp import open_storage
+    from server.core.names import canonical_username
+
+    config = state.config()
+    if no_storage_yet(config):
+        return 0
+    storage = open_storage(config, require_key=False)
+    try:
+        canonical = canonical_username(name)
+        if row_id is None:
+            return storage.delete_webauthn_credentials(canonical)
+        return int(storage.delete_webauthn_credential(canonical, row_id))
+    finally:
+        storage.close()
+
+
+def _when(value: float | None) -> str | None:
+    from datetime import UTC
+    from datetime import datetime
+
+    if value is None:
+        return None
+    return datetime.fromtimestamp(value, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@user.group("webauthn")
+def webauthn() -> None:
+    """List or remove a user's passkeys and security keys (WebAuthn, in [storage])."""
+
+
+@webauthn.command("list")
+@click.argument("name", callback=username_callback)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (no key material).")
+@pass_state
+def webauthn_list(state: State, name: str, as_json: bool) -> None:
+    """List NAME's passkeys and security keys: id, description, dates, sign count."""
+    creds = _credentials(state, name)
+    rows = [
+        {
+            "id": c.id,
+            "description": c.description,
+            "created_at": _when(c.created_at),
+            "last_used_at": _when(c.last_used_at),
+            "sign_count": c.sign_count,
+            "discoverable": c.discoverable,
+            "backup_eligible": c.backup_eligible,
+            "backup_state": c.backup_state,
+            "aaguid": c.aaguid,
+            "transports": list(c.transports),
+        }
+        for c in creds
+    ]
+    if as_json:
+        from authctl.output import echo_json
+
+        echo_json(rows)
+        return
+    if not rows:
+        _say(f"{name} has no passkeys")
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    from authctl.output import console
+
+    table = Table("id", "description", "created", "last used", "sign count")
+    for row in rows:
+        table.add_row(
+            escape(str(row["id"])),
+            escape(str(row["description"])),
+            str(row["created_at"]),
+            str(row["last_used_at"] or "never"),
+            str(row["sign_count"]),
+        )
+    console().print(table)
+
+
+@webauthn.command("remove")
+@click.argument("name", callback=username_callback)
+@click.argument("credential_id", metavar="ID", required=False)
+@click.option("--all", "remove_all", is_flag=True, help="Remove every passkey of NAME.")
+@pass_state
+def webauthn_remove(state: State, name: str, credential_id: str | None, remove_all: bool) -> None:
+    """Remove NAME's passkey ID (from `authctl user webauthn list`), or all with --all.
+
+    An ID that NAME does not have is a data error (exit 3).
+    """
+    from authctl.errors import DataError
+
+    if remove_all == (credential_id is not None):
+        raise click.UsageError("give a passkey ID or --all, not both and not neither")
+    trail = _audit(state)
+    gone = _delete_credentials(state, name, None if remove_all else credential_id)
+    if not gone and not remove_all:
+        raise DataError(
+            f"{name} has no passkey {credential_id!r} (list them with "
+            f"`authctl user webauthn list {name}`)"
+        )
+    if gone:
+        trail.emit("webauthn_removed", user=name)
+    _say(f"Removed {gone} passkey{'s' if gone != 1 else ''} of {name}")

@@ -261,6 +261,7 @@ def test_show(runner: CliRunner, config_file: Path) -> None:
         "groups": ["dev"],
         "disabled": False,
         "totp": False,
+        "webauthn": 0,
         "hash_scheme": "argon2id",
         "hash_rewrite": False,
     }
@@ -508,3 +509,90 @@ def test_force_stores_a_weak_password_loudly(config_file: Path, command: str) ->
     assert "at least 8 characters" in done.stderr
     assert "--force" in done.stderr
     assert CHEAP.verify(load_users(users_path(config_file))["alice"].password, "pw")
+
+
+def _passkey(config: Path, username: str, description: str, row: str) -> None:
+    """Store a credential for ``username`` as the portal's registration would."""
+    from server.core.config import load_config
+    from server.core.storage import Storage
+    from server.core.storage import WebAuthnCredential
+
+    key = config.parent / "secrets" / "storage.key"
+    if not key.exists():
+        key.parent.mkdir(mode=0o700, exist_ok=True)
+        key.write_text("a3" * 32 + "\n")
+        key.chmod(0o600)
+    storage = Storage(load_config(config).storage)
+    try:
+        assert storage.add_webauthn_credential(
+            WebAuthnCredential(
+                id=row,
+                username=username,
+                credential_id=row.encode(),
+                public_key=b"cose",
+                sign_count=3,
+                aaguid="00000000-0000-0000-0000-000000000000",
+                transports=("usb",),
+                backup_eligible=False,
+                backup_state=False,
+                discoverable=True,
+                description=description,
+                attestation_type="none",
+                created_at=1_700_000_000.0,
+                last_used_at=None,
+            )
+        )
+    finally:
+        storage.close()
+
+
+def test_webauthn_list_remove_show(runner: CliRunner, config_file: Path) -> None:
+    """user webauthn list/remove (SPEC §7.1), user show counts passkeys, user remove deletes
+    the user's credentials; no key material is printed."""
+    add(runner, config_file, "alice")
+    add(runner, config_file, "bob")
+    empty = run(runner, config_file, "user", "webauthn", "list", "alice", "--json")
+    assert (empty.exit_code, json.loads(empty.stdout)) == (0, [])  # no storage yet
+    assert "no passkeys" in run(runner, config_file, "user", "webauthn", "list", "alice").stdout
+    _passkey(config_file, "alice", "Phone", "row1")
+    _passkey(config_file, "alice", "YubiKey", "row2")
+    _passkey(config_file, "bob", "Laptop", "row3")
+    result = run(runner, config_file, "user", "webauthn", "list", "ALICE", "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["id"] for r in rows] == ["row1", "row2"]
+    assert rows[0] == {
+        "id": "row1", "description": "Phone", "created_at": "2023-11-14T22:13:20Z",
+        "last_used_at": None, "sign_count": 3, "discoverable": True, "backup_eligible": False,
+        "backup_state": False, "aaguid": "00000000-0000-0000-0000-000000000000",
+        "transports": ["usb"],
+    }  # fmt: skip
+    human = run(runner, config_file, "user", "webauthn", "list", "alice")
+    assert "YubiKey" in human.stdout
+    assert "never" in human.stdout
+    assert "cose" not in human.stdout
+    shown = json.loads(run(runner, config_file, "user", "show", "alice", "--json").stdout)
+    assert shown["webauthn"] == 2
+    assert "passkeys" in run(runner, config_file, "user", "show", "alice").stdout
+    # usage: an ID or --all, exactly one
+    assert run(runner, config_file, "user", "webauthn", "remove", "alice").exit_code == 2
+    both = run(runner, config_file, "user", "webauthn", "remove", "alice", "row1", "--all")
+    assert both.exit_code == 2
+    # bob's credential is not alice's to remove
+    other = run(runner, config_file, "user", "webauthn", "remove", "alice", "row3")
+    assert other.exit_code == 3
+    assert "no passkey" in other.output
+    one = run(runner, config_file, "user", "webauthn", "remove", "alice", "row1")
+    assert one.exit_code == 0
+    assert "Removed 1 passkey of alice" in one.stdout
+    every = run(runner, config_file, "user", "webauthn", "remove", "alice", "--all")
+    assert every.exit_code == 0
+    assert "Removed 1 passkey of alice" in every.stdout
+    again = run(runner, config_file, "user", "webauthn", "remove", "alice", "--all")
+    assert again.exit_code == 0
+    assert "Removed 0 passkeys" in again.stdout
+    gone = run(runner, config_file, "user", "remove", "bob")
+    assert gone.exit_code == 0
+    assert "Removed bob's 1 passkey" in gone.stdout
+    listed_bob = run(runner, config_file, "user", "webauthn", "list", "bob", "--json")
+    assert json.loads(listed_bob.stdout) == []
