@@ -59,6 +59,10 @@ EXPECTED = {
     ("PUT", "/api/secondfactor/webauthn/credential/{id}"),
     ("DELETE", "/api/secondfactor/webauthn/credential/{id}"),
     ("POST", "/api/user/info/2fa_method"),
+    # SPEC §7.6: personal access tokens
+    ("GET", "/api/user/tokens"),
+    ("POST", "/api/user/tokens"),
+    ("DELETE", "/api/user/tokens/{id}"),
 }
 
 

@@ -49,6 +49,9 @@ WEBAUTHN_CREDENTIAL = "/api/secondfactor/webauthn/credential/{id}"
 #: The signed-in user's sessions (SPEC §7.6); ``{handle}``: one of them.
 USER_SESSIONS = "/api/user/sessions"
 USER_SESSION = "/api/user/sessions/{handle}"
+#: The signed-in user's personal access tokens (SPEC §7.6); ``{id}``: one of them.
+USER_TOKENS = "/api/user/tokens"
+USER_TOKEN = "/api/user/tokens/{id}"  # noqa: S105 - a path
 
 #: Every API path but the authorization endpoints.
 PORTAL_API = (
@@ -56,6 +59,7 @@ PORTAL_API = (
     SECOND_FACTOR_TOTP, TOTP_REGISTER, TOTP_REGISTER_QR, SESSION_ELEVATION, RESET_START,
     RESET_FINISH, RESET_PASSWORD, CHANGE_PASSWORD,
     USER_SESSIONS, USER_SESSION,
+    USER_TOKENS, USER_TOKEN,
     USER_INFO_2FA_METHOD, SECOND_FACTOR_WEBAUTHN, FIRST_FACTOR_PASSKEY, WEBAUTHN_CREDENTIALS,
     WEBAUTHN_REGISTER, WEBAUTHN_CREDENTIAL,
 )  # fmt: skip

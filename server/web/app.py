@@ -45,6 +45,7 @@ from server.web.routes import Dispatcher
 from server.web.routes import Route
 from server.web.routes import RouteTable
 from server.web.sessions_api import SessionsApi
+from server.web.tokens_api import TokensApi
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse
@@ -57,6 +58,7 @@ if t.TYPE_CHECKING:
     from server.core.passwords import PasswordHasher
     from server.core.session_store import SessionStore
     from server.core.storage import Storage
+    from server.core.tokens import TokenService
     from server.core.users import UsersSource
     from server.web.selfservice import SelfServiceApi
 
@@ -159,6 +161,7 @@ class Wiring:
                 *portal.routes(),
                 *(selfservice.routes() if selfservice is not None else ()),
                 *SessionsApi(portal.sessions).routes(),
+                *(TokensApi(authorizer.tokens, config).routes() if authorizer.tokens else ()),
             ]
         )
         dispatch = Dispatcher(
@@ -473,9 +476,10 @@ def make_app(
     if storage is None:
         storage = Storage(config.storage, now=now)
     Regulator(config.regulation, storage, now=now).purge()
+    tokens = _token_service(config, storage, now)
     # wait_seconds=0: a login that finds every hashing slot taken is refused at once
     gate = HashGate(default_max_concurrent(config.server.threads), wait_seconds=0)
-    kept = _Kept(store, storage, users, hasher, gate, now, sleep)
+    kept = _Kept(store, storage, users, hasher, gate, now, sleep, tokens)
     authorizer, portal, selfservice = _build(config, kept, notifier)
 
     def rebuild(new: Config, old: Wiring) -> tuple[Authorizer, PortalApi, SelfServiceApi | None]:
@@ -509,6 +513,20 @@ class _Kept:
     gate: HashGate
     now: Callable[[], float]
     sleep: Callable[[float], None]
+    #: Personal access tokens: one per process, so its cache survives reloads.
+    tokens: TokenService
+
+
+def _token_service(config: Config, storage: Storage, now: Callable[[], float]) -> TokenService:
+    """Tokens on ``storage``, their digests keyed from the storage key file.
+
+    Raises:
+        ValueError: the storage key file cannot be read.
+    """
+    from server.core.crypto import read_key_file
+    from server.core.tokens import TokenService
+
+    return TokenService(storage, read_key_file(Path(config.storage.encryption_key_file)), now=now)
 
 
 def _build(
@@ -533,7 +551,7 @@ def _build(
         kept.users, sessions, kept.hasher, regulator=regulator, gate=kept.gate
     )
     access = AccessControl(config.access_control)
-    authorizer = Authorizer(config, access, identities)
+    authorizer = Authorizer(config, access, identities, tokens=kept.tokens)
     webauthn = build_service(config, kept.storage, regulator, now)
     portal = PortalApi(config, access, identities, totp, webauthn)
     selfservice = SelfServiceApi.build(

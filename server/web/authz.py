@@ -30,9 +30,14 @@ from server.core.forwarded import TrustedProxies
 from server.core.forwarded import valid_method
 from server.core.identity import Identity
 from server.core.identity import IdentityResolver
+from server.core.identity import stamp_of
 from server.core.outage import Throttled
 from server.core.rules import AccessRequest
 from server.core.rules import Decision
+from server.core.tokens import NO_USER
+from server.core.tokens import OUT_OF_DOMAIN
+from server.core.tokens import TokenService
+from server.core.tokens import bearer_token
 from server.core.urls import Target
 from server.core.urls import build_target
 from server.core.urls import parse_target
@@ -56,6 +61,13 @@ ANONYMOUS_HEADERS: tuple[tuple[str, str], ...] = (
 _TEXT = ("Content-Type", "text/plain; charset=utf-8")
 _NO_STORE = ("Cache-Control", "no-store")
 _REALM = 'Basic realm="authctl"'
+#: A refused personal access token (RFC 6750 §3.1), and a valid one too weak for the rule
+#: (RFC 9470: only a ``--two-factor`` token passes a two_factor rule).
+_BAD_TOKEN = ("WWW-Authenticate", 'Bearer realm="authctl", error="invalid_token"')
+_WEAK_TOKEN = (
+    "WWW-Authenticate",
+    'Bearer realm="authctl", error="insufficient_user_authentication"',
+)
 #: Entries kept by each of the authorizer's memo tables (targets, cookie domains); a table
 #: that fills up is emptied, so a flood of distinct URLs costs a recomputation, never memory.
 MEMO_SIZE = 4096
@@ -183,7 +195,8 @@ def _fields(
 
 
 class Authorizer:
-    """Answers authz sub-requests from the session cookie or Basic credentials and the rules."""
+    """Answers authz sub-requests from the session cookie, Basic credentials or a personal
+    access token, and the rules."""
 
     def __init__(
         self,
@@ -191,7 +204,10 @@ class Authorizer:
         access: AccessControl,
         identities: IdentityResolver,
         basic_cache: CredentialCache | None = None,
+        tokens: TokenService | None = None,
     ) -> None:
+        #: Personal access tokens (``server.core.tokens``); None: bearer values are ignored.
+        self.tokens = tokens
         self._config = config
         self._access = access
         self._identities = identities
@@ -265,10 +281,16 @@ class Authorizer:
         client_ip = self._proxies.client_ip(peer, _header(environ, "HTTP_X_FORWARDED_FOR"))
 
         identity: Identity | None = None
+        # a personal access token decides alone: valid, or 401 whatever the rules say
+        token = self._bearer(environ) if self.tokens is not None else None
+        if token is not None:
+            identity, refused = self._token_identity(token, target.host)
+            if identity is None:
+                return self._token_refused(refused, method, target)
         basic_failed = False
         legacy_basic = legacy_query is not None and legacy_query.get("auth", [""])[0] == "basic"
         basic_header = self._basic_header(legacy_query is not None, legacy_basic, environ)
-        if basic_header is not None or legacy_basic:
+        if token is None and (basic_header is not None or legacy_basic):
             try:
                 creds = parse_basic(basic_header)
             except MalformedCredentials:
@@ -280,7 +302,7 @@ class Authorizer:
             )
             basic_failed = identity is None
         session = None
-        if identity is None and not basic_failed:
+        if identity is None and not basic_failed and token is None:
             identity, session = self._cookie_identity(environ, cookie)
 
         request = AccessRequest(
@@ -318,6 +340,10 @@ class Authorizer:
         if decision.policy == "deny" and (identity is not None or not decision.has_subject):
             fields["decision"] = "deny"
             return Answer(403, [_TEXT, _NO_STORE], b"403 Forbidden", fields)
+        if token is not None:
+            # a script wants a status, not the portal: its token is one factor too few
+            fields["decision"] = "token_level"
+            return Answer(401, [_TEXT, _NO_STORE, _WEAK_TOKEN], b"401 Unauthorized", fields)
         # one_factor or two_factor, and not (yet) enough factors (allowed above otherwise)
         return self._login(endpoint, environ, method, target, portal, fields)
 
@@ -451,7 +477,44 @@ class Authorizer:
             return proxy_value
         return None
 
+    @staticmethod
+    def _bearer(environ: t.Mapping[str, t.Any]) -> str | None:
+        """A personal access token in ``Authorization`` or ``Proxy-Authorization`` (on every
+        endpoint); bearer values without the ``authctl_`` prefix are the app's own."""
+        return bearer_token(_header(environ, "HTTP_AUTHORIZATION")) or bearer_token(
+            _header(environ, "HTTP_PROXY_AUTHORIZATION")
+        )
+
     # ------------------------------------------------------------------ identities
+
+    def _token_identity(self, token: str, host: str) -> tuple[Identity | None, str]:
+        """The token's user at its level, on its domains, if the user is still enabled (the
+        users file as it is now, as for sessions); else None and why."""
+        assert self.tokens is not None  # noqa: S101 - only called with tokens
+        grant, refused = self.tokens.check(token)
+        if grant is None:
+            return None, refused
+        if not grant.covers(host):
+            return None, OUT_OF_DOMAIN
+        user = self._identities.lookup(grant.username)
+        identity = (
+            self._identities.current(user.name, stamp_of(user.password), grant.level)
+            if user is not None
+            else None
+        )
+        return identity, NO_USER if identity is None else ""
+
+    @staticmethod
+    def _token_refused(reason: str, method: str, target: Target) -> Answer:
+        """401 + ``WWW-Authenticate: Bearer`` on every endpoint (never a redirect)."""
+        fields: dict[str, object] = {
+            "decision": "token_refused",
+            "reason": reason,
+            "method": method,
+            "host": target.host,
+            "path": _log_path(target.path),
+        }
+        return Answer(401, [_TEXT, _NO_STORE, _BAD_TOKEN], b"401 Unauthorized", fields)
 
     def _basic_identity(self, creds: BasicCredentials, ip: str | None) -> Identity | None:
         cached = self._basic_cache.get(creds)
