@@ -281,6 +281,95 @@ def _totp_aad(username: str) -> bytes:
     return b"totp_configurations\x00" + username.encode("utf-8")
 
 
+@dataclass(frozen=True, slots=True)
+class OidcGrant:
+    """What an OIDC authorization code or token was issued for (SPEC §7.3): the client, the
+    user, the granted scopes (space-separated) and the sign-in behind it (``auth_time``,
+    ``amr`` space-separated), and the token ``family`` of the grant."""
+
+    client_id: str
+    username: str
+    scopes: str
+    auth_time: float
+    amr: str
+    family: str
+
+
+@dataclass(frozen=True, slots=True)
+class OidcCode:
+    """A stored authorization code (its digest; never the code)."""
+
+    digest: bytes = field(repr=False)
+    grant: OidcGrant
+    redirect_uri: str
+    code_challenge: str
+    nonce: str
+    issued: float
+    expires: float
+    used: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class OidcToken:
+    """A stored access or refresh token (its digest; never the token)."""
+
+    digest: bytes = field(repr=False)
+    kind: str
+    grant: OidcGrant
+    issued: float
+    expires: float
+    used: bool = False
+    revoked: bool = False
+
+
+class CodeRedemption(enum.Enum):
+    """What :meth:`Storage.redeem_oidc_code` found."""
+
+    #: The code was live and is now used: the caller may issue tokens.
+    REDEEMED = "redeemed"
+    #: No such code, or it expired.
+    UNKNOWN = "unknown"
+    #: The code was used before: the tokens it issued were revoked (RFC 6749 §4.1.2).
+    REPLAYED = "replayed"
+
+
+class Rotation(enum.Enum):
+    """What :meth:`Storage.rotate_oidc_refresh` found."""
+
+    ROTATED = "rotated"
+    UNKNOWN = "unknown"
+    #: A rotated (or revoked) refresh token presented again: its family is revoked.
+    REUSED = "reused"
+
+
+_OIDC_CODE_COLUMNS = (
+    "digest, client_id, username, scopes, auth_time, amr, family, redirect_uri, "
+    "code_challenge, nonce, issued, expires, used"
+)
+_OIDC_TOKEN_COLUMNS = (  # column names, not a secret
+    "digest, client_id, username, scopes, auth_time, amr, family, kind, issued, expires, "  # noqa: S105
+    "used, revoked"
+)
+
+
+def _oidc_grant(row: t.Sequence[t.Any]) -> OidcGrant:
+    return OidcGrant(row[1], row[2], row[3], float(row[4]), row[5], row[6])
+
+
+def _oidc_code(row: t.Sequence[t.Any]) -> OidcCode:
+    return OidcCode(
+        bytes(row[0]), _oidc_grant(row), row[7], row[8], row[9], float(row[10]),
+        float(row[11]), bool(row[12]),
+    )  # fmt: skip
+
+
+def _oidc_token(row: t.Sequence[t.Any]) -> OidcToken:
+    return OidcToken(
+        bytes(row[0]), row[7], _oidc_grant(row), float(row[8]), float(row[9]), bool(row[10]),
+        bool(row[11]),
+    )  # fmt: skip
+
+
 class Storage:
     """The storage database at ``config.path``; secrets sealed with the key file's key.
 
@@ -972,6 +1061,173 @@ class Storage:
             )
             > 0
         )
+
+    # ------------------------------------------------------------------ OpenID Connect
+
+    def oidc_subject(self, username: str, new: Callable[[], str]) -> str:
+        """The user's opaque, stable ``sub``; made with ``new()`` the first time (two hosts
+        racing keep the first one written)."""
+        rows = self._read("SELECT subject FROM oidc_subjects WHERE username = ?", (username,))
+        if rows:
+            return str(rows[0][0])
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO oidc_subjects (username, subject) VALUES (?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (username, new()),
+            )
+            row = conn.execute(
+                "SELECT subject FROM oidc_subjects WHERE username = ?", (username,)
+            ).fetchone()
+        return str(row[0])
+
+    def add_oidc_code(self, code: OidcCode) -> None:
+        """Store a new authorization code (its digest)."""
+        g = code.grant
+        self._write(
+            f"INSERT INTO oidc_codes ({_OIDC_CODE_COLUMNS}) "  # noqa: S608 - fixed names
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                code.digest, g.client_id, g.username, g.scopes, g.auth_time, g.amr, g.family,
+                code.redirect_uri, code.code_challenge, code.nonce, code.issued, code.expires,
+                int(code.used),
+            ),
+        )  # fmt: skip
+
+    def redeem_oidc_code(self, digest: bytes, now: float) -> tuple[CodeRedemption, OidcCode | None]:
+        """Use the code with ``digest`` once, in one write transaction: of any number of
+        parallel redemptions exactly one is REDEEMED. A code used before is REPLAYED and every
+        token of its family is revoked in the same transaction (RFC 6749 §4.1.2)."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"SELECT {_OIDC_CODE_COLUMNS} FROM oidc_codes WHERE digest = ?"  # noqa: S608
+                f"{self._db.dialect.for_update}",
+                (digest,),
+            ).fetchone()
+            if row is None:
+                return CodeRedemption.UNKNOWN, None
+            code = _oidc_code(row)
+            if code.used:
+                conn.execute(
+                    "UPDATE oidc_tokens SET revoked = 1 WHERE family = ?", (code.grant.family,)
+                )
+                return CodeRedemption.REPLAYED, code
+            if code.expires <= now:
+                return CodeRedemption.UNKNOWN, code
+            changed = conn.execute(
+                "UPDATE oidc_codes SET used = 1 WHERE digest = ? AND used = 0", (digest,)
+            ).rowcount
+        if changed != 1:  # pragma: no cover - the row is locked for this transaction
+            return CodeRedemption.UNKNOWN, None
+        return CodeRedemption.REDEEMED, code
+
+    def add_oidc_tokens(self, tokens: Sequence[OidcToken]) -> None:
+        """Store newly issued tokens (their digests), in one transaction."""
+        with self._transaction() as conn:
+            for token in tokens:
+                self._insert_oidc_token(conn, token)
+
+    @staticmethod
+    def _insert_oidc_token(conn: Tx, token: OidcToken) -> None:
+        g = token.grant
+        conn.execute(
+            f"INSERT INTO oidc_tokens ({_OIDC_TOKEN_COLUMNS}) "  # noqa: S608 - fixed names
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                token.digest, g.client_id, g.username, g.scopes, g.auth_time, g.amr, g.family,
+                token.kind, token.issued, token.expires, int(token.used), int(token.revoked),
+            ),
+        )  # fmt: skip
+
+    def oidc_token(self, digest: bytes) -> OidcToken | None:
+        """The stored token with ``digest`` (live or not), or None."""
+        rows = self._read(
+            f"SELECT {_OIDC_TOKEN_COLUMNS} FROM oidc_tokens WHERE digest = ?",  # noqa: S608
+            (digest,),
+        )
+        return _oidc_token(rows[0]) if rows else None
+
+    def rotate_oidc_refresh(
+        self, digest: bytes, now: float, issue: Callable[[OidcToken], Sequence[OidcToken]]
+    ) -> tuple[Rotation, OidcToken | None]:
+        """Spend the refresh token ``digest`` and store what ``issue(old)`` returns, in one
+        write transaction: of parallel uses exactly one rotates. A used or revoked refresh
+        token presented again revokes its whole family (reuse detection, RFC 9700 §4.14.2)."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                f"SELECT {_OIDC_TOKEN_COLUMNS} FROM oidc_tokens "  # noqa: S608
+                f"WHERE digest = ? AND kind = 'refresh'{self._db.dialect.for_update}",
+                (digest,),
+            ).fetchone()
+            if row is None:
+                return Rotation.UNKNOWN, None
+            old = _oidc_token(row)
+            if old.used or old.revoked:
+                conn.execute(
+                    "UPDATE oidc_tokens SET revoked = 1 WHERE family = ?", (old.grant.family,)
+                )
+                return Rotation.REUSED, old
+            if old.expires <= now:
+                return Rotation.UNKNOWN, old
+            conn.execute("UPDATE oidc_tokens SET used = 1 WHERE digest = ?", (digest,))
+            for token in issue(old):
+                self._insert_oidc_token(conn, token)
+        return Rotation.ROTATED, old
+
+    def revoke_oidc_token(self, digest: bytes, *, family: bool) -> bool:
+        """Revoke one token, or (``family``) every token of its grant; True if one was found."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT family FROM oidc_tokens WHERE digest = ?", (digest,)
+            ).fetchone()
+            if row is None:
+                return False
+            if family:
+                conn.execute("UPDATE oidc_tokens SET revoked = 1 WHERE family = ?", (row[0],))
+            else:
+                conn.execute("UPDATE oidc_tokens SET revoked = 1 WHERE digest = ?", (digest,))
+        return True
+
+    def revoke_oidc_user(self, username: str) -> int:
+        """Revoke every token of ``username`` (removed or disabled); how many were live."""
+        return self._write(
+            "UPDATE oidc_tokens SET revoked = 1 WHERE username = ? AND revoked = 0", (username,)
+        )
+
+    def save_oidc_consent(
+        self, username: str, client_id: str, scopes: str, *, now: float, expires: float
+    ) -> None:
+        """Remember that ``username`` consented to ``scopes`` for ``client_id`` until
+        ``expires`` (replacing an older answer)."""
+        with self._transaction() as conn:
+            conn.execute(
+                "DELETE FROM oidc_consents WHERE username = ? AND client_id = ?",
+                (username, client_id),
+            )
+            conn.execute(
+                "INSERT INTO oidc_consents (username, client_id, scopes, granted, expires) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (username, client_id, scopes, now, expires),
+            )
+
+    def oidc_consent(self, username: str, client_id: str, now: float) -> str | None:
+        """The scopes (space-separated) of ``username``'s live consent for ``client_id``."""
+        rows = self._read(
+            "SELECT scopes FROM oidc_consents WHERE username = ? AND client_id = ? AND expires > ?",
+            (username, client_id, now),
+        )
+        return str(rows[0][0]) if rows else None
+
+    def purge_oidc(self, before: float) -> int:
+        """Remove codes, tokens and consents that expired before ``before``; how many."""
+        with self._transaction() as conn:
+            return sum(
+                conn.execute(
+                    f"DELETE FROM {table} WHERE expires < ?",  # noqa: S608 - fixed names
+                    (before,),
+                ).rowcount
+                for table in ("oidc_codes", "oidc_tokens", "oidc_consents")
+            )
 
     # ------------------------------------------------------------------ status and copying
 
