@@ -211,8 +211,11 @@ def test_quiet_reloader_logs_problems_at_debug(
     path.write_text(_config("sometimes"), encoding="utf-8")
     caplog.set_level(logging.DEBUG, "authctl.reload")
     assert not reloader.reload()
+    path.write_text(_config("deny", "[server]\nthreads = 3\n").replace("\n[server]\n", "\n", 1))
+    assert reloader.reload()
     assert {r.levelno for r in caplog.records} == {logging.DEBUG}
     assert "(worker 1)" in caplog.text
+    assert "server.threads: changed, but this key needs a restart" in caplog.text
 
 
 def test_reloader_thread_coalesces_and_start_catches_up(tmp_path: Path) -> None:
@@ -240,6 +243,16 @@ def test_reloader_thread_coalesces_and_start_catches_up(tmp_path: Path) -> None:
     time.sleep(0.2)
     assert seen[-1] == "two_factor"
     assert len(seen) <= 3
+
+
+def test_reloader_without_a_stamp_waits_for_a_request(tmp_path: Path) -> None:
+    path = tmp_path / "authctl.toml"
+    path.write_text(_config(), encoding="utf-8")
+    seen: list[object] = []
+    reloader = Reloader(load_config(path), seen.append)
+    reloader.start()
+    time.sleep(0.1)
+    assert seen == []
 
 
 def test_watcher_sees_content_size_and_rename_over(tmp_path: Path) -> None:
@@ -283,6 +296,8 @@ def test_app_reload_swaps_rules_portal_and_lifetimes(tmp_path: Path, clock: t.An
     before = h.app.live
     h.app.reload(load_config(tmp_path / "authctl.toml"))
     assert h.app.live is not before
+    assert h.app.dispatch is h.app.live.dispatch
+    assert h.app.routes is h.app.live.routes
     resp = h.forward_auth("https://reload.example.com/x")
     assert resp.status_int == 302
     assert resp.location.startswith("https://auth2.example.com/?rd=")

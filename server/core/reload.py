@@ -63,6 +63,7 @@ LIVE: dict[str, tuple[str, ...]] = {
         "title", "logo_file", "custom_css_file", "theme", "logo_type", "logo", "custom_css",
     ),
     # live as long as what reads them is built per config (``server.web.app._build``)
+    "identity_providers": ("oidc",),
     "webauthn": (
         "enable", "display_name", "rp_id", "attestation", "user_verification", "timeout",
         "passkey_login", "passkey_uv_two_factor",
