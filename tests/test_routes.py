@@ -200,3 +200,23 @@ def test_selfservice_takes_its_collaborators_not_the_portal(h: Harness) -> None:
     assert "portal" not in params
     assert params[:4] == ["self", "config", "identities", "totp"]
     assert not hasattr(h.app.selfservice, "portal")
+
+
+def test_a_pattern_route_serves_one_more_segment() -> None:
+    """``/x/{id}`` serves ``/x/<anything>`` (one non-empty segment); an exact path wins."""
+
+    def handler(call: t.Any) -> t.Any:
+        raise AssertionError
+
+    exact = Route("DELETE", "/api/x", handler)
+    one = Route("DELETE", "/api/x/{id}", handler)
+    table = RouteTable([exact, one, Route("GET", "/api/x/fixed", handler)])
+    assert table.methods("/api/x") == {"DELETE": exact}
+    assert table.methods("/api/x/abc") == {"DELETE": one}
+    assert table.methods("/api/x/{id}") == {"DELETE": one}
+    assert table.methods("/api/x/fixed") is not None
+    assert "DELETE" not in t.cast(dict[str, Route], table.methods("/api/x/fixed"))
+    assert table.methods("/api/x/") is None
+    assert table.methods("/api/x/a/b") is None
+    assert table.methods("/api/y/abc") is None
+    assert RouteTable([exact]).methods("/api/x/abc") is None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import typing as t
 from collections.abc import Iterator
 from http.cookies import SimpleCookie
 
@@ -955,3 +956,33 @@ def test_revoke_others_keeps_only_the_asking_session(manager: SessionManager) ->
     assert manager.load(mine.id, DOMAIN) is not None
     assert manager.load(bob.id, DOMAIN) is not None
     assert manager.revoke_others("alice", mine) == 0
+
+
+class StubbornStore(MemoryStore):
+    """A store whose listed sessions never go away (a writer that keeps putting them back)."""
+
+    def delete_listed(self, key: bytes, username: str) -> bool:
+        """Delete nothing."""
+        return False
+
+
+def test_revocation_rounds_are_bounded(clock: Clock) -> None:
+    """A session that keeps reappearing does not hold the request forever: a few rounds,
+    then the answer (False / 0), never a loop."""
+    from server.core.sessions import REVOKE_ROUNDS
+
+    store = StubbornStore(now=clock)
+    manager = SessionManager(make_config(), store, now=clock)
+    mine, other = login(manager), login(manager)
+    assert other.handle is not None
+    calls: list[str | None] = []
+    listing = store.sessions_of
+
+    def counted(username: str | None) -> t.Any:
+        calls.append(username)
+        return listing(username)
+
+    store.sessions_of = counted  # type: ignore[method-assign]
+    assert manager.revoke("alice", other.handle) is False
+    assert manager.revoke_others("alice", mine) == 0
+    assert len(calls) == 2 * REVOKE_ROUNDS
