@@ -69,6 +69,7 @@ COMMANDS: dict[str, str] = {
     "import": "authctl.cmd_import:import_",
     "doctor": "authctl.cmd_doctor:doctor",
     "session": "authctl.cmd_session:session",
+    "token": "authctl.cmd_token:token",
 }
 
 
