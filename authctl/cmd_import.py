@@ -19,6 +19,8 @@ if t.TYPE_CHECKING:
     from server.core.authelia_import import Report
     from server.core.authelia_import import TotpImport
     from server.core.authelia_import import WebauthnImport
+    from server.core.config import Config
+    from server.core.storage import Storage
 
 
 @click.group("import")
@@ -221,9 +223,8 @@ def _store(
     passkeys: list[WebauthnImport],
     known_users: set[str] | None,
 ) -> None:
-    """TOTP secrets into the new storage, sealed with the new key; passkeys when supported."""
-    _passkeys(report, passkeys)
-    if not totp:
+    """TOTP secrets (sealed with the new key) and WebAuthn credentials into the new storage."""
+    if not totp and not passkeys:
         return
     import dataclasses
 
@@ -237,7 +238,7 @@ def _store(
         storage_config = dataclasses.replace(storage_config, backend="sqlite", postgres=None)
         report.attend(
             "storage.postgres",
-            "the imported TOTP secrets were stored in authctl.db (SQLite): "
+            "the imported TOTP secrets and passkeys were stored in authctl.db (SQLite): "
             "run `authctl storage migrate --to postgres` to move them into PostgreSQL",
         )
     storage = Storage(storage_config)
@@ -254,20 +255,71 @@ def _store(
                 period=item.period,
             )
             report.map(key, f"storage: TOTP of {item.username!r} (encrypted)")
+        _passkeys(report, storage, config, passkeys, known_users)
     finally:
         storage.close()
 
 
-def _passkeys(report: Report, passkeys: list[WebauthnImport]) -> None:
-    """Passkeys are checked (a broken export stops the import before anything is written)
-    but not stored: authctl's storage has no way to add a credential yet."""
-    if passkeys:
-        users = sorted({p.username for p in passkeys})
-        report.attend(
-            "webauthn_export",
-            f"{len(passkeys)} passkeys of {len(users)} users were read and checked; passkeys "
-            "are imported once authctl supports them (run the import again then)",
+def _passkeys(
+    report: Report,
+    storage: Storage,
+    config: Config,
+    passkeys: list[WebauthnImport],
+    known_users: set[str] | None,
+) -> None:
+    """Authelia's WebAuthn credentials as ``add_webauthn_credential`` rows: the same
+    credential id, COSE public key and sign count, so the authenticators keep working when
+    the RP ID is the same (authctl's default is Authelia's: the portal host)."""
+    import secrets
+    import time
+    from urllib.parse import urlsplit
+
+    from server.core.storage import WebAuthnCredential
+
+    rp_ids = (
+        {config.webauthn.rp_id}
+        if config.webauthn.rp_id
+        else {urlsplit(c.portal_url).hostname or "" for c in config.session.cookies}
+    )
+    taken: set[tuple[str, str]] = set()
+    for i, item in enumerate(passkeys):
+        key = f"webauthn_export.webauthn_credentials[{i}]"
+        if known_users is not None and item.username not in known_users:
+            report.attend(key, f"{item.username!r} is not in users.toml; stored anyway")
+        if item.rpid not in rp_ids:
+            report.attend(
+                key,
+                f"registered for RP ID {item.rpid!r}, not {', '.join(sorted(rp_ids))!r}: set "
+                f"[webauthn] rp_id = {item.rpid!r} or the browser will not offer it",
+            )
+        if item.clone_warning:
+            report.attend(key, "Authelia flagged this credential as a possible clone")
+        description = (item.description or "").strip()[:64] or "Imported passkey"
+        base, n = description, 2
+        while (item.username, description) in taken:
+            description = f"{base[:58]} ({n})"
+            n += 1
+        taken.add((item.username, description))
+        record = WebAuthnCredential(
+            id=secrets.token_urlsafe(16),
+            username=item.username,
+            credential_id=item.credential_id,
+            public_key=item.public_key,
+            sign_count=item.sign_count,
+            aaguid=item.aaguid or "",
+            transports=tuple(t_ for t_ in item.transports if t_ and "," not in t_),
+            backup_eligible=item.backup_eligible,
+            backup_state=item.backup_state,
+            discoverable=item.discoverable,
+            description=description,
+            attestation_type=item.attestation_type or "none",
+            created_at=item.created_at if item.created_at is not None else time.time(),
+            last_used_at=item.last_used_at,
         )
+        if storage.add_webauthn_credential(record):
+            report.map(key, f"storage: passkey {description!r} of {item.username!r}")
+        else:  # pragma: no cover - the export's parser refuses a credential listed twice
+            report.attend(key, "the same credential id appears twice in the export; skipped")
 
 
 def _print(report: Report, folder: Path) -> None:

@@ -667,8 +667,55 @@ def test_webauthn_export_is_checked_and_reported(runner: CliRunner, tmp_path: Pa
     report = imported(
         runner, out, write(tmp_path / "c.yml", BASE), "--webauthn-export", str(export)
     )
-    notes = {n["key"]: n["reason"] for n in report["attention"]}
-    assert "passkeys are imported once authctl supports them" in notes["webauthn_export"]
+    assert "webauthn_export.webauthn_credentials[0]" in keys(report, "mapped")
+    from server.core.config import load_config
+    from server.core.storage import Storage
+
+    storage = Storage(load_config(out / "authctl.toml").storage)
+    try:
+        (cred,) = storage.webauthn_credentials("alice")
+    finally:
+        storage.close()
+    assert (cred.credential_id, cred.public_key) == (b"credential-id-1", b"\xa5\x01\x02cose-key")
+    assert (cred.sign_count, cred.description, cred.transports) == (42, "YubiKey", ("usb", "nfc"))
+    assert (cred.aaguid, cred.attestation_type) == (
+        "2fc0579f-8113-47ea-b116-bb5a8db9202a",
+        "packed",
+    )
+    assert cred.discoverable
+    assert not cred.backup_eligible
+    assert cred.last_used_at is not None
+    assert cred.created_at < cred.last_used_at
+
+
+def test_webauthn_export_needs_attention(runner: CliRunner, tmp_path: Path) -> None:
+    """Another RP ID and Authelia's clone flag are stored with a note saying what to do; an
+    empty or repeated description gets a unique one."""
+    first = json.loads(webauthn_export())["webauthn_credentials"][0]
+    rows = [
+        first,
+        {**first, "id": 2, "kid": base64.b64encode(b"credential-id-2").decode(),
+         "rpid": "example.com", "clone_warning": True, "description": ""},
+        {**first, "id": 3, "kid": base64.b64encode(b"credential-id-3").decode()},
+    ]  # fmt: skip
+    export = write(tmp_path / "webauthn.yml", json.dumps({"webauthn_credentials": rows}))
+    out = tmp_path / "out"
+    report = imported(
+        runner, out, write(tmp_path / "c.yml", BASE), "--webauthn-export", str(export)
+    )
+    notes = [(n["key"], n["reason"]) for n in report["attention"]]
+    two = [reason for key, reason in notes if key.endswith("webauthn_credentials[1]")]
+    assert any("rp_id = 'example.com'" in r for r in two), notes
+    assert any("possible clone" in r for r in two), notes
+    from server.core.config import load_config
+    from server.core.storage import Storage
+
+    storage = Storage(load_config(out / "authctl.toml").storage)
+    try:
+        found = [c.description for c in storage.webauthn_credentials("alice")]
+    finally:
+        storage.close()
+    assert sorted(found) == ["Imported passkey", "YubiKey", "YubiKey (2)"]
 
 
 @pytest.mark.parametrize(
