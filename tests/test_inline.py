@@ -296,6 +296,9 @@ _HEADER_VALUES = st.sampled_from(
         "text/html",
         "*/*",
         "basic x",
+        "Bearer authctl_" + "A" * 43,  # an unknown token: 401 Bearer, inline once cached
+        "Bearer authctl_x",
+        "Bearer app-token",
         "get",
         " GET",
         "GET\r",
@@ -747,3 +750,63 @@ def test_pipelined_mixes_keep_their_order(
         assert _statuses(data) == [_KINDS[kind][1] for kind in kinds]
     finally:
         running.stop()
+
+
+# --------------------------------------------------------------------------- tokens (SPEC §7.6)
+
+
+def _token(harness: Harness, **kw: t.Any) -> str:
+    tokens = harness.app.authorizer.tokens
+    assert tokens is not None
+    return tokens.create("alice", "inline", created_by="cli", **kw)[0]
+
+
+def test_a_token_is_verified_inline_once_cached(harness: Harness) -> None:
+    """The first use reads storage (pool); later ones within the re-check bound are
+    answered in the I/O thread, with the bytes the pool would send."""
+    headers = {"Authorization": f"Bearer {_token(harness)}"}
+    assert _decide(harness, _environ(headers=headers)) is None  # storage read: the pool
+    pool = _call(harness, _environ(headers=headers))
+    assert pool[0] == "200 OK"
+    assert ("Remote-User", "alice") in pool[1]
+    assert _decide(harness, _environ(headers=headers)) == pool
+
+
+def test_a_due_token_recheck_goes_to_the_pool(harness: Harness) -> None:
+    """Once the cached entry is RECHECK_SECONDS old, the I/O thread hands over (storage is
+    read again, so a revocation elsewhere is seen)."""
+    tokens = harness.app.authorizer.tokens
+    assert tokens is not None
+    mono = [100.0]
+    tokens._monotonic = lambda: mono[0]
+    headers = {"Authorization": f"Bearer {_token(harness)}"}
+    _call(harness, _environ(headers=headers))
+    assert _decide(harness, _environ(headers=headers)) is not None
+    mono[0] += 1.0
+    assert _decide(harness, _environ(headers=headers)) is None
+    _call(harness, _environ(headers=headers))
+    assert _decide(harness, _environ(headers=headers)) is not None
+
+
+def test_token_refusals_agree_inline_and_in_the_pool(harness: Harness) -> None:
+    """Refusals are logged, so they go to the pool; unlogged, inline and pool agree."""
+    good = _token(harness)
+    weak_url = "https://secure.example.com/"
+    cases = [
+        ({"Authorization": f"Bearer {good}"}, "https://app.example.com/"),
+        ({"Proxy-Authorization": f"Bearer {good}"}, "https://app.example.com/"),
+        ({"Authorization": f"Bearer {good}"}, weak_url),  # one factor too few: 401
+        ({"Authorization": "Bearer authctl_" + "A" * 43}, "https://app.example.com/"),
+        ({"Authorization": "Bearer authctl_x"}, "https://public.example.com/"),
+        ({"Authorization": "Bearer some-app-token"}, "https://app.example.com/"),
+    ]
+    for headers, url in cases:
+        _call(harness, _environ(url=url, headers=headers))  # warm the cache
+        with decision_log_level(logging.INFO):
+            status = _call(harness, _environ(url=url, headers=headers))[0]
+            if status != "200 OK":
+                assert _decide(harness, _environ(url=url, headers=headers)) is None
+        with decision_log_level(logging.WARNING):
+            reply = _decide(harness, _environ(url=url, headers=headers))
+            assert reply is not None, (headers, url)
+            assert reply == _call(harness, _environ(url=url, headers=headers))

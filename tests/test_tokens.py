@@ -49,7 +49,7 @@ class Mono:
         return self.now
 
 
-def record(token_id: str = "t1", username: str = "alice", **kw: t.Any) -> AccessToken:
+def record(token_id: str = "t1", username: str = "alice", **kw: t.Any) -> AccessToken:  # noqa: S107
     fields: dict[str, t.Any] = {
         "id": token_id,
         "username": username,
@@ -96,7 +96,8 @@ def test_storage_create_list_find_revoke(storage: Storage) -> None:
     assert storage.revoke_token("t1", 3001.0) is None  # once
     assert storage.tokens("alice") == []
     found = storage.token_by_digest(mine.digest)
-    assert found is not None and found.revoked_at == 3000.0
+    assert found is not None
+    assert found.revoked_at == 3000.0
     assert storage.revoke_user_tokens("bob", 4000.0) == 1
     assert storage.tokens() == []
     assert storage.counts()["tokens"] == 2
@@ -219,10 +220,11 @@ def test_service_stores_a_keyed_digest_only(svc: tuple[TokenService, Mono]) -> N
 
 
 def test_service_check_answers(svc: tuple[TokenService, Mono], clock: Clock) -> None:
-    service, mono = svc
+    service, _mono = svc
     token, made = service.create("alice", "ci", created_by="cli", expires_in=3600)
     grant, why = service.check(token)
-    assert grant is not None and why == ""
+    assert grant is not None
+    assert why == ""
     assert (grant.username, grant.level, grant.token_id) == ("alice", 1, made.id)
     assert service.check("authctl_" + "A" * 43) == (None, UNKNOWN)
     assert service.check("authctl_short") == (None, UNKNOWN)
@@ -275,7 +277,7 @@ def test_revocation_here_is_seen_at_once(svc: tuple[TokenService, Mono]) -> None
 
 def test_last_use_is_written_once_a_minute(svc: tuple[TokenService, Mono], clock: Clock) -> None:
     service, mono = svc
-    token, made = service.create("alice", "ci", created_by="cli")
+    token, _made = service.create("alice", "ci", created_by="cli")
     for _ in range(5):  # five reads a second apart: one write
         mono.now += 1
         clock.advance(1)
@@ -468,7 +470,8 @@ def test_other_bearer_values_are_ignored_as_before(h: Harness, endpoint: str) ->
     app_token = {"Authorization": "Bearer eyJhbGciOiJIUzI1NiJ9.e30.x"}
     url = "https://app.example.com/x"
     signed_in = ask(h, endpoint, url, {**app_token, "Cookie": cookie})
-    assert signed_in.status_int == 200 and signed_in.headers["Remote-User"] == "alice"
+    assert signed_in.status_int == 200
+    assert signed_in.headers["Remote-User"] == "alice"
     plain = ask(h, endpoint, url)
     anonymous = ask(h, endpoint, url, app_token)
     assert anonymous.status_int == plain.status_int != 200
@@ -528,7 +531,8 @@ def test_revocation_is_honoured_within_a_second_across_app_instances(h: Harness)
     assert ask(h, "forward-auth", url, bearer(token)).status_int == 200
     revoked_at = time.monotonic()
     tokens = h.app.authorizer.tokens
-    assert tokens is not None and tokens.revoke(made.id) == "alice"
+    assert tokens is not None
+    assert tokens.revoke(made.id) == "alice"
     assert_bearer_401(ask(h, "forward-auth", url, bearer(token)))  # here: at once
     while on_other() == 200:
         assert time.monotonic() - revoked_at < RECHECK_SECONDS + 0.05
@@ -553,8 +557,10 @@ def test_the_token_never_reaches_logs_or_files(
     ask(h, "auth-request", "https://app.example.com/", bearer(token))
     secret = token.removeprefix("authctl_")
     logged = "\n".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
-    assert "token_refused" in logged and "'reason': 'revoked'" in logged
-    assert secret not in logged and secret not in caplog.text
+    assert "token_refused" in logged
+    assert "'reason': 'revoked'" in logged
+    assert secret not in logged
+    assert secret not in caplog.text
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
@@ -575,7 +581,8 @@ def test_api_create_needs_an_elevated_session(ss: t.Any) -> None:
 
     cookie = ss.h.login("alice")
     refused = ss.h.api("/api/user/tokens", {"name": "ci"}, cookie=cookie)
-    assert refused.status_int == 403 and refused.json["data"] == {"elevation": True}
+    assert refused.status_int == 403
+    assert refused.json["data"] == {"elevation": True}
     assert ss.h.api("/api/user/tokens", method="GET", cookie=cookie).json["data"] == []
     cookie = elevate(ss, cookie)
     made = ss.h.api(
@@ -589,11 +596,14 @@ def test_api_create_needs_an_elevated_session(ss: t.Any) -> None:
     assert TOKEN_SHAPE.fullmatch(token)
     assert data["name"] == "backup"
     assert data["domains"] == ["app.example.com"]
-    assert data["two_factor"] is False and data["created_by"] == "portal"
-    assert data["expires_at"] is not None and data["last_used_at"] is None
+    assert data["two_factor"] is False
+    assert data["created_by"] == "portal"
+    assert data["expires_at"] is not None
+    assert data["last_used_at"] is None
     listed = ss.h.api("/api/user/tokens", method="GET", cookie=cookie)
     assert listed.json["data"] == [data]
-    assert token not in listed.text and token[8:] not in listed.text
+    assert token not in listed.text
+    assert token[8:] not in listed.text
     used = ask(ss.h, "forward-auth", "https://app.example.com/", bearer(token))
     assert used.headers["Remote-User"] == "alice"
     assert ss.h.api("/api/user/tokens", method="GET", cookie=cookie).json["data"][0]["last_used_at"]
@@ -641,7 +651,8 @@ def test_api_revoke_own_tokens_only(h: Harness) -> None:
     cookie = h.login("alice")
     for other in [bob_rec.id, "nope", alice_rec.id + "x"]:
         resp = h.api(f"/api/user/tokens/{other}", {}, method="DELETE", cookie=cookie)
-        assert resp.status_int == 404 and resp.json["message"] == "No such token."
+        assert resp.status_int == 404
+        assert resp.json["message"] == "No such token."
     assert ask(h, "forward-auth", "https://app.example.com/", bearer(bobs)).status_int == 200
     listed = h.api("/api/user/tokens", method="GET", cookie=cookie).json["data"]
     assert [row["id"] for row in listed] == [alice_rec.id]  # never bob's
