@@ -39,6 +39,7 @@ from server.web.errors import internal_error
 from server.web.errors import ko
 from server.web.errors import ok
 from server.web.errors import translate
+from server.web.oidc_api import OidcApi
 from server.web.portal import PortalApi
 from server.web.routes import Call
 from server.web.routes import Dispatcher
@@ -96,6 +97,9 @@ _AUTHZ_ROUTES: dict[str, tuple[Endpoint, frozenset[str] | None]] = {
     endpoints.LEGACY_VERIFY: (Endpoint.LEGACY, None),
 }
 
+#: Builds the OpenID Provider's API for a config (None when it is off), at start and reload.
+OidcFactory = Callable[["Config", PortalApi], "OidcApi | None"]
+
 #: What ``/api/health`` runs: the names of the failing parts with why, empty when healthy.
 HealthCheck = Callable[[], list[str]]
 
@@ -143,6 +147,7 @@ class Wiring:
     selfservice: SelfServiceApi | None
     routes: RouteTable
     dispatch: Dispatcher
+    oidc: OidcApi | None = None
 
     @classmethod
     def of(
@@ -152,6 +157,7 @@ class Wiring:
         portal: PortalApi,
         selfservice: SelfServiceApi | None,
         health: Callable[[Call], Response],
+        oidc: OidcApi | None = None,
     ) -> Wiring:
         """Build the route table and guards; a (method, path) defined twice raises."""
         routes = RouteTable(
@@ -162,6 +168,7 @@ class Wiring:
                 *(selfservice.routes() if selfservice is not None else ()),
                 *SessionsApi(portal.sessions).routes(),
                 *(TokensApi(authorizer.tokens, config).routes() if authorizer.tokens else ()),
+                *(oidc.routes() if oidc is not None else ()),
             ]
         )
         dispatch = Dispatcher(
@@ -169,7 +176,7 @@ class Wiring:
             elevation=selfservice.require_change_rights if selfservice is not None else None,
             limiters=selfservice.limiters if selfservice is not None else None,
         )
-        return cls(config, authorizer, portal, selfservice, routes, dispatch)
+        return cls(config, authorizer, portal, selfservice, routes, dispatch, oidc)
 
 
 class App:
@@ -186,9 +193,11 @@ class App:
         inline_authz: bool = False,
         health: HealthCheck | None = None,
         rebuild: Rebuild | None = None,
+        oidc: OidcFactory | None = None,
     ) -> None:
         self._health = health
         self._rebuild = rebuild
+        self._oidc = oidc or (lambda _config, _portal: None)
         self._reload_lock = threading.Lock()
         #: Whether ``decide_inline`` may answer (the session store reads from memory).
         self.inline_authz = inline_authz
@@ -196,7 +205,9 @@ class App:
         self.raw_assets = assets
         self.assets = brand(assets, config.portal)
         #: The config in force and what was built from it (one reference: ``reload``).
-        self.live = Wiring.of(config, authorizer, portal, selfservice, self.health)
+        self.live = Wiring.of(
+            config, authorizer, portal, selfservice, self.health, self._oidc(config, portal)
+        )
 
     # The parts of the Wiring in force, for callers outside a request (tests, shutdown).
     @property
@@ -241,7 +252,9 @@ class App:
         with self._reload_lock:
             old = self.live
             authorizer, portal, selfservice = self._rebuild(config, old)
-            new = Wiring.of(config, authorizer, portal, selfservice, self.health)
+            new = Wiring.of(
+                config, authorizer, portal, selfservice, self.health, self._oidc(config, portal)
+            )
             self.rebrand(config.portal)
             self.live = new
         if old.selfservice is not None and (
@@ -326,6 +339,11 @@ class App:
         if path.startswith(endpoints.API_PREFIX):
             resp = self.api_request(req, path)
             resp.headerlist.extend(API_HEADERS)
+            return resp
+        oidc = self.live.oidc
+        if oidc is not None and path in oidc.pages:
+            resp = oidc.page(req, path)
+            resp.headerlist.extend(API_HEADERS[:1] + API_HEADERS[3:])
             return resp
         asset = self.assets.get(path)
         headers = PAGE_HEADERS
@@ -498,6 +516,7 @@ def make_app(
         inline_authz=store.inline_reads,
         health=health_check(store, storage, users),
         rebuild=rebuild,
+        oidc=lambda c, p: OidcApi.build(c, p.gate, p.sessions, storage, users.current, now),
     )
 
 
