@@ -444,12 +444,9 @@
     const passkeyButton = $("passkey-sign-in");
     const err = $("login-error");
     const status = $("login-status");
-    // read once: which second factors exist and whether passkeys sign in alone
-    const configuration = api("GET", "/api/configuration").catch(function () {
-      return null;
-    });
     let passkeyLogin = false;
     let conditional = null; // the pending conditional-mediation request: {controller, settled}
+    let conditionalTimer = 0;
 
     submit.disabled = false;
     clearInvalidOnInput([user, pass]);
@@ -459,10 +456,13 @@
     }
 
     async function secondFactorAvailable() {
-      const conf = await configuration;
-      if (!conf) return true; // the server gave no redirect for a target: most likely it wants a second factor
-      const methods = Array.isArray(conf.available_methods) ? conf.available_methods : [];
-      return methods.indexOf("totp") !== -1 || methods.indexOf("webauthn") !== -1;
+      try {
+        const conf = await api("GET", "/api/configuration");
+        const methods = Array.isArray(conf.available_methods) ? conf.available_methods : [];
+        return methods.indexOf("totp") !== -1 || methods.indexOf("webauthn") !== -1;
+      } catch (e) {
+        return true; // the server gave no redirect for a target: most likely it wants a second factor
+      }
     }
 
     async function showSignedIn(state) {
@@ -561,9 +561,29 @@
       return afterFirstFactor(data, "Signed in with your passkey.");
     }
 
+    /**
+     * Show "Sign in with a passkey" when the server signs in with passkeys. `/api/configuration`
+     * (its `passkey_login`) answers only signed-in sessions, as Authelia's does, so the page asks
+     * for passkey options instead: a 404 means passkey sign-in is off. The options then serve
+     * the autofill request.
+     */
+    async function offerPasskeys() {
+      if (!webauthnSupported()) return;
+      let options = null;
+      try {
+        options = await passkeyOptions();
+      } catch (e) {
+        options = null; // off, or not now: the password form is there
+      }
+      passkeyLogin = options !== null;
+      $("passkey-block").hidden = !passkeyLogin;
+      if (passkeyLogin && !$("view-login").hidden) startConditional(options);
+    }
+
     /** Offer the user's passkeys in the username field's autofill (conditional mediation),
-     * where the browser can; quietly nothing where it cannot. */
-    async function startConditional() {
+     * where the browser can; quietly nothing where it cannot. The request is renewed before
+     * its challenge expires (`timeout`), as the autofill may wait for a long time. */
+    async function startConditional(ready) {
       if (!passkeyLogin || conditional || !webauthnSupported()) return;
       const check = window.PublicKeyCredential.isConditionalMediationAvailable;
       if (typeof check !== "function") return;
@@ -579,8 +599,16 @@
       conditional = entry;
       let credential = null;
       const pending = (async function () {
-        const options = await passkeyOptions();
+        const options = ready || (await passkeyOptions());
         if (controller.signal.aborted) return null;
+        const renewIn = Number(options.timeout) > 5000 ? Number(options.timeout) - 2000 : 58000;
+        clearTimeout(conditionalTimer);
+        conditionalTimer = setTimeout(function () {
+          if (conditional !== entry) return;
+          stopConditional().then(function () {
+            if (!$("view-login").hidden) startConditional();
+          });
+        }, renewIn);
         return navigator.credentials.get({
           mediation: "conditional",
           publicKey: options,
@@ -612,6 +640,7 @@
 
     /** Cancel the autofill request (one WebAuthn request at a time) and wait until it ended. */
     async function stopConditional() {
+      clearTimeout(conditionalTimer);
       const entry = conditional;
       conditional = null;
       if (!entry) return;
@@ -645,7 +674,7 @@
     signOutButton($("sign-out"), $("signed-in-error"), function () {
       showLogin(true);
       say(status, "You have been signed out.");
-      startConditional();
+      offerPasskeys();
     });
 
     let state;
@@ -673,10 +702,7 @@
     } else {
       showLogin(true);
     }
-    const conf = await configuration;
-    passkeyLogin = Boolean(conf && conf.passkey_login === true && webauthnSupported());
-    $("passkey-block").hidden = !passkeyLogin;
-    if (level < 1) startConditional();
+    if (level < 1) await offerPasskeys();
   }
 
   /* ------------------------------------------------ page: one-time code */

@@ -29,6 +29,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.conftest import CONFIG
 from tests.e2e.conftest import Stack
@@ -249,7 +250,7 @@ def test_enrol_a_passkey_from_settings(visit: Visit) -> None:
     v.shot("settings-identity-check")
     confirm_identity(v)
     page.wait_for_selector("#webauthn-list li")
-    assert page.text_content("#webauthn-status") == "Your passkey “Laptop” was added."
+    expect(page.locator("#webauthn-status")).to_have_text("Your passkey “Laptop” was added.")
     assert page.evaluate("document.activeElement.id") == "webauthn-add"
     items = page.locator("#webauthn-list li")
     assert items.count() == 1
@@ -286,7 +287,7 @@ def test_same_authenticator_cannot_be_added_twice(visit: Visit) -> None:
     page.fill("#webauthn-description", "Laptop again")
     page.click("#webauthn-register")
     settle(v, "document.getElementById('webauthn-error').textContent !== ''")
-    assert page.text_content("#webauthn-error") == (
+    expect(page.locator("#webauthn-error")).to_have_text(
         "This security key or passkey is already registered for your account."
     )
     assert page.locator("#webauthn-list li").count() == 1
@@ -370,7 +371,7 @@ def test_rename_the_passkey(visit: Visit) -> None:
     v.shot("settings-rename")
     page.click("#webauthn-list .credential-rename button[type=submit]")
     settle(v, "document.getElementById('webauthn-status').textContent !== ''")
-    assert page.text_content("#webauthn-status") == "“Laptop” is now called “Work laptop”."
+    expect(page.locator("#webauthn-status")).to_have_text("“Laptop” is now called “Work laptop”.")
     assert page.text_content("#webauthn-list .credential-name") == "Work laptop"
     assert page.evaluate("document.activeElement.getAttribute('data-action')") == "rename"
     v.shot("settings-renamed")
@@ -399,7 +400,8 @@ def test_an_assertion_made_on_another_origin_is_refused(visit: Visit) -> None:
 
     def post(response: object) -> tuple[int, t.Any]:
         cookies = "; ".join(
-            f"{c['name']}={c['value']}" for c in page.context.cookies(stack.url("auth"))
+            f"{c['name']}={c['value']}"
+            for c in page.context.cookies(stack.url("auth", "/api/firstfactor/passkey"))
         )
         reply = stack.api(
             "/api/firstfactor/passkey",
@@ -408,6 +410,8 @@ def test_an_assertion_made_on_another_origin_is_refused(visit: Visit) -> None:
         )
         return reply.status, reply.json()
 
+    # from a portal page that makes no WebAuthn request of its own (one request at a time)
+    v.goto(portal(stack, "/reset-password"))
     v.presence(True)
     options = page.evaluate(get_options)
     page.goto(other)
@@ -418,10 +422,7 @@ def test_an_assertion_made_on_another_origin_is_refused(visit: Visit) -> None:
     assert status in (400, 401, 403), (status, body)
     assert body["status"] == "KO"
 
-    v.presence(False)
-    v.goto(portal(stack, "/"))
-    page.wait_for_selector("#username", state="visible")
-    v.presence(True)
+    v.goto(portal(stack, "/reset-password"))
     options = page.evaluate(get_options)
     made_here = page.evaluate(assertion, options)
     status, body = post(made_here)
@@ -435,6 +436,9 @@ def test_remove_the_passkey_then_it_is_refused(visit: Visit) -> None:
     empty; signed out, the authenticator still offers the removed passkey and the server
     refuses it: the sign-in page announces it and nobody is signed in."""
     v, page = visit, visit.page
+    v.presence(True)  # signed in by the autofill request
+    v.goto(portal(v.stack, "/", v.stack.url("app", "/")))
+    page.wait_for_url(v.stack.url("app", "/"))
     v.goto(portal(v.stack, "/settings"))
     page.wait_for_selector("#webauthn-list li")
     page.click("#webauthn-list [data-action=remove]")
@@ -442,7 +446,7 @@ def test_remove_the_passkey_then_it_is_refused(visit: Visit) -> None:
     v.shot("settings-remove-confirm")
     page.click("#webauthn-list .credential-remove .btn-danger")
     settle(v, "document.getElementById('webauthn-status').textContent !== ''")
-    assert page.text_content("#webauthn-status") == "“Work laptop” was removed."
+    expect(page.locator("#webauthn-status")).to_have_text("“Work laptop” was removed.")
     assert page.locator("#webauthn-list li").count() == 0
     assert page.is_visible("#webauthn-empty")
     assert page.evaluate("document.activeElement.id") == "webauthn-add"
@@ -452,7 +456,7 @@ def test_remove_the_passkey_then_it_is_refused(visit: Visit) -> None:
     sign_out(v)
     v.presence(True)
     page.click("#passkey-sign-in")
-    page.wait_for_function("document.getElementById('login-error').textContent !== ''")
+    page.wait_for_function("() => document.getElementById('login-error').textContent !== ''")
     v.shot("sign-in-removed-passkey-refused")
     assert page.is_visible("#username")
     assert v.level() == 0
