@@ -43,6 +43,17 @@ class Cookie:
     handle: str = ""
 
 
+@dataclass
+class Token:
+    """A personal access token the model made, and what it believes about it."""
+
+    value: str
+    id: str
+    user: str
+    expires: float | None
+    revoked: bool = False
+
+
 class AppMachine(RuleBasedStateMachine):
     """Drives the in-process app and checks it against a simple model."""
 
@@ -207,6 +218,48 @@ class AppMachine(RuleBasedStateMachine):
         for cookie in self.issued:
             if cookie.user == user:
                 cookie.alive = False
+
+    # ------------------------------------------------------------------ tokens (SPEC §7.6)
+
+    tokens = Bundle("tokens")
+
+    @rule(target=tokens, user=st.sampled_from(USERS), lifetime=st.sampled_from([None, 100, 4000]))
+    def make_token(self, user: str, lifetime: int | None) -> Token:
+        service = self.h.app.authorizer.tokens
+        assert service is not None
+        value, made = service.create(user, "model", created_by="cli", expires_in=lifetime)
+        expires = None if lifetime is None else self.clock.now + lifetime
+        return Token(value, made.id, user, expires)
+
+    def _token_works(self, token: Token) -> bool:
+        return (
+            not token.revoked
+            and not self.disabled[token.user]
+            and (token.expires is None or self.clock.now < token.expires)
+        )
+
+    @rule(token=tokens)
+    def verify_token(self, token: Token) -> None:
+        resp = self.h.forward_auth(TARGET, extra={"Authorization": f"Bearer {token.value}"})
+        if self._token_works(token):
+            assert resp.status_int == 200, (token, resp.status_int)
+            assert resp.headers["Remote-User"] == token.user
+            assert resp.headers["Remote-Groups"] == ",".join(self.groups[token.user])
+        else:
+            assert resp.status_int == 401, (token, resp.status_int)
+            assert resp.headers["WWW-Authenticate"].startswith("Bearer ")
+            assert "Location" not in resp.headers
+
+    @rule(cookie=cookies, token=tokens)
+    def revoke_token(self, cookie: Cookie | None, token: Token) -> None:
+        if cookie is None or not self._expected_alive(cookie):
+            return
+        resp = self.h.api(f"/api/user/tokens/{token.id}", {}, method="DELETE", cookie=cookie.value)
+        if token.user == cookie.user and not token.revoked:
+            assert resp.status_int == 200, resp.text
+            token.revoked = True
+        else:  # another user's token, or one revoked already: the same 404
+            assert resp.status_int == 404, resp.text
 
     @invariant()
     def dead_cookies_stay_dead(self) -> None:
