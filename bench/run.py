@@ -16,6 +16,7 @@ Many hosts (SPEC §7.7): verify with the Redis session store, two hosts sharing 
 (primary, replica and three Sentinels, as ``docs/many-hosts.md`` deploys it; one wrk per host,
 the same pinning), against V; the delay until a logout on one host is refused by the other
 (median and max); and a Sentinel failover (primary killed) until the same cookie works again.
+Tokens (SPEC §7.7): verify with a bearer token (VT) on V's server, against V.
 Metrics (SPEC §7.7): verify as V on a server with ``[telemetry.metrics]`` on, its wrk runs
 interleaved with V's, and the ratio of the two (the scrape afterwards must count them).
 
@@ -358,6 +359,12 @@ def login(port: int, timeout: float = 30.0, client_ip: str | None = None) -> tup
         return resp.status, (resp.getheader("Set-Cookie") or "").split(";", 1)[0]
     finally:
         conn.close()
+
+
+def make_token(config: Path) -> str:
+    """A personal access token for alice (``authctl token create``), for the row VT."""
+    argv = [AUTHCTL, "--config", str(config), "token", "create", "alice", "--name", "bench"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout.strip()
 
 
 def verify_headers(cookie: str | None = None, basic: str | None = None) -> dict[str, str]:
@@ -1086,6 +1093,7 @@ def run(settings: Settings, work: Path) -> Report:
         assert status == 200, f"login on the memory server answered {status}"
         status, metrics_cookie = login(metered.port)
         assert status == 200, f"login on the metrics-on server answered {status}"
+        bearer = {**verify_headers(), "Authorization": f"Bearer {make_token(sqlite_config)}"}
         nginx = start(lambda: start_nginx(work / "nginx", bare.port, sqlite.port, trivial.port))
 
         def url(service: Service, path: str = "/api/authz/forward-auth") -> str:
@@ -1108,6 +1116,14 @@ def run(settings: Settings, work: Path) -> Report:
                 "V  verify, cookie, SQLite store",
                 sqlite,
                 cookie_row,
+                200,
+                settings.repeats,
+            ),
+            (
+                "verify_token",
+                "VT verify, bearer token, SQLite",
+                sqlite,
+                bearer,
                 200,
                 settings.repeats,
             ),
@@ -1311,6 +1327,10 @@ def run(settings: Settings, work: Path) -> Report:
     report.check("1,000 rules, one evaluate (µs)", worst_rule, "< 100", worst_rule < 100)
     if users["users"] == 10_000:
         report.check("load 10,000 users (s)", users["seconds"], "< 0.5", users["seconds"] < 0.5)
+    token_ratio = best["verify_token"].rps / verify_r.rps
+    report.check(
+        "verify bearer token / cookie (VT / V)", token_ratio, ">= 0.85", token_ratio >= 0.85
+    )
     metrics_ratio = best["verify_metrics"].rps / verify_r.rps
     report.check(
         "verify metrics on / off (VM / V)", metrics_ratio, ">= 0.95", metrics_ratio >= 0.95

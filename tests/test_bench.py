@@ -165,6 +165,8 @@ def test_quick_run_prints_every_row() -> None:
         "V  verify, cookie, SQLite store",
         "V0 verify, as V, thread pool only",
         "VM verify, as V, metrics on",
+        "VT verify, bearer token, SQLite",
+        "verify bearer token / cookie (VT / V)",
         "/metrics counted",
         "verify metrics on / off (VM / V)",
         "[V0, without the inline path, / A: throughput",
