@@ -1,0 +1,591 @@
+"""The OpenID Provider end to end through the app (SPEC §7.3): a relying party written here
+runs the code flow, checks ID tokens against /jwks.json, and each security property and
+malformed request has its negative test."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.apphelpers import Harness
+from tests.conftest import Clock
+from tests.oidc_helpers import APP_CB
+from tests.oidc_helpers import ISSUER
+from tests.oidc_helpers import NATIVE_CB
+from tests.oidc_helpers import SECRET
+from tests.oidc_helpers import RelyingParty
+from tests.oidc_helpers import basic
+from tests.oidc_helpers import build_oidc
+from tests.oidc_helpers import pkce
+from tests.oidc_helpers import query_of
+
+
+@pytest.fixture
+def h(tmp_path: Path, clock: Clock) -> Harness:
+    return build_oidc(tmp_path, clock)
+
+
+@pytest.fixture
+def rp(h: Harness) -> RelyingParty:
+    return RelyingParty(h)
+
+
+def tokens(resp: object) -> dict[str, object]:
+    assert resp.status_int == 200, resp.text  # type: ignore[attr-defined]
+    assert resp.headers["Cache-Control"] == "no-store"  # type: ignore[attr-defined]
+    return json.loads(resp.body)  # type: ignore[attr-defined, no-any-return]
+
+
+# ---------------------------------------------------------------------- discovery
+
+
+@pytest.mark.parametrize(
+    "path", ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"]
+)
+def test_discovery_names_the_issuer_of_the_cookie_domain(rp: RelyingParty, path: str) -> None:
+    meta = json.loads(rp.get(path).body)
+    assert meta["issuer"] == ISSUER
+    assert meta["authorization_endpoint"] == f"{ISSUER}/api/oidc/authorization"
+    assert meta["token_endpoint"] == f"{ISSUER}/api/oidc/token"
+    assert meta["jwks_uri"] == f"{ISSUER}/jwks.json"
+    assert meta["code_challenge_methods_supported"] == ["S256"]
+    assert meta["response_types_supported"] == ["code"]
+    other = rp.get(path, **{"X-Forwarded-Host": "login.example.org"})
+    assert json.loads(other.body)["issuer"] == "https://login.example.org"
+
+
+def test_discovery_refuses_plain_http_and_unknown_hosts(rp: RelyingParty) -> None:
+    assert (
+        rp.get("/.well-known/openid-configuration", **{"X-Forwarded-Proto": "http"}).status_int
+        == 400
+    )
+    assert (
+        rp.get("/.well-known/openid-configuration", **{"X-Forwarded-Host": "evil.test"}).status_int
+        == 400
+    )
+    resp = rp.h.request("/jwks.json", method="POST")
+    assert resp.status_int == 405
+
+
+def test_jwks_publishes_the_public_key_only(rp: RelyingParty) -> None:
+    keys = json.loads(rp.get("/jwks.json").body)["keys"]
+    assert len(keys) == 1
+    assert keys[0]["kid"] and keys[0]["alg"] == "RS256" and keys[0]["use"] == "sig"
+    assert "d" not in keys[0] and "p" not in keys[0]
+
+
+# ---------------------------------------------------------------------- the code flow
+
+
+def test_code_flow_id_token_and_userinfo(rp: RelyingParty, h: Harness) -> None:
+    cookie = h.login("alice")
+    code, q = rp.code(cookie, nonce="nonce-1", state="state-1")
+    assert q["state"] == "state-1"
+    assert q["iss"] == ISSUER
+    body = tokens(rp.exchange(code))
+    assert body["token_type"] == "Bearer"
+    assert "refresh_token" not in body  # no offline_access asked
+    claims = rp.verify(str(body["id_token"]), "nonce-1")
+    assert claims["preferred_username"] == "alice"
+    assert claims["name"] == "Alice Liddell"
+    assert claims["email"] == "alice@example.com"
+    assert claims["email_verified"] is True
+    assert claims["groups"] == ["admins", "dev"]
+    assert claims["amr"] == ["pwd"]
+    assert claims["auth_time"] <= claims["iat"]
+    assert claims["sub"] != "alice"  # opaque
+    info = rp.get("/api/oidc/userinfo", Authorization=f"Bearer {body['access_token']}")
+    assert info.status_int == 200
+    assert json.loads(info.body) == {
+        "sub": claims["sub"],
+        "name": "Alice Liddell",
+        "preferred_username": "alice",
+        "email": "alice@example.com",
+        "email_verified": True,
+        "groups": ["admins", "dev"],
+    }
+
+
+def test_sub_is_stable_and_differs_per_user(rp: RelyingParty, h: Harness) -> None:
+    subs = []
+    for user in ("alice", "alice", "bob"):
+        code, _ = rp.code(h.login(user))
+        subs.append(rp.verify(str(tokens(rp.exchange(code))["id_token"]))["sub"])
+    assert subs[0] == subs[1] != subs[2]
+
+
+def test_scopes_limit_the_claims(rp: RelyingParty, h: Harness) -> None:
+    code, _ = rp.code(h.login("alice"), scope="openid")
+    claims = rp.verify(str(tokens(rp.exchange(code))["id_token"]))
+    assert not {"name", "email", "groups", "preferred_username"} & set(claims)
+
+
+def test_client_secret_post_and_explicit_consent(rp: RelyingParty, h: Harness) -> None:
+    post = RelyingParty(h, client_id="post", method="post")
+    cookie = h.login("alice")
+    resp = post.authorize(cookie, state="s1")
+    assert resp.status_int == 302
+    assert resp.location.startswith(f"{ISSUER}/consent?flow=")
+    flow = query_of(resp.location)["flow"]
+    info = h.api(f"/api/oidc/consent?flow={flow}", method="GET", cookie=cookie)
+    data = json.loads(info.body)["data"]
+    assert data["client_id"] == "post"
+    assert [s["scope"] for s in data["scopes"]] == ["openid", "profile", "email", "groups"]
+    assert all(s["description"] for s in data["scopes"])
+    answer = h.api("/api/oidc/consent", {"flow": flow, "consent": True}, cookie=cookie)
+    location = json.loads(answer.body)["data"]["redirect"]
+    q = query_of(location)
+    assert location.startswith(APP_CB + "?") and q["state"] == "s1"
+    assert tokens(post.exchange(q["code"]))["access_token"]
+    # basic auth for a client_secret_post client is refused
+    code2 = _consented_code(post, h, cookie)
+    wrong = post.post(
+        "/api/oidc/token",
+        {"grant_type": "authorization_code", "code": code2, "redirect_uri": APP_CB},
+        basic("post"),
+    )
+    assert wrong.status_int == 401
+    assert json.loads(wrong.body)["error"] == "invalid_client"
+
+
+def _consented_code(rp: RelyingParty, h: Harness, cookie: str) -> str:
+    resp = rp.authorize(cookie)
+    flow = query_of(resp.location)["flow"]
+    answer = h.api("/api/oidc/consent", {"flow": flow, "consent": True}, cookie=cookie)
+    return query_of(json.loads(answer.body)["data"]["redirect"])["code"]
+
+
+def test_consent_denied_goes_back_with_access_denied(h: Harness) -> None:
+    post = RelyingParty(h, client_id="post", method="post")
+    cookie = h.login("alice")
+    flow = query_of(post.authorize(cookie, state="s2").location)["flow"]
+    answer = h.api("/api/oidc/consent", {"flow": flow, "consent": False}, cookie=cookie)
+    q = query_of(json.loads(answer.body)["data"]["redirect"])
+    assert (q["error"], q["state"]) == ("access_denied", "s2")
+    assert "code" not in q
+
+
+def test_consent_api_needs_same_origin_and_a_valid_flow(h: Harness) -> None:
+    cookie = h.login("alice")
+    post = RelyingParty(h, client_id="post", method="post")
+    flow = query_of(post.authorize(cookie).location)["flow"]
+    cross = h.api(
+        "/api/oidc/consent", {"flow": flow, "consent": True}, cookie=cookie,
+        headers={"Origin": "https://evil.example.net"},
+    )  # fmt: skip
+    assert cross.status_int == 403
+    assert h.api("/api/oidc/consent", {"flow": flow, "consent": True}).status_int == 401
+    forged = flow[:-4] + ("AAAA" if not flow.endswith("AAAA") else "BBBB")
+    bad = h.api("/api/oidc/consent", {"flow": forged, "consent": True}, cookie=cookie)
+    assert bad.status_int == 400
+    assert h.api("/api/oidc/consent", {"consent": True}, cookie=cookie).status_int == 400
+    assert (
+        h.api("/api/oidc/consent", {"flow": flow, "consent": "yes"}, cookie=cookie).status_int
+        == 400
+    )
+    h.clock.advance(16 * 60)  # the flow expired
+    assert (
+        h.api("/api/oidc/consent", {"flow": flow, "consent": True}, cookie=h.login()).status_int
+        == 400
+    )
+
+
+def test_pre_configured_consent_is_remembered_then_expires(h: Harness) -> None:
+    native = RelyingParty(h, client_id="native", redirect_uri=NATIVE_CB, secret=None, method="none")
+    verifier, challenge = pkce()
+    cookie = h.login("alice")
+    args = {"scope": "openid profile", "code_challenge": challenge, "code_challenge_method": "S256"}
+    first = native.authorize(cookie, **args)
+    assert first.location.startswith(f"{ISSUER}/consent?")
+    _consent = h.api(
+        "/api/oidc/consent",
+        {"flow": query_of(first.location)["flow"], "consent": True},
+        cookie=cookie,
+    )
+    second = native.authorize(cookie, **args)
+    assert second.location.startswith(NATIVE_CB + "?code=")
+    # a wider scope, or prompt=consent, asks again
+    assert native.authorize(
+        cookie, **{**args, "scope": "openid profile offline_access"}
+    ).location.startswith(f"{ISSUER}/consent?")
+    assert native.authorize(cookie, prompt="consent", **args).location.startswith(
+        f"{ISSUER}/consent?"
+    )
+    h.clock.advance(3601)
+    cookie = h.login("alice")
+    assert native.authorize(cookie, **args).location.startswith(f"{ISSUER}/consent?")
+
+
+def test_public_client_needs_pkce_and_gets_tokens_without_secret(h: Harness) -> None:
+    native = RelyingParty(h, client_id="native", redirect_uri=NATIVE_CB, secret=None, method="none")
+    cookie = h.login("alice")
+    no_pkce = native.authorize(cookie, scope="openid")
+    q = query_of(no_pkce.location)
+    assert no_pkce.location.startswith(NATIVE_CB) and q["error"] == "invalid_request"
+    verifier, challenge = pkce()
+    h.app.live.oidc.provider.storage.save_oidc_consent(  # type: ignore[union-attr]
+        "alice", "native", "openid profile offline_access", now=h.clock(), expires=h.clock() + 60
+    )
+    code, _ = native.code(
+        cookie,
+        scope="openid offline_access",
+        code_challenge=challenge,
+        code_challenge_method="S256",
+    )
+    assert native.exchange(code).status_int == 400  # no verifier: refused, and the code is spent
+    code, _ = native.code(
+        cookie,
+        scope="openid offline_access",
+        code_challenge=challenge,
+        code_challenge_method="S256",
+    )
+    body = tokens(native.exchange(code, code_verifier=verifier))
+    assert body["refresh_token"]
+    # a secret sent by a public client is refused
+    with_secret = native.post(
+        "/api/oidc/token",
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": str(body["refresh_token"]),
+            "client_id": "native",
+            "client_secret": "x",
+        },
+    )
+    assert with_secret.status_int == 401
+
+
+# ---------------------------------------------------------------------- security properties
+
+
+def test_code_is_single_use_and_a_replay_revokes_what_it_issued(
+    rp: RelyingParty, h: Harness
+) -> None:
+    code, _ = rp.code(h.login("alice"), scope="openid offline_access")
+    body = tokens(rp.exchange(code))
+    replay = rp.exchange(code)
+    assert replay.status_int == 400
+    assert json.loads(replay.body)["error"] == "invalid_grant"
+    info = rp.get("/api/oidc/userinfo", Authorization=f"Bearer {body['access_token']}")
+    assert info.status_int == 401
+    assert 'error="invalid_token"' in info.headers["WWW-Authenticate"]
+    assert rp.refresh(str(body["refresh_token"])).status_int == 400
+
+
+def test_code_expires(rp: RelyingParty, h: Harness) -> None:
+    code, _ = rp.code(h.login("alice"))
+    h.clock.advance(61)
+    assert json.loads(rp.exchange(code).body)["error"] == "invalid_grant"
+
+
+def test_code_is_bound_to_client_and_redirect_uri(rp: RelyingParty, h: Harness) -> None:
+    code, _ = rp.code(h.login("alice"))
+    strict = RelyingParty(h, client_id="strict")
+    assert json.loads(strict.exchange(code).body)["error"] == "invalid_grant"
+    code, _ = rp.code(h.login("alice"))
+    resp = rp.exchange(code, redirect_uri="https://app.example.com/other")
+    assert json.loads(resp.body)["error"] == "invalid_grant"
+
+
+def test_pkce_verifier_must_match(rp: RelyingParty, h: Harness) -> None:
+    verifier, challenge = pkce()
+    cookie = h.login("alice")
+    args = {"code_challenge": challenge, "code_challenge_method": "S256"}
+    code, _ = rp.code(cookie, **args)
+    assert json.loads(rp.exchange(code, code_verifier=pkce()[0]).body)["error"] == "invalid_grant"
+    code, _ = rp.code(cookie, **args)
+    assert json.loads(rp.exchange(code, code_verifier="short").body)["error"] == "invalid_grant"
+    code, _ = rp.code(cookie, **args)
+    assert tokens(rp.exchange(code, code_verifier=verifier))["access_token"]
+    code, _ = rp.code(cookie)
+    assert rp.exchange(code, code_verifier=verifier).status_int == 400  # verifier, no challenge
+
+
+def test_plain_pkce_is_refused(rp: RelyingParty, h: Harness) -> None:
+    resp = rp.authorize(
+        h.login("alice"), code_challenge="a" * 43, code_challenge_method="plain", state="s"
+    )
+    q = query_of(resp.location)
+    assert (q["error"], q["state"]) == ("invalid_request", "s")
+    assert "S256" in q["error_description"]
+
+
+def test_refresh_rotates_and_reuse_revokes_the_family(rp: RelyingParty, h: Harness) -> None:
+    code, _ = rp.code(h.login("alice"), scope="openid profile offline_access")
+    first = tokens(rp.exchange(code))
+    second = tokens(rp.refresh(str(first["refresh_token"])))
+    assert second["refresh_token"] != first["refresh_token"]
+    claims = rp.verify(str(second["id_token"]))
+    assert claims["preferred_username"] == "alice"
+    # the old one again: refused, and the new ones die with it
+    assert json.loads(rp.refresh(str(first["refresh_token"])).body)["error"] == "invalid_grant"
+    assert rp.refresh(str(second["refresh_token"])).status_int == 400
+    info = rp.get("/api/oidc/userinfo", Authorization=f"Bearer {second['access_token']}")
+    assert info.status_int == 401
+
+
+def test_refresh_cannot_widen_scopes_or_cross_clients(rp: RelyingParty, h: Harness) -> None:
+    code, _ = rp.code(h.login("alice"), scope="openid offline_access")
+    body = tokens(rp.exchange(code))
+    assert (
+        json.loads(rp.refresh(str(body["refresh_token"]), scope="openid email").body)["error"]
+        == "invalid_scope"
+    )
+    strict = RelyingParty(h, client_id="strict")
+    assert strict.refresh(str(body["refresh_token"])).status_int == 400
+    narrowed = tokens(rp.refresh(str(body["refresh_token"]), scope="openid"))
+    assert narrowed["scope"] == "openid"
+
+
+def test_disabled_or_removed_user_tokens_stop_working(rp: RelyingParty, h: Harness) -> None:
+    code, _ = rp.code(h.login("bob"), scope="openid offline_access")
+    body = tokens(rp.exchange(code))
+    text = h.config.users.file.read_text()
+    h.rewrite_users(text.replace('displayname = "Bob"', 'displayname = "Bob"\ndisabled = true'))
+    info = rp.get("/api/oidc/userinfo", Authorization=f"Bearer {body['access_token']}")
+    assert info.status_int == 401
+    assert rp.refresh(str(body["refresh_token"])).status_int == 400
+    h.rewrite_users(text)  # enabled again: the refresh family was revoked for good
+    assert rp.refresh(str(body["refresh_token"])).status_int == 400
+
+
+def test_access_token_expires(rp: RelyingParty, h: Harness) -> None:
+    code, _ = rp.code(h.login("alice"))
+    body = tokens(rp.exchange(code))
+    h.clock.advance(3601)
+    assert (
+        rp.get("/api/oidc/userinfo", Authorization=f"Bearer {body['access_token']}").status_int
+        == 401
+    )
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [basic("app", "wrong"), basic("nobody", SECRET), "Basic !!!", "Bearer x", basic("app", "")],
+)
+def test_wrong_client_credentials(rp: RelyingParty, h: Harness, auth: str) -> None:
+    code, _ = rp.code(h.login("alice"))
+    resp = rp.post(
+        "/api/oidc/token",
+        {"grant_type": "authorization_code", "code": code, "redirect_uri": APP_CB},
+        auth,
+    )
+    assert resp.status_int == 401
+    assert json.loads(resp.body)["error"] == "invalid_client"
+    assert "WWW-Authenticate" in resp.headers
+
+
+def test_two_client_auth_methods_at_once_are_refused(rp: RelyingParty, h: Harness) -> None:
+    code, _ = rp.code(h.login("alice"))
+    form = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": APP_CB,
+        "client_secret": SECRET,
+    }
+    assert rp.post("/api/oidc/token", form, basic()).status_int == 401
+
+
+# ---------------------------------------------------------------------- authorization errors
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"client_id": "nobody"}, "invalid_client"),
+        ({"client_id": ""}, "invalid_client"),
+        ({"redirect_uri": "https://evil.example.net/cb"}, "invalid_redirect_uri"),
+        ({"redirect_uri": APP_CB + "/"}, "invalid_redirect_uri"),
+        ({"redirect_uri": APP_CB + "?x=1"}, "invalid_redirect_uri"),
+        ({"redirect_uri": ""}, "invalid_redirect_uri"),
+    ],
+)
+def test_unknown_client_or_redirect_is_shown_on_the_portal(
+    rp: RelyingParty, h: Harness, params: dict[str, str], code: str
+) -> None:
+    """Never redirected to (an open redirect); the portal's consent page shows the error."""
+    resp = rp.authorize(h.login("alice"), **params)
+    assert resp.status_int == 302
+    assert resp.location == f"{ISSUER}/consent?error={code}"
+
+
+def test_duplicate_parameters_are_refused_on_the_portal(rp: RelyingParty, h: Harness) -> None:
+    query = f"response_type=code&client_id=app&redirect_uri={APP_CB}&redirect_uri=https://evil.example.net/&scope=openid"
+    resp = rp.get(f"/api/oidc/authorization?{query}", h.login("alice"))
+    assert resp.location == f"{ISSUER}/consent?error=invalid_request"
+    query = f"response_type=code&client_id=app&redirect_uri={APP_CB}&scope=openid&state=a&state=b"
+    assert rp.get(f"/api/oidc/authorization?{query}", h.login()).location.endswith(
+        "error=invalid_request"
+    )
+
+
+def test_oversized_parameters_are_refused(rp: RelyingParty, h: Harness) -> None:
+    resp = rp.authorize(h.login("alice"), state="x" * 3000)
+    assert resp.location == f"{ISSUER}/consent?error=invalid_request"
+    code, _ = rp.code(h.login("alice"))
+    form = {"grant_type": "authorization_code", "code": code + "x" * 3000, "redirect_uri": APP_CB}
+    assert json.loads(rp.post("/api/oidc/token", form, basic()).body)["error"] == "invalid_request"
+    big = rp.post("/api/oidc/token", "a=" + "b" * 20000, basic())
+    assert big.status_int == 413
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"response_type": "token"}, "unsupported_response_type"),
+        ({"response_type": "code id_token"}, "unsupported_response_type"),
+        ({"response_type": None}, "invalid_request"),
+        ({"scope": "profile"}, "invalid_scope"),
+        ({"scope": "openid admin"}, "invalid_scope"),
+        ({"prompt": "select_account"}, "invalid_request"),
+        ({"prompt": "none login"}, "invalid_request"),
+        ({"max_age": "-1"}, "invalid_request"),
+        ({"max_age": "soon"}, "invalid_request"),
+        ({"code_challenge": "short", "code_challenge_method": "S256"}, "invalid_request"),
+        ({"code_challenge_method": "S256"}, "invalid_request"),
+        ({"request": "eyJ..."}, "request_not_supported"),
+        ({"request_uri": "https://x"}, "request_uri_not_supported"),
+        ({"response_mode": "fragment"}, "invalid_request"),
+    ],
+)
+def test_other_errors_go_back_to_the_client(
+    rp: RelyingParty, h: Harness, params: dict[str, str | None], error: str
+) -> None:
+    """RFC 6749 §4.1.2.1: the error, its description and the state, at the redirect URI."""
+    resp = rp.authorize(h.login("alice"), state="keep-me", **params)  # type: ignore[arg-type]
+    assert resp.status_int == 302
+    assert resp.location.startswith(APP_CB + "?")
+    q = query_of(resp.location)
+    assert (q["error"], q["state"], q["iss"]) == (error, "keep-me", ISSUER)
+    assert "code" not in q
+
+
+def test_token_endpoint_malformed_requests(rp: RelyingParty, h: Harness) -> None:
+    assert json.loads(rp.post("/api/oidc/token", {}, basic()).body)["error"] == "invalid_request"
+    assert (
+        json.loads(rp.post("/api/oidc/token", {"grant_type": "password"}, basic()).body)["error"]
+        == "unsupported_grant_type"
+    )
+    assert (
+        json.loads(rp.post("/api/oidc/token", {"grant_type": "authorization_code"}, basic()).body)[
+            "error"
+        ]
+        == "invalid_request"
+    )
+    assert (
+        json.loads(rp.post("/api/oidc/token", {"grant_type": "refresh_token"}, basic()).body)[
+            "error"
+        ]
+        == "invalid_request"
+    )
+    dup = rp.post(
+        "/api/oidc/token", "grant_type=authorization_code&grant_type=refresh_token", basic()
+    )
+    assert json.loads(dup.body)["error"] == "invalid_request"
+    as_json = h.request(
+        "/api/oidc/token", method="POST", body=b"{}",
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "auth.example.com", "Content-Type": "application/json", "Authorization": basic()},
+    )  # fmt: skip
+    assert json.loads(as_json.body)["error"] == "invalid_request"
+    in_url = h.request(
+        "/api/oidc/token?code=x", method="POST", body=b"grant_type=authorization_code",
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "auth.example.com", "Content-Type": "application/x-www-form-urlencoded", "Authorization": basic()},
+    )  # fmt: skip
+    assert in_url.status_int == 400
+    assert rp.h.request("/api/oidc/token").status_int == 405
+
+
+# ---------------------------------------------------------------------- sign-in through the portal
+
+
+def test_unauthenticated_request_goes_to_the_portal_and_back(rp: RelyingParty, h: Harness) -> None:
+    resp = rp.authorize(None, state="s")
+    assert resp.status_int == 302
+    assert resp.location.startswith(f"{ISSUER}/?rd=")
+    target = query_of(resp.location)["rd"]
+    assert target.startswith(f"{ISSUER}/api/oidc/authorization?flow=")
+    cookie = h.login("alice")
+    back = rp.get(target.removeprefix(ISSUER), cookie)
+    assert back.location.startswith(APP_CB + "?code=")
+    assert query_of(back.location)["state"] == "s"
+
+
+def test_two_factor_client_sends_a_one_factor_user_to_2fa(h: Harness) -> None:
+    strict = RelyingParty(h, client_id="strict")
+    resp = strict.authorize(h.login("alice"))
+    assert resp.location.startswith(f"{ISSUER}/2fa?rd=")
+    assert query_of(resp.location)["rd"].startswith(f"{ISSUER}/api/oidc/authorization?flow=")
+
+
+def test_prompt_none(rp: RelyingParty, h: Harness) -> None:
+    q = query_of(rp.authorize(None, prompt="none", state="s").location)
+    assert (q["error"], q["state"]) == ("login_required", "s")
+    post = RelyingParty(h, client_id="post", method="post")
+    q = query_of(post.authorize(h.login("alice"), prompt="none").location)
+    assert q["error"] == "consent_required"
+    assert rp.authorize(h.login("alice"), prompt="none").location.startswith(APP_CB + "?code=")
+
+
+def test_prompt_login_and_max_age_ask_for_a_new_sign_in(rp: RelyingParty, h: Harness) -> None:
+    cookie = h.login("alice")
+    h.clock.advance(10)
+    resp = rp.authorize(cookie, prompt="login")
+    assert resp.location.startswith(f"{ISSUER}/?rd=")
+    assert (
+        "Max-Age=0" in resp.headers["Set-Cookie"] or "expires" in resp.headers["Set-Cookie"].lower()
+    )
+    target = query_of(resp.location)["rd"].removeprefix(ISSUER)
+    fresh = h.login("alice")
+    back = rp.get(target, fresh)
+    assert back.location.startswith(APP_CB + "?code=")
+    code = query_of(back.location)["code"]
+    claims = rp.verify(str(tokens(rp.exchange(code))["id_token"]))
+    assert claims["auth_time"] >= int(h.clock()) - 1
+    # max_age: a sign-in older than it must be redone
+    h.clock.advance(100)
+    assert rp.authorize(fresh, max_age="50").location.startswith(f"{ISSUER}/?rd=")
+    newer = h.login("alice")
+    assert rp.authorize(newer, max_age="50").location.startswith(APP_CB + "?code=")
+
+
+def test_introspection_and_revocation(rp: RelyingParty, h: Harness) -> None:
+    code, _ = rp.code(h.login("alice"), scope="openid offline_access")
+    body = tokens(rp.exchange(code))
+    access, refresh = str(body["access_token"]), str(body["refresh_token"])
+    live = json.loads(rp.post("/api/oidc/introspection", {"token": access}, basic()).body)
+    assert live["active"] is True
+    assert live["username"] == "alice" and live["client_id"] == "app"
+    other = RelyingParty(h, client_id="strict")
+    assert json.loads(
+        other.post("/api/oidc/introspection", {"token": access}, basic("strict")).body
+    ) == {"active": False}
+    assert rp.post("/api/oidc/introspection", {"token": access}).status_int == 401
+    # another client cannot revoke it; the owner can (200 either way, RFC 7009)
+    assert other.post("/api/oidc/revocation", {"token": refresh}, basic("strict")).status_int == 200
+    assert rp.refresh(refresh).status_int == 200  # still alive, rotated
+    code, _ = rp.code(h.login("alice"), scope="openid offline_access")
+    body = tokens(rp.exchange(code))
+    assert (
+        rp.post("/api/oidc/revocation", {"token": str(body["refresh_token"])}, basic()).status_int
+        == 200
+    )
+    assert json.loads(
+        rp.post("/api/oidc/introspection", {"token": str(body["access_token"])}, basic()).body
+    ) == {"active": False}
+    assert rp.post("/api/oidc/revocation", {"token": "nonsense"}, basic()).status_int == 200
+    assert rp.post("/api/oidc/revocation", {}, basic()).status_int == 400
+
+
+def test_userinfo_needs_a_bearer_token(rp: RelyingParty) -> None:
+    assert rp.get("/api/oidc/userinfo").status_int == 401
+    assert rp.get("/api/oidc/userinfo", Authorization="Basic eDp5").status_int == 401
+    assert rp.get("/api/oidc/userinfo", Authorization="Bearer authctl_at_nope").status_int == 401
+
+
+def test_provider_off_serves_nothing(tmp_path: Path, clock: Clock) -> None:
+    from tests.apphelpers import build
+
+    h = build(tmp_path, clock)
+    assert h.request("/.well-known/openid-configuration").status_int == 404
+    assert h.api("/api/oidc/token", method="POST").status_int == 404
