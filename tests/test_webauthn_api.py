@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from server.core.storage import WebAuthnCredential
 from tests.apphelpers import APP_CONFIG
 from tests.soft_authenticator import SoftAuthenticator
 from tests.soft_authenticator import edit_client_data
@@ -220,7 +221,9 @@ def test_credentials_list_rename_remove(ss: SS) -> None:
     assert cred["discoverable"] is True
     assert cred["transports"] == ["internal", "hybrid"]
     assert cred["created_at"].endswith("Z")
-    # a second one: the same description is a conflict, a new one works
+    # a second one (with the passkey as the second factor first): the same description is
+    # a conflict, a new one works
+    cookie = cookie_of(two_factor(ss, cookie, auth))
     again = ss.h.api(REGISTER, {"description": "Phone"}, method="PUT", cookie=cookie)
     assert again.status_int == 409
     assert ss.h.api(REGISTER, {"description": ""}, method="PUT", cookie=cookie).status_int == 400
@@ -240,7 +243,8 @@ def test_credentials_list_rename_remove(ss: SS) -> None:
     missing = ss.h.api(CREDENTIAL + "nope", {"description": "x"}, method="PUT", cookie=cookie)
     assert missing.status_int == 404
     # bob cannot touch alice's credential
-    _bob_auth, bob = enrol(ss, "bob", "Bob's")
+    bob_auth, bob = enrol(ss, "bob", "Bob's")
+    bob = cookie_of(two_factor(ss, bob, bob_auth))
     assert ss.h.api(CREDENTIAL + cred["id"], method="DELETE", cookie=bob).status_int == 404
     assert ss.h.api(CREDENTIAL + cred["id"], method="DELETE", cookie=cookie).json == {
         "status": "OK"
@@ -269,13 +273,12 @@ def test_changes_need_an_elevated_session(ss: SS) -> None:
         assert ss.h.api(CREDENTIAL + row, payload, method=method, cookie=one).status_int == 403
     assert ss.h.api(REGISTER, {"description": "x"}, method="PUT").status_int == 401
     # the registration POST needs its PUT first
-    cookie = elevate(ss, ss.h.login("alice"))
+    cookie = cookie_of(two_factor(ss, elevate(ss, ss.h.login("alice")), auth))
     orphan = SoftAuthenticator(ORIGIN).create(
         {"rp": {"id": "auth.example.com"}, "user": {"id": "AAAA"}, "challenge": "AAAA"}
     )
     assert ss.h.api(REGISTER, orphan, cookie=cookie).status_int == 400
     assert ss.h.api(REGISTER, {"nothing": 1}, cookie=cookie).status_int == 400
-    del auth
 
 
 def test_user_info_and_configuration(ss: SS) -> None:
@@ -320,3 +323,68 @@ def test_passkey_login_disabled(tmp_path: Path, clock: t.Any) -> None:
     one = ss.h.login("alice")
     conf = ss.h.api("/api/configuration", method="GET", cookie=one).json["data"]
     assert conf["passkey_login"] is False
+
+
+#: Every ELEVATED route (SPEC §3.2, §7.1, §7.6) and its answer at level 2 (past the guard: a
+#: wrong code 401, an empty attestation 400); ``{id}`` is the user's credential's id.
+ELEVATED_ROUTES: tuple[tuple[str, str, object, int], ...] = (
+    ("PUT", "/api/secondfactor/totp/register", {}, 200),
+    ("GET", "/api/secondfactor/totp/register/qr.svg", None, 200),
+    ("POST", "/api/secondfactor/totp/register", {"token": "123456"}, 401),
+    ("DELETE", "/api/secondfactor/totp", {}, 200),
+    ("PUT", REGISTER, {"description": "Second"}, 200),
+    ("POST", REGISTER, {"response": {}}, 400),
+    ("PUT", CREDENTIAL + "{id}", {"description": "Renamed"}, 200),
+    ("POST", "/api/user/tokens", {"name": "ci"}, 200),
+    ("DELETE", CREDENTIAL + "{id}", None, 200),
+)
+
+
+def test_a_passkey_only_user_needs_the_passkey_for_every_change(ss: SS) -> None:
+    """A passkey is a second factor: at level 1 an elevated session of a user whose only
+    second factor is a passkey is refused every change (enrol TOTP, add, rename or remove a
+    passkey, make a token) with the TOTP user's answer; after the WebAuthn second factor
+    (level 2, the elevation kept) each is allowed past the guard."""
+    auth, cookie = enrol(ss)
+    assert not ss.h.app.portal.totp.has_totp("alice")
+    listed = ss.h.api("/api/secondfactor/webauthn/credentials", method="GET", cookie=cookie)
+    row = listed.json["data"][0]["id"]
+    one = elevate(ss, ss.h.login("alice"))
+    elevation = ss.h.api("/api/user/session/elevation", method="GET", cookie=one)
+    assert elevation.json["data"]["elevated"] is True
+    for method, path, body, _ in ELEVATED_ROUTES:
+        resp = ss.h.api(path.format(id=row), body, method=method, cookie=one)
+        assert (resp.status_int, resp.json.get("data")) == (403, {"second_factor": True}), (
+            method,
+            path,
+            resp.text,
+        )
+    after = ss.h.api("/api/secondfactor/webauthn/credentials", method="GET", cookie=one)
+    assert after.json == listed.json  # nothing renamed, added or removed
+    assert ss.h.api("/api/user/tokens", method="GET", cookie=one).json["data"] == []
+    # the passkey reaches level 2 (never "no second factor, so level 1 will do")
+    assert ss.h.forward_auth(SECURE, cookie=one).status_int == 302
+    two = cookie_of(two_factor(ss, one, auth))
+    assert ss.h.forward_auth(SECURE, cookie=two).status_int == 200
+    for method, path, body, status in ELEVATED_ROUTES:
+        resp = ss.h.api(path.format(id=row), body, method=method, cookie=two)
+        assert resp.status_int == status, (method, path, resp.text)
+
+
+def test_a_passkey_of_a_disabled_webauthn_is_no_second_factor(tmp_path: Path, clock: t.Any) -> None:
+    """With ``[webauthn] enable = false`` a stored credential cannot reach level 2, so it does
+    not hold its owner's changes at level 1 (they could never make them), as for a user
+    without TOTP; the session must still be elevated."""
+    off = make_ss(tmp_path, clock, APP_CONFIG + "\n[webauthn]\nenable = false\n")
+    stored = WebAuthnCredential(
+        id="row", username="alice", credential_id=b"c" * 32, public_key=b"k", sign_count=0,
+        aaguid="", transports=(), backup_eligible=False, backup_state=False, discoverable=True,
+        description="Phone", attestation_type="none", created_at=0.0, last_used_at=None,
+    )  # fmt: skip
+    assert off.svc.storage.add_webauthn_credential(stored)
+    one = off.h.login("alice")
+    start = off.h.api("/api/secondfactor/totp/register", {}, method="PUT", cookie=one)
+    assert (start.status_int, start.json["data"]) == (403, {"elevation": True})
+    elevated = elevate(off, one)
+    start = off.h.api("/api/secondfactor/totp/register", {}, method="PUT", cookie=elevated)
+    assert start.status_int == 200, start.text

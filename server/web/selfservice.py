@@ -13,9 +13,10 @@ change:
   (fixation) and marks the session elevated for 10 minutes. A stolen session cookie alone
   therefore cannot enrol an attacker's authenticator app or remove the user's: that needs the
   user's mailbox.
-- **TOTP enrolment** needs an elevated session, and *replacing* or *removing* an existing TOTP
-  also needs the current second factor (level 2), so a password + mailbox compromise cannot
-  silently swap the second factor. The pending secret lives in the session for 10 minutes and
+- **TOTP enrolment** needs an elevated session, and when the user has a second factor
+  already (a TOTP secret or a passkey, :meth:`SelfServiceApi.has_second_factor`) every change
+  also needs it (level 2), so a password + mailbox compromise cannot silently add, swap or
+  remove one. The pending secret lives in the session for 10 minutes and
   is stored only after a first valid code (:meth:`server.core.totp.TotpService.confirm`), whose time
   step is recorded so that code cannot be replayed to sign in. The QR code is drawn here
   (segno, SVG, no script, no external reference) so the secret never goes to a third party, and
@@ -252,6 +253,7 @@ class SelfServiceApi:
         self.identities = identities
         self.sessions = identities.sessions
         self.totp = totp
+        self.storage = storage
         self.notifier = notifier
         self.settings = settings or SelfServiceSettings()
         self.outbox = Outbox(notifier, capacity=self.settings.mail_queue)
@@ -399,11 +401,19 @@ class SelfServiceApi:
     def _is_elevated(self, session: Session) -> bool:
         return self._until(session, ELEVATED_UNTIL) > self.now()
 
+    def has_second_factor(self, username: str) -> bool:
+        """Whether the user can pass a second factor: a TOTP secret, or a WebAuthn credential
+        while ``[webauthn] enable`` (a disabled one cannot be used to reach level 2)."""
+        if self.totp.has_totp(username):
+            return True
+        return self.config.webauthn.enable and bool(self.storage.webauthn_credentials(username))
+
     def require_change_rights(self, identity: Identity, session: Session) -> None:
         """The :data:`~server.web.routes.ELEVATED` guard: an elevated session, and level 2 when
-        the user has a TOTP secret already."""
-        if identity.level < 2 and self.totp.has_totp(identity.username):
-            raise ApiError(403, "Confirm with your one-time code first.", {"second_factor": True})
+        the user has a second factor already (TOTP or a passkey), so a password + mailbox
+        compromise cannot add, swap or remove one."""
+        if identity.level < 2 and self.has_second_factor(identity.username):
+            raise ApiError(403, "Confirm with your second factor first.", {"second_factor": True})
         if not self._is_elevated(session):
             raise ApiError(
                 403, "Confirm your identity with a code sent by email first.", {"elevation": True}
