@@ -201,15 +201,15 @@ def sign_out(v: Visit) -> None:
     assert v.level() == 0
 
 
-def sign_in_with_password(v: Visit, target: str) -> None:
-    """From the portal's sign-in page for ``target``, carol's password (the autofill request
-    stays waiting: presence off)."""
+def sign_in_with_password(v: Visit, target: str, user: str = USER) -> None:
+    """From the portal's sign-in page for ``target``, the user's password (the autofill
+    request stays waiting: presence off)."""
     v.presence(False)
     v.goto(portal(v.stack, "/", target))
     page = v.page
     page.wait_for_selector("#username", state="visible")
-    page.fill("#username", USER)
-    page.fill("#password", PASSWORD)
+    page.fill("#username", user)
+    page.fill("#password", f"{user}-password")
     page.click("#sign-in")
 
 
@@ -283,6 +283,17 @@ def test_same_authenticator_cannot_be_added_twice(visit: Visit) -> None:
     """A second "Add" with the same authenticator: the server's excludeCredentials makes the
     browser refuse (InvalidStateError), the page says so in its alert region, nothing is added."""
     v, page = visit, visit.page
+    page.click("#webauthn-add")
+    page.fill("#webauthn-description", "Laptop again")
+    page.click("#webauthn-register")
+    # carol has a second factor now: a change to her factors needs it first ("Verify now")
+    page.wait_for_selector("#need-2fa", state="visible")
+    v.shot("settings-needs-second-factor")
+    page.click("#need-2fa-link")
+    page.wait_for_selector("#view-webauthn", state="visible")
+    page.click("#webauthn-verify")
+    page.wait_for_url(portal(v.stack, "/settings"))
+    page.wait_for_selector("#webauthn-list li")
     page.click("#webauthn-add")
     page.fill("#webauthn-description", "Laptop again")
     page.click("#webauthn-register")
@@ -460,6 +471,46 @@ def test_remove_the_passkey_then_it_is_refused(visit: Visit) -> None:
     v.shot("sign-in-removed-passkey-refused")
     assert page.is_visible("#username")
     assert v.level() == 0
+    v.no_csp_violation()
+
+
+def test_two_factor_page_switches_between_code_and_passkey(visit: Visit) -> None:
+    """bob has an authenticator app and adds a passkey; on the way to the two_factor site /2fa
+    offers the passkey first, "Use a one-time code instead" shows the code form (focused) and
+    "Use a security key or passkey instead" comes back; the passkey takes him to the site."""
+    v, page, stack = visit, visit.page, visit.stack
+    sign_out(v)
+    secure = stack.url("secure", "/vault?user=bob")
+    sign_in_with_password(v, secure, "bob")
+    page.wait_for_selector("#code", state="visible")  # no passkey yet: the code form
+    assert page.is_hidden("#use-webauthn-line")
+    page.fill("#code", stack.totp_code("bob"))
+    page.click("#verify")
+    page.wait_for_url(secure)
+    v.goto(portal(stack, "/settings"))
+    v.presence(True)
+    page.click("#webauthn-add")
+    page.fill("#webauthn-description", "Phone")
+    page.click("#webauthn-register")
+    confirm_identity(v)
+    expect(page.locator("#webauthn-status")).to_have_text("Your passkey “Phone” was added.")
+    page.wait_for_selector("#method-choice", state="visible")  # TOTP and a passkey: choose
+
+    sign_out(v)
+    sign_in_with_password(v, secure, "bob")
+    page.wait_for_selector("#view-webauthn", state="visible")
+    page.wait_for_selector("#use-totp-line", state="visible")
+    page.click("#use-totp")
+    page.wait_for_selector("#view-code", state="visible")
+    assert page.evaluate("document.activeElement.id") == "code"
+    v.shot("2fa-code-with-switch")
+    page.click("#use-webauthn")
+    page.wait_for_selector("#view-webauthn", state="visible")
+    assert page.evaluate("document.activeElement.id") == "webauthn-verify"
+    v.presence(True)
+    page.keyboard.press("Enter")
+    page.wait_for_url(secure)
+    assert echoed_user(page) == "bob"
     v.no_csp_violation()
 
 
