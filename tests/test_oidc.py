@@ -21,6 +21,8 @@ from tests.oidc_helpers import build_oidc
 from tests.oidc_helpers import pkce
 from tests.oidc_helpers import query_of
 
+FORM = "application/x-www-form-urlencoded"
+
 
 @pytest.fixture
 def h(tmp_path: Path, clock: Clock) -> Harness:
@@ -72,8 +74,11 @@ def test_discovery_refuses_plain_http_and_unknown_hosts(rp: RelyingParty) -> Non
 def test_jwks_publishes_the_public_key_only(rp: RelyingParty) -> None:
     keys = json.loads(rp.get("/jwks.json").body)["keys"]
     assert len(keys) == 1
-    assert keys[0]["kid"] and keys[0]["alg"] == "RS256" and keys[0]["use"] == "sig"
-    assert "d" not in keys[0] and "p" not in keys[0]
+    assert keys[0]["kid"]
+    assert keys[0]["alg"] == "RS256"
+    assert keys[0]["use"] == "sig"
+    assert "d" not in keys[0]
+    assert "p" not in keys[0]
 
 
 # ---------------------------------------------------------------------- the code flow
@@ -137,7 +142,8 @@ def test_client_secret_post_and_explicit_consent(rp: RelyingParty, h: Harness) -
     answer = h.api("/api/oidc/consent", {"flow": flow, "consent": True}, cookie=cookie)
     location = json.loads(answer.body)["data"]["redirect"]
     q = query_of(location)
-    assert location.startswith(APP_CB + "?") and q["state"] == "s1"
+    assert location.startswith(APP_CB + "?")
+    assert q["state"] == "s1"
     assert tokens(post.exchange(q["code"]))["access_token"]
     # basic auth for a client_secret_post client is refused
     code2 = _consented_code(post, h, cookie)
@@ -194,7 +200,7 @@ def test_consent_api_needs_same_origin_and_a_valid_flow(h: Harness) -> None:
 
 def test_pre_configured_consent_is_remembered_then_expires(h: Harness) -> None:
     native = RelyingParty(h, client_id="native", redirect_uri=NATIVE_CB, secret=None, method="none")
-    verifier, challenge = pkce()
+    _verifier, challenge = pkce()
     cookie = h.login("alice")
     args = {"scope": "openid profile", "code_challenge": challenge, "code_challenge_method": "S256"}
     first = native.authorize(cookie, **args)
@@ -223,7 +229,8 @@ def test_public_client_needs_pkce_and_gets_tokens_without_secret(h: Harness) -> 
     cookie = h.login("alice")
     no_pkce = native.authorize(cookie, scope="openid")
     q = query_of(no_pkce.location)
-    assert no_pkce.location.startswith(NATIVE_CB) and q["error"] == "invalid_request"
+    assert no_pkce.location.startswith(NATIVE_CB)
+    assert q["error"] == "invalid_request"
     verifier, challenge = pkce()
     h.app.live.oidc.provider.storage.save_oidc_consent(  # type: ignore[union-attr]
         "alice", "native", "openid profile offline_access", now=h.clock(), expires=h.clock() + 60
@@ -483,14 +490,15 @@ def test_token_endpoint_malformed_requests(rp: RelyingParty, h: Harness) -> None
         "/api/oidc/token", "grant_type=authorization_code&grant_type=refresh_token", basic()
     )
     assert json.loads(dup.body)["error"] == "invalid_request"
+    fwd = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "auth.example.com"}
     as_json = h.request(
         "/api/oidc/token", method="POST", body=b"{}",
-        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "auth.example.com", "Content-Type": "application/json", "Authorization": basic()},
+        headers={**fwd, "Content-Type": "application/json", "Authorization": basic()},
     )  # fmt: skip
     assert json.loads(as_json.body)["error"] == "invalid_request"
     in_url = h.request(
         "/api/oidc/token?code=x", method="POST", body=b"grant_type=authorization_code",
-        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "auth.example.com", "Content-Type": "application/x-www-form-urlencoded", "Authorization": basic()},
+        headers={**fwd, "Content-Type": FORM, "Authorization": basic()},
     )  # fmt: skip
     assert in_url.status_int == 400
     assert rp.h.request("/api/oidc/token").status_int == 405
@@ -555,7 +563,8 @@ def test_introspection_and_revocation(rp: RelyingParty, h: Harness) -> None:
     access, refresh = str(body["access_token"]), str(body["refresh_token"])
     live = json.loads(rp.post("/api/oidc/introspection", {"token": access}, basic()).body)
     assert live["active"] is True
-    assert live["username"] == "alice" and live["client_id"] == "app"
+    assert live["username"] == "alice"
+    assert live["client_id"] == "app"
     other = RelyingParty(h, client_id="strict")
     assert json.loads(
         other.post("/api/oidc/introspection", {"token": access}, basic("strict")).body
