@@ -1,6 +1,6 @@
 """The storage database: TOTP secrets and replay history, the authentication log, bans,
-one-time codes, shared rate limits, attempts in flight, WebAuthn credentials and personal
-access tokens (their keyed digests).
+one-time codes, shared rate limits, attempts in flight, WebAuthn credentials, personal
+access tokens (their keyed digests) and each user's preferred second factor.
 
 One interface, two engines (``[storage] backend``): a SQLite file (``[storage] path``) shared
 by threads and worker processes of one host (:class:`server.core.sqlite_util.SQLiteDatabase`),
@@ -80,6 +80,8 @@ WRONG_KEY = "storage key does not match the database; restore the right secrets/
 BACKENDS = ("sqlite", "postgres")
 #: Rows per INSERT when copying a table (below both engines' limits on parameters).
 COPY_BATCH = 500
+#: Second-factor methods a user may prefer (``user_preferences.second_factor_method``).
+SECOND_FACTOR_METHODS = ("totp", "webauthn")
 
 
 class StorageError(StoreUnavailable):
@@ -980,6 +982,31 @@ class Storage:
     def delete_webauthn_credentials(self, username: str) -> int:
         """Remove every credential of ``username`` (the user was removed); how many."""
         return self._write("DELETE FROM webauthn_credentials WHERE username = ?", (username,))
+
+    # ------------------------------------------------------------------ user preferences
+
+    def second_factor_method(self, username: str) -> str | None:
+        """The second factor ``username`` prefers (SPEC §7.1 ``method``); None: never chosen."""
+        rows = self._read(
+            "SELECT second_factor_method FROM user_preferences WHERE username = ?", (username,)
+        )
+        return str(rows[0][0]) if rows else None
+
+    def set_second_factor_method(self, username: str, method: str) -> None:
+        """Record the second factor ``username`` prefers (one row per user, replaced)."""
+        if method not in SECOND_FACTOR_METHODS:
+            raise ValueError(f"bad second-factor method {method!r}")
+        self._write(
+            "INSERT INTO user_preferences (username, second_factor_method, updated_at) "
+            "VALUES (?, ?, ?) ON CONFLICT (username) DO UPDATE SET "
+            "second_factor_method = excluded.second_factor_method, "
+            "updated_at = excluded.updated_at",
+            (username, method, self._now()),
+        )
+
+    def delete_user_preferences(self, username: str) -> bool:
+        """Forget ``username``'s preferences (the user was removed); True when there were some."""
+        return self._write("DELETE FROM user_preferences WHERE username = ?", (username,)) > 0
 
     # ------------------------------------------------------------------ access tokens
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 #: Version of the schema (SQLite: ``PRAGMA user_version``; PostgreSQL: ``meta``'s
 #: ``schema_version`` row).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: ``PRAGMA application_id`` of an authctl SQLite storage database ("actl").
 APPLICATION_ID = 0x6163746C
 
@@ -208,6 +208,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (username, client_id)
         ){without_rowid}""",
     ),
+    (
+        """CREATE TABLE user_preferences (
+            username TEXT PRIMARY KEY,       -- canonical user name
+            second_factor_method TEXT NOT NULL CHECK (second_factor_method IN ('totp', 'webauthn')),
+            updated_at {real} NOT NULL
+        ){without_rowid}""",
+    ),
 )
 
 
@@ -353,6 +360,7 @@ TABLES: tuple[Table, ...] = (
         ("username", "client_id", "scopes", "granted", "expires"),
         "username, client_id",
     ),
+    Table("user_preferences", ("username", "second_factor_method", "updated_at"), "username"),
 )
 TABLES_BY_NAME = {table.name: table for table in TABLES}
 
