@@ -48,6 +48,7 @@ PAGES = {
     "/settings": "settings.html",
     "/reset-password": "reset-password.html",
     "/reset-password/step2": "reset-password-step2.html",
+    "/consent": "consent.html",
 }
 
 #: A page's links to its own static files (stylesheet, script, icon).
