@@ -229,11 +229,13 @@ def test_user_info_needs_session(h: Harness) -> None:
 
 
 def test_configuration_needs_session(h: Harness) -> None:
-    """/api/configuration is for signed-in users and lists TOTP when a rule needs it."""
+    """/api/configuration is for signed-in users and lists the second factors a rule can ask
+    for: TOTP, and WebAuthn (on by default, SPEC §7.1), with passkey sign-in."""
     assert h.api("/api/configuration", method="GET").status_int == 403
     cookie = h.login("bob")
     data = h.api("/api/configuration", method="GET", cookie=cookie).json["data"]
-    assert data["available_methods"] == ["totp"]
+    assert data["available_methods"] == ["totp", "webauthn"]
+    assert data["passkey_login"] is True
 
 
 def test_logout_ends_session_and_expires_cookie(h: Harness) -> None:
