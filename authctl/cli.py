@@ -70,6 +70,7 @@ COMMANDS: dict[str, str] = {
     "doctor": "authctl.cmd_doctor:doctor",
     "session": "authctl.cmd_session:session",
     "token": "authctl.cmd_token:token",
+    "oidc": "authctl.cmd_oidc:oidc",
 }
 
 
