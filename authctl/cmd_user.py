@@ -385,6 +385,7 @@ def remove(state: State, name: str) -> None:
     if gone:
         trail.emit("webauthn_removed", user=name)
         _say(f"Removed {name}'s {gone} passkey{'s' if gone != 1 else ''}")
+    _forget_preferences(state, name)
     _say(f"Removed {name} from {users.path}")
 
 
@@ -465,6 +466,23 @@ def _delete_credentials(state: State, name: str, row_id: str | None = None) -> i
         if row_id is None:
             return storage.delete_webauthn_credentials(canonical)
         return int(storage.delete_webauthn_credential(canonical, row_id))
+    finally:
+        storage.close()
+
+
+def _forget_preferences(state: State, name: str) -> None:
+    """Delete ``name``'s stored preferences (the preferred second factor): a user added later
+    under the same name starts afresh."""
+    from authctl.cmd_totp import no_storage_yet
+    from authctl.cmd_totp import open_storage
+    from server.core.names import canonical_username
+
+    config = state.config()
+    if no_storage_yet(config):
+        return
+    storage = open_storage(config, require_key=False)
+    try:
+        storage.delete_user_preferences(canonical_username(name))
     finally:
         storage.close()
 

@@ -596,3 +596,28 @@ def test_webauthn_list_remove_show(runner: CliRunner, config_file: Path) -> None
     assert "Removed bob's 1 passkey" in gone.stdout
     listed_bob = run(runner, config_file, "user", "webauthn", "list", "bob", "--json")
     assert json.loads(listed_bob.stdout) == []
+
+
+def test_remove_forgets_the_preferred_second_factor(runner: CliRunner, config_file: Path) -> None:
+    """user remove deletes the user's ``user_preferences`` row (SPEC §7.1), no one else's."""
+    from server.core.config import load_config
+    from server.core.storage import Storage
+
+    add(runner, config_file, "alice")
+    add(runner, config_file, "bob")
+    assert run(runner, config_file, "user", "remove", "bob").exit_code == 0  # no storage yet
+    add(runner, config_file, "bob")
+    _passkey(config_file, "alice", "Phone", "row1")  # creates the storage
+    storage = Storage(load_config(config_file).storage)
+    try:
+        storage.set_second_factor_method("alice", "webauthn")
+        storage.set_second_factor_method("bob", "totp")
+    finally:
+        storage.close()
+    assert run(runner, config_file, "user", "remove", "ALICE").exit_code == 0
+    storage = Storage(load_config(config_file).storage)
+    try:
+        assert storage.second_factor_method("alice") is None
+        assert storage.second_factor_method("bob") == "totp"
+    finally:
+        storage.close()

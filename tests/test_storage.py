@@ -1220,3 +1220,61 @@ class TestWebAuthn:
         for thread in threads:
             thread.join()
         assert sorted(results) == [False] * 19 + [True]
+
+
+# --------------------------------------------------------------------------- user preferences
+
+
+class TestUserPreferences:
+    """Each user's preferred second factor (SPEC §7.1 ``method``), on both engines."""
+
+    def test_set_get_replace_delete(
+        self, storage: Storage, config: StorageConfig, clock: Clock
+    ) -> None:
+        """None until chosen; one row per user, replaced with its time; deleted with the user."""
+        assert storage.second_factor_method("alice") is None
+        storage.set_second_factor_method("alice", "webauthn")
+        storage.set_second_factor_method("bob", "totp")
+        clock.advance(30)
+        storage.set_second_factor_method("alice", "totp")
+        assert storage.second_factor_method("alice") == "totp"
+        assert storage.second_factor_method("bob") == "totp"
+        rows = raw_sql(
+            config, "SELECT username, updated_at FROM user_preferences ORDER BY username"
+        )
+        assert [(name, float(when)) for name, when in rows] == [
+            ("alice", clock.now),
+            ("bob", clock.now - 30),
+        ]
+        assert storage.delete_user_preferences("alice")
+        assert not storage.delete_user_preferences("alice")
+        assert storage.second_factor_method("alice") is None
+        assert storage.second_factor_method("bob") == "totp"
+        assert storage.counts()["user_preferences"] == 1
+
+    def test_unknown_methods_are_refused(self, storage: Storage, config: StorageConfig) -> None:
+        """The storage refuses a method it does not know, and so does the table (CHECK)."""
+        with pytest.raises(ValueError, match="sms"):
+            storage.set_second_factor_method("alice", "sms")
+        with pytest.raises((sqlite3.IntegrityError, psycopg.errors.CheckViolation)):
+            raw_sql(
+                config,
+                "INSERT INTO user_preferences VALUES (?, ?, ?)",
+                ("alice", "sms", 1.0),
+            )
+        assert storage.second_factor_method("alice") is None
+
+    def test_a_version_4_database_gains_the_table(
+        self, config: StorageConfig, clock: Clock
+    ) -> None:
+        """Opening a database of schema 4 runs migration 5 (the table, the version)."""
+        Storage(config, clock).close()
+        raw_sql(config, "DROP TABLE user_preferences")
+        set_schema_version(config, 4)
+        storage = Storage(config, clock)
+        try:
+            assert storage.schema_version() == SCHEMA_VERSION >= 5
+            storage.set_second_factor_method("alice", "webauthn")
+            assert storage.second_factor_method("alice") == "webauthn"
+        finally:
+            storage.close()

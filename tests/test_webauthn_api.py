@@ -295,6 +295,16 @@ def test_user_info_and_configuration(ss: SS) -> None:
     assert set_to.json == {"status": "OK"}
     info = ss.h.api("/api/user/info", method="GET", cookie=one).json["data"]
     assert info["method"] == "totp"
+    # kept for the user, not the session: a new sign-in (any host) sees the choice
+    assert ss.svc.storage.second_factor_method("alice") == "totp"
+    again = ss.h.api("/api/user/info", method="GET", cookie=ss.h.login("alice")).json["data"]
+    assert again["method"] == "totp"
+    bob = ss.h.login("bob")
+    assert ss.h.api("/api/user/info", method="GET", cookie=bob).json["data"]["method"] == "totp"
+    ss.h.api("/api/user/info/2fa_method", {"method": "webauthn"}, cookie=bob)
+    assert ss.h.api("/api/user/info", method="GET", cookie=bob).json["data"]["method"] == (
+        "webauthn"
+    )  # chosen before any passkey is enrolled: the portal offers to add one
     bad = ss.h.api("/api/user/info/2fa_method", {"method": "sms"}, cookie=one)
     assert bad.status_int == 400
     assert ss.h.api("/api/user/info/2fa_method", {"method": "totp"}).status_int == 401
@@ -312,6 +322,7 @@ def test_webauthn_disabled(tmp_path: Path, clock: t.Any) -> None:
     assert (
         ss.h.api("/api/user/info/2fa_method", {"method": "webauthn"}, cookie=one).status_int == 400
     )
+    ss.svc.storage.set_second_factor_method("alice", "webauthn")  # chosen while it was on
     info = ss.h.api("/api/user/info", method="GET", cookie=one).json["data"]
     assert (info["has_webauthn"], info["method"]) == (False, "totp")
 

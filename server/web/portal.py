@@ -179,7 +179,7 @@ class PortalApi:
         )
 
     def user_info(self, call: Call) -> Response:
-        identity, session = call.signed_in()
+        identity, _session = call.signed_in()
         webauthn = self.webauthn
         return ok(
             {
@@ -187,7 +187,7 @@ class PortalApi:
                 "display_name": identity.displayname,
                 "emails": [identity.email] if identity.email else [],
                 "groups": list(identity.groups),
-                "method": webauthn.method(identity.username, session) if webauthn else "totp",
+                "method": webauthn.method(identity.username) if webauthn else "totp",
                 "has_totp": self.totp.has_totp(identity.username),
                 "has_webauthn": webauthn.has_webauthn(identity.username) if webauthn else False,
             }

@@ -141,10 +141,12 @@ class WebAuthnApi:
     def has_webauthn(self, username: str) -> bool:
         return self.config.enable and bool(self.service.storage.webauthn_credentials(username))
 
-    def method(self, username: str, session: Session) -> str:
-        """The user's preferred second factor: the one chosen in this session (``POST
-        /api/user/info/2fa_method``), else WebAuthn when they have a credential, else TOTP."""
-        chosen = session.data.get("2fa_method")
+    def method(self, username: str) -> str:
+        """The user's preferred second factor: the one they chose (``POST
+        /api/user/info/2fa_method``, kept in storage's ``user_preferences`` as Authelia does,
+        so every session and host sees it) while it is available, else WebAuthn when they have
+        a credential, else TOTP."""
+        chosen = self.service.storage.second_factor_method(username)
         if chosen in METHODS and (chosen != "webauthn" or self.config.enable):
             return chosen
         return "webauthn" if self.has_webauthn(username) else "totp"
@@ -411,13 +413,13 @@ class WebAuthnApi:
         return ok()
 
     def set_method(self, call: Call) -> Response:
-        """``POST /api/user/info/2fa_method {method}``: the preferred second factor, kept in
-        the session (see :meth:`method`)."""
-        _identity, session = call.signed_in()
+        """``POST /api/user/info/2fa_method {method}``: the preferred second factor, stored
+        for the user (see :meth:`method`)."""
+        identity, _session = call.signed_in()
         method = field(call.data, "method", str, required=True)
         if method not in METHODS or (method == "webauthn" and not self.config.enable):
             raise ApiError(400, 'The method must be "totp" or "webauthn".')
-        self._update(session, {"2fa_method": method})
+        self.service.storage.set_second_factor_method(identity.username, method)
         return ok()
 
 
