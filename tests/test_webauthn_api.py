@@ -11,6 +11,7 @@ import pytest
 
 from server.core.storage import WebAuthnCredential
 from tests.apphelpers import APP_CONFIG
+from tests.apphelpers import PASSWORDS
 from tests.soft_authenticator import SoftAuthenticator
 from tests.soft_authenticator import edit_client_data
 from tests.soft_authenticator import flip_byte
@@ -399,3 +400,30 @@ def test_a_passkey_of_a_disabled_webauthn_is_no_second_factor(tmp_path: Path, cl
     elevated = elevate(off, one)
     start = off.h.api("/api/secondfactor/totp/register", {}, method="PUT", cookie=elevated)
     assert start.status_int == 200, start.text
+
+
+def test_passkey_sessions_carry_the_clients_ip_and_user_agent(ss: SS) -> None:
+    """``GET /api/user/sessions`` shows the client address (through the trusted proxy) and
+    User-Agent of a passkey sign-in's session, and of a session raised by the WebAuthn second
+    factor, as of a password sign-in's."""
+    auth, _ = enrol(ss)
+    options, nonce = passkey_options(ss)
+    body = {"response": auth.get(options), "targetURL": SECURE}
+    client = {"User-Agent": "Passkey/1.0", "X-Forwarded-For": "203.0.113.9"}
+    signed_in = ss.h.api(PASSKEY, body, cookie=nonce, headers=client)
+    assert signed_in.status_int == 200, signed_in.text
+    passkey_cookie = session_cookie(signed_in)
+    password = ss.h.api(
+        "/api/firstfactor",
+        {"username": "alice", "password": PASSWORDS["alice"]},
+        headers={"User-Agent": "Firefox/130", "X-Forwarded-For": "198.51.100.2"},
+    )
+    raised = cookie_of(two_factor(ss, cookie_of(password), auth))
+    rows = ss.h.api("/api/user/sessions", method="GET", cookie=passkey_cookie).json["data"]
+    seen = {(r["ip"], r["user_agent"], r["authentication_level"], r["current"]) for r in rows}
+    assert ("203.0.113.9", "Passkey/1.0", 2, True) in seen
+    assert ("198.51.100.2", "Firefox/130", 2, False) in seen
+    mine = ss.h.api("/api/user/sessions", method="GET", cookie=raised).json["data"]
+    assert [(r["ip"], r["user_agent"]) for r in mine if r["current"]] == [
+        ("198.51.100.2", "Firefox/130")
+    ]
