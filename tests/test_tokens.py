@@ -209,6 +209,7 @@ def svc(tmp_path: Path, clock: Clock) -> Iterator[tuple[TokenService, Mono]]:
 
 def test_service_stores_a_keyed_digest_only(svc: tuple[TokenService, Mono]) -> None:
     service, _ = svc
+    assert repr(service) == "<TokenService>"  # no key in a traceback
     token, made = service.create("alice", "ci", created_by="cli")
     assert TOKEN_SHAPE.fullmatch(token)
     assert made.digest == service.digest(token) != token.encode()
