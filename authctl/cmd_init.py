@@ -103,6 +103,7 @@ def init(ctx: click.Context, directory: str, port: int, existing: str | None) ->
     from authctl._starter import starter_config
     from authctl.cli import DataError
     from authctl.errors import reworded
+    from server.core.oidc.keys import generate_pem
 
     folder = Path(directory).expanduser().absolute()
     config = folder / "authctl.toml"
@@ -113,6 +114,7 @@ def init(ctx: click.Context, directory: str, port: int, existing: str | None) ->
         (config, starter_config(port), 0o600),
         (users, STARTER_USERS, 0o600),
         (key, secrets.token_hex(KEY_BYTES) + "\n", 0o600),
+        (secrets_dir / "oidc-rs256.pem", generate_pem().decode("ascii"), 0o600),
     ]
     from server.core.certs import CertificateError
     from server.core.certs import default_certificate_paths
@@ -168,6 +170,7 @@ def _report(folder: Path, typed: str, paths: list[Path], port: int) -> None:
         "the config",
         "the users file (empty)",
         "the storage key (keep it secret)",
+        "the OpenID Connect issuer key (keep it secret)",
         "a self-signed certificate for auth.example.com and *.example.com (+ key.pem)",
     )
     for path, label in zip(paths, what, strict=True):

@@ -33,7 +33,7 @@ log = logging.getLogger("authctl.config")
 KEY = "identity_providers.oidc"
 CLIENT_KEY = "identity_providers.oidc.clients[]"
 #: RFC 6749 §A.1 allows any visible ASCII; authctl keeps ids to what is safe in URLs and logs.
-_CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,99}")
+CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,99}")
 #: The longest lifespan of each token kind (a day for codes is already absurd).
 _MAX_CODE_LIFESPAN = 10 * 60
 _MAX_LIFESPAN = 366 * 86400
@@ -165,7 +165,7 @@ def _client(r: Reader, raw: object, key: str) -> OidcClientConfig | None:
     problems = len(r.problems)
     d = OidcClientConfig(client_id="", redirect_uris=())
     client_id = r.value(tbl, key, "client_id", str, hint='write client_id = "grafana"')
-    if client_id is not None and not _CLIENT_ID.fullmatch(client_id):
+    if client_id is not None and not CLIENT_ID.fullmatch(client_id):
         r.error(
             f"{key}.client_id",
             f"{client_id!r} is not a usable client id",
