@@ -1343,6 +1343,14 @@ def run(settings: Settings, work: Path) -> Report:
     report.check("revocation across hosts, max (s)", worst, "< 1", worst < 1.0)
     idle_mb = idle_rss / 1024
     report.check("idle RSS (MB)", idle_mb, "< 60", idle_mb < 60)
+    flow = run_script([str(BENCH / "oidc_flow.py"), "--seconds", str(settings.seconds * 2)])
+    report.add(
+        f"  {'OIDC code flow, 10 clients (p99 ms: authorize, token, userinfo)':<52}"
+        f" {flow['authorization_p99_ms']:.1f}, {flow['token_p99_ms']:.1f},"
+        f" {flow['userinfo_p99_ms']:.1f}  ({flow['flows']} flows, {flow['errors']} errors)"
+    )
+    worst_flow = max(flow[f"{n}_p99_ms"] for n in ("authorization", "token", "userinfo"))
+    report.check("OIDC code flow, worst request p99 (ms)", worst_flow, "< 50", worst_flow < 50)
     return report
 
 
