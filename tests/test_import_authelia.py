@@ -151,13 +151,19 @@ def test_realistic_config_maps_every_section(runner: CliRunner, tmp_path: Path) 
     assert dict(config.access_control.networks)["office"][0].compressed == "203.0.113.0/24"
     assert len(config.access_control.rules) == 11
     attention = keys(report, "attention")
-    assert {"webauthn", "duo_api", "identity_providers.oidc", "storage.postgres"} <= attention
+    assert {"duo_api", "identity_providers.oidc", "storage.postgres"} <= attention
+    assert not {k for k in attention if k.startswith("webauthn")}
     oidc = next(a for a in report["attention"] if a["key"] == "identity_providers.oidc")
     assert "'grafana'" in oidc["reason"]
     assert "'nextcloud'" in oidc["reason"]
-    assert "authctl has no [webauthn] section" in next(
-        a["reason"] for a in report["attention"] if a["key"] == "webauthn"
+    w = config.webauthn
+    assert (w.enable, w.display_name, w.passkey_login, w.passkey_uv_two_factor) == (
+        True,
+        "Example",
+        True,
+        False,  # Authelia's default: a passkey sign-in is one factor
     )
+    assert {"webauthn.display_name", "webauthn.enable_passkey_login"} <= keys(report, "mapped")
     assert "definitions.user_attributes" in keys(report, "dropped")
     users = load_users(out / "users.toml")
     assert sorted(u.name for u in users.values()) == ["alice", "bob", "carol"]
@@ -829,7 +835,11 @@ def test_odd_values_are_reported_and_the_result_loads(tmp_path: Path) -> None:
         "authentication_backend.file.password.argon2.iterations",
         "authentication_backend.file.password.argon2.memory", "certificates_directory",
     } <= attention  # fmt: skip
-    assert "passkeys" in next(n.reason for n in conv.report.attention if n.key == "webauthn")
+    assert conv.config["webauthn"] == {
+        "enable": False,
+        "passkey_login": False,
+        "passkey_uv_two_factor": False,
+    }
     smtp = conv.config["notifier"]["smtp"]
     assert (smtp["port"], smtp["tls"]) == (465, True)
     assert "filesystem" not in conv.config["notifier"]
@@ -951,3 +961,95 @@ def test_values_authctl_refuses_stop_the_import(runner: CliRunner, tmp_path: Pat
     assert "would not load" in output
     assert "session.cookies[0].domain" in output
     assert not out.exists()
+
+
+WEBAUTHN = """
+webauthn:
+  disable: false
+  display_name: 'Example SSO'
+  attestation_conveyance_preference: 'Direct'
+  user_verification: 'discouraged'
+  timeout: '2 minutes'
+  experimental_enable_passkey_login: true
+  experimental_enable_passkey_uv_two_factors: true
+  selection_criteria:
+    attachment: 'cross-platform'
+    discoverability: 'required'
+    user_verification: 'required'
+  filtering:
+    prohibit_backup_eligibility: true
+    permitted_aaguids: ['ee882879-721c-4913-9775-3dfcce97072a']
+  metadata:
+    enabled: true
+  made_up: 1
+"""
+
+
+def test_webauthn_section_maps_to_authctls(tmp_path: Path) -> None:
+    """Every ``webauthn:`` key of Authelia 4.39 becomes its ``[webauthn]`` key, or is reported
+    (filtering and the metadata service need attention); what is written loads."""
+    import tomli
+
+    from server.core.authelia_import import render_config
+    from server.core.config import parse_config
+
+    conv = convert_config(load_yaml(WEBAUTHN))
+    assert conv.config["webauthn"] == {
+        "enable": True,
+        "display_name": "Example SSO",
+        "attestation": "direct",
+        "user_verification": "required",  # selection_criteria's, Authelia 4.39's place
+        "timeout": "2m",
+        "passkey_login": True,
+        "passkey_uv_two_factor": True,
+    }
+    mapped = {m.key: m.to for m in conv.report.mapped}
+    assert mapped["webauthn.disable"] == "webauthn.enable"
+    assert mapped["webauthn.attestation_conveyance_preference"] == "webauthn.attestation"
+    assert mapped["webauthn.experimental_enable_passkey_login"] == "webauthn.passkey_login"
+    assert mapped["webauthn.experimental_enable_passkey_uv_two_factors"] == (
+        "webauthn.passkey_uv_two_factor"
+    )
+    attention = {n.key for n in conv.report.attention}
+    assert {"webauthn.filtering", "webauthn.metadata"} <= attention
+    dropped = {n.key: n.reason for n in conv.report.dropped}
+    assert {
+        "webauthn.selection_criteria.attachment",
+        "webauthn.selection_criteria.discoverability",
+    } <= set(dropped)
+    assert "not a key of Authelia" in dropped["webauthn.made_up"]
+    text = render_config(conv.config, "webauthn.yml")
+    assert "[webauthn]" in text
+    config = parse_config(text, tomli.loads(text), tmp_path / "authctl.toml")
+    assert (config.webauthn.timeout, config.webauthn.attestation) == (120, "direct")
+
+
+def test_webauthn_values_authctl_refuses_are_reported(tmp_path: Path) -> None:
+    """Unknown choices, a timeout outside 10 s - 10 min and a long name are not guessed; the
+    first passkey-login key set wins; no section at all still writes Authelia's defaults."""
+    conv = convert_config(
+        load_yaml(
+            """
+webauthn:
+  display_name: '"""
+            + "x" * 65
+            + """'
+  attestation_conveyance_preference: 'enterprise'
+  user_verification: 'sometimes'
+  timeout: '1 hour'
+  enable_passkey_login: false
+  experimental_enable_passkey_login: true
+"""
+        )
+    )
+    attention = {n.key: n.reason for n in conv.report.attention}
+    assert "64 printable" in attention["webauthn.display_name"]
+    assert "'enterprise'" in attention["webauthn.attestation_conveyance_preference"]
+    assert "'sometimes'" in attention["webauthn.user_verification"]
+    assert "3600 seconds" in attention["webauthn.timeout"]
+    assert conv.config["webauthn"] == {"passkey_login": False, "passkey_uv_two_factor": False}
+    bare = convert_config(load_yaml("log:\n  level: 'info'\n"))
+    assert bare.config["webauthn"] == {"passkey_login": False, "passkey_uv_two_factor": False}
+    too_short = convert_config(load_yaml("webauthn:\n  timeout: '5s'\n"))
+    assert "webauthn.timeout" in {n.key for n in too_short.report.attention}
+    assert "timeout" not in too_short.config["webauthn"]

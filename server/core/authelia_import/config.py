@@ -23,7 +23,12 @@ from server.core.authelia_import.walk import leaves
 from server.core.config.model import ARGON2_MAX_ITERATIONS
 from server.core.config.model import ARGON2_MAX_MEMORY_KIB
 from server.core.config.model import ARGON2_MAX_PARALLELISM
+from server.core.config.model import PORTAL_TITLE_MAX
+from server.core.config.sections import WEBAUTHN_MAX_TIMEOUT
 from server.core.durations import format_duration
+
+#: Shortest ``[webauthn] timeout`` authctl takes (seconds).
+WEBAUTHN_MIN_TIMEOUT = 10
 
 #: Environment variables naming a file that holds a secret with an authctl ``*_file`` key.
 ENV_FILE_KEYS = {
@@ -31,6 +36,18 @@ ENV_FILE_KEYS = {
     "AUTHELIA_STORAGE_POSTGRES_PASSWORD_FILE": ("storage.postgres", "password_file"),
     "AUTHELIA_NOTIFIER_SMTP_PASSWORD_FILE": ("notifier.smtp", "password_file"),
 }
+
+#: Authelia's ``webauthn:`` keys with no authctl counterpart: (key, why, needs attention).
+_WEBAUTHN_UNMAPPED = (
+    ("filtering", "authctl accepts every authenticator (no AAGUID or backup-eligibility "
+     "filter): remove unwanted passkeys with `authctl user webauthn remove`", True),
+    ("metadata", "authctl does not check authenticators against the FIDO Metadata Service",
+     True),
+    ("selection_criteria.attachment", "authctl lets the browser offer every kind of "
+     "authenticator (platform and cross-platform)", False),
+    ("selection_criteria.discoverability", "authctl asks for a discoverable credential "
+     "(residentKey preferred), so a key can sign in without a user name", False),
+)  # fmt: skip
 
 #: Whole sections authctl has no counterpart for, and why (reported once per section).
 _DROPPED_SECTIONS = {
@@ -251,13 +268,77 @@ class _Converter:
                 self.report.drop(f"totp.{name}", reason)
 
     def webauthn(self) -> None:
-        if self.src.has("webauthn"):
-            disabled = self.src.raw("webauthn.disable") is True
+        """``webauthn:`` to ``[webauthn]``. Authelia offers passkey sign-in, and counts a
+        verified passkey as two factors, only when asked to; authctl does both by default, so
+        both are always written as Authelia had them (its rp id is the portal host, authctl's
+        default, so imported credentials keep working)."""
+        src = self.src
+        disable = src.boolean("webauthn.disable", src.raw("webauthn.disable"))
+        if disable is not None:
+            self.put("webauthn.disable", "webauthn", "enable", not disable)
+        name = src.string("webauthn.display_name", src.raw("webauthn.display_name"))
+        if name is not None:
+            if len(name) > PORTAL_TITLE_MAX or not name.isprintable():
+                self.report.attend(
+                    "webauthn.display_name",
+                    f"authctl takes at most {PORTAL_TITLE_MAX} printable characters",
+                )
+            else:
+                self.put("webauthn.display_name", "webauthn", "display_name", name)
+        self._webauthn_option(
+            "attestation_conveyance_preference", "attestation", ("none", "indirect", "direct")
+        )
+        uv_choices = ("discouraged", "preferred", "required")
+        self._webauthn_option("user_verification", "user_verification", uv_choices)
+        self._webauthn_option(
+            "selection_criteria.user_verification", "user_verification", uv_choices
+        )
+        self._webauthn_timeout()
+        self._webauthn_flag(
+            ("enable_passkey_login", "experimental_enable_passkey_login"), "passkey_login"
+        )
+        self._webauthn_flag(
+            ("experimental_enable_passkey_uv_two_factors",), "passkey_uv_two_factor"
+        )
+        for key, reason, attend in _WEBAUTHN_UNMAPPED:
+            if src.has(f"webauthn.{key}"):
+                note = self.report.attend if attend else self.report.drop
+                note(f"webauthn.{key}", reason)
+
+    def _webauthn_option(self, key: str, name: str, choices: tuple[str, ...]) -> None:
+        where = f"webauthn.{key}"
+        value = self.src.string(where, self.src.raw(where))
+        if value is None:
+            return
+        if value.lower() in choices:
+            self.put(where, "webauthn", name, value.lower())
+        else:
+            self.report.attend(where, f"{value!r} is not one of {', '.join(choices)}")
+
+    def _webauthn_timeout(self) -> None:
+        seconds = self.src.duration("webauthn.timeout", self.src.raw("webauthn.timeout"))
+        if seconds is None:
+            return
+        if not WEBAUTHN_MIN_TIMEOUT <= seconds <= WEBAUTHN_MAX_TIMEOUT:
             self.report.attend(
-                "webauthn",
-                "authctl has no [webauthn] section yet: passkeys and security keys are not "
-                "offered" + (" (they were disabled in Authelia too)" if disabled else ""),
+                "webauthn.timeout",
+                f"{seconds} seconds is outside what authctl accepts "
+                f"({WEBAUTHN_MIN_TIMEOUT}-{WEBAUTHN_MAX_TIMEOUT})",
             )
+            return
+        self.put("webauthn.timeout", "webauthn", "timeout", format_duration(seconds))
+
+    def _webauthn_flag(self, keys: tuple[str, ...], name: str) -> None:
+        """``name`` from the first of Authelia's ``keys`` that is set, else Authelia's default
+        (off), which is not authctl's."""
+        value = False
+        for key in reversed(keys):
+            where = f"webauthn.{key}"
+            found = self.src.boolean(where, self.src.raw(where))
+            if found is not None:
+                value = found
+                self.report.map(where, f"webauthn.{name}")
+        self.table("webauthn")[name] = value
 
     def regulation(self) -> None:
         src = self.src
@@ -904,7 +985,7 @@ class _Converter:
         if self.src.has("duo_api"):
             self.report.attend(
                 "duo_api",
-                "authctl has no Duo push: Duo users need TOTP (or passkeys, once supported)",
+                "authctl has no Duo push: Duo users need TOTP or a passkey",
             )
 
     def definitions(self) -> None:
@@ -982,7 +1063,7 @@ class _Converter:
         self.misc()
         self.leftovers()
         order = (
-            "server", "users", "storage", "session", "totp", "regulation", "notifier",
+            "server", "users", "storage", "session", "totp", "webauthn", "regulation", "notifier",
             "password_policy", "log", "access_control",
         )  # fmt: skip
         config = {k: self.out[k] for k in order if k in self.out}
