@@ -19,6 +19,7 @@ from authctl.cli import DataError
 from authctl.cli import State
 from authctl.cli import pass_state
 from authctl.cli import username_callback
+from authctl.errors import bad_parameter
 
 if t.TYPE_CHECKING:
     from server.core.config import Config
@@ -112,20 +113,14 @@ def create(
     from server.core.userfile import UsersFile
 
     config = state.config()
-    try:
+    with bad_parameter("--expires", ValueError):
         expires_in = None if expires is None else parse_duration(expires)
         if expires_in == 0:
             raise TokenError("must be a positive duration, such as 30d")
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--expires") from None
-    try:
+    with bad_parameter("--domain", TokenError):
         hosts = clean_domains(domains, (cookie.domain for cookie in config.session.cookies))
-    except TokenError as exc:
-        raise click.BadParameter(str(exc), param_hint="--domain") from None
-    try:
+    with bad_parameter("--name", TokenError):
         name = clean_name(name)
-    except TokenError as exc:
-        raise click.BadParameter(str(exc), param_hint="--name") from None
     users = UsersFile(config.users.file)
     if users.read().get(username) is None:
         raise DataError(
