@@ -17,6 +17,8 @@ Many hosts (SPEC §7.7): verify with the Redis session store, two hosts sharing 
 the same pinning), against V; the delay until a logout on one host is refused by the other
 (median and max); and a Sentinel failover (primary killed) until the same cookie works again.
 Tokens (SPEC §7.7): verify with a bearer token (VT) on V's server, against V.
+Passkeys (SPEC §7.7): passkey sign-ins (options + assertion, ``bench/passkey_flow.py``), 10
+users at once.
 Metrics (SPEC §7.7): verify as V on a server with ``[telemetry.metrics]`` on, its wrk runs
 interleaved with V's, and the ratio of the two (the scrape afterwards must count them).
 
@@ -1351,6 +1353,15 @@ def run(settings: Settings, work: Path) -> Report:
     )
     worst_flow = max(flow[f"{n}_p99_ms"] for n in ("authorization", "token", "userinfo"))
     report.check("OIDC code flow, worst request p99 (ms)", worst_flow, "< 50", worst_flow < 50)
+    keys = run_script([str(BENCH / "passkey_flow.py"), "--seconds", str(settings.seconds * 2)])
+    report.add(
+        f"  {'passkey sign-in, 10 users (p50/p99 ms: options, assertion)':<52}"
+        f" {keys['options_p50_ms']:.1f}/{keys['options_p99_ms']:.1f},"
+        f" {keys['assertion_p50_ms']:.1f}/{keys['assertion_p99_ms']:.1f}"
+        f"  ({keys['signins']} sign-ins, {keys['errors']} errors)"
+    )
+    worst_key = max(keys["options_p99_ms"], keys["assertion_p99_ms"])
+    report.check("passkey sign-in, worst request p99 (ms)", worst_key, "< 50", worst_key < 50)
     return report
 
 

@@ -189,6 +189,8 @@ def test_quick_run_prints_every_row() -> None:
         "verify Redis 2 hosts / V (SQLite, 1 host)",
         "revocation across hosts, max (s)",
         "OIDC code flow, worst request p99 (ms)",
+        "passkey sign-in, 10 users (p50/p99 ms: options, assertion)",
+        "passkey sign-in, worst request p99 (ms)",
     ):
         assert row in done.stdout, row
     assert "non-2xx/3xx" not in done.stdout
