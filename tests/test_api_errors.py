@@ -129,7 +129,9 @@ def test_each_core_failure_has_one_answer_on_every_route(
     def raises(call: t.Any) -> t.Any:
         raise failure
 
-    h.app.routes = RouteTable(replace(r, handler=raises, guards=()) for r in ROUTES)
+    h.app.live = replace(
+        h.app.live, routes=RouteTable(replace(r, handler=raises, guards=()) for r in ROUTES)
+    )
     seen = set()
     for route in ROUTES:
         resp = h.api(route.path, {}, method=route.method)
@@ -170,7 +172,7 @@ def test_an_unexpected_exception_is_a_logged_500(
     def buggy(call: t.Any) -> t.Any:
         raise KeyError("secret-detail")
 
-    h.app.routes = RouteTable([Route("GET", "/api/state", buggy)])
+    h.app.live = replace(h.app.live, routes=RouteTable([Route("GET", "/api/state", buggy)]))
     with caplog.at_level(logging.ERROR):
         resp = h.api("/api/state", method="GET")
     assert resp.status_int == 500
