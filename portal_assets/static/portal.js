@@ -1431,6 +1431,393 @@
       });
     });
 
+    /* ---- where you are signed in (SPEC §7.6) ---- */
+
+    const sessErr = $("sessions-error");
+    const sessStatus = $("sessions-status");
+    const sessList = $("sessions-list");
+    const sessionPath = "/api/user/sessions/";
+    let sessions = [];
+
+    /** Append "label <time>" to `el`: the API's RFC 3339 value in the machine-readable
+     * attribute, the browser's locale in the text; false when the value is unusable. */
+    function appendTime(el, label, value) {
+      const text = formatDate(value);
+      if (!text) return false;
+      el.appendChild(document.createTextNode(label));
+      const time = element("time", "", text);
+      time.dateTime = String(value);
+      el.appendChild(time);
+      return true;
+    }
+
+    /** Parts joined by " · ", each a plain string or a [label, RFC 3339 value] time; a time
+     * the browser cannot read is left out. */
+    function metaLine(className, parts) {
+      const line = element("p", "credential-meta small muted " + className);
+      parts.forEach(function (part) {
+        const piece = document.createDocumentFragment();
+        if (typeof part === "string") piece.appendChild(document.createTextNode(part));
+        else appendTime(piece, part[0], part[1]);
+        if (!piece.childNodes.length) return;
+        if (line.childNodes.length) line.appendChild(document.createTextNode(" · "));
+        line.appendChild(piece);
+      });
+      return line;
+    }
+
+    const BROWSERS = [
+      [/\bEdg(?:e|A|iOS)?\//, "Edge"],
+      [/\b(?:OPR|Opera)\//, "Opera"],
+      [/\bSamsungBrowser\//, "Samsung Internet"],
+      [/\b(?:Firefox|FxiOS)\//, "Firefox"],
+      [/(?:Chrome|Chromium|CriOS)\//, "Chrome"],
+      [/\bVersion\/[\d.]+ .*\bSafari\//, "Safari"],
+      [/^curl\//, "curl"],
+      [/^Wget\//, "Wget"],
+      [/^python-(?:requests|httpx|urllib)/i, "a Python script"],
+    ];
+    const SYSTEMS = [
+      [/\b(?:iPhone|iPod)\b/, "iPhone"],
+      [/\biPad\b/, "iPad"],
+      [/\bAndroid\b/, "Android"],
+      [/\bCrOS\b/, "ChromeOS"],
+      [/\bWindows\b/, "Windows"],
+      [/\bMac OS X\b|\bMacintosh\b/, "macOS"],
+      [/\bLinux\b/, "Linux"],
+    ];
+
+    /** "Firefox on Windows" from a User-Agent, for people; the text itself is shown too, as
+     * text (it is whatever the client sent). */
+    function agentSummary(agent) {
+      const text = typeof agent === "string" ? agent : "";
+      const browser = BROWSERS.find(function (b) {
+        return b[0].test(text);
+      });
+      const system = SYSTEMS.find(function (s) {
+        return s[0].test(text);
+      });
+      if (browser && system) return browser[1] + " on " + system[1];
+      if (browser) return browser[1];
+      if (system) return "A browser on " + system[1];
+      return "Unknown browser";
+    }
+
+    /** One session: browser, when it signed in and was last seen, its address, "This
+     * device", and "Sign out". */
+    function sessionItem(sess) {
+      const handle = String(sess.handle || "");
+      const summary = agentSummary(sess.user_agent);
+      const current = sess.current === true;
+      const item = element("li", "credential session");
+      item.setAttribute("data-session-handle", handle);
+      if (current) item.setAttribute("data-current", "true");
+      const main = element("div", "credential-main");
+      const name = element("p", "credential-name", summary);
+      if (current) {
+        name.appendChild(document.createTextNode(" "));
+        name.appendChild(element("span", "badge badge-on", "This device"));
+      }
+      main.appendChild(name);
+      main.appendChild(
+        metaLine("session-times", [
+          ["Signed in ", sess.created_at],
+          ["Last seen ", sess.last_seen_at],
+        ]),
+      );
+      const ip = typeof sess.ip === "string" && sess.ip ? sess.ip : "";
+      const level = Number(sess.authentication_level) >= 2 ? "two factors" : "one factor";
+      main.appendChild(
+        metaLine("session-ip", [ip ? "IP address " + ip : "IP address unknown", "Signed in with " + level]),
+      );
+      if (typeof sess.user_agent === "string" && sess.user_agent) {
+        main.appendChild(element("p", "credential-meta small muted session-agent", sess.user_agent));
+      }
+      item.appendChild(main);
+
+      const actions = element("div", "actions credential-actions");
+      const seen = formatDate(sess.last_seen_at);
+      const label = current
+        ? "Sign out this device"
+        : "Sign out " + summary + (seen ? ", last seen " + seen : "") + (ip ? ", " + ip : "");
+      const out = button("Sign out", "btn-secondary btn-small", label);
+      out.setAttribute("data-action", "revoke");
+      actions.appendChild(out);
+      item.appendChild(actions);
+
+      out.addEventListener("click", function () {
+        say(sessStatus, "");
+        guarded(out, sessErr, async function () {
+          try {
+            await api("DELETE", sessionPath + encodeURIComponent(handle), {}, "Signing out a session");
+          } catch (e) {
+            if (e.status !== 404) throw e;
+            await loadSessions();
+            say(sessStatus, "That session had already ended.");
+            focusSessions();
+            return undefined;
+          }
+          if (current) {
+            // the server ended this session and expired its cookie, as a sign-out does
+            window.location.assign("/");
+            return NAVIGATING;
+          }
+          await loadSessions();
+          say(sessStatus, "Signed out " + summary + (ip ? " (" + ip + ")" : "") + ".");
+          focusSessions();
+          return undefined;
+        });
+      });
+      return item;
+    }
+
+    /** After the list changed: the focus goes to "Sign out everywhere else", or the first row. */
+    function focusSessions() {
+      const first = sessList.querySelector("[data-action='revoke']");
+      if (!$("sessions-actions").hidden) $("sessions-revoke-others").focus();
+      else if (first) first.focus();
+    }
+
+    function renderSessions() {
+      $("sessions-loading").hidden = true;
+      sessList.textContent = "";
+      // this device first, then the API's order (latest activity first)
+      const ordered = sessions
+        .filter(function (s) {
+          return s && s.current === true;
+        })
+        .concat(
+          sessions.filter(function (s) {
+            return s && s.current !== true;
+          }),
+        );
+      ordered.forEach(function (sess) {
+        sessList.appendChild(sessionItem(sess));
+      });
+      $("sessions-actions").hidden = ordered.length < 2;
+    }
+
+    async function loadSessions() {
+      const data = await api("GET", "/api/user/sessions", undefined, "The list of your sessions");
+      sessions = Array.isArray(data) ? data : [];
+      renderSessions();
+    }
+
+    $("sessions-revoke-others").addEventListener("click", function () {
+      say(sessStatus, "");
+      guarded($("sessions-revoke-others"), sessErr, async function () {
+        const data = await api("DELETE", "/api/user/sessions", {}, "Signing out other sessions");
+        const count = Number(data.revoked) || 0;
+        await loadSessions();
+        say(
+          sessStatus,
+          count === 1
+            ? "Signed out 1 other session. Only this device is signed in now."
+            : "Signed out " + count + " other sessions. Only this device is signed in now.",
+        );
+        focusSessions();
+      });
+    });
+
+    /* ---- personal access tokens (SPEC §7.6) ---- */
+
+    const tokErr = $("tokens-error");
+    const tokStatus = $("tokens-status");
+    const tokList = $("tokens-list");
+    const tokForm = $("token-form");
+    const tokName = $("token-name");
+    const tokDomains = $("token-domains");
+    const tokenPath = "/api/user/tokens/";
+    let tokens = [];
+    let tokenValue = "";
+
+    /** Forget the shown token: it is in this page's memory and DOM only until then. */
+    function hideToken() {
+      tokenValue = "";
+      $("token-value").textContent = "";
+      $("token-created").hidden = true;
+    }
+
+    function tokenItem(tok) {
+      const id = String(tok.id || "");
+      const name = String(tok.name || "Unnamed token");
+      const item = element("li", "credential token");
+      item.setAttribute("data-token-id", id);
+      const main = element("div", "credential-main");
+      const title = element("p", "credential-name", name);
+      if (tok.expired === true) {
+        title.appendChild(document.createTextNode(" "));
+        title.appendChild(element("span", "badge badge-off", "Expired"));
+      }
+      main.appendChild(title);
+      const used = tok.last_used_at ? ["Last used ", tok.last_used_at] : "Never used";
+      main.appendChild(metaLine("token-times", [["Created ", tok.created_at], used]));
+      let expiry = "Never expires";
+      if (tok.expires_at && formatDate(tok.expires_at)) {
+        expiry = [tok.expired === true ? "Expired " : "Expires ", tok.expires_at];
+      }
+      const domains = Array.isArray(tok.domains) ? tok.domains.map(String) : [];
+      const where = domains.length ? "Only for " + domains.join(", ") : "For every site";
+      const factor = tok.two_factor === true ? "Counts as two factors" : "";
+      main.appendChild(metaLine("token-scope", factor ? [expiry, where, factor] : [expiry, where]));
+      item.appendChild(main);
+
+      const actions = element("div", "actions credential-actions");
+      const revoke = button("Revoke", "btn-secondary btn-small", "Revoke " + name);
+      revoke.setAttribute("data-action", "revoke");
+      actions.appendChild(revoke);
+      item.appendChild(actions);
+
+      const confirm = element("div", "panel token-revoke");
+      confirm.hidden = true;
+      const question = element("p");
+      question.appendChild(element("strong", "", "Revoke “" + name + "”?"));
+      question.appendChild(
+        document.createTextNode(" Scripts and machines that use it will be refused at once."),
+      );
+      confirm.appendChild(question);
+      const confirmActions = element("div", "actions");
+      const yes = button("Revoke", "btn-danger", "Revoke " + name + " now");
+      const no = button("Keep it", "btn-secondary");
+      confirmActions.appendChild(yes);
+      confirmActions.appendChild(no);
+      confirm.appendChild(confirmActions);
+      item.appendChild(confirm);
+
+      revoke.addEventListener("click", function () {
+        say(tokStatus, "");
+        confirm.hidden = false;
+        no.focus();
+      });
+      no.addEventListener("click", function () {
+        confirm.hidden = true;
+        revoke.focus();
+      });
+      yes.addEventListener("click", function () {
+        guarded(yes, tokErr, async function () {
+          let message = "“" + name + "” was revoked.";
+          try {
+            await api("DELETE", tokenPath + encodeURIComponent(id), {}, "Revoking a token");
+          } catch (e) {
+            if (e.status !== 404) throw e;
+            message = "“" + name + "” was already revoked.";
+          }
+          await loadTokens();
+          say(tokStatus, message);
+          $("token-create").focus();
+        });
+      });
+      return item;
+    }
+
+    function renderTokens() {
+      // the identity check may sit below an item: keep it in the page when the list goes
+      if (tokList.contains(elev)) tokList.after(elev);
+      tokList.textContent = "";
+      tokens.forEach(function (tok) {
+        tokList.appendChild(tokenItem(tok));
+      });
+      $("tokens-empty").hidden = tokens.length > 0;
+    }
+
+    async function loadTokens() {
+      const data = await api("GET", "/api/user/tokens", undefined, "Personal access tokens");
+      tokens = Array.isArray(data) ? data : [];
+      renderTokens();
+    }
+
+    function closeTokenForm() {
+      tokForm.hidden = true;
+      tokName.value = "";
+      tokDomains.value = "";
+      $("token-expires").value = "30d";
+      markInvalid(tokName, false);
+      markInvalid(tokDomains, false);
+      $("tokens-actions").hidden = false;
+    }
+
+    $("token-create").addEventListener("click", function () {
+      say(tokStatus, "");
+      say(tokErr, "");
+      hideToken();
+      $("tokens-actions").hidden = true;
+      tokForm.hidden = false;
+      tokName.focus();
+    });
+    $("token-cancel").addEventListener("click", function () {
+      closeTokenForm();
+      $("token-create").focus();
+    });
+    clearInvalidOnInput([tokName, tokDomains]);
+    tokForm.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      say(tokStatus, "");
+      const name = tokName.value.trim();
+      if (!name) return fieldError(tokErr, tokName, "Enter a name for the token.");
+      const body = { name: name };
+      const expires = $("token-expires").value;
+      if (expires) body.expires = expires;
+      const domains = tokDomains.value.split(/[\s,]+/).filter(Boolean);
+      if (domains.length) body.domains = domains;
+      guarded($("token-submit"), tokErr, async function () {
+        let data;
+        try {
+          data = await api("POST", "/api/user/tokens", body, "Personal access tokens");
+        } catch (e) {
+          if (e.status === 400 || e.status === 409) {
+            const field = /domain|host/i.test(e.message) ? tokDomains : tokName;
+            markInvalid(field, true);
+            field.focus();
+          }
+          throw e;
+        }
+        const token = typeof data.token === "string" ? data.token : "";
+        if (!token) throw new ApiError("The server sent an unexpected answer. Try again.", 0);
+        closeTokenForm();
+        tokenValue = token;
+        $("token-value").textContent = token;
+        $("token-created-title").textContent = "Your new token “" + name + "”";
+        $("token-copy").textContent = "Copy token";
+        $("token-created").hidden = false;
+        try {
+          await loadTokens();
+        } catch (e) {
+          /* the token exists; the list catches up at the next load */
+        }
+        say(tokStatus, "Token “" + name + "” created. Copy it now: you will not see it again.");
+        $("token-copy").focus();
+      });
+      return undefined;
+    });
+
+    $("token-copy").addEventListener("click", function () {
+      const copy = $("token-copy");
+      function selectIt(text) {
+        const selection = window.getSelection ? window.getSelection() : null;
+        if (selection) selection.selectAllChildren($("token-value"));
+        copy.textContent = text;
+      }
+      if (!tokenValue) return;
+      if (navigator.clipboard && navigator.clipboard.writeText) {
+        navigator.clipboard.writeText(tokenValue).then(
+          function () {
+            copy.textContent = "Copied";
+            say(tokStatus, "The token is copied to your clipboard.");
+          },
+          function () {
+            selectIt("Press Ctrl+C to copy");
+          },
+        );
+      } else {
+        selectIt("Press Ctrl+C to copy");
+      }
+    });
+    $("token-done").addEventListener("click", function () {
+      hideToken();
+      say(tokStatus, "");
+      $("token-create").focus();
+    });
+
     /* ---- change password ---- */
 
     const pwErr = $("password-error");
@@ -1509,6 +1896,17 @@
     renderTotp();
     showView("view-settings");
     $("settings-title").focus();
+    // the lists load beside the rest; each section shows its own failure
+    const lists = [
+      loadSessions().catch(function (e) {
+        $("sessions-loading").hidden = true;
+        say(sessErr, e.message);
+      }),
+      loadTokens().catch(function (e) {
+        if (e.notAvailable) $("token-create").disabled = true;
+        say(tokErr, e.message);
+      }),
+    ];
     try {
       const info = await api("GET", "/api/user/info", undefined, "Account information");
       if (info.display_name) setIdentity(String(info.display_name), "avatar", "display-name");
@@ -1544,6 +1942,7 @@
         say(keyErr, e.message);
       }
     }
+    await Promise.all(lists);
   }
 
   /* ------------------------------------------------ page: reset password */
