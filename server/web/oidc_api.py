@@ -95,6 +95,7 @@ class OidcApi:
         oidc = config.identity_providers.oidc
         if not oidc.enable:
             return None
+        storage.purge_oidc(now())  # expired codes, tokens and consents (at start and reload)
         return cls(config, Provider(oidc, storage, users, now=now), gate, sessions)
 
     def routes(self) -> list[Route]:
