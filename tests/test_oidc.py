@@ -598,3 +598,34 @@ def test_provider_off_serves_nothing(tmp_path: Path, clock: Clock) -> None:
     h = build(tmp_path, clock)
     assert h.request("/.well-known/openid-configuration").status_int == 404
     assert h.api("/api/oidc/token", method="POST").status_int == 404
+
+
+def test_state_is_shared_by_hosts_on_one_storage(rp: RelyingParty, h: Harness) -> None:
+    """A second app on the same storage (another host) redeems the code, refreshes and
+    serves userinfo: codes and tokens live in storage, not in one process."""
+    from server.core.session_store import MemoryStore
+    from server.web.app import make_app
+
+    other = make_app(h.config, now=h.clock, store=MemoryStore(), users=h.users, hasher=h.hasher)
+    h2 = Harness(other, h.config, h.users, MemoryStore(), h.clock, h.hasher)
+    rp2 = RelyingParty(h2)
+    code, _ = rp.code(h.login("alice"), scope="openid offline_access")
+    body = tokens(rp2.exchange(code))
+    assert rp.verify(str(body["id_token"]))["sub"] == rp2.verify(str(body["id_token"]))["sub"]
+    assert rp.exchange(code).status_int == 400  # replayed on the first host
+    assert rp2.refresh(str(body["refresh_token"])).status_int == 400  # the replay revoked it
+
+
+def test_reload_applies_new_clients(tmp_path: Path, clock: Clock) -> None:
+    """A client added to the file works after a reload; a removed one is refused."""
+    from server.core.config import load_config
+    from tests.oidc_helpers import oidc_config
+
+    h = build_oidc(tmp_path, clock)
+    path = tmp_path / "authctl.toml"
+    text = oidc_config().replace('client_id = "app"', 'client_id = "app2"')
+    path.write_text(text, encoding="utf-8")
+    h.app.reload(load_config(path))
+    cookie = h.login("alice")
+    assert RelyingParty(h).authorize(cookie).location.endswith("error=invalid_client")
+    assert RelyingParty(h, client_id="app2").authorize(cookie).location.startswith(APP_CB)
