@@ -254,6 +254,17 @@ REQUIRED: dict[str, dict[str, dict[str, str]]] = {
         "webauthn-list": {},
         "method-webauthn": {"type": "radio", "name": "method", "value": "webauthn"},
         "method-totp": {"type": "radio", "name": "method", "value": "totp"},
+        "sessions-list": {},
+        "sessions-revoke-others": {"type": "button"},
+        "token-create": {"type": "button"},
+        "token-name": {"autocomplete": "off", "type": "text", "maxlength": "100"},
+        "token-expires": {},
+        "token-domains": {"autocomplete": "off", "type": "text"},
+        "token-submit": {"type": "submit"},
+        "token-cancel": {"type": "button"},
+        "token-value": {"aria-labelledby": "token-value-label"},
+        "token-copy": {"type": "button"},
+        "token-done": {"type": "button"},
     },
     "reset-password.html": {
         "username": {"autocomplete": "username"},
@@ -350,6 +361,8 @@ def test_script_calls_only_the_portal_api_with_json() -> None:
         "/api/secondfactor/webauthn/credentials",
         "/api/secondfactor/webauthn/credential/register",
         "/api/user/info/2fa_method",
+        "/api/user/sessions",
+        "/api/user/tokens",
     }
     assert all(p.startswith("/api/") for p in paths)
 
@@ -581,3 +594,152 @@ console.log(toBase64url(new Uint8Array([251, 255, 191]).buffer));
 """
     )
     assert out.strip() == "-_-_"
+
+
+# ---------------------------------------------------------- sessions and tokens (SPEC §7.6)
+
+SESSION_TOKEN_REGIONS = [
+    ("sessions-error", "alert"),
+    ("sessions-status", "status"),
+    ("tokens-error", "alert"),
+    ("tokens-status", "status"),
+]
+
+
+@pytest.mark.parametrize(("element_id", "role"), SESSION_TOKEN_REGIONS)
+def test_sessions_and_tokens_results_are_announced(element_id: str, role: str) -> None:
+    """Each of the two sections announces failures in an alert region and results (signed
+    out, created, revoked, copied) in a polite status region of its own."""
+    element = parse("settings.html").by_id(element_id)
+    assert element.attrs.get("role") == role
+    assert element.attrs.get("aria-live") == ("assertive" if role == "alert" else "polite")
+    assert element.ancestors[-1] == "section"
+
+
+def test_sessions_and_tokens_sections_are_labelled_lists() -> None:
+    """Both sections are headed regions with a labelled list (built by portal.js); the token
+    form is labelled field by field (name and sites with hints), and posts."""
+    page = parse("settings.html")
+    for section, title, listing in (
+        ("sessions-section", "sessions-title", "sessions-list"),
+        ("tokens-section", "tokens-title", "tokens-list"),
+    ):
+        assert page.by_id(section).tag == "section"
+        assert page.by_id(section).attrs.get("aria-labelledby") == title
+        assert page.by_id(title).tag == "h2"
+        assert page.by_id(listing).tag == "ul"
+        assert page.by_id(listing).attrs.get("aria-label")
+    assert page.by_id("sessions-title").text == "Where you are signed in"
+    assert page.by_id("tokens-title").text == "Personal access tokens"
+    labels = labelled_ids(page)
+    assert {"token-name", "token-expires", "token-domains"} <= labels
+    assert page.by_id("token-name").attrs.get("aria-describedby") == "token-name-hint"
+    assert page.by_id("token-domains").attrs.get("aria-describedby") == "token-domains-hint"
+    assert page.by_id("token-expires").tag == "select"
+    assert page.by_id("token-form").attrs.get("method") == "post"
+    # the token is shown as text in a labelled code element, never in a form field
+    assert page.by_id("token-value").tag == "code"
+    assert page.by_id("token-value-label").text == "Token"
+
+
+def test_sessions_and_tokens_parts_start_hidden() -> None:
+    """What needs the server's answer starts hidden: the new token's panel (empty), the form,
+    and "Sign out everywhere else" (shown only when there is another session)."""
+    page = parse("settings.html")
+    for element_id in ("token-created", "token-form", "sessions-actions", "tokens-empty"):
+        assert "hidden" in page.by_id(element_id).attrs, element_id
+    assert page.by_id("token-value").text == ""
+    assert page.by_id("token-created").attrs.get("aria-labelledby") == "token-created-title"
+    assert page.by_id("token-created-title").attrs.get("tabindex") == "-1"
+
+
+def test_the_new_token_says_it_is_shown_once() -> None:
+    """The panel that shows a new token says plainly that it will not be shown again, and the
+    script says it too when it announces the token."""
+    page = parse("settings.html")
+    once = page.by_id("token-once")
+    strong = [e for e in page.elements if e.tag == "strong" and "p" in e.ancestors]
+    assert "alert" in once.attrs.get("class", "")
+    assert any("you will not see it again" in e.text for e in strong)
+    assert "Copy it now: you will not see it again." in js_source()
+
+
+def test_token_order_follows_the_form() -> None:
+    """Keyboard order is the page order: the form's fields come name, expiry, sites, then its
+    buttons (Create first), with no positive tabindex anywhere."""
+    page = parse("settings.html")
+    ids = page.ids()
+    order = ["token-name", "token-expires", "token-domains", "token-submit", "token-cancel"]
+    assert [ids.index(i) for i in order] == sorted(ids.index(i) for i in order)
+    for element in page.elements:
+        assert int(element.attrs.get("tabindex", "0") or "0") <= 0, element.attrs
+
+
+def test_script_shows_sessions_and_tokens_as_text() -> None:
+    """Session and token fields (a User-Agent is whatever a client sent, a token name whatever
+    its owner typed) go through textContent/createTextNode; handles and ids go into paths
+    encoded; times are <time datetime> with the browser's locale text."""
+    source = js_source()
+    assert 'const sessionPath = "/api/user/sessions/";' in source
+    assert 'const tokenPath = "/api/user/tokens/";' in source
+    assert "sessionPath + encodeURIComponent(handle)" in source
+    assert "tokenPath + encodeURIComponent(id)" in source
+    assert 'element("p", "credential-meta small muted session-agent", sess.user_agent)' in source
+    assert 'element("time", "", text)' in source
+    assert "time.dateTime = String(value)" in source
+    assert "toLocaleString(undefined" in source
+    # the token lives in the page's memory only until dismissed, and never in storage
+    for banned in ("localStorage", "sessionStorage", "document.cookie"):
+        assert banned not in source, banned
+
+
+def _agent_summary_script(body: str) -> str:
+    """Run ``body`` in node with portal.js's User-Agent summary (and its tables) defined."""
+    source = js_source()
+    parts = [
+        re.search(r"    const BROWSERS = \[.*?\n    \];\n", source, re.S),
+        re.search(r"    const SYSTEMS = \[.*?\n    \];\n", source, re.S),
+        re.search(r"    function agentSummary\(.*?\n    }\n", source, re.S),
+    ]
+    assert all(parts)
+    node = shutil.which("node")
+    assert node is not None
+    script = "".join(p.group(0) for p in parts if p) + body
+    result = subprocess.run(
+        [node, "-e", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+AGENTS = {
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "HeadlessChrome/126.0.0.0 Safari/537.36": "Chrome on Linux",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Mobile Safari/537.36": "Chrome on Android",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0": (
+        "Firefox on Windows"
+    ),
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Safari/605.1.15": "Safari on macOS",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like "
+    "Gecko) Version/17.5 Mobile/15E148 Safari/604.1": "Safari on iPhone",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0.0.0 Safari/537.36 Edg/126.0.0.0": "Edge on Windows",
+    "curl/8.5.0": "curl",
+    "": "Unknown browser",
+    "<img src=x onerror=alert(1)>": "Unknown browser",
+}
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_user_agent_summaries() -> None:
+    """The session list names browsers for people ("Chrome on Android"); anything it does not
+    know, markup included, is "Unknown browser" (the raw text is shown beside it, as text)."""
+    import json
+
+    out = _agent_summary_script(
+        f"const agents = {json.dumps(list(AGENTS))};\n"
+        "console.log(JSON.stringify(agents.map(agentSummary).concat([agentSummary(null)])));\n"
+    )
+    assert json.loads(out) == [*AGENTS.values(), "Unknown browser"]

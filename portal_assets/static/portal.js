@@ -1704,7 +1704,8 @@
           }
           await loadTokens();
           say(tokStatus, message);
-          $("token-create").focus();
+          // "Create a token" waits while a new token is shown (until "I have copied it")
+          ($("tokens-actions").hidden ? $("token-copy") : $("token-create")).focus();
         });
       });
       return item;
@@ -1774,6 +1775,7 @@
         const token = typeof data.token === "string" ? data.token : "";
         if (!token) throw new ApiError("The server sent an unexpected answer. Try again.", 0);
         closeTokenForm();
+        $("tokens-actions").hidden = true;
         tokenValue = token;
         $("token-value").textContent = token;
         $("token-created-title").textContent = "Your new token “" + name + "”";
@@ -1814,6 +1816,7 @@
     });
     $("token-done").addEventListener("click", function () {
       hideToken();
+      $("tokens-actions").hidden = false;
       say(tokStatus, "");
       $("token-create").focus();
     });
