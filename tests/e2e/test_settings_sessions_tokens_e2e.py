@@ -378,7 +378,7 @@ def test_create_a_token_after_the_identity_check(devices: Devices) -> None:
     assert page.evaluate("document.activeElement.form.id") == "token-form"
     page.fill("#token-name", NAME)
     page.select_option("#token-expires", "30d")
-    page.fill("#token-domains", "app.example.test")
+    page.fill("#token-domains", "elsewhere.invalid")  # outside the cookie domain: refused
     d.shot("token-form")
     page.click("#token-submit")
     page.wait_for_selector("#elevation", state="visible")
@@ -388,6 +388,14 @@ def test_create_a_token_after_the_identity_check(devices: Devices) -> None:
     )
     d.shot("token-identity-check")
     confirm_identity(d)
+    # then the request is retried: the server's refusal is announced, the field marked
+    expect(page.locator("#tokens-error")).to_contain_text("'elsewhere.invalid' is outside")
+    assert page.get_attribute("#token-domains", "aria-invalid") == "true"
+    assert page.evaluate("document.activeElement.id") == "token-domains"
+    d.shot("token-refused-domain")
+    page.fill("#token-domains", "app.example.test")
+    assert page.get_attribute("#token-domains", "aria-invalid") is None
+    page.keyboard.press("Enter")  # submits the form; the session is elevated now
 
     page.wait_for_selector("#token-created", state="visible")
     token = page.text_content("#token-value") or ""
