@@ -1580,6 +1580,7 @@
 
     function renderSessions() {
       $("sessions-loading").hidden = true;
+      if (sessList.contains(elev)) sessList.after(elev);
       sessList.textContent = "";
       // this device first, then the API's order (latest activity first)
       const ordered = sessions
