@@ -371,7 +371,9 @@ def enable(state: State, name: str) -> None:
 @name_argument
 @pass_state
 def remove(state: State, name: str) -> None:
-    """Remove NAME from the users file (the server ends the user's sessions)."""
+    """Remove NAME from the users file (the server ends the user's sessions), with their TOTP
+    secret, passkeys, preferences and tokens (a user added again later inherits none)."""
+    from authctl.cmd_token import remove_tokens
     from authctl.cmd_totp import remove_totp
 
     users = _users_file(state)
@@ -386,6 +388,10 @@ def remove(state: State, name: str) -> None:
         trail.emit("webauthn_removed", user=name)
         _say(f"Removed {name}'s {gone} passkey{'s' if gone != 1 else ''}")
     _forget_preferences(state, name)
+    revoked = remove_tokens(state.config(), name)
+    if revoked:
+        trail.emit("token_revoked", user=name)
+        _say(f"Revoked {name}'s {revoked} token{'s' if revoked != 1 else ''}")
     _say(f"Removed {name} from {users.path}")
 
 

@@ -621,3 +621,26 @@ def test_remove_forgets_the_preferred_second_factor(runner: CliRunner, config_fi
         assert storage.second_factor_method("bob") == "totp"
     finally:
         storage.close()
+
+
+def test_remove_revokes_the_users_tokens(runner: CliRunner, config_file: Path) -> None:
+    """user remove revokes the user's personal access tokens (SPEC §7.6): bob added again
+    later under the same name must not find his old ones working; alice keeps hers."""
+    add(runner, config_file, "alice")
+    add(runner, config_file, "bob")
+    key = config_file.parent / "secrets" / "storage.key"
+    key.parent.mkdir(mode=0o700, exist_ok=True)
+    key.write_text("a3" * 32 + "\n")
+    key.chmod(0o600)
+    made = {}
+    for name in ("alice", "bob"):
+        result = run(runner, config_file, "token", "create", name, "--name", "ci", "--json")
+        assert result.exit_code == 0, result.output
+        made[name] = json.loads(result.stdout)
+    result = run(runner, config_file, "user", "remove", "bob")
+    assert result.exit_code == 0, result.output
+    assert "Revoked bob's 1 token" in result.output
+    listed = run(runner, config_file, "token", "list", "--json")
+    assert listed.exit_code == 0, listed.output
+    live = {row["user"]: row for row in json.loads(listed.stdout) if not row.get("revoked_at")}
+    assert set(live) == {"alice"}
