@@ -371,8 +371,11 @@ def enable(state: State, name: str) -> None:
 @name_argument
 @pass_state
 def remove(state: State, name: str) -> None:
-    """Remove NAME from the users file (the server ends the user's sessions), with their TOTP
-    secret, passkeys, preferences and tokens (a user added again later inherits none)."""
+    """Remove NAME, with their TOTP secret, passkeys and tokens.
+
+    The server ends the user's sessions; the preferences go too, so a user added again later
+    under the same name inherits nothing.
+    """
     from authctl.cmd_token import remove_tokens
     from authctl.cmd_totp import remove_totp
 
