@@ -16,6 +16,7 @@ violation. The tests build on each other (one stack, the same profiles), in orde
 from __future__ import annotations
 
 import http.client
+import json
 import time
 import typing as t
 from collections.abc import Iterator
@@ -26,7 +27,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from tests.e2e.conftest import PROXIES
 from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stacks
 from tests.e2e.conftest import build_stack
 from tests.e2e.conftest import run_cli
 from tests.e2e.test_browser import TIMEOUT_MS
@@ -494,3 +497,24 @@ def test_a_revoked_token_gets_401_bearer_through_nginx(devices: Devices) -> None
     assert (refused.header("WWW-Authenticate") or "").startswith("Bearer"), dict(refused.headers)
     assert refused.header("Location") is None
     assert refused.header("WWW-Authenticate") == direct.getheader("WWW-Authenticate")
+
+
+@pytest.mark.parametrize("proxy", PROXIES)
+def test_a_bearer_refusal_reaches_the_script_through_every_proxy(
+    proxy: str, stacks: Stacks
+) -> None:
+    """Through each proxy (its ``proxy-snippet`` config): a valid token reaches the app with
+    its user's ``Remote-User``; an unknown ``authctl_`` token gets authctl's 401 with its
+    ``WWW-Authenticate: Bearer`` challenge, not a redirect and not a bare 401."""
+    stack = stacks.get(proxy)
+    made = run_cli(["token", "create", "alice", "--name", f"probe-{proxy}", "--json"], stack.folder)
+    token = json.loads(made.stdout)["token"]
+    reply = bearer(stack, token)
+    assert reply.status == 200, (proxy, reply.status)
+    assert dict(reply.echoed()).get("remote-user") == "alice"
+    refused = bearer(stack, "authctl_" + "A" * 43)
+    assert refused.status == 401, (proxy, refused.status, refused.headers.items())
+    assert refused.headers.get_all("WWW-Authenticate") == [
+        'Bearer realm="authctl", error="invalid_token"'
+    ], (proxy, refused.headers.items())
+    assert refused.header("Location") is None
