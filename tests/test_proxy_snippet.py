@@ -334,16 +334,37 @@ def server(text: str, server_name: str) -> str:
 
 
 def test_nginx_site_location(runner: CliRunner, site: Path) -> None:
-    """The protected location redirects 401 via Location and always sets the Remote-* headers."""
+    """The protected location hands authctl's 401 to @authctl_401 and always sets the
+    Remote-* headers."""
     protected = server(dropin(runner, site, "nginx"), "app.example.com public.example.com")
     app = block(protected, "location / {")
     assert "auth_request /internal/authctl/authz;" in app
     assert "auth_request_set $authctl_redirect $upstream_http_location;" in app
-    assert "error_page 401 =302 $authctl_redirect;" in app
+    assert "error_page 401 = @authctl_401;" in app
     for name in IDENTITY:
         var = "$authctl_" + name.lower().replace("-", "_")
         assert f"auth_request_set {var} $upstream_http_{name.lower().replace('-', '_')};" in app
         assert f"proxy_set_header {name} {var};" in app
+
+
+def test_nginx_401_redirects_only_to_a_location(runner: CliRunner, site: Path) -> None:
+    """authctl's 401 with Location (sign in first) becomes the 302 to the portal; one without
+    (a refused token or Basic login) stays 401, nginx keeping authctl's WWW-Authenticate
+    (auth_request copies it): never a 302 with an empty Location (`error_page 401 =302`)."""
+    text = dropin(runner, site, "nginx")
+    assert "=302" not in text
+    protected = server(text, "app.example.com public.example.com")
+    refused = block(protected, "location @authctl_401 {")
+    assert refused.splitlines()[1:] == [
+        "        if ($authctl_redirect) { return 302 $authctl_redirect; }",
+        "        return 401;",
+        "    }",
+    ]
+    # the header is nginx's own copy, so it is never added a second time
+    assert "add_header" not in text
+    assert "$upstream_http_www_authenticate" not in text
+    # the portal's own 401s (its API) are authctl's, untouched
+    assert "error_page" not in server(text, "auth.example.com")
 
 
 def test_nginx_keepalive_in_every_proxied_location(runner: CliRunner, site: Path) -> None:
@@ -351,7 +372,9 @@ def test_nginx_keepalive_in_every_proxied_location(runner: CliRunner, site: Path
     (proxy_set_header is not inherited into a location that sets its own)."""
     text = dropin(runner, site, "nginx")
     assert text.count("keepalive 16;") == 2
-    locations = re.findall(r"location [^{]*\{[^}]*\}", text)
+    locations = [
+        found for found in re.findall(r"location [^{]*\{[^}]*\}", text) if "proxy_pass " in found
+    ]
     assert len(locations) == 3
     for location in locations:
         assert 'proxy_set_header Connection "";' in location
@@ -454,6 +477,15 @@ def test_haproxy_frontend_rules(runner: CliRunner, site: Path) -> None:
         in text
     )
     assert "deny deny_status 403 if authctl_protected !authctl_portal authctl_deny" in text
+    # 401 without Location: authctl's challenge goes back with the 401, after the redirects
+    challenge = (
+        'http-request return status 401 content-type "text/plain; charset=utf-8" '
+        'string "401 Unauthorized" hdr WWW-Authenticate "%[var(txn.authctl_challenge)]" '
+        "if authctl_protected !authctl_portal authctl_sign_in authctl_challenge\n"
+    )
+    bare = "http-request deny deny_status 401 if authctl_protected !authctl_portal authctl_sign_in"
+    assert "acl authctl_challenge var(txn.authctl_challenge) -m found" in text
+    assert text.index("code 303 if") < text.index(challenge) < text.index(bare)
     assert "deny deny_status 500 if authctl_protected !authctl_portal !authctl_allow" in text
     assert "acl authctl_portal hdr(host),field(1,:) -i auth.example.com" in text
     assert "use_backend authctl_portal if authctl_portal" in text
@@ -492,6 +524,9 @@ def test_haproxy_lua_script(runner: CliRunner, site: Path, tmp_path: Path) -> No
     assert 'local host = valid_host(hdrs["host"])' in lua
     assert 'first(hdrs["host"])' not in lua
     assert 'txn:set_var("txn.authctl_status", 421)' in lua
+    # a refusal's challenge (WWW-Authenticate) is kept for the frontend's 401
+    assert 'first(res.headers["www-authenticate"])' in lua
+    assert 'txn:set_var("txn.authctl_challenge", challenge)' in lua
     assert f"lua-load {out}/authctl-forward-auth.lua" in (out / "haproxy.cfg").read_text()
 
 

@@ -11,6 +11,7 @@
 --   txn.authctl_status    authctl's status: 200 allow, 401 sign in first, 403 forbidden;
 --                         0 when authctl could not be asked (the config then refuses)
 --   txn.authctl_location  where to sign in (the portal with rd=), on 401
+--   txn.authctl_challenge authctl's WWW-Authenticate (a refused token or Basic login)
 -- Client-sent Remote-* headers are removed in any case; on 2xx authctl's replace them.
 --
 -- The judged URL is built from validated parts only: the one Host header when it is exactly
@@ -108,5 +109,10 @@ core.register_action("authctl_auth", { "http-req" }, function(txn, auth_url)
   else
     local location = first(res.headers["location"])
     if location ~= nil then txn:set_var("txn.authctl_location", location) end
+    -- a refused token or Basic login: the script gets authctl's challenge with the 401
+    local challenge = first(res.headers["www-authenticate"])
+    if challenge ~= nil and challenge ~= "" then
+      txn:set_var("txn.authctl_challenge", challenge)
+    end
   end
 end, 1)

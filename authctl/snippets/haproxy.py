@@ -2,10 +2,12 @@
 
 HAProxy has no forward-auth of its own, and the usual Lua plugins (haproxy-auth-request,
 haproxy-lua-http) are in no package registry; HAProxy ≥ 2.5 has an HTTP client in its Lua API,
-so authctl ships its own script (``haproxy-forward-auth.lua``, about 60 lines). The frontend
-then turns authctl's answer into HAProxy rules: 2xx passes, 401 redirects to the portal
-(302, or 303 for methods other than GET/HEAD), 403 denies, and anything else, including
-authctl being unreachable, is refused with 500. Nothing is ever let through by default.
+so authctl ships its own script (``haproxy-forward-auth.lua``, about 80 lines of code). The
+frontend then turns authctl's answer into HAProxy rules: 2xx passes, 401 + ``Location``
+redirects to the portal (302, or 303 for methods other than GET/HEAD), 401 without it (a
+refused token or Basic login) is returned as 401 with authctl's ``WWW-Authenticate``, 403
+denies, and anything else, including authctl being unreachable, is refused with 500. Nothing
+is ever let through by default.
 
 HAProxy routes by the Host header's text before ``:``, so the frontend first refuses a Host
 that is not exactly one ``host[:port]`` (the Lua once glued ``Host: app:8443/static/x?`` into
@@ -85,6 +87,7 @@ def _frontend(plan: Plan, crt: str) -> list[str]:
         "    acl authctl_sign_in  var(txn.authctl_status) -m int 401",
         "    acl authctl_deny     var(txn.authctl_status) -m int 403",
         "    acl authctl_location var(txn.authctl_location) -m found",
+        "    acl authctl_challenge var(txn.authctl_challenge) -m found",
         "    # the Lua refuses a Host it cannot judge (400) or one that is not the request's (421)",
         "    acl authctl_bad_host var(txn.authctl_status) -m int 400",
         "    acl authctl_misdirected var(txn.authctl_status) -m int 421",
@@ -95,6 +98,11 @@ def _frontend(plan: Plan, crt: str) -> list[str]:
         f"if {guarded} authctl_sign_in authctl_location METH_GET",
         "    http-request redirect location %[var(txn.authctl_location)] code 303 "
         f"if {guarded} authctl_sign_in authctl_location !METH_GET",
+        "    # 401 without Location (a refused token or Basic login): the script gets the 401",
+        "    # with authctl's WWW-Authenticate challenge, not a redirect and not a bare 401",
+        '    http-request return status 401 content-type "text/plain; charset=utf-8" '
+        'string "401 Unauthorized" hdr WWW-Authenticate "%[var(txn.authctl_challenge)]" '
+        f"if {guarded} authctl_sign_in authctl_challenge",
         f"    http-request deny deny_status 401 if {guarded} authctl_sign_in",
         f"    http-request deny deny_status 403 if {guarded} authctl_deny",
         "    # anything else (authctl down: status 0, or an unexpected answer) is refused",

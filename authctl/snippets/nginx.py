@@ -3,10 +3,13 @@
 nginx's sub-request is always a GET with the client's headers, so the original method and URL
 travel as ``X-Original-Method``/``X-Original-URL``; the client's ``Content-Length`` is cleared
 and the body not passed, or authctl would wait for a body that never comes. authctl answers
-"sign in first" with 401 + ``Location``, which ``error_page 401 =302`` turns into the redirect
-(any other non-2xx code would be a 500 in nginx). ``proxy_set_header`` is not inherited into a
-location that sets any of its own, so every location spells out all of its headers, including
-``Connection ""`` for the upstream keepalive pools (proxies.md §4, pitfall 3).
+"sign in first" with 401 + ``Location``, which ``error_page 401`` and a named location turn
+into the redirect (any other non-2xx code would be a 500 in nginx); a 401 without
+``Location`` (a refused token or Basic login) stays a 401 with authctl's ``WWW-Authenticate``,
+which ``auth_request`` copies to the reply (a plain ``error_page 401 =302`` made it a 302 with
+an empty ``Location``). ``proxy_set_header`` is not inherited into a location that sets any of
+its own, so every location spells out all of its headers, including ``Connection ""`` for the
+upstream keepalive pools (proxies.md §4, pitfall 3).
 
 The judged URL is built from ``$http_host``, which nginx does not check against the host it
 routes by (an absolute-form ``GET https://app/admin`` with ``Host: public`` is routed to app)
@@ -32,6 +35,8 @@ from server.core.endpoints import AUTH_REQUEST
 AUTH_LOCATION = "/internal/authctl/authz"
 AUTHCTL_UPSTREAM = "authctl"
 APP_UPSTREAM = "authctl_app"
+#: The named location authctl's 401 is handled in (redirect to the portal, or 401 as is).
+REFUSED_LOCATION = "@authctl_401"
 TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
@@ -96,6 +101,20 @@ def _guards() -> list[str]:
         "# reads only the first Upgrade line; every h2c upgrade also carries HTTP2-Settings.",
         f'if ($http_upgrade ~* "{H2C_UPGRADE_RE}") {{ return 400; }}',
         "if ($http_http2_settings) { return 400; }",
+    ]
+
+
+def _refused() -> list[str]:
+    """Where authctl's 401 goes: the portal redirect, or the 401 itself for a script."""
+    return [
+        '# authctl\'s 401: "sign in first" carries Location (the portal with rd=<this URL>)',
+        "# and becomes a 302 there; a refused token or Basic login carries none and stays",
+        "# 401 with authctl's one WWW-Authenticate (auth_request copies it to the reply): a",
+        "# script wants a status and a challenge, not a redirect to an empty Location.",
+        f"location {REFUSED_LOCATION} {{",
+        "    if ($authctl_redirect) { return 302 $authctl_redirect; }",
+        "    return 401;",
+        "}",
     ]
 
 
@@ -179,9 +198,9 @@ def dropin(plan: Plan) -> str:
         f"        auth_request {AUTH_LOCATION};",
         "        # the identity authctl answered with (empty values for anonymous bypass)",
         *(f"        auth_request_set {_var(name)} {_answer(name)};" for name in IDENTITY_HEADERS),
-        '        # "sign in first" is 401 + Location: the portal with rd=<this URL>',
+        "        # 401 goes to @authctl_401: a redirect when authctl named the portal",
         "        auth_request_set $authctl_redirect $upstream_http_location;",
-        "        error_page 401 =302 $authctl_redirect;",
+        f"        error_page 401 = {REFUSED_LOCATION};",
         "",
         f"        proxy_pass http://{APP_UPSTREAM};",
         *("        " + line for line in _proxy_headers("$proxy_add_x_forwarded_for")),
@@ -189,7 +208,10 @@ def dropin(plan: Plan) -> str:
         "        # bypass) drops the header.",
         *(f"        proxy_set_header {name} {_var(name)};" for name in IDENTITY_HEADERS),
         "    }",
-        "    # Every other location of these sites needs the same auth_request lines.",
+        "    # Every other location of these sites needs the same auth_request and error_page",
+        "    # lines.",
+        "",
+        *("    " + line for line in _refused()),
         "}",
     ]
     return "\n".join(lines) + "\n"

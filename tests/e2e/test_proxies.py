@@ -9,12 +9,14 @@ Sites: ``app`` one_factor, ``public`` bypass, ``secure`` two_factor, ``deny`` de
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.apphelpers import PASSWORDS
 from tests.e2e.conftest import AUTHCTL
 from tests.e2e.conftest import PROXIES
 from tests.e2e.conftest import Reply
@@ -62,6 +64,26 @@ def test_anonymous_request_goes_to_the_portal(stack: Stack) -> None:
     resp = stack.request("app", "/secret/page?x=1&y=2")
     assert resp.status == 302, (resp.status, resp.body[:300])
     assert resp.header("Location") == stack.portal_redirect(target)
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    """A script's request headers: Basic credentials, JSON wanted, no cookie."""
+    pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {pair}", "Accept": "application/json"}
+
+
+def test_basic_login_through_the_proxy(stack: Stack) -> None:
+    """Basic credentials (SPEC §3.1): good ones reach the app as their user; a wrong password
+    gets authctl's 401 with its one ``WWW-Authenticate: Basic`` challenge, never a redirect
+    (nginx once answered 302 with an empty Location, HAProxy a bare 401)."""
+    good = stack.request("app", "/api/report", headers=basic("alice", PASSWORDS["alice"]))
+    assert good.status == 200, (good.status, good.body[:300])
+    assert ("remote-user", "alice") in identity_lines(good)
+    bad = stack.request("app", "/api/report", headers=basic("alice", "not-her-password"))
+    assert bad.status == 401, (bad.status, bad.headers.items())
+    assert bad.headers.get_all("WWW-Authenticate") == ['Basic realm="authctl"'], bad.headers.items()
+    assert bad.header("Location") is None
+    assert b'"headers"' not in bad.body  # the app was never reached
 
 
 def test_original_method_reaches_authctl(stack: Stack) -> None:
