@@ -530,3 +530,19 @@ def test_metrics_address_in_use_is_a_clear_startup_error(tmp_path: Path, workers
     assert "serving on" not in done.stderr
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", main))  # released
+
+
+def test_a_time_seen_after_its_count_is_flushed_without_a_new_answer(
+    recorder: metrics.Metrics,
+) -> None:
+    """A flush can read an answer's count before its time (another thread is between the two
+    additions); the time must reach the histogram at the next flush even if no answer came
+    since (it was lost, and the sum fell short, under load)."""
+    recorder.answered("200 OK", "GET", 0.5, authz=True)
+    tally = recorder._local.tally
+    tally.sums["200 OK"] -= 0.5  # as if the time were not added yet
+    recorder.flush()
+    tally.sums["200 OK"] += 0.5  # now it is, and nothing else happened
+    found = samples(recorder.scrape().decode())
+    assert value(found, "authctl_request_duration_seconds_count", code="200") == 1
+    assert value(found, "authctl_request_duration_seconds_sum", code="200") == pytest.approx(0.5)

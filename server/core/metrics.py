@@ -355,9 +355,10 @@ class Metrics(Recorder):
             before = done_durations.get(status) or [0] * len(counts)
             added = [now - then for now, then in zip(counts, before, strict=True)]
             # an answer being tallied may have its count and not yet its time (or the
-            # reverse, read in this order): what is missing comes with the next flush
+            # reverse, read in this order): what is missing comes with the next flush, even
+            # a flush that finds no new count (else the last answers' time would be lost)
             seconds = sums.get(status, 0.0) - done_sums.get(status, 0.0)
-            if any(added):
+            if any(added) or seconds:
                 _observe_many(self.request_seconds.labels(_code(status)), added, seconds)
                 done_durations[status] = counts
                 done_sums[status] = done_sums.get(status, 0.0) + seconds
