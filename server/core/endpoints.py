@@ -53,6 +53,22 @@ USER_SESSION = "/api/user/sessions/{handle}"
 USER_TOKENS = "/api/user/tokens"
 USER_TOKEN = "/api/user/tokens/{id}"  # noqa: S105 - a path
 
+#: The OpenID Connect provider (SPEC §7.3, Authelia's paths); served only when it is enabled.
+OIDC_DISCOVERY = "/.well-known/openid-configuration"
+OIDC_OAUTH_METADATA = "/.well-known/oauth-authorization-server"
+OIDC_JWKS = "/jwks.json"
+OIDC_AUTHORIZATION = "/api/oidc/authorization"
+OIDC_TOKEN = "/api/oidc/token"  # noqa: S105 - a path
+OIDC_USERINFO = "/api/oidc/userinfo"
+OIDC_INTROSPECTION = "/api/oidc/introspection"
+OIDC_REVOCATION = "/api/oidc/revocation"
+OIDC_CONSENT_API = "/api/oidc/consent"
+OIDC_CONSENT_PAGE = "/consent"
+OIDC_API = (
+    OIDC_AUTHORIZATION, OIDC_TOKEN, OIDC_USERINFO, OIDC_INTROSPECTION, OIDC_REVOCATION,
+    OIDC_CONSENT_API,
+)  # fmt: skip
+
 #: Every API path but the authorization endpoints.
 PORTAL_API = (
     HEALTH, STATE, CONFIGURATION, PASSWORD_POLICY, USER_INFO, FIRST_FACTOR, LOGOUT,

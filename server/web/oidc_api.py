@@ -22,6 +22,7 @@ from webob import Request
 from webob import Response
 
 from server.core import audit
+from server.core import endpoints
 from server.core.oidc.provider import SCOPE_WORDS
 from server.core.oidc.provider import AuthRequest
 from server.core.oidc.provider import OAuthError
@@ -50,16 +51,16 @@ if t.TYPE_CHECKING:
 
 log = logging.getLogger("authctl.oidc")
 
-DISCOVERY = "/.well-known/openid-configuration"
-OAUTH_METADATA = "/.well-known/oauth-authorization-server"
-JWKS = "/jwks.json"
-AUTHORIZATION = "/api/oidc/authorization"
-TOKEN = "/api/oidc/token"  # noqa: S105 - a path
-USERINFO = "/api/oidc/userinfo"
-INTROSPECTION = "/api/oidc/introspection"
-REVOCATION = "/api/oidc/revocation"
-CONSENT_API = "/api/oidc/consent"
-CONSENT_PAGE = "/consent"
+DISCOVERY = endpoints.OIDC_DISCOVERY
+OAUTH_METADATA = endpoints.OIDC_OAUTH_METADATA
+JWKS = endpoints.OIDC_JWKS
+AUTHORIZATION = endpoints.OIDC_AUTHORIZATION
+TOKEN = endpoints.OIDC_TOKEN
+USERINFO = endpoints.OIDC_USERINFO
+INTROSPECTION = endpoints.OIDC_INTROSPECTION
+REVOCATION = endpoints.OIDC_REVOCATION
+CONSENT_API = endpoints.OIDC_CONSENT_API
+CONSENT_PAGE = endpoints.OIDC_CONSENT_PAGE
 #: The largest form body the token-side endpoints read.
 MAX_FORM = 16 * 1024
 
