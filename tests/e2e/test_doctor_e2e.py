@@ -131,7 +131,11 @@ def test_nginx_without_auth_request_passes_the_forged_user(
     private(stack)
     conf = stack.folder / "nginx" / "nginx.conf"
     text = conf.read_text()
-    lines = r"^\s*(auth_request|auth_request_set|error_page 401|proxy_set_header Remote-).*\n"
+    # every auth line, and the 401 handler's use of the variable auth_request_set declared
+    lines = (
+        r"^\s*(auth_request|auth_request_set|error_page 401|proxy_set_header Remote-"
+        r"|if \(\$authctl_redirect\)).*\n"
+    )
     broken = re.sub(lines, "", text, flags=re.MULTILINE)
     assert "auth_request /" not in broken
     conf.write_text(broken)

@@ -139,8 +139,9 @@ def judge_anonymous(
             name,
             "answered 401 without a Location to the portal: browsers show an error instead "
             "of the sign-in page",
-            "let the proxy turn authctl's 401 into a redirect (nginx: auth_request_set "
-            "$authctl_redirect $upstream_http_location; error_page 401 =302 $authctl_redirect)",
+            "let the proxy turn authctl's 401 + Location into a redirect (nginx: auth_request_set "
+            "$authctl_redirect $upstream_http_location; error_page 401 = @authctl_401; and the "
+            "location @authctl_401 that `authctl proxy-snippet nginx` writes)",
         )
     if status in (400, 403):
         return fail(
