@@ -176,6 +176,7 @@ def _write(folder: Path, conversion: Conversion, config_text: str, users_text: s
     """Create every file (mode 0600; secrets/ 0700), or none: refuse if one exists."""
     from authctl.cmd_init import _create
     from authctl.cmd_init import _undo
+    from authctl.cmd_init import refuse_existing
     from authctl.errors import DataError
     from authctl.errors import reworded
     from server.core.certs import CertificateError
@@ -185,11 +186,7 @@ def _write(folder: Path, conversion: Conversion, config_text: str, users_text: s
     plan = _plan(folder, conversion, config_text, users_text)
     targets = [p for p, _ in plan] + list(default_certificate_paths(folder))
     targets.append(folder / "authctl.db")
-    existing = [p for p in targets if p.exists() or p.is_symlink()]
-    if existing:
-        names = ", ".join(str(p) for p in existing)
-        verb = "exists" if len(existing) == 1 else "exist"
-        raise DataError(f"{names} already {verb}; import never overwrites (nothing was written)")
+    refuse_existing(targets, "import")
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{folder} exists and is not a folder")
     written: list[Path] = []

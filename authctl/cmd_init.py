@@ -121,12 +121,7 @@ def init(ctx: click.Context, directory: str, port: int, existing: str | None) ->
     from server.core.certs import write_default_certificate
 
     cert_paths = list(default_certificate_paths(folder))
-    in_the_way = [path for path, _, _ in plan if path.exists() or path.is_symlink()]
-    in_the_way += [path for path in cert_paths if path.exists() or path.is_symlink()]
-    if in_the_way:
-        names = ", ".join(str(p) for p in in_the_way)
-        verb = "exists" if len(in_the_way) == 1 else "exist"
-        raise DataError(f"{names} already {verb}; init never overwrites (nothing was written)")
+    refuse_existing([path for path, _, _ in plan] + cert_paths, "init")
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{folder} exists and is not a folder")
     written: list[Path] = []
@@ -150,6 +145,22 @@ def init(ctx: click.Context, directory: str, port: int, existing: str | None) ->
         _undo(written)
         raise DataError(f"cannot write {exc.filename or folder}: {exc.strerror}") from None
     _report(folder, directory, [*(p for p, _, _ in plan), cert_paths[0]], port)
+
+
+def refuse_existing(paths: list[Path], command: str) -> None:
+    """Stop before writing anything when one of ``paths`` exists (a dangling link counts):
+    init, init --join and import never overwrite.
+
+    Raises:
+        DataError: naming every path in the way (exit 3).
+    """
+    from authctl.errors import DataError
+
+    in_the_way = [path for path in paths if path.exists() or path.is_symlink()]
+    if in_the_way:
+        names = ", ".join(str(p) for p in in_the_way)
+        verb = "exists" if len(in_the_way) == 1 else "exist"
+        raise DataError(f"{names} already {verb}; {command} never overwrites (nothing was written)")
 
 
 def _undo(paths: list[Path]) -> None:
@@ -251,12 +262,7 @@ def _join(existing: Path, directory: str, port: int | None) -> None:
     plan: list[tuple[Path, str | bytes, int]] = [(target, config_text, 0o600)]
     plan += [(path, data, 0o600) for path, data in secret_bytes]
     cert_paths = list(default_certificate_paths(folder))
-    existing_paths = [p for p, _, _ in plan if p.exists() or p.is_symlink()]
-    existing_paths += [p for p in cert_paths if p.exists() or p.is_symlink()]
-    if existing_paths:
-        names = ", ".join(str(p) for p in existing_paths)
-        verb = "exists" if len(existing_paths) == 1 else "exist"
-        raise DataError(f"{names} already {verb}; init never overwrites (nothing was written)")
+    refuse_existing([p for p, _, _ in plan] + cert_paths, "init")
     written: list[Path] = []
     try:
         folder.mkdir(parents=True, exist_ok=True)
