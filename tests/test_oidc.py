@@ -5,6 +5,7 @@ malformed request has its negative test."""
 from __future__ import annotations
 
 import json
+import typing as t
 from pathlib import Path
 
 import pytest
@@ -629,3 +630,154 @@ def test_reload_applies_new_clients(tmp_path: Path, clock: Clock) -> None:
     cookie = h.login("alice")
     assert RelyingParty(h).authorize(cookie).location.endswith("error=invalid_client")
     assert RelyingParty(h, client_id="app2").authorize(cookie).location.startswith(APP_CB)
+
+
+# ---------------------------------------------------------------------- client-secret guessing
+
+
+class CountingHasher:
+    """Builds a real :class:`PasswordHasher` subclass that counts every argon2 verification
+    (real and dummy) it performs."""
+
+    @staticmethod
+    def make() -> t.Any:
+        from server.core.passwords import PasswordHasher
+        from tests.apphelpers import CHEAP
+
+        class Counting(PasswordHasher):
+            def __init__(self) -> None:
+                super().__init__(CHEAP)
+                self.verifies = 0
+
+            def verify(self, phc: str, password: str) -> bool:
+                self.verifies += 1
+                return super().verify(phc, password)
+
+            def dummy_verify(self, password: str) -> bool:
+                self.verifies += 1
+                return super().dummy_verify(password)
+
+        return Counting()
+
+
+def _counting_harness(h: Harness, hasher: t.Any | None = None) -> tuple[Harness, t.Any]:
+    """Another app on ``h``'s storage and config (another host), with a counting hasher."""
+    from server.core.session_store import MemoryStore
+    from server.web.app import make_app
+
+    hasher = hasher or CountingHasher.make()
+    store = MemoryStore()
+    app = make_app(h.config, now=h.clock, store=store, users=h.users, hasher=hasher)
+    hasher.verifies = 0  # count from here: what the token endpoint hashes
+    return Harness(app, h.config, h.users, store, h.clock, hasher), hasher
+
+
+def _token_from(h: Harness, ip: str, auth: str, **form: str) -> t.Any:
+    from urllib.parse import urlencode
+
+    body = {
+        "grant_type": "authorization_code",
+        "code": "authctl_ac_nothing",
+        "redirect_uri": APP_CB,
+    }
+    body.update(form)
+    headers = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "auth.example.com",
+        "X-Forwarded-For": ip,
+        "Content-Type": FORM,
+        "Authorization": auth,
+    }
+    return h.request(
+        "/api/oidc/token", method="POST", headers=headers, body=urlencode(body).encode()
+    )
+
+
+def test_wrong_secrets_are_limited_per_ip_before_any_hashing(h: Harness) -> None:
+    """A burst of wrong secrets from one address: 10 are hashed (401), the rest get 429 with
+    Retry-After and cost no argon2; a right secret from another address still works."""
+    host, hasher = _counting_harness(h)
+    for _ in range(10):
+        resp = _token_from(host, "198.51.100.7", basic("app", "wrong"))
+        assert resp.status_int == 401
+    assert hasher.verifies == 10
+    for _ in range(20):
+        resp = _token_from(host, "198.51.100.7", basic("app", "wrong"))
+        assert resp.status_int == 429
+        assert json.loads(resp.body)["error"] == "invalid_client"
+        assert 1 <= int(resp.headers["Retry-After"]) <= 60
+    # the right secret from the limited address is refused too (nothing is hashed for it)
+    assert _token_from(host, "198.51.100.7", basic()).status_int == 429
+    assert hasher.verifies == 10
+    # unknown clients from that address are limited the same way, without a dummy hash
+    assert _token_from(host, "198.51.100.7", basic("nobody", "x")).status_int == 429
+    assert hasher.verifies == 10
+    # another address with the right secret authenticates (the code is then just invalid)
+    ok = _token_from(host, "203.0.113.9", basic())
+    assert (ok.status_int, json.loads(ok.body)["error"]) == (400, "invalid_grant")
+    assert hasher.verifies == 11
+    # a minute later the address has its allowance back
+    h.clock.advance(61)
+    assert _token_from(host, "198.51.100.7", basic("app", "wrong")).status_int == 401
+
+
+def test_a_known_good_secret_is_not_slowed_by_the_limit(h: Harness) -> None:
+    """A client that authenticated once is answered from the success cache: no hash and no
+    rate-limit hit, even while its address is limited for wrong secrets."""
+    host, hasher = _counting_harness(h)
+    assert _token_from(host, "198.51.100.8", basic()).status_int == 400  # hashed once
+    for _ in range(10):
+        _token_from(host, "198.51.100.8", basic("app", "wrong"))
+    assert _token_from(host, "198.51.100.8", basic("app", "wrong")).status_int == 429
+    before = hasher.verifies
+    for _ in range(5):
+        assert _token_from(host, "198.51.100.8", basic()).status_int == 400  # invalid_grant
+    assert hasher.verifies == before
+
+
+def test_wrong_secrets_are_limited_per_client_across_addresses(h: Harness) -> None:
+    """Many addresses guessing one client's secret: 30 hashes a minute for that client."""
+    host, hasher = _counting_harness(h)
+    for n in range(30):
+        resp = _token_from(host, f"198.51.100.{n + 1}", "", client_id="post", client_secret="w")
+        assert resp.status_int == 401
+    assert hasher.verifies == 30
+    resp = _token_from(host, "198.51.100.200", basic("app", "wrong"))
+    assert resp.status_int == 401  # another client is not affected
+    hashed = hasher.verifies
+    for n in range(5):
+        resp = _token_from(host, f"192.0.2.{n + 1}", "", client_id="post", client_secret="w")
+        assert resp.status_int == 429
+    assert hasher.verifies == hashed
+
+
+def test_client_auth_limits_are_shared_by_hosts_on_one_storage(h: Harness) -> None:
+    """Two apps on one storage (two hosts or workers) count one limit, not one each."""
+    first, one = _counting_harness(h)
+    second, two = _counting_harness(h)
+    for n in range(10):
+        _token_from(first if n % 2 else second, "198.51.100.9", basic("app", "wrong"))
+    assert one.verifies + two.verifies == 10
+    assert _token_from(first, "198.51.100.9", basic("app", "wrong")).status_int == 429
+    assert _token_from(second, "198.51.100.9", basic("app", "wrong")).status_int == 429
+    assert one.verifies + two.verifies == 10
+
+
+def test_client_auth_hashes_through_the_hash_gate(h: Harness) -> None:
+    """When every hashing slot is taken (sign-ins in flight), the token endpoint does not
+    hash: 503 temporarily_unavailable with Retry-After, and sign-ins keep their slots."""
+    host, hasher = _counting_harness(h)
+    gate = host.app.live.portal.identities.gate
+    held = [gate.slot() for _ in range(gate.max_concurrent)]
+    for slot in held:
+        slot.__enter__()
+    try:
+        resp = _token_from(host, "198.51.100.10", basic())
+    finally:
+        for slot in held:
+            slot.__exit__(None, None, None)
+    assert resp.status_int == 503
+    assert json.loads(resp.body)["error"] == "temporarily_unavailable"
+    assert resp.headers["Retry-After"] == "1"
+    assert hasher.verifies == 0
+    assert _token_from(host, "198.51.100.10", basic()).status_int == 400  # invalid_grant

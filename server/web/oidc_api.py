@@ -29,6 +29,7 @@ from server.core.oidc.provider import OAuthError
 from server.core.oidc.provider import PortalError
 from server.core.oidc.provider import Provider
 from server.core.oidc.provider import SignIn
+from server.core.ratelimit import retry_after_header
 from server.web.errors import ApiError
 from server.web.errors import ko
 from server.web.errors import ok
@@ -97,7 +98,13 @@ class OidcApi:
         if not oidc.enable:
             return None
         storage.purge_oidc(now())  # expired codes, tokens and consents (at start and reload)
-        return cls(config, Provider(oidc, storage, users, now=now), gate, sessions)
+        # the server's hasher (configured parameters for the dummy verify) and hash gate, so
+        # client-secret checks share the sign-ins' cap on concurrent hashing
+        identities = gate.identities
+        provider = Provider(
+            oidc, storage, users, now=now, hasher=identities.hasher, gate=identities.gate
+        )
+        return cls(config, provider, gate, sessions)
 
     def routes(self) -> list[Route]:
         return [
@@ -137,6 +144,8 @@ class OidcApi:
     @classmethod
     def _oauth_error(cls, exc: OAuthError) -> Response:
         resp = cls._json({"error": exc.error, "error_description": exc.description}, exc.status)
+        if exc.retry_after is not None:
+            resp.headers["Retry-After"] = retry_after_header(exc.retry_after)
         if exc.status == 401:
             realm = "invalid_token" if exc.error == "invalid_token" else exc.error
             resp.headers["WWW-Authenticate"] = f'Bearer error="{realm}"'
@@ -328,9 +337,10 @@ class OidcApi:
 
     def token(self, call: Call) -> Response:
         try:
-            _origin, issuer = self._issuer_or_400(call.req)
+            origin, issuer = self._issuer_or_400(call.req)
             form = self._form(call.req)
-            result = self.provider.token(form, call.req.headers.get("Authorization"), issuer)
+            auth = call.req.headers.get("Authorization")
+            result = self.provider.token(form, auth, issuer, origin.client_ip)
         except OAuthError as exc:
             return self._oauth_error(exc)
         return self._json(result)
@@ -348,10 +358,10 @@ class OidcApi:
 
     def introspection(self, call: Call) -> Response:
         try:
-            _origin, issuer = self._issuer_or_400(call.req)
+            origin, issuer = self._issuer_or_400(call.req)
             form = self._form(call.req)
             auth = call.req.headers.get("Authorization")
-            result = self.provider.introspect(form, auth, issuer)
+            result = self.provider.introspect(form, auth, issuer, origin.client_ip)
         except OAuthError as exc:
             return self._oauth_error(exc)
         return self._json(result)
@@ -359,7 +369,8 @@ class OidcApi:
     def revocation(self, call: Call) -> Response:
         try:
             form = self._form(call.req)
-            self.provider.revoke(form, call.req.headers.get("Authorization"))
+            auth = call.req.headers.get("Authorization")
+            self.provider.revoke(form, auth, call.origin.client_ip)
         except OAuthError as exc:
             return self._oauth_error(exc)
         return Response(status=200)

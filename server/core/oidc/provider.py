@@ -14,7 +14,23 @@ Security properties, each enforced here and tested in ``tests/test_oidc*.py``:
 - tokens of a removed or disabled user stop working (checked against the users file at
   each use);
 - client secrets are argon2id hashes checked by argon2 (constant time), successes cached
-  by a digest of the secret so a busy client does not pay argon2 on every request.
+  by a digest of the secret so a busy client does not pay argon2 on every request;
+- client-secret guessing is bounded (:data:`CLIENT_AUTH_IP_LIMITS`,
+  :data:`CLIENT_AUTH_CLIENT_LIMITS`): every client authentication that would run argon2 (a
+  secret not in the success cache, or an unknown client's dummy verify) first takes a hit in
+  the storage-backed rate limits (:mod:`server.core.ratelimit`, shared by every worker and
+  host), per client address and per client; a caller over a limit is refused before any
+  hashing, so a flood costs one storage transaction per request, never argon2. The hashing
+  itself runs in the server's :class:`~server.core.hashcap.HashGate`, so the token endpoint
+  cannot take the slots sign-ins need.
+
+Why 429 for a limited client authentication (RFC 6749 has no rate-limit answer): the refusal
+is decided before the secret is looked at, so it tells nothing about the secret; HTTP 429 with
+``Retry-After`` (RFC 6585) tells a legitimate client to back off instead of reporting a wrong
+secret, and its OAuth body keeps the registered code ``invalid_client`` (the client is not
+authenticated) so clients that only read the body still fail closed. It has no
+``WWW-Authenticate``, since retrying with other credentials does not help. A client whose right
+secret is in the success cache is neither counted nor refused (no hashing to bound).
 
 JWTs (ID tokens, the signed pending-request ``flow``) are joserfc's; PKCE's S256 is Authlib's.
 """
@@ -44,9 +60,14 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
 
+from server.core.hashcap import Busy
+from server.core.hashcap import HashGate
+from server.core.hashcap import client_key
 from server.core.oidc.keys import public_jwks
 from server.core.oidc.keys import signing_key
 from server.core.passwords import PasswordHasher
+from server.core.ratelimit import RateLimits
+from server.core.ratelimit import limits
 from server.core.storage import CodeRedemption
 from server.core.storage import OidcCode
 from server.core.storage import OidcGrant
@@ -77,6 +98,13 @@ SCOPE_WORDS = {
 }
 _PKCE_VERIFIER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _CACHE_MAX = 1024
+#: Client authentications that may run argon2 per client address (an IPv6 /64) per minute:
+#: a misconfigured client retrying, never a guessing run or a CPU flood from one address.
+CLIENT_AUTH_IP_LIMITS = limits((10, 60.0))
+#: ... per registered client per minute, from all addresses together (a distributed guess at
+#: one secret). Unknown client ids share one such budget: no real client uses them. Higher than
+#: the per-address limit, so one address alone never locks a client out.
+CLIENT_AUTH_CLIENT_LIMITS = limits((30, 60.0))
 
 
 class PortalError(Exception):
@@ -102,6 +130,7 @@ class OAuthError(Exception):
         *,
         redirect: str | None = None,
         state: str = "",
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(description)
         self.error = error
@@ -109,6 +138,8 @@ class OAuthError(Exception):
         self.status = status
         self.redirect = redirect
         self.state = state
+        #: Seconds before a retry can succeed (``Retry-After``), for 429 and 503.
+        self.retry_after = retry_after
 
     def location(self, issuer: str) -> str:
         """The client redirect carrying this error (only when ``redirect`` is set)."""
@@ -190,12 +221,21 @@ class Provider:
         *,
         now: Callable[[], float] = time.time,
         hasher: PasswordHasher | None = None,
+        gate: HashGate | None = None,
     ) -> None:
         self.config = config
         self.storage = storage
         self.users = users
         self.now = now
         self.hasher = hasher or PasswordHasher()
+        #: The server's cap on concurrent hashing (shared with sign-ins).
+        self.gate = gate if gate is not None else HashGate(64, wait_seconds=0)
+        rate_limits = RateLimits(storage, now=now)
+        self._by_ip = rate_limits.limiter("oidc_client_auth_ip", CLIENT_AUTH_IP_LIMITS)
+        self._by_client = rate_limits.limiter("oidc_client_auth", CLIENT_AUTH_CLIENT_LIMITS)
+        self._by_unknown = rate_limits.limiter(
+            "oidc_client_auth_unknown", CLIENT_AUTH_CLIENT_LIMITS
+        )
         self.key = signing_key(config.issuer_key_pem)
         self.kid = str(self.key.kid)
         self.jwks = public_jwks(self.key)
@@ -438,13 +478,17 @@ class Provider:
     # ------------------------------------------------------------------ client authentication
 
     def authenticate_client(
-        self, form: Mapping[str, str], authorization: str | None
+        self, form: Mapping[str, str], authorization: str | None, ip: str | None = None
     ) -> OidcClientConfig:
-        """The client a token/introspection/revocation request authenticates as.
+        """The client a token/introspection/revocation request from ``ip`` authenticates as.
 
         Raises:
             OAuthError: ``invalid_client`` (401) for an unknown client, a wrong secret, a
-                method other than the registered one, or two methods at once.
+                method other than the registered one, or two methods at once;
+                ``invalid_client`` (429, ``retry_after``) when the address or the client is
+                over its limit of hashed attempts (nothing hashed);
+                ``temporarily_unavailable`` (503) when every hashing slot is taken.
+            server.core.errors.StoreUnavailable: the rate limits could not be counted.
         """
         basic = _basic_credentials(authorization) if authorization else None
         if authorization and basic is None:
@@ -455,7 +499,8 @@ class Provider:
         client_id = basic[0] if basic else form.get("client_id", "")
         client = self.config.client(client_id)
         if client is None:
-            self.hasher.dummy_verify("x")  # same time as a wrong secret
+            self._hit(ip, None)
+            self._hashing(ip, self.hasher.dummy_verify, "x")  # same time as a wrong secret
             raise _invalid_client("Client authentication failed.")
         method = client.token_endpoint_auth_method
         if method == "none":
@@ -466,18 +511,19 @@ class Provider:
             secret = basic[1] if basic else None
         else:
             secret = form.get("client_secret") if basic is None else None
-        if secret is None or not self._secret_matches(client, secret):
+        if secret is None or not self._secret_matches(client, secret, ip):
             raise _invalid_client("Client authentication failed.")
         return client
 
-    def _secret_matches(self, client: OidcClientConfig, secret: str) -> bool:
+    def _secret_matches(self, client: OidcClientConfig, secret: str, ip: str | None) -> bool:
         key = hashlib.sha256(
             f"{client.client_id}\0{client.client_secret}\0{secret}".encode("utf-8", "replace")
         ).digest()
         with self._cache_lock:
             if key in self._secret_ok:
                 return True
-        if not self.hasher.verify(client.client_secret, secret):
+        self._hit(ip, client.client_id)
+        if not self._hashing(ip, self.hasher.verify, client.client_secret, secret):
             return False
         with self._cache_lock:
             if len(self._secret_ok) >= _CACHE_MAX:
@@ -485,18 +531,58 @@ class Provider:
             self._secret_ok[key] = None
         return True
 
+    def _hit(self, ip: str | None, client_id: str | None) -> None:
+        """Count one hashed client authentication from ``ip`` for ``client_id`` (None: an
+        unknown client), or refuse it before any hashing when a limit is reached.
+
+        Raises:
+            OAuthError: ``invalid_client`` with 429 and ``retry_after`` (nothing recorded).
+            server.core.errors.StoreUnavailable: the storage failed (the caller refuses).
+        """
+        address = client_key(ip) or "unknown"  # no address: all such callers share one budget
+        by_client = (self._by_client, client_id) if client_id else (self._by_unknown, "*")
+        wait = self._by_ip.group.hit_all([(self._by_ip, address), by_client])
+        if wait > 0:
+            raise OAuthError(
+                "invalid_client",
+                "Too many failed client authentications; retry later.",
+                429,
+                retry_after=wait,
+            )
+
+    def _hashing(self, ip: str | None, work: Callable[..., bool], *args: str) -> bool:
+        """``work(*args)`` (an argon2 verify) inside the hash gate, with this address's share.
+
+        Raises:
+            OAuthError: ``temporarily_unavailable`` (503) when no hashing slot is free.
+        """
+        try:
+            with self.gate.client(ip), self.gate.slot():
+                return work(*args)
+        except Busy:
+            raise OAuthError(
+                "temporarily_unavailable",
+                "The server is busy; retry in a moment.",
+                503,
+                retry_after=1.0,
+            ) from None
+
     # ------------------------------------------------------------------ token endpoint
 
     def token(
-        self, params: Sequence[tuple[str, str]], authorization: str | None, issuer: str
+        self,
+        params: Sequence[tuple[str, str]],
+        authorization: str | None,
+        issuer: str,
+        ip: str | None = None,
     ) -> dict[str, object]:
-        """``POST /api/oidc/token``: the authorization_code and refresh_token grants.
+        """``POST /api/oidc/token`` from ``ip``: the authorization_code and refresh_token grants.
 
         Raises:
-            OAuthError: RFC 6749 §5.2 errors.
+            OAuthError: RFC 6749 §5.2 errors (and :meth:`authenticate_client`'s 429 and 503).
         """
         form = single(params)
-        client = self.authenticate_client(form, authorization)
+        client = self.authenticate_client(form, authorization, ip)
         grant_type = form.get("grant_type", "")
         if grant_type == "authorization_code":
             return self._code_grant(form, client, issuer)
@@ -650,11 +736,15 @@ class Provider:
         }
 
     def introspect(
-        self, params: Sequence[tuple[str, str]], authorization: str | None, issuer: str
+        self,
+        params: Sequence[tuple[str, str]],
+        authorization: str | None,
+        issuer: str,
+        ip: str | None = None,
     ) -> dict[str, object]:
         """RFC 7662: ``{"active": false}`` for anything not live or not the caller's."""
         form = single(params)
-        client = self.authenticate_client(form, authorization)
+        client = self.authenticate_client(form, authorization, ip)
         stored = self.storage.oidc_token(_digest(form.get("token", "")))
         if (
             stored is None
@@ -680,11 +770,13 @@ class Provider:
             "iss": issuer,
         }
 
-    def revoke(self, params: Sequence[tuple[str, str]], authorization: str | None) -> None:
+    def revoke(
+        self, params: Sequence[tuple[str, str]], authorization: str | None, ip: str | None = None
+    ) -> None:
         """RFC 7009: revoke a token of the calling client (a refresh token takes its family
         with it); an unknown token or another client's is answered the same (200)."""
         form = single(params)
-        client = self.authenticate_client(form, authorization)
+        client = self.authenticate_client(form, authorization, ip)
         if "token" not in form:
             raise OAuthError("invalid_request", "The token parameter is missing.")
         digest = _digest(form["token"])
