@@ -781,3 +781,72 @@ def test_client_auth_hashes_through_the_hash_gate(h: Harness) -> None:
     assert resp.headers["Retry-After"] == "1"
     assert hasher.verifies == 0
     assert _token_from(host, "198.51.100.10", basic()).status_int == 400  # invalid_grant
+
+
+# ---------------------------------------------------------------------- amr after a second factor
+
+
+def _amr(h: Harness, cookie: str, client_id: str = "strict") -> list[str]:
+    """The ``amr`` of the ID token a code flow gives for the session of ``cookie``."""
+    client = RelyingParty(h, client_id=client_id)
+    code, _ = client.code(cookie)
+    claims = client.verify(str(tokens(client.exchange(code))["id_token"]))
+    return list(claims["amr"])
+
+
+def _ss(h: Harness) -> t.Any:
+    from tests.test_selfservice import SS
+
+    assert h.app.selfservice is not None
+    return SS(h, h.app.selfservice, [])
+
+
+def test_amr_after_totp_names_otp(h: Harness) -> None:
+    from tests.test_selfservice import second_factor
+
+    secret, _ = h.app.portal.totp.enrol("alice")
+    two = second_factor(_ss(h), h.login("alice"), secret)
+    assert _amr(h, two) == ["pwd", "otp", "mfa"]
+
+
+def test_amr_after_a_security_key_names_hwk(h: Harness) -> None:
+    from tests.test_selfservice import cookie_of
+    from tests.test_webauthn_api import enrol
+    from tests.test_webauthn_api import two_factor
+
+    ss = _ss(h)
+    auth, _ = enrol(ss)
+    resp = two_factor(ss, h.login("alice"), auth)
+    assert resp.status_int == 200, resp.text
+    assert _amr(h, cookie_of(resp)) == ["pwd", "hwk", "mfa"]
+
+
+def test_amr_of_passkey_sign_ins(h: Harness) -> None:
+    """A passkey with user verification counts as two factors (``hwk user mfa``); without it
+    one (``hwk``), and a TOTP after it adds ``otp mfa``."""
+    from tests.test_selfservice import second_factor
+    from tests.test_webauthn_api import enrol
+    from tests.test_webauthn_api import passkey
+    from tests.test_webauthn_api import session_cookie
+
+    ss = _ss(h)
+    auth, _ = enrol(ss)
+    verified = session_cookie(passkey(ss, auth))
+    assert _amr(h, verified) == ["hwk", "user", "mfa"]
+    present = session_cookie(passkey(ss, auth, uv=False))
+    assert _amr(h, present, "app") == ["hwk"]
+    secret, _ = h.app.portal.totp.enrol("alice")
+    assert _amr(h, second_factor(ss, present, secret)) == ["hwk", "otp", "mfa"]
+
+
+def test_amr_of_sessions_without_a_record() -> None:
+    """Sessions made before the factor was recorded read as before: never more than the level
+    proves; a recorded second factor replaces an older ``mfa`` instead of doubling it."""
+    from server.core import amr
+
+    assert amr.of_session({}, 1) == ("pwd",)
+    assert amr.of_session({}, 2) == ("pwd", "mfa")
+    assert amr.after_second_factor({}, 2, amr.OTP) == {"amr": "pwd otp mfa"}
+    assert amr.after_second_factor({"amr": "hwk user mfa"}, 2, amr.OTP) == {
+        "amr": "hwk user otp mfa"
+    }

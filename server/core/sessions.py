@@ -392,11 +392,13 @@ class SessionManager:
         level: int,
         *,
         user_stamp: str | None = None,
+        data: Mapping[str, str] | None = None,
     ) -> Session:
         """A copy of ``session`` at ``level`` under a NEW id; the old id is dead.
 
         Call it after each successful factor (TOTP, elevation code). ``auth_time`` and
         ``last_activity`` become now; ``created`` (hence the absolute limit) is kept.
+        ``data`` is merged into the session's data (e.g. which factor, ``server.core.amr``).
 
         Raises:
             ValueError: ``level`` is below the session's level, or the session is anonymous.
@@ -419,6 +421,7 @@ class SessionManager:
             auth_time=now,
             last_activity=now,
             user_stamp=session.user_stamp if user_stamp is None else user_stamp,
+            data={**session.data, **data} if data else session.data,
         )
         return self._save(elevated, now)
 

@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 from webob import Request
 from webob import Response
 
+from server.core import amr
 from server.core import audit
 from server.core import endpoints
 from server.core.oidc.provider import SCOPE_WORDS
@@ -45,6 +46,7 @@ from server.web.routes import field
 
 if t.TYPE_CHECKING:
     from server.core.config import Config
+    from server.core.identity import Identity
     from server.core.sessions import Session
     from server.core.sessions import SessionManager
     from server.core.storage import Storage
@@ -180,7 +182,12 @@ class OidcApi:
         if found is None:
             return None
         identity, session = found
-        return SignIn(identity.username, identity.level, session.auth_time), session
+        return self._sign_in_of(identity, session), session
+
+    @staticmethod
+    def _sign_in_of(identity: Identity, session: Session) -> SignIn:
+        methods = amr.of_session(session.data, identity.level)
+        return SignIn(identity.username, identity.level, session.auth_time, methods)
 
     def _portal_error(self, issuer: str, exc: PortalError) -> Response:
         """Show the error on the portal's consent page (never a redirect to the client)."""
@@ -325,7 +332,7 @@ class OidcApi:
                 state=request.state,
             )
             return ok({"redirect": denied.location(issuer)})
-        sign_in = SignIn(identity.username, identity.level, session.auth_time)
+        sign_in = self._sign_in_of(identity, session)
         if self.provider.needs_login(request, sign_in):
             target = f"{issuer}{AUTHORIZATION}?" + urlencode({"flow": self.provider.flow(request)})
             return ok({"redirect": target})

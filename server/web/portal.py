@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from webob import Request
 from webob import Response
 
+from server.core import amr
 from server.core import audit
 from server.core import endpoints
 from server.core.errors import Banned
@@ -274,7 +275,8 @@ class PortalApi:
             audit.emit("second_factor_failed", **fields, result="failure", reason=why)
             raise ApiError(401, CODE_WRONG)
         try:
-            elevated = self.sessions.elevate(session, 2)
+            methods = amr.after_second_factor(session.data, session.level, amr.OTP)
+            elevated = self.sessions.elevate(session, 2, data=methods)
         except SessionGoneError:
             raise ApiError(401, "Your session ended; sign in again.") from None
         log.info("second factor succeeded", extra={"fields": fields})

@@ -19,6 +19,7 @@ from datetime import datetime
 
 from webob import Response
 
+from server.core import amr
 from server.core import audit
 from server.core import endpoints
 from server.core.crypto import read_key_file
@@ -192,7 +193,8 @@ class WebAuthnApi:
             audit.emit("second_factor_failed", **fields, result="failure", reason=why)
             raise ApiError(401, ASSERTION_REFUSED) from None
         try:
-            elevated = self.sessions.elevate(session, 2)
+            methods = amr.after_second_factor(session.data, session.level, amr.HARDWARE_KEY)
+            elevated = self.sessions.elevate(session, 2, data=methods)
         except SessionGoneError:
             raise ApiError(401, "Your session ended; sign in again.") from None
         log.info("second factor succeeded (WebAuthn)", extra={"fields": fields})
@@ -284,6 +286,7 @@ class WebAuthnApi:
             level,
             remember,
             stamp,
+            amr.passkey(level == 2),
             ip=origin.client_ip,
             user_agent=call.req.headers.get("User-Agent"),
         )

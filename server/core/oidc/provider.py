@@ -179,10 +179,15 @@ class SignIn:
     username: str
     level: int
     auth_time: float
+    #: The session's RFC 8176 methods (:func:`server.core.amr.of_session`); empty: unknown.
+    methods: tuple[str, ...] = ()
 
     @property
     def amr(self) -> tuple[str, ...]:
-        """RFC 8176 methods: ``pwd``, plus ``mfa`` after a second factor."""
+        """RFC 8176 methods: what the session recorded (``pwd``, ``hwk``, plus ``otp``/``hwk``
+        and ``mfa`` after a second factor), else ``pwd`` (+ ``mfa`` at level 2)."""
+        if self.methods:
+            return self.methods
         return ("pwd", "mfa") if self.level >= 2 else ("pwd",)
 
 
