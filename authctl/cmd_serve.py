@@ -271,10 +271,14 @@ def _serve_workers(
             sock.close()
         raise
 
-    # The parent validates each reload and logs its problems once, and keeps the last good
-    # config, which a worker forked later starts from; each worker reloads (and counts) its
-    # own app on SIGHUP.
-    parent, unhook = _reloads(config, lambda _config: None, loaded, count=False)
+    # The parent validates each reload, logs its problems and counts it once, and keeps the
+    # last good config, which a worker forked later starts from; each worker reloads its own
+    # app on SIGHUP (quietly, uncounted).
+    if shared is not None:
+        from server.core import metrics
+
+        metrics.install(metrics.ReloadCounter())  # workers install their own recorder
+    parent, unhook = _reloads(config, lambda _config: None, loaded)
 
     def worker(listen_socket: t.Callable[[], socket.socket], ready: t.Callable[[], None]) -> int:
         recorder = None
@@ -304,7 +308,8 @@ def _serve_workers(
             raise StartError(listen_problem(address_of(listen), exc, setting)) from None
         server = make_app_server(app, current, sockets=[sock])
         # quiet: the parent reports the file's problems; a file changed since is reloaded now
-        _reloads(current, app.reload, current_stamp, report=False, name=f"worker {os.getpid()}")
+        name = f"worker {os.getpid()}"
+        _reloads(current, app.reload, current_stamp, report=False, count=False, name=name)
         _run(server, current, ready)
         return 0
 
@@ -339,6 +344,9 @@ def _serve_workers(
         for sock in sockets:
             sock.close()
         if shared is not None:
+            from server.core import metrics
+
+            metrics.install(None)
             shared[1].close()
             shared[0].remove()
 

@@ -573,3 +573,74 @@ def test_reloads_under_load_never_mix_two_configs(tmp_path: Path, extra: tuple[s
     # both configs answered on both hosts, many times
     assert all(seen[(h, w)] > 20 for h in ALLOWED for w in "ab"), seen
     assert _log(srv).count("config reloaded") >= 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", WORKERS)
+def test_one_reload_counts_once_in_the_metrics(tmp_path: Path, extra: tuple[str, ...]) -> None:
+    """``authctl_config_reload_total`` after one SIGHUP is +1, also with ``--workers 2``
+    (every worker reloads; only the process that reports the reload counts it)."""
+    from tests.test_metrics import free_port
+    from tests.test_metrics import samples
+    from tests.test_metrics import scrape_text
+    from tests.test_metrics import value
+
+    port = free_port()
+    telemetry = f'\n[telemetry.metrics]\nenable = true\naddress = "127.0.0.1:{port}"\n'
+    folder = _folder(tmp_path, _config("deny") + telemetry)
+    srv = _server(folder, *extra)
+
+    def reloads(result: str) -> float:
+        return value(samples(scrape_text(port)), "authctl_config_reload_total", result=result)
+
+    try:
+        url = "https://reload.example.com/"
+        assert (reloads("success"), reloads("failure")) == (0, 0)
+        srv.config.write_text(_config("one_factor") + telemetry, encoding="utf-8")
+        _hup(srv)
+        _wait_for(lambda: reloads("success") >= 1)
+        _wait_for(lambda: _statuses(srv, url, 20) == {302: 20})  # every worker reloaded
+        time.sleep(0.5)
+        assert (reloads("success"), reloads("failure")) == (1, 0)
+        bad = _config("bypass").replace('policy = "bypass"', 'policy = "bypas"', 1)
+        srv.config.write_text(bad + telemetry, encoding="utf-8")
+        _hup(srv)
+        _wait_for(lambda: reloads("failure") >= 1)
+        time.sleep(0.5)  # the workers have read it too
+        assert (reloads("success"), reloads("failure")) == (1, 1)
+    finally:
+        assert srv.stop() == 0
+
+
+def test_the_supervisors_reload_counter_writes_a_file_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``metrics.ReloadCounter`` (the ``--workers`` parent's) writes ``counter_<pid>.db`` in
+    the multiprocess directory, made at the first reload, which the supervisor's scrape reads
+    (the real sum with the workers' files: ``test_one_reload_counts_once_in_the_metrics``)."""
+    import os
+
+    from prometheus_client import values
+
+    from server.core import metrics
+    from tests.test_metrics import samples
+    from tests.test_metrics import value
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with pytest.raises(ValueError, match="PROMETHEUS_MULTIPROC_DIR"):
+        metrics.ReloadCounter().config_reload("success")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    try:
+        parent = metrics.ReloadCounter()
+        assert not list(tmp_path.iterdir())  # nothing mapped before a reload
+        parent.config_reload("success")
+        parent.config_reload("success")
+        parent.config_reload("failure")
+        assert [p.name for p in tmp_path.iterdir()] == [f"counter_{os.getpid()}.db"]
+        found = samples(metrics.exposition(metrics.multiprocess_registry(str(tmp_path))).decode())
+    finally:
+        values.ValueClass = values.MutexValue
+        # its file stays mapped for the process's life (a supervisor's): close it here
+        parent._counter.labels("success")._value._file.close()
+    assert value(found, "authctl_config_reload_total", result="success") == 2
+    assert value(found, "authctl_config_reload_total", result="failure") == 1

@@ -53,6 +53,8 @@ SECOND_FACTORS: tuple[str, ...] = ("totp", "webauthn")
 RELOAD_RESULTS: tuple[str, ...] = ("success", "failure")
 #: Seconds between two flushes of a ``--workers`` worker's tallies into its mmap'ed files.
 FLUSH_INTERVAL = 1.0
+#: The help text of ``authctl_config_reload`` (the same in every process that counts it).
+RELOAD_HELP = "Config reloads by result."
 
 #: Every metric of SPEC §7.4: name, type, label names (tests and the dashboard use these).
 SPEC_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -254,9 +256,7 @@ class Metrics(Recorder):
             buckets=AUTHN_BUCKETS,
             registry=reg,
         )
-        self._reloads = Counter(
-            "authctl_config_reload", "Config reloads by result.", ["result"], registry=reg
-        )
+        self._reloads = Counter("authctl_config_reload", RELOAD_HELP, ["result"], registry=reg)
         # every fixed label set exists from the start, at 0, so a dashboard shows 0, not nothing
         for success, banned in ((True, False), (False, False), (False, True)):
             self._authn.labels(_flag(success), _flag(banned))
@@ -379,6 +379,51 @@ class Metrics(Recorder):
         if self._flusher is not None:
             self._flusher.join()
         self.flush()
+
+
+class ReloadCounter(Recorder):
+    """The ``--workers`` supervisor's recorder: config reloads only.
+
+    Why: with ``--workers N`` every worker reloads its own app, but one SIGHUP is one reload;
+    the supervisor validates the file and reports each reload once (its log and audit line),
+    so it alone counts it in ``authctl_config_reload_total`` and its workers do not
+    (``Reloader(count=False)``). It writes into the multiprocess directory as a process of its
+    own (``counter_<its pid>.db``), which the scrape sums with the workers' files. The counter
+    is made at the first reload, so a supervisor that never reloads maps no file;
+    ``PROMETHEUS_MULTIPROC_DIR`` must be set by then.
+    """
+
+    enabled = True
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counter: t.Any = None
+
+    def config_reload(self, result: ReloadResult) -> None:
+        with self._lock:
+            if self._counter is None:
+                self._counter = self._make()
+        self._counter.labels(result).inc()
+
+    @staticmethod
+    def _make() -> t.Any:
+        import os
+
+        import prometheus_client
+        from prometheus_client import CollectorRegistry
+        from prometheus_client import Counter
+        from prometheus_client import values
+
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            raise ValueError("multiprocess metrics need PROMETHEUS_MULTIPROC_DIR")
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+        counter = Counter(
+            "authctl_config_reload", RELOAD_HELP, ["result"], registry=CollectorRegistry()
+        )
+        for result in RELOAD_RESULTS:
+            counter.labels(result)
+        return counter
 
 
 def _observe_many(child: t.Any, added: list[int], seconds: float) -> None:

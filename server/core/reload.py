@@ -211,8 +211,9 @@ class Reloader:
     raises, the reload failed and the last good config stays. ``report``: log each problem
     and restart-only key at their level; a ``--workers`` worker passes False (DEBUG), because
     its parent validates the same file and reports once (a worker still logs a failure of its
-    own ``apply``). ``count``: count each result in ``authctl_config_reload_total`` (the
-    processes that serve count, so with ``--workers N`` one reload counts N times).
+    own ``apply``). ``count``: count each result in ``authctl_config_reload_total``; with
+    ``--workers`` only the parent, which reports, counts (``metrics.ReloadCounter``), so one
+    reload counts once (a worker's own failure to apply is logged, not counted).
     ``loaded``: the file's :func:`stamp` when ``config`` was read; :meth:`start` reloads at
     once if the file changed since.
     """
