@@ -433,11 +433,17 @@ class Stacks:
         self.base = base
         self.echo_port = echo_port
         self.started: dict[str, Stack] = {}
+        self.builds: dict[str, int] = {}
 
     def get(self, proxy: str) -> Stack:
-        """The stack for ``proxy``, started on first use."""
+        """The stack for ``proxy``, started on first use; one stopped by a module and asked
+        for again by a later one is built anew in a folder of its own (its certificates and
+        configs are never written over)."""
         if proxy not in self.started:
-            self.started[proxy] = build_stack(proxy, self.base / proxy, self.echo_port)
+            n = self.builds.get(proxy, 0)
+            self.builds[proxy] = n + 1
+            folder = self.base / (proxy if n == 0 else f"{proxy}-{n}")
+            self.started[proxy] = build_stack(proxy, folder, self.echo_port)
         return self.started[proxy]
 
     def stop(self, proxy: str) -> None:

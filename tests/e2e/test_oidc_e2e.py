@@ -301,6 +301,7 @@ def test_apache_refuses_a_denied_consent(
         with page.expect_response(lambda r: "/protected/redirect_uri" in r.url) as info:
             page.click("#consent-deny")
         assert "error=access_denied" in info.value.url
+        page.wait_for_load_state("load")  # mod_auth_openidc's answer may still be arriving
         assert "OIDC_CLAIM" not in (page.content() or "")
     finally:
         context.close()
