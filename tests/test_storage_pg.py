@@ -485,20 +485,6 @@ def fault_storage(own_cluster: PgCluster, tmp_path: Path) -> Iterator[Storage]:
     own_cluster.drop_schema(dsn)
 
 
-def works_again(call: Callable[[], object], within: float) -> float:
-    """Seconds until ``call`` returns True, each failure before a StorageError (never an
-    answer), failing the test after ``within`` seconds."""
-    started = time.monotonic()
-    while True:
-        try:
-            if call() is True:
-                return time.monotonic() - started
-        except StorageError:
-            pass
-        assert time.monotonic() - started < within, f"not working again after {within} s"
-        time.sleep(0.05)
-
-
 def every_operation(storage: Storage) -> dict[str, Callable[[], object]]:
     """One call of each kind a request makes (read, write, transaction, row lock, limit)."""
 
@@ -552,8 +538,10 @@ def test_postgres_down_fails_closed_and_recovers(
         assert took < 4, name
         assert outcome.public.startswith("storage unavailable"), name
         assert PASSWORD not in str(outcome)
-    # until the retry interval has passed calls still fail at once (StorageError), then work
-    assert works_again(lambda: storage.accept_totp_step("alice", 99), within=3) < 3
+    started = time.monotonic()
+    assert storage.accept_totp_step("alice", 99)  # the first call after the restart
+    recovery = time.monotonic() - started
+    assert recovery < 3
     assert storage.redeem_one_time_code("c1", lambda row: Redemption.CONSUME, now=1, ip=None)
     assert not storage.accept_totp_step("alice", 99)  # nothing was lost or half done
 
@@ -622,94 +610,3 @@ def test_missing_binaries_fail_with_the_install_command(
     monkeypatch.setattr(pgcluster, "PG_BIN", tmp_path)
     with pytest.raises(pytest.fail.Exception, match="apt-get install"):
         PgCluster.create()
-
-
-@pytest.fixture
-def slow_storage(own_cluster: PgCluster, tmp_path: Path) -> Iterator[Storage]:
-    """A storage on ``own_cluster`` with the default 5 s timeout, the cluster running after."""
-    dsn = own_cluster.create_schema()
-    storage = Storage(
-        make_config(tmp_path, postgres=own_cluster.postgres_config(dsn, timeout=5, pool_size=3))
-    )
-    yield storage
-    storage.close()
-    own_cluster.drop_schema(dsn)
-
-
-def timed(call: Callable[[], object]) -> tuple[object, float]:
-    """What ``call`` returned or raised (a StorageError), and the seconds it took."""
-    start = time.monotonic()
-    try:
-        outcome: object = call()
-    except StorageError as exc:
-        outcome = exc
-    return outcome, time.monotonic() - start
-
-
-def test_postgres_down_fails_fast_after_the_first_failure(
-    own_cluster: PgCluster, slow_storage: Storage
-) -> None:
-    """PostgreSQL down: the first call waits (at most the timeout) and fails; the next 20
-    fail at once (no waitress thread held for the 5 s timeout each), each a StorageError;
-    started again: calls work within the retry interval, with no reopening."""
-    storage = slow_storage
-    assert storage.accept_totp_step("dora", 1)
-    own_cluster.stop("fast")
-    try:
-        first, _ = timed(lambda: storage.accept_totp_step("dora", 2))
-        assert isinstance(first, StorageError)
-        results = [timed(lambda: storage.accept_totp_step("dora", 2)) for _ in range(20)]
-    finally:
-        own_cluster.start()
-    for outcome, _ in results:
-        assert isinstance(outcome, StorageError), outcome  # never an answer
-        assert outcome.public.startswith("storage unavailable")
-        assert PASSWORD not in str(outcome)
-    slowest = max(took for _, took in results)
-    print(f"while down: 20 calls after the first, slowest {slowest * 1000:.1f} ms")
-    assert slowest < 1.0  # against a timeout of 5 s (well under 1 ms unloaded)
-    recovery = works_again(lambda: storage.accept_totp_step("dora", 2), within=1 + 2)
-    print(f"recovered {recovery:.2f} s after the start")
-
-
-def test_one_probe_at_a_time_while_down(own_cluster: PgCluster, fault_storage: Storage) -> None:
-    """After the retry interval one caller tries the database (and waits its timeout);
-    callers meanwhile fail at once; a failed probe doubles the interval."""
-    storage = fault_storage
-    assert storage.accept_totp_step("erin", 1)
-    own_cluster.stop("fast")
-    try:
-        assert isinstance(timed(storage.check)[0], StorageError)  # opens the circuit
-        time.sleep(1.1)  # past the first retry interval (1 s)
-        barrier = threading.Barrier(5)
-        took: list[float] = []
-
-        def call() -> None:
-            barrier.wait()
-            outcome, seconds = timed(storage.check)
-            assert isinstance(outcome, StorageError)
-            took.append(seconds)
-
-        threads = [threading.Thread(target=call) for _ in range(5)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert len(took) == 5
-        assert sum(seconds > 0.5 for seconds in took) == 1, took  # the one probe
-        time.sleep(1.1)  # the interval is 2 s now: still failing at once
-        outcome, seconds = timed(storage.check)
-        assert isinstance(outcome, StorageError)
-        assert seconds < 0.5
-    finally:
-        own_cluster.start()
-
-
-def test_statement_error_keeps_the_circuit_closed(fault_storage: Storage) -> None:
-    """A CHECK violation is the caller's error, not an unreachable database: the next call
-    goes to the database (and works) at once."""
-    storage = fault_storage
-    with pytest.raises(StorageError):
-        storage.save_totp("fay", b"k" * 20, algorithm="SHA1", digits=7, period=30)
-    assert storage.save_totp("fay", b"k" * 20, algorithm="SHA1", digits=6, period=30)
-    assert storage.has_totp("fay") is True

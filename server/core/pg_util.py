@@ -15,11 +15,6 @@ pool. What this module adds:
   connection parameter, never put into a DSN string, and scrubbed from every message.
 - **Cross-host locks**: migrations under ``pg_advisory_xact_lock``; :meth:`lock_keys` and
   :meth:`exclusive` on advisory locks too.
-- **Fail fast while the server is away**: once a call could not reach the server, the next
-  ones fail at once (not after the whole ``timeout`` each, which would hold every waitress
-  thread) until a retry interval (:data:`RETRY_FIRST`, doubling to :data:`RETRY_MAX`) has
-  passed; then one caller at a time tries, and its success lets everyone through again.
-  A statement's own error (a constraint, a serialization failure) never counts.
 - **fork**: a worker forked from a process that used the pool gets a pool of its own (the
   parent's connections are never touched by the child).
 """
@@ -60,12 +55,6 @@ RECONNECT_TIMEOUT = 2.0
 LOCK_NAMESPACE = "authctl:"
 #: Advisory lock held while migrating.
 MIGRATION_LOCK = "migrate"
-#: Seconds calls fail at once after the server was found unreachable, before one tries it.
-RETRY_FIRST = 1.0
-#: The longest such interval (it doubles while tries keep failing).
-RETRY_MAX = 5.0
-#: SQLSTATEs of a server going away under a session (the class 08 is the connection's own).
-_GONE = frozenset({"57P01", "57P02", "57P03"})
 
 
 def lock_id(name: str) -> int:
@@ -119,18 +108,6 @@ def _reason(exc: BaseException) -> str:
     return "database error"
 
 
-def unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` says the server cannot be reached (refused, reset, shut down, no
-    connection in time), as opposed to an error of the statement itself."""
-    if not isinstance(exc, psycopg.OperationalError):
-        return False
-    if isinstance(exc, PoolTimeout):
-        return True
-    state = exc.sqlstate
-    # no SQLSTATE: libpq's own error (connection refused, reset, closed), not the server's
-    return state is None or state.startswith("08") or state in _GONE
-
-
 class _Tx:
     """A connection in a transaction taking SQL with ``?`` placeholders (as SQLite does)."""
 
@@ -170,7 +147,6 @@ class PostgresDatabase:
         self._pool: ConnectionPool[psycopg.Connection[t.Any]] | None = None
         self._pid = 0
         self.closed = False
-        self._reset_circuit()
 
     # ------------------------------------------------------------------ connections
 
@@ -221,80 +197,19 @@ class PostgresDatabase:
                 )
                 self._pool.open(wait=False)
                 self._pid = pid
-                self._reset_circuit()  # the parent's outage is not this process's
             return self._pool
 
-    # ------------------------------------------------------------------ circuit
-
-    def _reset_circuit(self) -> None:
-        #: monotonic time before which calls fail at once (0: closed, calls go through)
-        self._retry_at = 0.0
-        self._retry_interval = 0.0
-        self._retry_reason = ""
-        self._probing = False
-        self._circuit_lock = threading.Lock()
-
-    def _admit(self, what: str) -> bool:
-        """Let a call through (True when it is the one probe of an open circuit), or raise
-        the storage's error at once while the server is known to be unreachable."""
-        if not self._retry_at:  # closed: no lock on the common path
-            return False
-        with self._circuit_lock:
-            if not self._retry_at:
-                return False
-            wait = self._retry_at - time.monotonic()
-            if wait <= 0 and not self._probing:
-                self._probing = True
-                return True
-            reason = self._retry_reason
-        raise self.error(
-            f"{what} ({self.describe()}): database unreachable, not tried again for "
-            f"{max(wait, 0):.1f} s",
-            reason=reason or "database unreachable",
-        )
-
-    def _unreachable(self, probe: bool, reason: str) -> None:
-        """A call found the server unreachable: open the circuit (a failed probe doubles
-        the interval; a call let through before it opened leaves it as it is)."""
-        with self._circuit_lock:
-            if probe:
-                self._probing = False
-                interval = min(RETRY_MAX, max(RETRY_FIRST, 2 * self._retry_interval))
-            elif self._retry_at:
-                return
-            else:
-                interval = RETRY_FIRST
-                log.warning(
-                    "storage: PostgreSQL at %s is unreachable (%s); calls fail at once, "
-                    "tried again after %.0f s",
-                    self.describe(),
-                    reason,
-                    interval,
-                )
-            self._retry_interval = interval
-            self._retry_reason = reason
-            self._retry_at = time.monotonic() + interval
-
-    def _reachable(self, probe: bool) -> None:
-        """A call got a working connection: close the circuit."""
-        if not self._retry_at and not probe:
-            return
-        with self._circuit_lock:
-            if self._retry_at:
-                log.info("storage: PostgreSQL at %s is reachable again", self.describe())
-            self._retry_at = self._retry_interval = 0.0
-            self._probing = False
-
-    # ------------------------------------------------------------------ connections
-
-    def _checked_out(
-        self, pool: ConnectionPool[psycopg.Connection[t.Any]], what: str
-    ) -> psycopg.Connection[t.Any]:
-        """A working connection from the pool, within the one ``timeout``.
+    @contextlib.contextmanager
+    def _connection(
+        self, what: str = "cannot connect to PostgreSQL"
+    ) -> t.Iterator[psycopg.Connection[t.Any]]:
+        """A working connection from the pool, back to it after the block.
 
         Each is checked with an empty query first; a broken one (the server restarted) is
-        dropped and the next tried at once.
+        dropped and the next tried at once, within the one ``timeout``.
         """
+        check_blocking()
+        pool = self._get_pool()
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -311,34 +226,9 @@ class PostgresDatabase:
                         reason="database unavailable",
                     ) from None
                 continue
-            return conn
-
-    @contextlib.contextmanager
-    def _connection(
-        self, what: str = "cannot connect to PostgreSQL"
-    ) -> t.Iterator[psycopg.Connection[t.Any]]:
-        """A working connection from the pool, back to it after the block; the circuit
-        opened when none can be had, or the block loses the server."""
-        check_blocking()
-        pool = self._get_pool()
-        probe = self._admit(what)
-        try:
-            conn = self._checked_out(pool, what)
-        except StoreUnavailable as exc:
-            self._unreachable(probe, exc.reason)
-            raise
-        except BaseException:
-            if probe:  # interrupted: never leave the probe taken (the circuit stays open)
-                with self._circuit_lock:
-                    self._probing = False
-            raise
-        self._reachable(probe)
+            break
         try:
             yield conn
-        except psycopg.Error as exc:
-            if unreachable(exc):
-                self._unreachable(False, _reason(exc))
-            raise
         finally:
             pool.putconn(conn)
 
