@@ -55,7 +55,7 @@ def open_sessions(config: Config) -> SessionManager | None:
             store = RedisStore.from_config(config.session, key=key, cache=False)
         else:
             from server.core.session_store import SQLiteStore
-            from server.core.storage_copy import session_db_path
+            from server.core.session_store import session_db_path
 
             path = session_db_path(config)
             if not path.exists():

@@ -166,17 +166,17 @@ def _move_sessions(config: Config) -> tuple[SessionCopy | None, str]:
     from redis import RedisError
 
     from server.core.crypto import read_key_file
+    from server.core.redis_store import client_from_config
     from server.core.session_store import SQLiteStore
+    from server.core.session_store import session_db_path
     from server.core.storage_copy import copy_sessions
-    from server.core.storage_copy import redis_client
-    from server.core.storage_copy import session_db_path
 
     path = session_db_path(config)
     if not path.exists():
         return None, f"sessions are not moved: there is no SQLite session store at {path}"
     try:
         key = read_key_file(Path(config.storage.encryption_key_file))
-        client = redis_client(config.session)
+        client = client_from_config(config.session)
     except ValueError as exc:
         raise DataError(f"cannot move the sessions: {exc}") from None
     store = SQLiteStore(path, key=key)

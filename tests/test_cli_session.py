@@ -19,9 +19,9 @@ from server.core.config import load_config
 from server.core.crypto import read_key_file
 from server.core.session_store import SessionStore
 from server.core.session_store import SQLiteStore
+from server.core.session_store import session_db_path
 from server.core.sessions import Session
 from server.core.sessions import SessionManager
-from server.core.storage_copy import session_db_path
 from tests.conftest import BASE_CONFIG
 
 FIELDS = {

@@ -438,8 +438,8 @@ def test_resolver() -> None:
 def test_storage_and_sqlite_sessions(tmp_path: Path) -> None:
     """Not created by doctor; opened with the key once serve made them; a wrong key fails."""
     from server.core.session_store import SQLiteStore
+    from server.core.session_store import session_db_path
     from server.core.storage import Storage
-    from server.core.storage_copy import session_db_path
 
     config = load_config(folder(tmp_path))
     assert stores.storage_check(config).status is Status.WARN

@@ -177,6 +177,29 @@ def _client_options() -> dict[str, t.Any]:
     }
 
 
+def client_from_config(config: SessionConfig) -> redis.Redis:
+    """A client of the Redis ``[session]`` names: ``redis_url``, or the primary that the
+    Sentinels of ``redis_sentinel`` name, with the password of ``redis_password_file``, short
+    timeouts and no retries. The store's and ``storage migrate``'s one way in; nothing is sent
+    yet.
+
+    Raises:
+        ValueError: the password file cannot be used, or the URL does not fit Sentinel; the
+            message names the key.
+    """
+    password = (
+        read_password_file(config.redis_password_file)
+        if config.redis_password_file is not None
+        else None
+    )
+    if config.redis_sentinel is not None:
+        return _sentinel_client(config.redis_url, config.redis_sentinel, password)
+    options = {**parse_url(config.redis_url), **_client_options()}  # type: ignore[no-untyped-call]
+    if password is not None:
+        options["password"] = password
+    return redis.Redis.from_pool(ConnectionPool(**options))
+
+
 def _sentinel_client(url: str, sentinel: SentinelConfig, password: str | None) -> redis.Redis:
     """A client of the primary ``sentinel``'s nodes name; ``url`` gives the database, the
     user name and TLS."""
@@ -279,19 +302,7 @@ class RedisStore:
             ValueError: the password file cannot be used, or the URL does not fit Sentinel;
                 the message names the key.
         """
-        password = (
-            read_password_file(config.redis_password_file)
-            if config.redis_password_file is not None
-            else None
-        )
-        if config.redis_sentinel is not None:
-            client = _sentinel_client(config.redis_url, config.redis_sentinel, password)
-        else:
-            options = {**parse_url(config.redis_url), **_client_options()}  # type: ignore[no-untyped-call]
-            if password is not None:
-                options["password"] = password
-            client = redis.Redis.from_pool(ConnectionPool(**options))
-        return cls(client, key=key, prefix=prefix, cache=cache)
+        return cls(client_from_config(config), key=key, prefix=prefix, cache=cache)
 
     # ------------------------------------------------------------------ keys
 

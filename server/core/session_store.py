@@ -65,6 +65,9 @@ from server.core.sqlite_util import Connections
 from server.core.sqlite_util import explain
 from server.core.sqlite_util import reason
 
+if t.TYPE_CHECKING:
+    from server.core.config import Config
+
 log = logging.getLogger("authctl.sessions")
 
 #: Version of the SQLite schema, kept in ``PRAGMA user_version``.
@@ -560,6 +563,14 @@ def _upgrade(conn: sqlite3.Connection) -> None:
         for statement in MIGRATIONS[step]:
             conn.execute(statement)
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+
+def session_db_path(config: Config) -> Path:
+    """Where the SQLite session store lives: beside the storage database, in a file of its own
+    (``authctl.db`` -> ``authctl-sessions.db``), so each keeps its own schema version (the
+    server, ``storage migrate``, ``session list`` and ``doctor`` all open this one file)."""
+    db = config.storage.path
+    return db.with_name(f"{db.stem}-sessions{db.suffix or '.db'}")
 
 
 class SQLiteStore:

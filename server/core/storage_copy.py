@@ -31,15 +31,11 @@ import typing as t
 from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 
 from server.core.errors import StoreUnavailable
 
 if t.TYPE_CHECKING:
     import redis
-
-    from server.core.config import Config
-    from server.core.config import SessionConfig
 
 
 class CopyError(StoreUnavailable):
@@ -195,13 +191,6 @@ class SessionCopy:
     missing: int
 
 
-def session_db_path(config: Config) -> Path:
-    """The SQLite session store's file beside the storage database (``authctl.db`` ->
-    ``authctl-sessions.db``), as ``server.web.app.session_db_path`` names it."""
-    db = config.storage.path
-    return db.with_name(f"{db.stem}-sessions{db.suffix or '.db'}")
-
-
 def copy_sessions(
     records: list[tuple[bytes, str | None, float, bytes]],
     client: redis.Redis,
@@ -241,38 +230,3 @@ def copy_sessions(
             copied.append(session_key)
     present = int(client.exists(*copied)) if copied else 0
     return SessionCopy(len(live), len(copied), len(copied) - present)
-
-
-def redis_client(config: SessionConfig) -> redis.Redis:
-    """A client of the Redis ``config`` names (``redis_url``, or the primary its Sentinels
-    name), with the password of ``redis_password_file``.
-
-    Raises:
-        ValueError: the password file cannot be read or is empty.
-    """
-    import redis as redis_module
-    from redis.sentinel import Sentinel
-
-    password = None
-    if config.redis_password_file is not None:
-        try:
-            password = config.redis_password_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ValueError(
-                f"session.redis_password_file: cannot read {config.redis_password_file}: "
-                f"{exc.strerror}"
-            ) from None
-        if not password:
-            raise ValueError(f"session.redis_password_file: {config.redis_password_file} is empty")
-    options: dict[str, t.Any] = {"socket_connect_timeout": 5, "socket_timeout": 5}
-    if config.redis_sentinel is None:
-        return redis_module.Redis.from_url(config.redis_url, password=password, **options)
-    db = redis_module.connection.parse_url(config.redis_url).get("db", 0)  # type: ignore[no-untyped-call]
-    sentinel = Sentinel(
-        list(config.redis_sentinel.nodes),
-        sentinel_kwargs={"password": password, **options},
-        password=password,
-        **options,
-    )
-    primary: redis.Redis = sentinel.master_for(config.redis_sentinel.master_name, db=db)
-    return primary

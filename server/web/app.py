@@ -425,13 +425,6 @@ def health_check(store: SessionStore, storage: Storage, users: UsersSource) -> H
     return check
 
 
-def session_db_path(config: Config) -> Path:
-    """Sessions live beside the storage database, in a file of their own
-    (``authctl.db`` -> ``authctl-sessions.db``), so each keeps its own schema version."""
-    db = config.storage.path
-    return db.with_name(f"{db.stem}-sessions{db.suffix or '.db'}")
-
-
 def make_session_store(config: Config) -> SessionStore:
     """The store named by ``session.store``. SQLite and Redis records are sealed with a key
     derived from ``storage.encryption_key_file`` (the same file on every host).
@@ -444,6 +437,7 @@ def make_session_store(config: Config) -> SessionStore:
     from server.core.crypto import read_key_file
     from server.core.session_store import MemoryStore
     from server.core.session_store import SQLiteStore
+    from server.core.session_store import session_db_path
 
     if config.session.store == "memory":
         return MemoryStore()

@@ -90,7 +90,7 @@ def session_store_check(config: Config) -> Check:
 
 def _sqlite(config: Config, key: bytes) -> Check:
     from server.core.session_store import SQLiteStore
-    from server.core.storage_copy import session_db_path
+    from server.core.session_store import session_db_path
 
     name = "session store"
     path = session_db_path(config)
