@@ -178,11 +178,13 @@ class WebAuthnCredential:
     last_used_at: float | None
 
 
-_WEBAUTHN_COLUMNS = (
-    "id, username, credential_id, public_key, sign_count, aaguid, transports, "
-    "backup_eligible, backup_state, discoverable, description, attestation_type, created_at, "
-    "last_used_at"
-)
+def _columns(table: str) -> str:
+    """The column list of ``table`` in the order its schema entry gives (the row readers
+    below index rows in that order, and ``storage migrate`` copies in it)."""
+    return ", ".join(TABLES_BY_NAME[table].columns)
+
+
+_WEBAUTHN_COLUMNS = _columns("webauthn_credentials")
 
 
 def _webauthn_credential(row: t.Sequence[t.Any]) -> WebAuthnCredential:
@@ -221,21 +223,7 @@ class AccessToken:
     revoked_at: float | None
 
 
-_TOKEN_COLUMNS = ", ".join(  # the column names, not a secret
-    (
-        "id",
-        "username",
-        "name",
-        "digest",
-        "created_at",
-        "last_used_at",
-        "expires_at",
-        "domains",
-        "two_factor",
-        "created_by",
-        "revoked_at",
-    )
-)
+_TOKEN_COLUMNS = _columns("tokens")  # the column names, not a secret
 #: Who may make a token.
 TOKEN_CREATORS = ("cli", "portal")
 
@@ -256,10 +244,7 @@ def _access_token(row: t.Sequence[t.Any]) -> AccessToken:
     )
 
 
-_ONE_TIME_COLUMNS = (
-    "id, username, intent, digest, issued, expires, consumed, attempts, session_binding, "
-    "issued_ip, consumed_ip"
-)
+_ONE_TIME_COLUMNS = _columns("one_time_codes")
 
 
 def _one_time_code(row: t.Sequence[t.Any]) -> OneTimeCode:
