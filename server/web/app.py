@@ -315,9 +315,9 @@ class App:
         thread (``server.serve.inline``): the status line, headers and body ``authz`` would send.
 
         None sends the request to the thread pool as usual: not an authz request (or not an
-        allowed method), a session store without in-memory reads (Redis), anything that
-        would block (``Authorizer.decide_inline``), or an answer to be logged (a log handler
-        may block).
+        allowed method), a session store without in-memory reads (Redis without its cache),
+        anything that would block (``Authorizer.decide_inline``), or an answer to be logged
+        (a log handler may block).
         """
         if not self.inline_authz:
             return None
