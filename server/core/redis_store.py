@@ -177,6 +177,17 @@ def _client_options() -> dict[str, t.Any]:
     }
 
 
+def session_key(prefix: str, hashed: bytes) -> str:
+    """The Redis key of the session whose id hashes to ``hashed`` (the store's layout, which
+    ``storage migrate`` writes too)."""
+    return f"{prefix}session:{hashed.hex()}"
+
+
+def user_key(prefix: str, username: str) -> str:
+    """The Redis key of ``username``'s index of sessions (hex of the hashed ids)."""
+    return f"{prefix}user:{username}"
+
+
 def client_from_config(config: SessionConfig) -> redis.Redis:
     """A client of the Redis ``[session]`` names: ``redis_url``, or the primary that the
     Sentinels of ``redis_sentinel`` name, with the password of ``redis_password_file``, short
@@ -309,10 +320,10 @@ class RedisStore:
     def _key(self, session_id: str) -> tuple[str, bytes]:
         """The Redis key of a session, and the hashed id its record is bound to."""
         hashed = hash_session_id(session_id)
-        return f"{self._prefix}session:{hashed.hex()}", hashed
+        return session_key(self._prefix, hashed), hashed
 
     def _user_key(self, username: str) -> str:
-        return f"{self._prefix}user:{username}"
+        return user_key(self._prefix, username)
 
     # ------------------------------------------------------------------ error boundary
 
@@ -528,7 +539,7 @@ class RedisStore:
         try:
             count = self._call(
                 lambda: self._delete_listed(
-                    keys=[f"{self._prefix}session:{hexed}", self._user_key(username)],
+                    keys=[session_key(self._prefix, key), self._user_key(username)],
                     args=[hexed, self.channel, session_message(key)],
                 ),
                 write=True,

@@ -177,10 +177,6 @@ def verify_tables(source: Tables, target: Tables) -> list[TableCopy]:
 # --------------------------------------------------------------------------- sessions
 
 
-#: Prefix of authctl's Redis keys (``server.core.redis_store.PREFIX``).
-REDIS_PREFIX = "authctl:"
-
-
 @dataclass(frozen=True, slots=True)
 class SessionCopy:
     """Live sessions in the SQLite store, how many this run copied to Redis, and how many of
@@ -195,13 +191,12 @@ def copy_sessions(
     records: list[tuple[bytes, str | None, float, bytes]],
     client: redis.Redis,
     now: float,
-    prefix: str = REDIS_PREFIX,
 ) -> SessionCopy:
     """Write each live ``(key, username, expires, sealed record)`` to Redis as
-    ``RedisStore`` lays it out (the record under ``<prefix>session:<hex key>`` with the
-    remaining TTL; the key in the user's index, whose TTL is never shortened).
+    ``RedisStore`` lays it out (``redis_store.session_key``, with the remaining TTL; the key in
+    the user's index, ``redis_store.user_key``, whose TTL is never shortened).
 
-    Each session moves once: a marker ``<prefix>moved:<hex key>`` (same TTL) is set first, and
+    Each session moves once: a marker ``<PREFIX>moved:<hex key>`` (same TTL) is set first, and
     a session whose marker exists is skipped. So a second run neither copies it again nor
     brings back a session that has ended in Redis since (a logout, a new id after the second
     factor); ``SET NX`` never replaces a record Redis holds. ``missing``: sessions copied by
@@ -211,22 +206,26 @@ def copy_sessions(
         redis.RedisError: Redis failed (the caller says so; a session whose marker was set
             but not its record is simply signed out, never half-written).
     """
+    from server.core.redis_store import PREFIX
+    from server.core.redis_store import session_key
+    from server.core.redis_store import user_key
+
     copied: list[str] = []
     live = [row for row in records if row[2] > now]
     for key, username, expires, record in live:
         ms = max(1, math.ceil((expires - now) * 1000))
-        if not client.set(f"{prefix}moved:{key.hex()}", b"1", px=ms, nx=True):
+        if not client.set(f"{PREFIX}moved:{key.hex()}", b"1", px=ms, nx=True):
             continue
-        session_key = f"{prefix}session:{key.hex()}"
+        record_key = session_key(PREFIX, key)
         with client.pipeline(transaction=True) as pipe:
-            pipe.set(session_key, record, px=ms, nx=True)
+            pipe.set(record_key, record, px=ms, nx=True)
             if username is not None:
-                user_key = f"{prefix}user:{username}"
-                pipe.sadd(user_key, key.hex())
-                pipe.pexpire(user_key, ms, nx=True)
-                pipe.pexpire(user_key, ms, gt=True)
+                index = user_key(PREFIX, username)
+                pipe.sadd(index, key.hex())
+                pipe.pexpire(index, ms, nx=True)
+                pipe.pexpire(index, ms, gt=True)
             done = pipe.execute()
         if done[0]:
-            copied.append(session_key)
+            copied.append(record_key)
     present = int(client.exists(*copied)) if copied else 0
     return SessionCopy(len(live), len(copied), len(copied) - present)
