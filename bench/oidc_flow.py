@@ -14,11 +14,8 @@ import http.client
 import json
 import os
 import secrets
-import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -27,13 +24,19 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-PY = sys.executable
-AUTHCTL = str(Path(PY).with_name("authctl"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from flow_load import HEADERS  # noqa: E402 - after the path is set
+from flow_load import Flow  # noqa: E402
+from flow_load import drive  # noqa: E402
+from flow_load import free_port  # noqa: E402
+from flow_load import report  # noqa: E402
+from flow_load import serving  # noqa: E402
+
+
 PASSWORD = "correct horse battery staple"
 SECRET = "bench-secret-" + "x" * 32
 CB = "https://app.example.com/cb"
-HEADERS = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "auth.example.com"}
-
 CONFIG = """\
 [server]
 address = "127.0.0.1:{port}"
@@ -108,25 +111,11 @@ def login(port: int) -> str:
     return hdrs["set-cookie"].split(";", 1)[0]
 
 
-def wait_for(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"authctl exited with {proc.returncode}")
-        try:
-            http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/api/health")
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("authctl did not start")
-
-
-def client(
-    port: int, cookie: str, until: float, out: dict[str, list[float]], errors: list[int]
-) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def flow(cookie: str, out: dict[str, list[float]]) -> Flow:
+    """One whole code flow (authorize, token, userinfo) as alice, timed per request."""
     auth = "Basic " + base64.b64encode(f"bench:{SECRET}".encode()).decode()
-    while time.monotonic() < until:
+
+    def run(conn: http.client.HTTPConnection) -> int:
         query = urlencode({
             "response_type": "code", "client_id": "bench", "redirect_uri": CB,
             "scope": "openid profile email", "state": "s", "nonce": "n",
@@ -138,8 +127,7 @@ def client(
         t1 = time.perf_counter()
         code = parse_qs(urlsplit(hdrs.get("location", "")).query).get("code", [""])[0]
         if status != 302 or not code:
-            errors.append(status)
-            continue
+            return status
         form = urlencode({"grant_type": "authorization_code", "code": code, "redirect_uri": CB})
         status, _, body = request(
             conn, "POST", "/api/oidc/token",
@@ -148,26 +136,20 @@ def client(
         )  # fmt: skip
         t2 = time.perf_counter()
         if status != 200:
-            errors.append(status)
-            continue
+            return status
         access = json.loads(body)["access_token"]
         status, _, _ = request(
             conn, "GET", "/api/oidc/userinfo", {"Authorization": f"Bearer {access}"}
         )
         t3 = time.perf_counter()
         if status != 200:
-            errors.append(status)
-            continue
+            return status
         out["authorization"].append((t1 - t0) * 1000)
         out["token"].append((t2 - t1) * 1000)
         out["userinfo"].append((t3 - t2) * 1000)
+        return 200
 
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+    return run
 
 
 def main() -> int:
@@ -176,45 +158,13 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=10)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="authctl-oidc-bench-"))
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     config = site(folder, port)
-    log = (folder / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [AUTHCTL, "--config", str(config), "serve"], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        wait_for(port, proc)
+    out: dict[str, list[float]] = {"authorization": [], "token": [], "userinfo": []}
+    with serving(folder, config, port):
         cookie = login(port)
-        out: dict[str, list[float]] = {"authorization": [], "token": [], "userinfo": []}
-        errors: list[int] = []
-        until = time.monotonic() + args.seconds
-        threads = [
-            threading.Thread(target=client, args=(port, cookie, until, out, errors))
-            for _ in range(args.clients)
-        ]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
-        shutil.rmtree(folder, ignore_errors=True)
-    every = [v for values in out.values() for v in values]
-    result = {
-        "clients": args.clients,
-        "flows": len(out["token"]),
-        "errors": len(errors),
-        "p99_ms": percentile(every, 99),
-        **{f"{name}_p50_ms": percentile(values, 50) for name, values in out.items()},
-        **{f"{name}_p99_ms": percentile(values, 99) for name, values in out.items()},
-    }
-    print(json.dumps(result))
+        errors = drive(port, [flow(cookie, out)] * args.clients, args.seconds)
+    report(args.clients, ("flows", len(out["token"])), errors, out)
     return 0
 
 

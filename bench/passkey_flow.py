@@ -16,24 +16,25 @@ import http.client
 import json
 import os
 import secrets
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import typing as t
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-PY = sys.executable
-AUTHCTL = str(Path(PY).with_name("authctl"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from flow_load import HEADERS  # noqa: E402 - after the path is set
+from flow_load import Flow  # noqa: E402
+from flow_load import drive  # noqa: E402
+from flow_load import free_port  # noqa: E402
+from flow_load import report  # noqa: E402
+from flow_load import serving  # noqa: E402
+
 ORIGIN = "https://auth.example.com"
 PATH = "/api/firstfactor/passkey"
-HEADERS = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "auth.example.com"}
-
 CONFIG = """\
 [server]
 address = "127.0.0.1:{port}"
@@ -118,19 +119,6 @@ def enrol(config: Path, users: list[str]) -> dict[str, t.Any]:
     return out
 
 
-def wait_for(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"authctl exited with {proc.returncode}")
-        try:
-            http.client.HTTPConnection("127.0.0.1", port, timeout=1).request("GET", "/api/health")
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit("authctl did not start")
-
-
 def sign_in(conn: http.client.HTTPConnection, auth: t.Any, out: dict[str, list[float]]) -> int:
     """One passkey sign-in; 200, or the status of the request that failed."""
     t0 = time.perf_counter()
@@ -156,21 +144,9 @@ def sign_in(conn: http.client.HTTPConnection, auth: t.Any, out: dict[str, list[f
     return 200
 
 
-def client(
-    port: int, auth: t.Any, until: float, out: dict[str, list[float]], errors: list[int]
-) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    while time.monotonic() < until:
-        status = sign_in(conn, auth, out)
-        if status != 200:
-            errors.append(status)
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+def flow(auth: t.Any, out: dict[str, list[float]]) -> Flow:
+    """Passkey sign-ins with ``auth``'s credential, one per call."""
+    return lambda conn: sign_in(conn, auth, out)
 
 
 def main() -> int:
@@ -179,44 +155,14 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=10)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="authctl-passkey-bench-"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     users = [f"bench{n}" for n in range(args.clients)]
     config = site(folder, port, users)
     authenticators = enrol(config, users)
-    log = (folder / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [AUTHCTL, "--config", str(config), "serve"], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        wait_for(port, proc)
-        out: dict[str, list[float]] = {"options": [], "assertion": []}
-        errors: list[int] = []
-        until = time.monotonic() + args.seconds
-        threads = [
-            threading.Thread(target=client, args=(port, authenticators[u], until, out, errors))
-            for u in users
-        ]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
-        shutil.rmtree(folder, ignore_errors=True)
-    every = [v for values in out.values() for v in values]
-    result = {
-        "clients": args.clients,
-        "signins": len(out["assertion"]),
-        "errors": len(errors),
-        "p99_ms": percentile(every, 99),
-        **{f"{name}_p50_ms": percentile(values, 50) for name, values in out.items()},
-        **{f"{name}_p99_ms": percentile(values, 99) for name, values in out.items()},
-    }
-    print(json.dumps(result))
+    out: dict[str, list[float]] = {"options": [], "assertion": []}
+    with serving(folder, config, port):
+        errors = drive(port, [flow(authenticators[u], out) for u in users], args.seconds)
+    report(args.clients, ("signins", len(out["assertion"])), errors, out)
     return 0
 
 
