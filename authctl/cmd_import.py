@@ -175,7 +175,7 @@ def _plan(
 def _write(folder: Path, conversion: Conversion, config_text: str, users_text: str) -> list[Path]:
     """Create every file (mode 0600; secrets/ 0700), or none: refuse if one exists."""
     from authctl.cmd_init import _create
-    from authctl.cmd_init import _undo
+    from authctl.cmd_init import all_or_nothing
     from authctl.cmd_init import refuse_existing
     from authctl.errors import DataError
     from authctl.errors import reworded
@@ -189,8 +189,7 @@ def _write(folder: Path, conversion: Conversion, config_text: str, users_text: s
     refuse_existing(targets, "import")
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{folder} exists and is not a folder")
-    written: list[Path] = []
-    try:
+    with all_or_nothing(folder) as written:
         folder.mkdir(parents=True, exist_ok=True)
         secrets_dir = folder / "secrets"
         if not secrets_dir.exists():
@@ -201,15 +200,6 @@ def _write(folder: Path, conversion: Conversion, config_text: str, users_text: s
             written.append(path)
         with reworded("{}; nothing was written", CertificateError):
             written += write_default_certificate(folder, conversion.cert_hosts)
-    except click.ClickException:
-        _undo(written)
-        raise
-    except FileExistsError as exc:
-        _undo(written)
-        raise DataError(f"{exc.filename} appeared meanwhile; nothing was written") from None
-    except OSError as exc:
-        _undo(written)
-        raise DataError(f"cannot write {exc.filename or folder}: {exc.strerror}") from None
     return [*written, folder / "authctl.db"]
 
 

@@ -124,8 +124,7 @@ def init(ctx: click.Context, directory: str, port: int, existing: str | None) ->
     refuse_existing([path for path, _, _ in plan] + cert_paths, "init")
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{folder} exists and is not a folder")
-    written: list[Path] = []
-    try:
+    with all_or_nothing(folder) as written:
         folder.mkdir(parents=True, exist_ok=True)
         if not secrets_dir.exists():
             secrets_dir.mkdir(mode=0o700)
@@ -135,15 +134,6 @@ def init(ctx: click.Context, directory: str, port: int, existing: str | None) ->
             written.append(path)
         with reworded("{}; nothing was written", CertificateError):
             written += write_default_certificate(folder, CERT_HOSTS)
-    except click.ClickException:
-        _undo(written)
-        raise
-    except FileExistsError as exc:
-        _undo(written)
-        raise DataError(f"{exc.filename} appeared meanwhile; nothing was written") from None
-    except OSError as exc:
-        _undo(written)
-        raise DataError(f"cannot write {exc.filename or folder}: {exc.strerror}") from None
     _report(folder, directory, [*(p for p, _, _ in plan), cert_paths[0]], port)
 
 
@@ -168,6 +158,31 @@ def _undo(paths: list[Path]) -> None:
     for path in reversed(paths):
         with contextlib.suppress(OSError):
             path.unlink()
+
+
+@contextlib.contextmanager
+def all_or_nothing(folder: Path) -> t.Iterator[list[Path]]:
+    """The list the block appends each file it creates in ``folder`` to; if the block fails,
+    those files are removed and the failure says nothing was written (init, init --join and
+    import write a folder whole or not at all).
+
+    Raises:
+        DataError: a file appeared meanwhile, or could not be written (exit 3).
+    """
+    from authctl.errors import DataError
+
+    written: list[Path] = []
+    try:
+        yield written
+    except click.ClickException:
+        _undo(written)
+        raise
+    except FileExistsError as exc:
+        _undo(written)
+        raise DataError(f"{exc.filename} appeared meanwhile; nothing was written") from None
+    except OSError as exc:
+        _undo(written)
+        raise DataError(f"cannot write {exc.filename or folder}: {exc.strerror}") from None
 
 
 def _report(folder: Path, typed: str, paths: list[Path], port: int) -> None:
@@ -263,8 +278,7 @@ def _join(existing: Path, directory: str, port: int | None) -> None:
     plan += [(path, data, 0o600) for path, data in secret_bytes]
     cert_paths = list(default_certificate_paths(folder))
     refuse_existing([p for p, _, _ in plan] + cert_paths, "init")
-    written: list[Path] = []
-    try:
+    with all_or_nothing(folder) as written:
         folder.mkdir(parents=True, exist_ok=True)
         for path, data, mode in plan:
             _private_folders(folder, path.parent)
@@ -274,15 +288,6 @@ def _join(existing: Path, directory: str, port: int | None) -> None:
 
         with reworded("{}; nothing was written", CertificateError):
             written += write_default_certificate(folder, _cert_hosts(config))
-    except click.ClickException:
-        _undo(written)
-        raise
-    except FileExistsError as exc:
-        _undo(written)
-        raise DataError(f"{exc.filename} appeared meanwhile; nothing was written") from None
-    except OSError as exc:
-        _undo(written)
-        raise DataError(f"cannot write {exc.filename or folder}: {exc.strerror}") from None
     _report_join(folder, directory, source_config, config, [p for p, _ in secret_bytes])
 
 
