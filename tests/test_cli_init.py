@@ -423,3 +423,15 @@ def test_joined_hosts_share_redis_sessions(tmp_path: Path) -> None:
         for server in servers:
             server.stop()
         redis_server.stop()
+
+
+def test_a_failed_write_leaves_nothing_behind(runner: CliRunner, tmp_path: Path) -> None:
+    """A file that cannot be written (``secrets`` is a file, not a folder) ends init with exit
+    3 naming the path, and what init had already written is removed again."""
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "secrets").write_text("not a folder\n")
+    result = runner.invoke(cli, ["init", str(demo)])
+    assert result.exit_code == 3, result.output
+    assert "cannot write" in result.output
+    assert sorted(p.name for p in demo.iterdir()) == ["secrets"]
