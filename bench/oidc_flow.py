@@ -33,7 +33,6 @@ from flow_load import free_port  # noqa: E402
 from flow_load import report  # noqa: E402
 from flow_load import serving  # noqa: E402
 
-
 PASSWORD = "correct horse battery staple"
 SECRET = "bench-secret-" + "x" * 32
 CB = "https://app.example.com/cb"
