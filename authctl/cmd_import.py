@@ -257,10 +257,10 @@ def _passkeys(
     """Authelia's WebAuthn credentials as ``add_webauthn_credential`` rows: the same
     credential id, COSE public key and sign count, so the authenticators keep working when
     the RP ID is the same (authctl's default is Authelia's: the portal host)."""
-    import secrets
     import time
     from urllib.parse import urlsplit
 
+    from server.core.public_ids import public_id
     from server.core.storage import WebAuthnCredential
 
     rp_ids = (
@@ -288,7 +288,7 @@ def _passkeys(
             n += 1
         taken.add((item.username, description))
         record = WebAuthnCredential(
-            id=secrets.token_urlsafe(16),
+            id=public_id(16),
             username=item.username,
             credential_id=item.credential_id,
             public_key=item.public_key,

@@ -245,3 +245,22 @@ def test_redis_list_and_revoke(runner: CliRunner, config_file: Path, tmp_path: P
         store.close()
     finally:
         server.stop()
+
+
+def test_an_old_handle_starting_with_a_dash_is_revoked_after_double_dash(
+    runner: CliRunner, sqlite_config: Path, sign_in: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A handle issued before handles avoided a leading ``-`` (1 in 64 did) is taken after
+    ``--``; without it the command line reads it as an option (a usage error, never a
+    revocation of anything else)."""
+    import server.core.sessions as sessions_module
+
+    old = "-" + "a" * 31
+    monkeypatch.setattr(sessions_module, "new_handle", lambda: old)
+    laptop = sign_in()
+    assert laptop.handle == old
+    assert run(runner, sqlite_config, "session", "revoke", old).exit_code == 2
+    assert alive(sqlite_config, laptop)
+    result = run(runner, sqlite_config, "session", "revoke", "--", old)
+    assert result.exit_code == 0, result.output
+    assert not alive(sqlite_config, laptop)

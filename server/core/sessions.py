@@ -45,6 +45,7 @@ from server.core.errors import AuthError
 from server.core.errors import StoreUnavailable
 from server.core.names import canonical_username
 from server.core.outage import Throttled
+from server.core.public_ids import public_id
 
 if t.TYPE_CHECKING:
     from server.core.config import SessionConfig
@@ -103,8 +104,9 @@ def is_session_id(value: str) -> bool:
 
 
 def new_handle() -> str:
-    """A fresh public handle: 192 bits from ``secrets``, independent of the session id."""
-    return secrets.token_urlsafe(HANDLE_BYTES)
+    """A fresh public handle: 192 bits from ``secrets``, independent of the session id, never
+    starting with ``-`` (``authctl session revoke HANDLE`` must not read it as an option)."""
+    return public_id(HANDLE_BYTES)
 
 
 def is_handle(value: str) -> bool:

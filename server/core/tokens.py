@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from server.core.blocking import check as check_blocking
 from server.core.errors import InvalidTargetError
+from server.core.public_ids import public_id
 from server.core.storage import AccessToken
 from server.core.storage import StorageError
 from server.core.urls import canonical_host
@@ -239,7 +240,7 @@ class TokenService:
         token = mint()
         now = self._now()
         record = AccessToken(
-            id=base64.urlsafe_b64encode(secrets.token_bytes(_ID_BYTES)).rstrip(b"=").decode(),
+            id=public_id(_ID_BYTES),  # `authctl token revoke ID` takes it
             username=username,
             name=name,
             digest=self.digest(token),

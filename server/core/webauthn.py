@@ -61,6 +61,7 @@ from webauthn.helpers.structs import UserVerificationRequirement
 
 from server.core.errors import AuthError
 from server.core.errors import Banned
+from server.core.public_ids import public_id
 from server.core.storage import OneTimeCode
 from server.core.storage import Redemption
 from server.core.storage import WebAuthnCredential
@@ -361,7 +362,7 @@ class WebAuthnService:
         except WebAuthnException as exc:
             raise Refused(f"attestation refused: {exc}") from None
         record = WebAuthnCredential(
-            id=secrets.token_urlsafe(16),
+            id=public_id(16),  # `authctl user webauthn remove NAME ID` takes it
             username=username,
             credential_id=verified.credential_id,
             public_key=verified.credential_public_key,
